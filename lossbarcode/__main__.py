@@ -1,0 +1,5 @@
+"""``python -m lossbarcode``: the command-line interface."""
+
+from lossbarcode.cli import main
+
+raise SystemExit(main())

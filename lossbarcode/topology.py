@@ -1,0 +1,657 @@
+"""Exact 0-dimensional sublevel persistent homology ("loss barcodes") and the TO-score.
+
+Definitions follow ``shared/design.md`` §1 and arXiv:2012.15834. Every barcode here is the H0
+barcode of a sublevel filtration of a graph: vertex ``v`` enters at ``values[v]``, an edge enters at
+its own value (``max`` of its endpoints for a lower-star filtration, the path barrier for a graph of
+minima). Components are merged with union-find and the *elder rule*: when two components meet, the
+one whose minimum is higher dies; ties are broken by vertex index (lower index survives), so every
+result is deterministic.
+
+Public API: :class:`Barcode`, :func:`graph_barcode`, :func:`grid_barcode`, :func:`sample_barcode`,
+:func:`minima_barcode`, :func:`sublevel_components`, :func:`to_score`, :func:`barcode_distance`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from itertools import product
+from typing import Any
+
+import numpy as np
+from scipy import ndimage
+from scipy.sparse import coo_matrix
+from scipy.sparse.csgraph import connected_components, minimum_spanning_tree
+from scipy.spatial import cKDTree
+
+NORMS = ("l2", "sum", "max", "mean")
+NORMALIZATIONS = (None, "range")
+CONNECTIVITIES = ("axis", "full")
+RULES = ("union_find", "direct")
+METRICS = ("bottleneck", "wasserstein")
+
+
+def _readonly(array: Any, dtype: type, shape_tail: tuple[int, ...] = ()) -> np.ndarray:
+    out = np.array(array, dtype=dtype, copy=True)
+    if out.size == 0:
+        out = out.reshape((0, *shape_tail))
+    out.setflags(write=False)
+    return out
+
+
+@dataclass(frozen=True, eq=False)
+class Barcode:
+    """A 0-dimensional barcode: one bar ``[birth, death)`` per local minimum.
+
+    All arrays have shape ``(n,)`` (``saddle_edges``: ``(n, 2)``) and bar ``i`` is described by
+    entry ``i`` of each. Bars are sorted by ``(birth, minimum vertex index)``.
+
+    Attributes:
+        births: value at the minimum where the bar was born.
+        deaths: level at which the bar's component joined an older one; ``np.inf`` for an
+            essential bar (the lowest minimum of a connected component).
+        minima: vertex index where the bar was born.
+        saddles: where the bar died, ``-1`` if essential. For graph, grid and sample barcodes the
+            vertex index of the saddle (the higher end of the merging edge; flat index for grids);
+            for :func:`minima_barcode` the flat index ``i * K + j`` (``i < j``) of the barrier
+            matrix entry whose path killed it.
+        merged_into: index (into this barcode) of the bar that absorbed it, ``-1`` if essential.
+        saddle_edges: the two vertices of the edge where the bar died, ``(-1, -1)`` if essential.
+    """
+
+    births: np.ndarray
+    deaths: np.ndarray
+    minima: np.ndarray
+    saddles: np.ndarray
+    merged_into: np.ndarray
+    saddle_edges: np.ndarray | None = None
+
+    def __post_init__(self) -> None:
+        births = _readonly(self.births, np.float64)
+        n = births.shape[0] if births.ndim == 1 else -1
+        fields = {
+            "births": births,
+            "deaths": _readonly(self.deaths, np.float64),
+            "minima": _readonly(self.minima, np.int64),
+            "saddles": _readonly(self.saddles, np.int64),
+            "merged_into": _readonly(self.merged_into, np.int64),
+        }
+        for name, arr in fields.items():
+            if arr.ndim != 1 or arr.shape[0] != n:
+                raise ValueError(f"Barcode.{name} must have shape ({n},), got {arr.shape}")
+        edges = (
+            np.full((n, 2), -1, dtype=np.int64)
+            if self.saddle_edges is None
+            else self.saddle_edges
+        )
+        fields["saddle_edges"] = _readonly(edges, np.int64, (2,))
+        if fields["saddle_edges"].shape != (n, 2):
+            raise ValueError(
+                f"Barcode.saddle_edges must have shape ({n}, 2), got {fields['saddle_edges'].shape}"
+            )
+        deaths = fields["deaths"]
+        if not np.all(np.isfinite(births)):
+            raise ValueError("Barcode births must be finite numbers")
+        if np.any(np.isnan(deaths)) or np.any(deaths < births):
+            raise ValueError("Barcode deaths must be >= births (np.inf for essential bars)")
+        merged = fields["merged_into"]
+        if np.any((merged < -1) | (merged >= n)):
+            raise ValueError(f"Barcode.merged_into must index bars in [-1, {n})")
+        if n > 1:
+            key_prev = (births[:-1], fields["minima"][:-1])
+            key_next = (births[1:], fields["minima"][1:])
+            out_of_order = (key_prev[0] > key_next[0]) | (
+                (key_prev[0] == key_next[0]) & (key_prev[1] > key_next[1])
+            )
+            if np.any(out_of_order):
+                raise ValueError("Barcode bars must be sorted by (birth, minimum index)")
+        for name, arr in fields.items():
+            object.__setattr__(self, name, arr)
+
+    def __len__(self) -> int:
+        return int(self.births.shape[0])
+
+    def __eq__(self, other: object) -> bool:
+        if not isinstance(other, Barcode):
+            return NotImplemented
+        names = ("births", "deaths", "minima", "saddles", "merged_into", "saddle_edges")
+        return all(np.array_equal(getattr(self, k), getattr(other, k)) for k in names)
+
+    __hash__ = None  # type: ignore[assignment]  # arrays are not hashable by value
+
+    def __repr__(self) -> str:
+        n_ess = int(np.isinf(self.deaths).sum())
+        lengths = self.lengths()[np.isfinite(self.deaths)]
+        longest = f", longest finite {lengths.max():.4g}" if lengths.size else ""
+        return f"Barcode({len(self)} bars: {n_ess} essential, {lengths.size} finite{longest})"
+
+    def lengths(self) -> np.ndarray:
+        """Segment lengths ``death - birth``, shape ``(n,)``; ``np.inf`` for essential bars."""
+        return self.deaths - self.births
+
+    def finite(self) -> np.ndarray:
+        """The finite bars as a persistence diagram, shape ``(n_finite, 2)``: (birth, death)."""
+        return self.diagram()[np.isfinite(self.deaths)]
+
+    def essential(self) -> np.ndarray:
+        """Births of the essential (infinite) bars, shape ``(n_essential,)``."""
+        return self.births[np.isinf(self.deaths)].copy()
+
+    def diagram(self) -> np.ndarray:
+        """All bars as an ``(n, 2)`` array of (birth, death), ``np.inf`` deaths included."""
+        return np.column_stack([self.births, self.deaths]).reshape(-1, 2)
+
+    def filter(self, min_length: float) -> Barcode:
+        """Keep essential bars and finite bars of length ``>= min_length``.
+
+        ``merged_into`` is re-indexed. A bar's absorber is never shorter than the bar itself
+        (it was born earlier and dies no sooner), so absorbers of kept bars are kept.
+        """
+        if not np.isfinite(min_length) or min_length < 0:
+            raise ValueError(f"min_length must be a finite number >= 0, got {min_length}")
+        keep = np.isinf(self.deaths) | (self.lengths() >= min_length)
+        new_index = np.cumsum(keep) - 1
+        merged = self.merged_into[keep]
+        valid = merged >= 0
+        remapped = np.full_like(merged, -1)
+        remapped[valid] = np.where(keep[merged[valid]], new_index[merged[valid]], -1)
+        return Barcode(
+            births=self.births[keep],
+            deaths=self.deaths[keep],
+            minima=self.minima[keep],
+            saddles=self.saddles[keep],
+            merged_into=remapped,
+            saddle_edges=self.saddle_edges[keep],
+        )
+
+    def to_dict(self) -> dict[str, list]:
+        """A JSON-safe dict; infinite deaths are written as the string ``"inf"``."""
+        return {
+            "births": [float(b) for b in self.births],
+            "deaths": ["inf" if np.isinf(d) else float(d) for d in self.deaths],
+            "minima": self.minima.tolist(),
+            "saddles": self.saddles.tolist(),
+            "merged_into": self.merged_into.tolist(),
+            "saddle_edges": self.saddle_edges.tolist(),
+        }
+
+    @classmethod
+    def from_dict(cls, data: dict) -> Barcode:
+        """Inverse of :meth:`to_dict`; raises ``ValueError`` on a malformed dict."""
+        required = ("births", "deaths", "minima", "saddles", "merged_into")
+        if not isinstance(data, dict) or any(k not in data for k in required):
+            raise ValueError(f"a barcode dict needs the keys {required}")
+        deaths = []
+        for d in data["deaths"]:
+            if d == "inf":
+                deaths.append(np.inf)
+            elif isinstance(d, int | float) and not isinstance(d, bool):
+                deaths.append(float(d))
+            else:
+                raise ValueError(f"barcode death must be a number or 'inf', got {d!r}")
+        return cls(
+            births=data["births"],
+            deaths=deaths,
+            minima=data["minima"],
+            saddles=data["saddles"],
+            merged_into=data["merged_into"],
+            saddle_edges=data.get("saddle_edges"),
+        )
+
+
+# --------------------------------------------------------------------------- validation
+
+
+def _check_values(values: Any, name: str = "values") -> np.ndarray:
+    arr = np.asarray(values, dtype=np.float64)
+    if arr.size == 0:
+        raise ValueError(f"{name} is empty: a barcode needs at least one vertex")
+    if not np.all(np.isfinite(arr)):
+        bad = int(np.count_nonzero(~np.isfinite(arr)))
+        raise ValueError(f"{name} contains {bad} NaN or infinite entries; remove or clip them")
+    return arr
+
+
+def _check_edges(edges: Any, n: int) -> np.ndarray:
+    arr = np.asarray(edges)
+    if arr.size == 0:
+        return np.empty((0, 2), dtype=np.int64)
+    if arr.ndim != 2 or arr.shape[1] != 2:
+        raise ValueError(f"edges must have shape (m, 2), got {arr.shape}")
+    if not np.issubdtype(arr.dtype, np.integer):
+        if not np.issubdtype(arr.dtype, np.floating) or np.any(arr != np.round(arr)):
+            raise ValueError("edges must hold integer vertex indices")
+    arr = arr.astype(np.int64)
+    if arr.min() < 0 or arr.max() >= n:
+        raise ValueError(
+            f"edges reference vertices outside [0, {n}): min {arr.min()}, max {arr.max()}"
+        )
+    return arr
+
+
+# --------------------------------------------------------------------------- core
+
+
+def _elder_rule_h0(
+    values: np.ndarray, edges: np.ndarray, edge_values: np.ndarray, contract: bool
+) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """Kruskal + elder rule on a graph whose edges enter at ``edge_values``.
+
+    Works in *rank space*: vertices are ranked by (value, index), so "older" means "lower rank".
+    Edges are processed by (edge value, higher rank, lower rank).
+
+    ``contract=True`` is valid only for lower-star filtrations (edge value = max of its ends).
+    Each non-minimum vertex then joins its lowest lower neighbour at its own level, which is a
+    zero-length bar; contracting those edges first leaves a graph on the local minima only, and
+    scipy's MST picks the edges Kruskal would accept. Both shrink the Python loop to the number of
+    local minima.
+
+    Returns (dying vertices, index of the edge that killed each, absorbing vertices,
+    essential vertices), the last sorted by rank.
+    """
+    n = values.shape[0]
+    order = np.argsort(values, kind="stable")  # rank -> vertex
+    rank = np.empty(n, dtype=np.int64)
+    rank[order] = np.arange(n, dtype=np.int64)
+    ri, rj = rank[edges[:, 0]], rank[edges[:, 1]]
+    hi, lo = np.maximum(ri, rj), np.minimum(ri, rj)
+
+    basin = np.arange(n, dtype=np.int64)
+    if contract and edges.shape[0]:
+        np.minimum.at(basin, hi, lo)  # lowest lower neighbour (or self)
+        while True:  # pointer jumping to the basin's minimum
+            nxt = basin[basin]
+            if np.array_equal(nxt, basin):
+                break
+            basin = nxt
+    roots = np.flatnonzero(basin == np.arange(n))  # candidate minima, in rank order
+
+    bi, bj = basin[ri], basin[rj]
+    crossing = np.flatnonzero(bi != bj)
+    kruskal = crossing[np.lexsort((lo[crossing], hi[crossing], edge_values[crossing]))]
+    a = np.minimum(bi[kruskal], bj[kruskal])
+    b = np.maximum(bi[kruskal], bj[kruskal])
+    # Keep the first (cheapest) edge between each pair of basins.
+    _, first = np.unique(a * n + b, return_index=True)
+    first.sort()
+    kruskal, a, b = kruskal[first], a[first], b[first]
+    if kruskal.size > len(roots):
+        weight = np.arange(1, kruskal.size + 1, dtype=np.float64)  # distinct: a unique MST
+        tree = minimum_spanning_tree(coo_matrix((weight, (a, b)), shape=(n, n))).tocoo()
+        picked = np.sort(tree.data.astype(np.int64) - 1)
+        kruskal, a, b = kruskal[picked], a[picked], b[picked]
+
+    # Union-find on compact ids that preserve rank order (smaller id = older).
+    ids = np.searchsorted(roots, np.stack([a, b]))
+    parent = list(range(len(roots)))
+    dying, killer, absorber = [], [], []
+    for e, x, y in zip(range(kruskal.size), ids[0].tolist(), ids[1].tolist(), strict=True):
+        while parent[x] != x:
+            parent[x] = parent[parent[x]]
+            x = parent[x]
+        while parent[y] != y:
+            parent[y] = parent[parent[y]]
+            y = parent[y]
+        if x == y:
+            continue
+        old, young = (x, y) if x < y else (y, x)
+        parent[young] = old
+        dying.append(young)
+        killer.append(e)
+        absorber.append(old)
+    alive = np.ones(len(roots), dtype=bool)
+    alive[dying] = False
+    to_vertex = order[roots]
+    return (
+        to_vertex[np.asarray(dying, dtype=np.int64)],
+        kruskal[np.asarray(killer, dtype=np.int64)],
+        to_vertex[np.asarray(absorber, dtype=np.int64)],
+        to_vertex[alive],
+    )
+
+
+def _assemble(
+    values: np.ndarray,
+    edges: np.ndarray,
+    edge_values: np.ndarray,
+    dying: np.ndarray,
+    killer: np.ndarray,
+    absorber: np.ndarray,
+    essential: np.ndarray,
+    saddles: np.ndarray,
+    keep_zero: bool,
+) -> Barcode:
+    """Build a sorted :class:`Barcode` from the union-find output (vertex-indexed)."""
+    deaths = edge_values[killer]
+    if not keep_zero:
+        positive = deaths > values[dying]
+        dying, killer, absorber, deaths, saddles = (
+            dying[positive],
+            killer[positive],
+            absorber[positive],
+            deaths[positive],
+            saddles[positive],
+        )
+    minima = np.concatenate([dying, essential])
+    births = values[minima]
+    order = np.lexsort((minima, births))
+    bar_of_vertex = {int(v): i for i, v in enumerate(minima[order])}
+    n_dying = dying.shape[0]
+    merged = np.concatenate([absorber, np.full(essential.shape[0], -1, dtype=np.int64)])
+    merged = np.array([bar_of_vertex[int(v)] if v >= 0 else -1 for v in merged[order]])
+    saddle_edges = np.concatenate(
+        [edges[killer].reshape(-1, 2), np.full((essential.shape[0], 2), -1, dtype=np.int64)]
+    )
+    return Barcode(
+        births=births[order],
+        deaths=np.concatenate([deaths, np.full(essential.shape[0], np.inf)])[order],
+        minima=minima[order],
+        saddles=np.concatenate([saddles, np.full(essential.shape[0], -1)])[order],
+        merged_into=merged.astype(np.int64).reshape(-1),
+        saddle_edges=saddle_edges[order] if n_dying + essential.shape[0] else saddle_edges,
+    )
+
+
+# --------------------------------------------------------------------------- public builders
+
+
+def graph_barcode(values: Any, edges: Any, keep_zero: bool = False) -> Barcode:
+    """Exact H0 barcode of the lower-star (sublevel) filtration of a graph.
+
+    Args:
+        values: shape ``(n,)``, finite value at each vertex.
+        edges: shape ``(m, 2)``, integer vertex pairs; duplicates and self-loops are ignored.
+        keep_zero: keep zero-length bars (one per non-minimum vertex, plus plateaus).
+
+    Returns:
+        A :class:`Barcode` with one essential bar per connected component. ``saddles`` holds the
+        higher vertex of the edge where each bar died.
+    """
+    vals = _check_values(values).reshape(-1)
+    e = _check_edges(edges, vals.shape[0])
+    e = e[e[:, 0] != e[:, 1]]
+    edge_values = np.maximum(vals[e[:, 0]], vals[e[:, 1]])
+    dying, killer, absorber, essential = _elder_rule_h0(vals, e, edge_values, not keep_zero)
+    ends = e[killer].reshape(-1, 2)
+    # The saddle is the later of the two ends: the vertex whose arrival made the merge.
+    later = (vals[ends[:, 1]] > vals[ends[:, 0]]) | (
+        (vals[ends[:, 1]] == vals[ends[:, 0]]) & (ends[:, 1] > ends[:, 0])
+    )
+    saddles = np.where(later, ends[:, 1], ends[:, 0])
+    return _assemble(vals, e, edge_values, dying, killer, absorber, essential, saddles, keep_zero)
+
+
+def grid_edges(shape: Sequence[int], connectivity: str = "full") -> np.ndarray:
+    """Edges of an n-dimensional grid graph over flat (C-order) indices, shape ``(m, 2)``.
+
+    ``connectivity="axis"`` joins the 2n axis neighbours, ``"full"`` all 3ⁿ−1 neighbours.
+    """
+    if connectivity not in CONNECTIVITIES:
+        raise ValueError(f"connectivity must be one of {CONNECTIVITIES}, got {connectivity!r}")
+    shape = tuple(int(s) for s in shape)
+    index = np.arange(int(np.prod(shape)), dtype=np.int64).reshape(shape)
+    dim = len(shape)
+    if connectivity == "axis":
+        offsets = [tuple(int(k == d) for k in range(dim)) for d in range(dim)]
+    else:  # one offset of each +/- pair: the first non-zero step is +1
+        offsets = [o for o in product((-1, 0, 1), repeat=dim) if any(o) and o[next(
+            k for k, s in enumerate(o) if s)] == 1]
+    blocks = []
+    for off in offsets:
+        src = tuple(slice(0, -1) if s == 1 else slice(1, None) if s == -1 else slice(None)
+                    for s in off)
+        dst = tuple(slice(1, None) if s == 1 else slice(0, -1) if s == -1 else slice(None)
+                    for s in off)
+        blocks.append(np.stack([index[src].reshape(-1), index[dst].reshape(-1)], axis=1))
+    return np.concatenate(blocks) if blocks else np.empty((0, 2), dtype=np.int64)
+
+
+def grid_barcode(values: Any, connectivity: str = "full", keep_zero: bool = False) -> Barcode:
+    """Exact H0 sublevel barcode of an n-dimensional array of function values.
+
+    Args:
+        values: array of any shape ``(d1, ..., dn)``, finite.
+        connectivity: ``"axis"`` (2n neighbours) or ``"full"`` (3ⁿ−1 neighbours).
+        keep_zero: keep zero-length bars.
+
+    Returns:
+        A :class:`Barcode` whose ``minima`` and ``saddles`` are flat (C-order) indices; use
+        ``np.unravel_index(barcode.minima, values.shape)`` for grid coordinates.
+    """
+    vals = _check_values(values)
+    return graph_barcode(vals.reshape(-1), grid_edges(vals.shape, connectivity), keep_zero)
+
+
+def _n_components(n: int, edges: np.ndarray) -> int:
+    graph = coo_matrix((np.ones(edges.shape[0]), (edges[:, 0], edges[:, 1])), shape=(n, n))
+    return int(connected_components(graph, directed=False)[0])
+
+
+def knn_edges(points: np.ndarray, k: int) -> np.ndarray:
+    """Edges of the symmetric k-nearest-neighbour graph of ``points`` (shape ``(n, d)``)."""
+    n = points.shape[0]
+    k = min(k, n - 1)
+    if k < 1:
+        return np.empty((0, 2), dtype=np.int64)
+    _, nbrs = cKDTree(points).query(points, k=k + 1)
+    src = np.repeat(np.arange(n, dtype=np.int64), k)
+    return np.stack([src, nbrs[:, 1:].reshape(-1).astype(np.int64)], axis=1)
+
+
+def sample_barcode(
+    f: Callable[[np.ndarray], np.ndarray],
+    bounds: Any,
+    n: int,
+    k: int | None = None,
+    seed: int = 0,
+    return_points: bool = False,
+) -> Barcode | tuple[Barcode, np.ndarray]:
+    """Estimate the barcode of a low-dimensional function from random samples.
+
+    The point-cloud algorithm of arXiv:1912.00043: ``n`` uniform random points in the box,
+    their k-nearest-neighbour graph, and its exact lower-star H0 barcode. It converges to the
+    function's barcode as ``n`` grows (plus tiny spurious bars from sampling); use it for
+    functions of a few variables, where a grid would be too large.
+
+    Args:
+        f: vectorised function, ``(n, d)`` points -> ``(n,)`` values.
+        bounds: shape ``(d, 2)``, ``[low, high]`` per dimension.
+        n: number of sample points (>= 2).
+        k: neighbours per point; defaults to ``4 * d``. It is doubled until the kNN graph is
+            connected, since a disconnected sample would report spurious essential bars.
+        seed: seed of the sampler.
+        return_points: also return the ``(n, d)`` sample, which ``minima`` index into.
+    """
+    box = np.asarray(bounds, dtype=np.float64)
+    if box.ndim == 1 and box.shape == (2,):
+        box = box[None, :]
+    if box.ndim != 2 or box.shape[1] != 2 or box.shape[0] < 1:
+        raise ValueError(f"bounds must have shape (d, 2) as [low, high] rows, got {box.shape}")
+    if not np.all(np.isfinite(box)) or np.any(box[:, 0] >= box[:, 1]):
+        raise ValueError("bounds must be finite with low < high in every dimension")
+    if int(n) != n or n < 2:
+        raise ValueError(f"n must be an integer >= 2, got {n}")
+    dim = box.shape[0]
+    k = 4 * dim if k is None else k
+    if int(k) != k or k < 1:
+        raise ValueError(f"k must be a positive integer, got {k}")
+    rng = np.random.default_rng(seed)
+    points = box[:, 0] + rng.random((int(n), dim)) * (box[:, 1] - box[:, 0])
+    values = np.asarray(f(points), dtype=np.float64)
+    if values.shape != (int(n),):
+        raise ValueError(f"f must map (n, d) points to (n,) values, got shape {values.shape}")
+    values = _check_values(values, "f(points)")
+    k = int(k)
+    edges = knn_edges(points, k)
+    # A kNN graph can fall apart (gaps in a 1-D sample); its pieces would show up as spurious
+    # essential bars, so k grows until the sample is one component.
+    while k < n - 1 and _n_components(int(n), edges) > 1:
+        k = min(2 * k, int(n) - 1)
+        edges = knn_edges(points, k)
+    barcode = graph_barcode(values, edges)
+    return (barcode, points) if return_points else barcode
+
+
+def minima_barcode(
+    losses: Any, barriers: Any, rule: str = "union_find", keep_zero: bool = True
+) -> Barcode:
+    """Barcode of K minima joined by paths: one segment per minimum.
+
+    Args:
+        losses: shape ``(K,)``, the loss at each minimum.
+        barriers: shape ``(K, K)``, symmetric; ``barriers[i, j]`` is the highest loss on the best
+            path found between minima i and j, ``np.inf`` where no path was computed. The
+            diagonal is ignored; entries are raised to ``max(losses[i], losses[j])``, since a path
+            contains its endpoints.
+        rule: ``"union_find"`` (default, exact H0 of the barrier graph: a minimum may escape
+            through other minima) or ``"direct"`` (the released paper code's rule: death = the
+            smallest direct barrier to a strictly lower minimum).
+        keep_zero: keep zero-length segments (default True: every minimum gets a segment).
+
+    Returns:
+        A :class:`Barcode`; ``saddles`` is the flat index ``i * K + j`` (``i < j``) of the
+        barrier whose path killed each bar, ``saddle_edges`` the pair ``(i, j)``.
+    """
+    vals = _check_values(losses, "losses")
+    if vals.ndim != 1:
+        raise ValueError(f"losses must have shape (K,), got {vals.shape}")
+    k = vals.shape[0]
+    c = np.asarray(barriers, dtype=np.float64)
+    if c.shape != (k, k):
+        raise ValueError(f"barriers must be a square (K, K) = ({k}, {k}) matrix, got {c.shape}")
+    off = ~np.eye(k, dtype=bool)
+    if np.any(np.isnan(c[off])) or np.any(c[off] == -np.inf):
+        raise ValueError("barriers contain NaN or -inf; use np.inf for pairs with no path")
+    finite = np.isfinite(c)
+    if not (np.array_equal(finite, finite.T) and np.allclose(c[finite], c.T[finite])):
+        raise ValueError("barriers must be symmetric (barriers[i, j] == barriers[j, i])")
+    if rule not in RULES:
+        raise ValueError(f"rule must be one of {RULES}, got {rule!r}")
+    i, j = np.triu_indices(k, 1)
+    connected = np.isfinite(c[i, j])
+    i, j = i[connected], j[connected]
+    edges = np.stack([i, j], axis=1).astype(np.int64)
+    edge_values = np.maximum(c[i, j], np.maximum(vals[i], vals[j]))
+
+    if rule == "union_find":
+        dying, killer, absorber, essential = _elder_rule_h0(vals, edges, edge_values, False)
+    else:
+        dying, killer, absorber, essential = _direct_rule(vals, edges, edge_values)
+    saddles = edges[killer, 0] * k + edges[killer, 1]
+    return _assemble(vals, edges, edge_values, dying, killer, absorber, essential, saddles,
+                     keep_zero)
+
+
+def _direct_rule(
+    values: np.ndarray, edges: np.ndarray, edge_values: np.ndarray
+) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """The released paper code's rule: each minimum dies at its cheapest direct edge to an
+    older (lower, ties by index) minimum; same outputs as :func:`_elder_rule_h0`."""
+    k = values.shape[0]
+    rank = np.empty(k, dtype=np.int64)
+    rank[np.argsort(values, kind="stable")] = np.arange(k)
+    dying, killer, absorber, essential = [], [], [], []
+    for v in np.argsort(values, kind="stable"):
+        other = np.where(edges[:, 0] == v, edges[:, 1], edges[:, 0])
+        touching = (edges[:, 0] == v) | (edges[:, 1] == v)
+        cand = np.flatnonzero(touching & (rank[other] < rank[v]))
+        if cand.size == 0:
+            essential.append(v)
+            continue
+        best = cand[np.lexsort((rank[other[cand]], edge_values[cand]))[0]]
+        dying.append(v)
+        killer.append(best)
+        absorber.append(other[best])
+    as_array = [np.asarray(x, dtype=np.int64) for x in (dying, killer, absorber, essential)]
+    return as_array[0], as_array[1], as_array[2], as_array[3]
+
+
+# --------------------------------------------------------------------------- views of a level
+
+
+def sublevel_components(values: Any, level: float, connectivity: str = "full") -> np.ndarray:
+    """Connected components of the sublevel set ``{values <= level}`` of a grid.
+
+    Args:
+        values: array of shape ``(d1, ..., dn)``.
+        level: the threshold.
+        connectivity: ``"axis"`` or ``"full"``, as in :func:`grid_barcode`.
+
+    Returns:
+        An int64 array of the same shape: ``-1`` above the level, otherwise the flat index of
+        the lowest vertex (by value, then index) of the point's component — the same vertex that
+        :func:`grid_barcode` reports as the minimum of the component's bar.
+    """
+    vals = _check_values(values)
+    if connectivity not in CONNECTIVITIES:
+        raise ValueError(f"connectivity must be one of {CONNECTIVITIES}, got {connectivity!r}")
+    mask = vals <= level
+    structure = ndimage.generate_binary_structure(vals.ndim, 1 if connectivity == "axis"
+                                                  else vals.ndim)
+    labels, _ = ndimage.label(mask, structure=structure)
+    flat_labels = labels.reshape(-1)
+    order = np.argsort(vals.reshape(-1), kind="stable")
+    order = order[flat_labels[order] > 0]
+    found, first = np.unique(flat_labels[order], return_index=True)
+    lowest = np.full(flat_labels.max() + 1, -1, dtype=np.int64)
+    lowest[found] = order[first]
+    return lowest[flat_labels].reshape(vals.shape)
+
+
+# --------------------------------------------------------------------------- scores
+
+
+def to_score(barcode: Barcode, norm: str = "l2", normalize: str | None = None) -> float:
+    """TO-score: a norm of the finite segment lengths of a barcode (arXiv:2012.15834).
+
+    Args:
+        barcode: the barcode (essential bars are ignored).
+        norm: ``"l2"`` (default), ``"sum"`` (L1), ``"max"`` (L∞) or ``"mean"``.
+        normalize: ``None`` or ``"range"``: divide by the loss range, the highest finite death
+            minus the lowest birth, so that landscapes of different scales compare.
+
+    Returns:
+        The score, ``0.0`` for a barcode without finite bars.
+    """
+    if norm not in NORMS:
+        raise ValueError(f"norm must be one of {NORMS}, got {norm!r}")
+    if normalize not in NORMALIZATIONS:
+        raise ValueError(f"normalize must be one of {NORMALIZATIONS}, got {normalize!r}")
+    finite = np.isfinite(barcode.deaths)
+    lengths = barcode.lengths()[finite]
+    if lengths.size == 0:
+        return 0.0
+    score = {
+        "l2": lambda x: float(np.sqrt(np.sum(x**2))),
+        "sum": lambda x: float(np.sum(x)),
+        "max": lambda x: float(np.max(x)),
+        "mean": lambda x: float(np.mean(x)),
+    }[norm](lengths)
+    if normalize == "range":
+        span = float(barcode.deaths[finite].max() - barcode.births.min())
+        return score / span if span > 0 else 0.0
+    return score
+
+
+def barcode_distance(a: Barcode, b: Barcode, metric: str = "bottleneck") -> float:
+    """Bottleneck or Wasserstein distance between two barcodes.
+
+    Finite bars are compared with persim: bottleneck with the L∞ ground metric, Wasserstein of
+    order 1 with the Euclidean ground metric (persim's conventions). persim drops points at
+    infinity, so essential bars are matched here explicitly: by sorted birth (optimal in one
+    dimension), and the distance is ``inf`` when the two barcodes have different numbers of
+    essential bars.
+    """
+    if metric not in METRICS:
+        raise ValueError(f"metric must be one of {METRICS}, got {metric!r}")
+    ea, eb = np.sort(a.essential()), np.sort(b.essential())
+    if ea.shape != eb.shape:
+        return float("inf")
+    gaps = np.abs(ea - eb)
+    import persim  # lazy: persim pulls in matplotlib
+
+    distance = persim.bottleneck if metric == "bottleneck" else persim.wasserstein
+    finite_part = float(distance(a.finite(), b.finite()))
+    if metric == "bottleneck":
+        return max(finite_part, float(gaps.max()) if gaps.size else 0.0)
+    return finite_part + float(gaps.sum())
