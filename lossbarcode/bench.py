@@ -12,7 +12,7 @@ from collections.abc import Callable
 import numpy as np
 from scipy.ndimage import gaussian_filter
 
-from lossbarcode.topology import Barcode, graph_barcode, grid_edges, knn_edges
+from lossbarcode.topology import Barcode, graph_barcode, grid_barcode, grid_edges, knn_edges
 
 
 def lower_star_ripser(values: np.ndarray, edges: np.ndarray) -> np.ndarray:
@@ -51,27 +51,39 @@ def _smooth_field(shape: tuple[int, ...], seed: int) -> np.ndarray:
 
 
 def topology_benchmark(
-    grid_sizes: tuple[int, ...] = (101, 501, 1001), knn_points: int = 100_000, repeat: int = 3
+    grid_sizes: tuple[int, ...] = (101, 501, 1001),
+    knn_points: int = 100_000,
+    repeat: int = 3,
+    noise_size: int = 1001,
 ) -> list[dict]:
-    """Time :func:`graph_barcode` against ripser on 2-D grids and a kNN graph.
+    """Time :func:`grid_barcode` / :func:`graph_barcode` against ripser on the same input.
 
-    Inputs are built once per case; only the barcode computation is timed (our side includes
-    building the grid edges, as ``grid_barcode`` does). Returns one dict per case.
+    Grids: ``grid_barcode`` on the 2-D array (building its edges included) vs ripser on the
+    same 8-neighbour graph (building its sparse matrix included). kNN graph: both get the edge
+    list. A white-noise grid of side ``noise_size`` (0 to skip) is the worst case: about one
+    vertex in nine is a local minimum. Returns one dict per case.
     """
     cases = []
     for size in grid_sizes:
-        values = _smooth_field((size, size), seed=size).reshape(-1)
-        cases.append((f"grid {size}x{size} (8-nbr)", values, grid_edges((size, size))))
+        field = _smooth_field((size, size), seed=size)
+        cases.append((f"grid {size}x{size} (8-nbr)", field.reshape(-1),
+                      grid_edges(field.shape), lambda f=field: grid_barcode(f)))
     rng = np.random.default_rng(0)
+    if noise_size:
+        noise = rng.random((noise_size, noise_size))
+        cases.append((f"grid {noise_size}x{noise_size} white noise", noise.reshape(-1),
+                      grid_edges(noise.shape), lambda f=noise: grid_barcode(f)))
     points = rng.random((knn_points, 3))
     values = np.sin(6 * points[:, 0]) * np.cos(5 * points[:, 1]) + points[:, 2] ** 2
-    cases.append((f"kNN graph n={knn_points} (k=12, 3-D)", values, knn_edges(points, 12)))
+    edges = knn_edges(points, 12)
+    cases.append((f"kNN graph n={knn_points} (k=12, 3-D)", values, edges,
+                  lambda: graph_barcode(values, edges)))
 
     import ripser  # noqa: F401  # import once up front so its cost is not timed
 
     rows = []
-    for name, values, edges in cases:
-        ours_s, ours = _best_of(lambda v=values, e=edges: graph_barcode(v, e), repeat)
+    for name, values, edges, ours_fn in cases:
+        ours_s, ours = _best_of(ours_fn, repeat)
         ref_s, ref = _best_of(lambda v=values, e=edges: lower_star_ripser(v, e), repeat)
         assert isinstance(ours, Barcode)
         rows.append({

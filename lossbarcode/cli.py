@@ -11,7 +11,8 @@ def _bench_topology(args: argparse.Namespace) -> int:
     from lossbarcode.bench import print_rows, topology_benchmark
 
     sizes = tuple(int(s) for s in args.grid_sizes.split(","))
-    rows = topology_benchmark(grid_sizes=sizes, knn_points=args.knn_points, repeat=args.repeat)
+    rows = topology_benchmark(grid_sizes=sizes, knn_points=args.knn_points, repeat=args.repeat,
+                              noise_size=args.noise_size)
     print_rows(rows, "H0 barcode: lossbarcode.graph_barcode vs ripser lower-star (best of "
                f"{args.repeat}; ratio = ours / ripser, < 1 is faster)")
     return 0
@@ -34,6 +35,8 @@ def build_parser() -> argparse.ArgumentParser:
                       help="comma list of 2-D grid side lengths (default: 101,501,1001)")
     topo.add_argument("--knn-points", type=int, default=100_000,
                       help="vertices of the kNN graph case (default: 100000)")
+    topo.add_argument("--noise-size", type=int, default=1001,
+                      help="side of the white-noise worst-case grid, 0 to skip (default 1001)")
     topo.add_argument("--repeat", type=int, default=3, help="best of this many runs (default 3)")
     topo.set_defaults(handler=_bench_topology)
     return parser

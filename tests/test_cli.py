@@ -1,0 +1,34 @@
+"""The command-line interface, end to end on tiny inputs."""
+
+import subprocess
+import sys
+
+from lossbarcode.bench import topology_benchmark
+from lossbarcode.cli import main
+
+
+def test_topology_benchmark_agrees_with_ripser_on_every_case():
+    rows = topology_benchmark(grid_sizes=(15, 31), knn_points=400, repeat=1, noise_size=25)
+    assert [r["case"].split()[0] for r in rows] == ["grid", "grid", "grid", "kNN"]
+    for row in rows:
+        assert row["bars"] == row["ripser_bars"] > 0
+        assert row["ours_s"] > 0 and row["ripser_s"] > 0
+        assert row["ratio"] == row["ours_s"] / row["ripser_s"]
+
+
+def test_bench_topology_command_prints_a_table(capsys):
+    code = main(["bench", "topology", "--grid-sizes", "11", "--knn-points", "200",
+                 "--noise-size", "0", "--repeat", "1"])
+    out = capsys.readouterr().out
+    assert code == 0
+    assert "ratio" in out and "grid 11x11" in out and "kNN graph n=200" in out
+
+
+def test_module_entry_point_and_help():
+    done = subprocess.run([sys.executable, "-m", "lossbarcode", "bench", "topology", "--help"],
+                          capture_output=True, text=True, check=False)
+    assert done.returncode == 0
+    assert "--grid-sizes" in done.stdout
+    bad = subprocess.run([sys.executable, "-m", "lossbarcode", "bench", "nothing"],
+                         capture_output=True, text=True, check=False)
+    assert bad.returncode == 2 and "invalid choice" in bad.stderr
