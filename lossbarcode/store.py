@@ -1,0 +1,351 @@
+"""A results directory of runs, stored in stages as JSON + ``.npz`` -- never pickle.
+
+Layout under the root (``./results``, ``$LOSSBARCODE_RESULTS``, or an explicit path)::
+
+    <root>/<run_id>/<stage>.json     metadata, format version, names + sha256 of the arrays
+    <root>/<run_id>/<stage>.npz      named numpy arrays (optional)
+    <root>/.locks/<run_id>.lock      inter-process lock of a run
+
+Every file is written atomically (temp file in the same directory, fsync, ``os.replace``), the
+``.npz`` before the ``.json``, so a stage exists exactly when its JSON does and a crash mid-write
+leaves the stage absent, never half-written. Loading checks the JSON against the ``.npz`` bytes and
+refuses anything it cannot verify with :class:`CorruptResultError`. Arrays are read with
+``allow_pickle=False``, so a shared results folder can never execute code.
+
+    store = ResultStore()
+    with store.lock(run_id):
+        if not store.exists(run_id):
+            store.save_stage(run_id, "result", {"to_score": 0.3}, {"bars": bars})
+    meta, arrays = store.load_stage(run_id, "result")
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import io
+import json
+import math
+import os
+import re
+import secrets
+import shutil
+import zipfile
+from collections.abc import Callable, Iterator, Mapping
+from pathlib import Path
+from typing import IO, Any
+
+import filelock
+import numpy as np
+
+__all__ = ["ENV_VAR", "FORMAT_VERSION", "CorruptResultError", "ResultStore"]
+
+ENV_VAR = "LOSSBARCODE_RESULTS"
+DEFAULT_ROOT = "results"
+FORMAT_VERSION = 1
+_FORMAT = "lossbarcode.store"
+
+# Run ids and stage names become file names: no dots, no separators, so no path traversal.
+_NAME = re.compile(r"[A-Za-z0-9_-]{1,64}")
+# Array names only live inside the zip; dots are allowed for names like "layer.0.weight".
+_ARRAY_NAME = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_.-]{0,127}")
+
+
+class CorruptResultError(ValueError):
+    """A stored stage exists but cannot be trusted (truncated, edited, foreign or unsafe)."""
+
+    def __init__(self, path: Path, reason: str) -> None:
+        self.path = path
+        super().__init__(
+            f"stored result {path} is unusable ({reason}); it will be recomputed -- "
+            f"or delete the folder {path.parent} by hand"
+        )
+
+
+def _check_name(name: object, what: str, pattern: re.Pattern[str] = _NAME) -> str:
+    if not isinstance(name, str) or not pattern.fullmatch(name):
+        raise ValueError(f"invalid {what} {name!r}: must match {pattern.pattern}")
+    return name
+
+
+def _check_json(value: object, where: str) -> None:
+    """Raise ValueError naming the first value that JSON (with allow_nan=False) cannot hold."""
+    if value is None or isinstance(value, bool | int | str):
+        return
+    if isinstance(value, float):
+        if not math.isfinite(value):
+            raise ValueError(
+                f"meta{where} is {value!r}: JSON cannot hold inf/nan, encode it explicitly"
+            )
+        return
+    if isinstance(value, Mapping):
+        for key, item in value.items():
+            # Non-str keys would silently come back as strings.
+            if not isinstance(key, str):
+                raise ValueError(f"meta{where} has a non-string key {key!r}")
+            _check_json(item, f"{where}[{key!r}]")
+        return
+    if isinstance(value, list | tuple):  # tuples come back as lists
+        for i, item in enumerate(value):
+            _check_json(item, f"{where}[{i}]")
+        return
+    raise ValueError(
+        f"meta{where} is a {type(value).__name__}, not JSON-serialisable "
+        "(convert numpy scalars with .item(), arrays go in `arrays`)"
+    )
+
+
+def _reject_constant(name: str) -> Any:
+    raise ValueError(f"non-standard JSON constant {name}")
+
+
+def _fsync_dir(directory: Path) -> None:
+    # Makes the rename itself durable; not possible on every platform (e.g. Windows).
+    try:
+        fd = os.open(directory, os.O_RDONLY)
+    except OSError:
+        return
+    try:
+        os.fsync(fd)
+    except OSError:
+        pass
+    finally:
+        os.close(fd)
+
+
+def _atomic_write(path: Path, write: Callable[[IO[bytes]], None]) -> None:
+    # Temp name starts with "." and ends with ".tmp", so it is never mistaken for a stage.
+    tmp = path.with_name(f".{path.name}.{secrets.token_hex(8)}.tmp")
+    # os.open with 0o666 honours the umask (mkstemp would force 0o600 on a shared folder).
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_BINARY", 0), 0o666)
+    try:
+        with os.fdopen(fd, "wb") as f:
+            write(f)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+    _fsync_dir(path.parent)
+
+
+def _write_npz(f: IO[bytes], arrays: dict[str, np.ndarray]) -> None:
+    # Same layout as np.savez, but written by hand so any array name is allowed (np.savez
+    # reserves "file"/"allow_pickle") and pickling is refused at write time too.
+    with zipfile.ZipFile(f, "w", compression=zipfile.ZIP_STORED, allowZip64=True) as zf:
+        for name, array in arrays.items():
+            with zf.open(f"{name}.npy", "w", force_zip64=True) as member:
+                np.lib.format.write_array(member, array, allow_pickle=False)
+
+
+def _sha256_file(path: Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+class ResultStore:
+    """Runs stored in stages under ``root``; see the module docstring for the layout."""
+
+    def __init__(self, root: str | os.PathLike[str] | None = None) -> None:
+        if root is None:
+            root = os.environ.get(ENV_VAR) or DEFAULT_ROOT
+        # Absolute now, so a later chdir does not move the store. Created lazily on first write.
+        self.root: Path = Path(root).expanduser().absolute()
+
+    def __repr__(self) -> str:
+        return f"ResultStore({str(self.root)!r})"
+
+    # -- paths -------------------------------------------------------------------------------
+
+    def _run_dir(self, run_id: str) -> Path:
+        return self.root / _check_name(run_id, "run id")
+
+    def _paths(self, run_id: str, stage: str) -> tuple[Path, Path]:
+        run_dir = self._run_dir(run_id)
+        _check_name(stage, "stage name")
+        return run_dir / f"{stage}.json", run_dir / f"{stage}.npz"
+
+    # -- stages ------------------------------------------------------------------------------
+
+    def save_stage(
+        self,
+        run_id: str,
+        stage: str,
+        meta: dict[str, Any],
+        arrays: Mapping[str, np.ndarray] | None = None,
+    ) -> None:
+        """Store one stage atomically, replacing any earlier version of it.
+
+        ``meta`` must be JSON-serialisable without inf/nan (tuples come back as lists); ``arrays``
+        maps names to numeric/bool/str arrays -- object arrays are refused (they need pickle).
+        Raises ValueError on invalid input, before anything is written.
+        """
+        json_path, npz_path = self._paths(run_id, stage)
+        if not isinstance(meta, Mapping):
+            raise ValueError(f"meta must be a dict, got {type(meta).__name__}")
+        _check_json(meta, "")
+        checked: dict[str, np.ndarray] = {}
+        for name, value in (arrays or {}).items():
+            _check_name(name, "array name", _ARRAY_NAME)
+            array = np.asarray(value)
+            if array.dtype.hasobject:
+                raise ValueError(
+                    f"array {name!r} has dtype {array.dtype}: object arrays need "
+                    "pickle and are refused"
+                )
+            checked[name] = array
+
+        json_path.parent.mkdir(parents=True, exist_ok=True)
+        # Drop the old JSON first: if we crash below, the stage reads as absent (recomputed)
+        # rather than as the old JSON pointing at a half-replaced .npz.
+        with contextlib.suppress(FileNotFoundError):
+            json_path.unlink()
+            _fsync_dir(json_path.parent)
+        record: dict[str, Any] = {
+            "format": _FORMAT,
+            "version": FORMAT_VERSION,
+            "run_id": run_id,
+            "stage": stage,
+            "arrays": None,
+        }
+        if checked:
+            _atomic_write(npz_path, lambda f: _write_npz(f, checked))
+            record["arrays"] = {"names": list(checked), "sha256": _sha256_file(npz_path)}
+        else:
+            npz_path.unlink(missing_ok=True)
+        record["meta"] = meta
+        text = json.dumps(record, allow_nan=False, indent=2) + "\n"
+        _atomic_write(json_path, lambda f: f.write(text.encode("utf-8")))
+
+    def load_stage(
+        self, run_id: str, stage: str
+    ) -> tuple[dict[str, Any], dict[str, np.ndarray]] | None:
+        """Return ``(meta, arrays)`` of a stage, or None if it was never (fully) saved.
+
+        Raises CorruptResultError if the stage is present but truncated, edited, written by
+        another format version, or holds anything that would need pickle to read.
+        """
+        json_path, npz_path = self._paths(run_id, stage)
+        try:
+            raw = json_path.read_bytes()
+        except FileNotFoundError:
+            return None
+        try:
+            record = json.loads(raw.decode("utf-8"), parse_constant=_reject_constant)
+        except ValueError as exc:  # includes UnicodeDecodeError and JSONDecodeError
+            raise CorruptResultError(json_path, f"unreadable JSON: {exc}") from None
+        if not isinstance(record, dict) or record.get("format") != _FORMAT:
+            raise CorruptResultError(json_path, "not a lossbarcode result file")
+        if record.get("version") != FORMAT_VERSION:
+            raise CorruptResultError(
+                json_path, f"format version {record.get('version')!r}, expected {FORMAT_VERSION}"
+            )
+        if record.get("stage") != stage or record.get("run_id") != run_id:
+            raise CorruptResultError(
+                json_path, f"it belongs to {record.get('run_id')!r}/{record.get('stage')!r}"
+            )
+        meta = record.get("meta")
+        if not isinstance(meta, dict):
+            raise CorruptResultError(json_path, "no metadata")
+
+        spec = record.get("arrays")
+        if spec is None:
+            return meta, {}
+        if (
+            not isinstance(spec, dict)
+            or not isinstance(spec.get("names"), list)
+            or not isinstance(spec.get("sha256"), str)
+        ):
+            raise CorruptResultError(json_path, "malformed array record")
+        try:
+            # Read once and parse from memory: what we hash is exactly what we parse.
+            data = npz_path.read_bytes()
+        except FileNotFoundError:
+            raise CorruptResultError(npz_path, "the .npz file is missing") from None
+        if hashlib.sha256(data).hexdigest() != spec["sha256"]:
+            raise CorruptResultError(npz_path, "sha256 mismatch: truncated or modified")
+        try:
+            with np.load(io.BytesIO(data), allow_pickle=False) as npz:
+                arrays = {name: npz[name] for name in npz.files}
+        except Exception as exc:  # any failure to parse these bytes means corrupt
+            raise CorruptResultError(npz_path, f"unreadable arrays: {exc}") from None
+        if sorted(arrays) != sorted(spec["names"]):
+            raise CorruptResultError(npz_path, "array names differ from the JSON record")
+        if not all(isinstance(a, np.ndarray) and not a.dtype.hasobject for a in arrays.values()):
+            raise CorruptResultError(npz_path, "contains a non-array or object member")
+        return meta, {name: arrays[name] for name in spec["names"]}
+
+    def has_stage(self, run_id: str, stage: str) -> bool:
+        """Whether the stage's JSON exists (cheap; :meth:`load_stage` does the validation)."""
+        return self._paths(run_id, stage)[0].is_file()
+
+    def stages(self, run_id: str) -> list[str]:
+        """Names of the stages present for a run, sorted ([] for an unknown run)."""
+        run_dir = self._run_dir(run_id)
+        if not run_dir.is_dir():
+            return []
+        return sorted(p.stem for p in run_dir.glob("*.json") if _NAME.fullmatch(p.stem))
+
+    def exists(self, run_id: str) -> bool:
+        """Whether the run finished, i.e. its "result" stage is present."""
+        return self.has_stage(run_id, "result")
+
+    def drop_stage(self, run_id: str, stage: str) -> None:
+        """Remove one stage's files (no error if absent). The JSON goes first."""
+        json_path, npz_path = self._paths(run_id, stage)
+        json_path.unlink(missing_ok=True)
+        npz_path.unlink(missing_ok=True)
+
+    def delete(self, run_id: str) -> None:
+        """Remove a run and all its stages (no error if absent)."""
+        run_dir = self._run_dir(run_id)
+        # Rename first (atomic), so readers never see a run with half its files gone.
+        trash = self.root / f".trash-{run_id}-{secrets.token_hex(4)}"
+        try:
+            os.replace(run_dir, trash)
+        except FileNotFoundError:
+            return
+        shutil.rmtree(trash, ignore_errors=True)
+
+    def list(self) -> list[str]:
+        """Ids of the runs with at least one stage, sorted."""
+        if not self.root.is_dir():
+            return []
+        return sorted(
+            p.name
+            for p in self.root.iterdir()
+            if p.is_dir() and _NAME.fullmatch(p.name) and self.stages(p.name)
+        )
+
+    # -- locking -----------------------------------------------------------------------------
+
+    @contextlib.contextmanager
+    def lock(self, run_id: str, timeout: float | None = None) -> Iterator[None]:
+        """Hold an exclusive lock on a run id, across processes and threads.
+
+        Blocks until the lock is free, or raises TimeoutError after ``timeout`` seconds. Use it
+        around "check, compute, save" so concurrent requests for one run compute it only once.
+        """
+        _check_name(run_id, "run id")
+        if timeout is not None and timeout < 0:
+            raise ValueError(f"timeout must be >= 0 or None, got {timeout}")
+        lock_dir = self.root / ".locks"
+        lock_dir.mkdir(parents=True, exist_ok=True)
+        path = lock_dir / f"{run_id}.lock"
+        # A fresh FileLock per call: separate file descriptors also exclude threads of one process.
+        file_lock = filelock.FileLock(path, timeout=-1 if timeout is None else timeout)
+        try:
+            file_lock.acquire()
+        except filelock.Timeout:
+            raise TimeoutError(
+                f"run {run_id} is locked by another process or session (waited {timeout} s; "
+                f"lock file {path})"
+            ) from None
+        try:
+            yield
+        finally:
+            file_lock.release()
