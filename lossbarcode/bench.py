@@ -12,6 +12,7 @@ from collections.abc import Callable
 import numpy as np
 from scipy.ndimage import gaussian_filter
 
+from lossbarcode.experiment import ExperimentConfig
 from lossbarcode.topology import Barcode, graph_barcode, grid_barcode, grid_edges, knn_edges
 
 
@@ -110,3 +111,34 @@ def print_rows(rows: list[dict], title: str) -> None:
     print("  ".join(k.ljust(w) for k, w in zip(keys, widths, strict=True)))
     for c in cells:
         print("  ".join(v.ljust(w) for v, w in zip(c, widths, strict=True)))
+
+
+def experiment_benchmark(config: ExperimentConfig | None = None, repeat: int = 5) -> list[dict]:
+    """Time one experiment cold (empty results folder) and then re-opened from the store.
+
+    Returns one row per stage of the cold run plus the total, and the median cached load.
+    """
+    import tempfile
+
+    from lossbarcode.experiment import load_result, run_experiment
+    from lossbarcode.store import ResultStore
+
+    config = (config or ExperimentConfig()).validate()
+    with tempfile.TemporaryDirectory() as folder:
+        store = ResultStore(folder)
+        start = time.perf_counter()
+        result = run_experiment(config, store)
+        cold = time.perf_counter() - start
+        loads = []
+        for _ in range(repeat):
+            start = time.perf_counter()
+            load_result(store, result.run_id)
+            loads.append(time.perf_counter() - start)
+    rows = [{"what": f"cold: {stage}", "seconds": seconds}
+            for stage, seconds in result.timings.items()]
+    rows.append({"what": "cold: total (incl. data, model, saving)", "seconds": cold})
+    rows.append({"what": f"cached: load finished run (median of {repeat})",
+                 "seconds": float(np.median(loads))})
+    rows.append({"what": f"TO-score {result.score:.4g}, K={result.k}, "
+                         f"{len(result.pairs)} paths, device {result.device}", "seconds": 0.0})
+    return rows

@@ -1,10 +1,316 @@
-"""Command-line interface: ``lossbarcode`` / ``python -m lossbarcode``."""
+"""Command-line interface: ``lossbarcode`` / ``python -m lossbarcode``.
+
+Subcommands: ``run``, ``sweep``, ``list``, ``show``, ``export``, ``bench``, ``app``. Bad input
+exits with status 2 and a one-line reason.
+"""
 
 from __future__ import annotations
 
 import argparse
+import csv
+import dataclasses
+import io
+import json
 import sys
+import tomllib
 from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+from lossbarcode.experiment import ExperimentConfig
+
+# Flags whose name differs from the config field.
+FLAG_NAMES = {"k": "minima"}
+HELP = {
+    "dataset": "digits (default), spirals, blobs, teacher, modadd, text, mnist, fashion_mnist, "
+               "cifar10, cifar100, svhn",
+    "n_train": "training examples (seeded subset; default all)",
+    "n_test": "test examples (seeded subset; default all)",
+    "data_root": "folder of torchvision datasets, or the text file/folder for 'text'",
+    "arch": "fcn, cnn, resnet or transformer",
+    "width": "hidden units / channels / d_model",
+    "depth": "hidden layers / conv layers / residual blocks / transformer layers",
+    "heads": "attention heads (transformer)",
+    "k": "number of minima K (>= 2)",
+    "optimizer": "sgd or adam",
+    "lr": "learning rate (default: 0.05 sgd, 0.001 adam)",
+    "schedule": "constant or anneal (cosine decay to 0)",
+    "steps": "training steps per minimum",
+    "batch_size": "minibatch size",
+    "path_method": "linear, neb or bezier",
+    "pairs": "all (every pair) or mst (spanning tree first, then shortcuts)",
+    "images": "interior images per path",
+    "path_steps": "optimisation steps of the paths",
+    "path_lr": "path step size (default 0.01 with Adam)",
+    "eval_points": "interpolated evaluation points between neighbouring images",
+    "eval_subset": "evaluate barriers on a fixed subset of this many training examples",
+    "rule": "union_find (exact H0, default) or direct (the paper code's rule)",
+    "score_norm": "TO-score norm: l2, sum, max or mean",
+    "score_normalize": "none or range",
+    "seed": "seed of the whole experiment",
+    "device": "auto, cpu, cuda or cuda:N",
+    "dtype": "float32 or float64",
+}
+
+
+def _parse_value(text: str, kind: str) -> Any:
+    optional = "None" in kind
+    if optional and text.lower() in ("none", "null", ""):
+        return None
+    if kind.startswith("int"):
+        return int(text)
+    if kind.startswith("float"):
+        return float(text)
+    return text
+
+
+def _add_config_flags(parser: argparse.ArgumentParser) -> None:
+    group = parser.add_argument_group("experiment (defaults: the ExperimentConfig defaults)")
+    defaults = ExperimentConfig()
+    for f in dataclasses.fields(ExperimentConfig):
+        kind = str(f.type)
+        group.add_argument(
+            f"--{FLAG_NAMES.get(f.name, f.name).replace('_', '-')}", dest=f"cfg_{f.name}",
+            type=lambda text, kind=kind: _parse_value(text, kind), default=None,
+            metavar=kind.split(" ")[0].upper(),
+            help=f"{HELP.get(f.name, f.name)} (default {getattr(defaults, f.name)!r})")
+
+
+def _config_from(args: argparse.Namespace) -> ExperimentConfig:
+    values: dict[str, Any] = {}
+    if getattr(args, "config", None):
+        path = Path(args.config)
+        if not path.is_file():
+            raise ValueError(f"config file {path} does not exist")
+        text = path.read_text()
+        try:
+            values = tomllib.loads(text) if path.suffix == ".toml" else json.loads(text)
+        except (json.JSONDecodeError, tomllib.TOMLDecodeError) as err:
+            raise ValueError(f"config file {path} is not valid {path.suffix[1:]}: {err}") from err
+    for f in dataclasses.fields(ExperimentConfig):
+        flag = getattr(args, f"cfg_{f.name}")
+        if flag is not None:
+            values[f.name] = flag
+    return ExperimentConfig.from_dict(values).validate()
+
+
+def _store(args: argparse.Namespace):
+    from lossbarcode.store import ResultStore
+
+    return ResultStore(args.results)
+
+
+def _progress_bars(quiet: bool):
+    """A progress callback drawing one tqdm bar (with ETA) per stage on stderr."""
+    if quiet:
+        return None
+    from tqdm import tqdm
+
+    bars: dict[str, Any] = {}
+
+    def progress(stage: str, done: int, total: int, message: str) -> None:
+        bar = bars.get(stage)
+        if bar is None:
+            bar = bars[stage] = tqdm(total=total, desc=stage, unit="step", leave=True,
+                                     file=sys.stderr)
+        if bar.total != total:
+            bar.reset(total=total)
+        bar.n = done
+        bar.set_postfix_str(message, refresh=False)
+        bar.refresh()
+        if stage == "result":
+            for b in bars.values():
+                b.close()
+
+    return progress
+
+
+def _cmd_run(args: argparse.Namespace) -> int:
+    from lossbarcode.experiment import run_experiment
+
+    config = _config_from(args)
+    result = run_experiment(config, _store(args), progress=_progress_bars(args.quiet))
+    if not args.quiet:
+        print(f"TO-score ({_variant(result)}): {result.score:.6g}   minima: {result.k}   "
+              f"stages: " + ", ".join(f"{k} {v:.1f}s" for k, v in result.timings.items()))
+    print(result.run_id)
+    return 0
+
+
+def _ints(text: str | None) -> list[int] | None:
+    if text is None:
+        return None
+    try:
+        return [int(v) for v in text.split(",") if v.strip()]
+    except ValueError as err:
+        raise ValueError(f"expected a comma list of integers, got {text!r}") from err
+
+
+def _cmd_sweep(args: argparse.Namespace) -> int:
+    from lossbarcode.sweep import summarize, sweep, sweep_records
+
+    config = _config_from(args)
+    bar = None
+    if not args.quiet:
+        from tqdm import tqdm
+
+        bar = tqdm(desc="runs", unit="run", file=sys.stderr)
+
+    def progress(done: int, total: int, cfg: ExperimentConfig) -> None:
+        if bar is not None:
+            bar.total = total
+            bar.n = done
+            bar.set_postfix_str(f"width {cfg.width} depth {cfg.depth} seed {cfg.seed}")
+            bar.refresh()
+
+    results = sweep(config, widths=_ints(args.widths), depths=_ints(args.depths),
+                    seeds=_ints(args.seeds), executor=args.executor, store=_store(args),
+                    ray_address=args.ray_address, progress=progress)
+    if bar is not None:
+        bar.close()
+    records = sweep_records(results)
+    if args.output:
+        records = _write_sweep(Path(args.output), results, records, args.append)
+    rows = summarize(records)
+    print(_table([{k: v for k, v in r.items() if k not in ("to_score_seeds", "seeds")}
+                  for r in rows]))
+    return 0
+
+
+def _write_sweep(path: Path, results, records: list[dict], append: bool) -> list[dict]:
+    """Write a sweep file (records, summary, barcodes, the commands that made it); with
+    ``append``, merge into an existing one (same run ids are replaced). Returns all records."""
+    from lossbarcode.experiment import score_variant
+    from lossbarcode.sweep import summarize
+
+    old: dict[str, Any] = {"records": [], "barcodes": {}, "command": []}
+    if append and path.is_file():
+        try:
+            old = json.loads(path.read_text())
+        except json.JSONDecodeError as err:
+            raise ValueError(f"--append: {path} is not a sweep JSON file ({err})") from err
+    new_ids = {r["run_id"] for r in records}
+    merged = [r for r in old["records"] if r["run_id"] not in new_ids] + records
+    commands = old.get("command", [])
+    commands = [commands] if isinstance(commands, str) else list(commands)
+    commands.append("lossbarcode " + " ".join(sys.argv[1:]))
+    base = results[0].config
+    document = {
+        "description": f"TO-score sweep on {base.dataset} ({base.arch}), K={base.k} minima, "
+                       f"{base.path_method} paths ({base.pairs} pairs)",
+        "score_variant": score_variant(base.score_norm, base.score_normalize),
+        "command": commands,
+        "records": merged,
+        "summary": summarize(merged),
+        "barcodes": {**old.get("barcodes", {}),
+                     **{r.run_id: r.barcode.to_dict() for r in results}},
+    }
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text(json.dumps(document, indent=1, allow_nan=False))
+    tmp.replace(path)
+    return merged
+
+
+def _table(rows: Sequence[dict[str, Any]]) -> str:
+    if not rows:
+        return "(nothing)"
+    keys = list(rows[0])
+
+    def cell(v: Any) -> str:
+        return f"{v:.5g}" if isinstance(v, float) else "-" if v is None else str(v)
+
+    cells = [[cell(r.get(k)) for k in keys] for r in rows]
+    widths = [max(len(k), *(len(c[i]) for c in cells)) for i, k in enumerate(keys)]
+    lines = ["  ".join(k.ljust(w) for k, w in zip(keys, widths, strict=True))]
+    lines += ["  ".join(v.ljust(w) for v, w in zip(c, widths, strict=True)) for c in cells]
+    return "\n".join(lines)
+
+
+def _cmd_list(args: argparse.Namespace) -> int:
+    from lossbarcode.experiment import load_result
+
+    store = _store(args)
+    rows = []
+    for run_id in store.list():
+        result = load_result(store, run_id) if store.exists(run_id) else None
+        if result is None:
+            rows.append({"run_id": run_id, "status": "partial: " + ",".join(
+                store.stages(run_id))})
+            continue
+        c = result.config
+        rows.append({"run_id": run_id, "status": "done", "dataset": c.dataset, "arch": c.arch,
+                     "width": c.width, "depth": c.depth, "k": result.k, "seed": c.seed,
+                     "method": c.path_method, "to_score": result.score})
+    print(_table(rows) if rows else f"no runs in {store.root}")
+    return 0
+
+
+def _variant(result) -> str:
+    from lossbarcode.experiment import score_variant
+
+    return score_variant(result.config.score_norm, result.config.score_normalize)
+
+
+def _load(args: argparse.Namespace):
+    from lossbarcode.experiment import load_result
+
+    store = _store(args)
+    result = load_result(store, args.run)
+    if result is None:
+        raise ValueError(f"no finished run {args.run!r} in {store.root} "
+                         "(see 'lossbarcode list')")
+    return result
+
+
+def _cmd_show(args: argparse.Namespace) -> int:
+    result = _load(args)
+    if args.json:
+        print(json.dumps(result.to_json(), indent=1))
+        return 0
+    c = result.config
+    print(f"run {result.run_id}: {c.dataset} {c.arch} width {c.width} depth {c.depth}, "
+          f"K={result.k}, {c.path_method} paths ({c.pairs} pairs), {result.n_params} parameters")
+    print(f"TO-score ({_variant(result)}): {result.score:.6g}")
+    print("  " + "  ".join(f"{k}={v:.4g}" for k, v in result.to_score.items()))
+    g = result.generalization
+    if g.get("spearman") is not None:
+        print(f"segment length vs test error: Spearman {g['spearman']:.3f} "
+              f"(p={g['p_value']:.3g}, n={g['n']})")
+    print()
+    print(_table(result.minima_table()))
+    return 0
+
+
+def _cmd_export(args: argparse.Namespace) -> int:
+    result = _load(args)
+    if args.format == "json":
+        text = json.dumps(result.to_json(), indent=1)
+    else:
+        rows = result.minima_table()
+        buffer = io.StringIO()
+        writer = csv.DictWriter(buffer, fieldnames=list(rows[0]))
+        writer.writeheader()
+        writer.writerows(rows)
+        text = buffer.getvalue()
+    if args.output:
+        Path(args.output).write_text(text)
+    else:
+        sys.stdout.write(text if text.endswith("\n") else text + "\n")
+    return 0
+
+
+def _cmd_app(args: argparse.Namespace) -> int:
+    import subprocess
+
+    app = Path(__file__).resolve().parents[1] / "app.py"
+    if not app.is_file():
+        raise ValueError(f"app.py not found next to the package ({app}); run the app from a "
+                         "clone of the repository: streamlit run app.py")
+    command = [sys.executable, "-m", "streamlit", "run", str(app), "--server.port",
+               str(args.port)]
+    if args.headless:
+        command += ["--server.headless", "true"]
+    return subprocess.call(command, cwd=app.parent)
 
 
 def _bench_topology(args: argparse.Namespace) -> int:
@@ -18,6 +324,23 @@ def _bench_topology(args: argparse.Namespace) -> int:
     return 0
 
 
+def _bench_experiment(args: argparse.Namespace) -> int:
+    from lossbarcode.bench import experiment_benchmark, print_rows
+
+    rows = experiment_benchmark(_config_from(args), repeat=args.repeat)
+    print_rows(rows, "Default experiment: cold (empty results folder) vs cached (finished "
+               "run re-opened)")
+    return 0
+
+
+def _bench_engine(args: argparse.Namespace) -> int:
+    from lossbarcode.bench_engine import engine_benchmark, print_engine_benchmark
+
+    rows = engine_benchmark(device=args.device, widths=tuple(_ints(args.widths) or (32,)))
+    print_engine_benchmark(rows)
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The argument parser with every subcommand."""
     parser = argparse.ArgumentParser(
@@ -26,11 +349,65 @@ def build_parser() -> argparse.ArgumentParser:
     )
     sub = parser.add_subparsers(dest="command", required=True)
 
+    def with_results(p: argparse.ArgumentParser) -> argparse.ArgumentParser:
+        p.add_argument("--results", metavar="DIR", default=None,
+                       help="results folder (default $LOSSBARCODE_RESULTS or ./results)")
+        return p
+
+    run = with_results(sub.add_parser(
+        "run", help="run one experiment (prints its run id last)",
+        description="Run one experiment: train K minima, connect them, compute the barcode "
+                    "and TO-score. A finished run is loaded, an interrupted one resumed."))
+    run.add_argument("--config", metavar="FILE", help="JSON or TOML config; flags override it")
+    run.add_argument("-q", "--quiet", action="store_true", help="print only the run id")
+    _add_config_flags(run)
+    run.set_defaults(handler=_cmd_run)
+
+    sw = with_results(sub.add_parser(
+        "sweep", help="run a widths x depths x seeds grid and print TO-score per scale",
+        description="Run every width x depth x seed combination of a base config (finished "
+                    "runs are loaded) and print TO-score mean/std and test error per scale."))
+    sw.add_argument("--widths", help="comma list, e.g. 4,8,16,32")
+    sw.add_argument("--depths", help="comma list, e.g. 1,2,3")
+    sw.add_argument("--seeds", help="comma list, e.g. 0,1,2")
+    sw.add_argument("--executor", choices=["local", "ray"], default="local",
+                    help="local (in process, default) or ray (needs lossbarcode[ray])")
+    sw.add_argument("--ray-address", default=None,
+                    help="Ray cluster address for ray.init (default: start a local instance)")
+    sw.add_argument("--output", metavar="FILE",
+                    help="also write records, summary and barcodes as JSON (the format of "
+                         "assets/demo_sweep.json, which the Scaling page reads)")
+    sw.add_argument("--append", action="store_true",
+                    help="merge into an existing --output file instead of replacing it")
+    sw.add_argument("--config", metavar="FILE", help="base config (JSON or TOML)")
+    sw.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
+    _add_config_flags(sw)
+    sw.set_defaults(handler=_cmd_sweep)
+
+    ls = with_results(sub.add_parser("list", help="list the runs in the results folder"))
+    ls.set_defaults(handler=_cmd_list)
+
+    show = with_results(sub.add_parser("show", help="barcode table and TO-score of a run"))
+    show.add_argument("run", help="run id (see 'lossbarcode list')")
+    show.add_argument("--json", action="store_true", help="print the whole Result as JSON")
+    show.set_defaults(handler=_cmd_show)
+
+    export = with_results(sub.add_parser("export", help="export a run as JSON or CSV"))
+    export.add_argument("run", help="run id")
+    export.add_argument("--format", choices=["json", "csv"], default="json",
+                        help="json: the whole Result; csv: one row per minimum")
+    export.add_argument("--output", metavar="FILE", help="write here instead of stdout")
+    export.set_defaults(handler=_cmd_export)
+
+    app = sub.add_parser("app", help="start the dashboard (streamlit run app.py)")
+    app.add_argument("--port", type=int, default=8501)
+    app.add_argument("--headless", action="store_true", help="do not open a browser")
+    app.set_defaults(handler=_cmd_app)
+
     bench = sub.add_parser("bench", help="run a benchmark and print its figures")
     which = bench.add_subparsers(dest="benchmark", required=True)
     topo = which.add_parser(
-        "topology", help="grid/graph barcodes vs ripser on 2-D grids and a kNN graph"
-    )
+        "topology", help="grid/graph barcodes vs ripser on 2-D grids and a kNN graph")
     topo.add_argument("--grid-sizes", default="101,501,1001",
                       help="comma list of 2-D grid side lengths (default: 101,501,1001)")
     topo.add_argument("--knn-points", type=int, default=100_000,
@@ -39,6 +416,19 @@ def build_parser() -> argparse.ArgumentParser:
                       help="side of the white-noise worst-case grid, 0 to skip (default 1001)")
     topo.add_argument("--repeat", type=int, default=3, help="best of this many runs (default 3)")
     topo.set_defaults(handler=_bench_topology)
+
+    engine = which.add_parser(
+        "engine", help="batched vs looped training and NEB; GFLOP/s vs a plain matmul")
+    engine.add_argument("--device", default="cpu", help="cpu or cuda (default cpu)")
+    engine.add_argument("--widths", default="32", help="comma list of fcn widths (default 32)")
+    engine.set_defaults(handler=_bench_engine)
+
+    exp = which.add_parser("experiment", help="the default experiment, cold and cached")
+    exp.add_argument("--repeat", type=int, default=5,
+                     help="cached loads to time, median reported (default 5)")
+    exp.add_argument("--config", metavar="FILE", help="config instead of the default")
+    _add_config_flags(exp)
+    exp.set_defaults(handler=_bench_experiment)
     return parser
 
 
@@ -48,6 +438,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parser.parse_args(argv)
     try:
         return args.handler(args)
-    except ValueError as err:  # bad input: one line, no traceback
+    except (ValueError, FileNotFoundError, TimeoutError) as err:  # bad input: one line
         print(f"lossbarcode: error: {err}", file=sys.stderr)
         return 2
+    except KeyboardInterrupt:
+        print("lossbarcode: interrupted; finished stages are saved and will be reused",
+              file=sys.stderr)
+        return 130

@@ -1,0 +1,238 @@
+"""Benchmark of the batched engine against plain per-network loops.
+
+``python -m lossbarcode bench engine [--device cuda] [--widths 32,128,1024]`` runs, for each
+width, the same work two ways in one process and reports the speed-up:
+
+1. ``minima``: K networks (digits, fcn of the given width and depth 2) trained by
+   :func:`lossbarcode.minima.find_minima` (one vmapped program) vs one ``nn.Module`` +
+   ``torch.optim`` optimizer per seed in a Python loop: same initialisations, minibatch order,
+   number of steps and batch size, so the final parameters agree (``max_abs_diff``).
+2. ``neb``: nudged elastic bands on all pairs of ``neb_k`` minima in one call of
+   :func:`lossbarcode.paths.connect` vs one call per pair.
+
+Each row also gives loss evaluations per second (one evaluation = one network's loss, with its
+gradient while training, on one minibatch or on the full training set for NEB's loss profiles)
+and achieved GFLOP/s, estimated as ``6 * params * examples`` per loss+gradient evaluation and
+``2 * params * examples`` per forward-only one (an fcn), next to the GFLOP/s of a large
+``torch.matmul`` on the same device, the practical ceiling. Times are the best of ``repeats``
+alternating runs; CUDA work is synchronised before every clock read.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Sequence
+from typing import Any
+
+import numpy as np
+import torch
+
+from lossbarcode.landscape import Landscape, default_device, network_seeds
+
+
+def engine_benchmark(
+    device: str | torch.device | None = "cpu",
+    widths: Sequence[int] = (32,),
+    k: int = 16,
+    *,
+    depth: int = 2,
+    steps: int = 300,
+    batch_size: int = 64,
+    lr: float = 0.05,
+    neb_k: int = 8,
+    neb_steps: int = 200,
+    neb_images: int = 6,
+    neb_batch_size: int = 128,
+    seed: int = 0,
+    repeats: int = 3,
+    parts: Sequence[str] = ("minima", "neb"),
+    progress: Callable[[str], Any] | None = None,
+) -> list[dict[str, Any]]:
+    """Time batched vs looped minima training and NEB; one row per (width, part).
+
+    Returns a list of dicts with keys ``part, device, width, n_params, batched_s, loop_s,
+    speedup, evals_per_s_batched, evals_per_s_loop, gflops_batched, gflops_loop,
+    matmul_gflops`` (and ``max_abs_diff`` for ``minima``: largest parameter difference between
+    the two ways). Each time is the best of ``repeats`` runs (batched and looped runs
+    alternate), which filters out interference from other processes."""
+    from lossbarcode import data, models
+
+    dev = default_device(device)
+    if dev.type == "cuda" and not torch.cuda.is_available():
+        raise ValueError("device='cuda' requested but CUDA is not available; use device='cpu'")
+    if repeats < 1:
+        raise ValueError(f"repeats must be >= 1, got {repeats}")
+    if k < 2 or neb_k < 2:
+        raise ValueError("k and neb_k must be at least 2")
+    unknown = set(parts) - {"minima", "neb"}
+    if unknown:
+        raise ValueError(f"unknown benchmark parts {sorted(unknown)}; use 'minima' and/or 'neb'")
+    say = progress or (lambda _msg: None)
+    ds = data.load("digits")
+    ceiling = matmul_gflops(dev)
+    rows: list[dict[str, Any]] = []
+    for width in widths:
+        model = models.build("fcn", int(width), depth, ds.input_shape, ds.n_outputs, seed=seed)
+        land = Landscape.from_dataset(model, ds, device=dev)
+        base = {"device": str(dev), "width": int(width), "n_params": land.n_params,
+                "matmul_gflops": ceiling}
+        if "minima" in parts:
+            say(f"width {width}: minima, batched vs loop")
+            rows.append({**base, **_bench_minima(land, model, k, steps, batch_size, lr, seed,
+                                                 repeats)})
+        if "neb" in parts:
+            say(f"width {width}: NEB, batched vs loop over pairs")
+            rows.append({**base, **_bench_neb(land, neb_k, neb_steps, neb_images,
+                                              neb_batch_size, lr, seed, repeats)})
+    return rows
+
+
+def print_engine_benchmark(rows: Sequence[dict[str, Any]], file: Any = None) -> None:
+    """Print the rows of :func:`engine_benchmark` as a table."""
+    head = (f"{'part':<7} {'device':<7} {'width':>6} {'params':>9} {'batched s':>10} "
+            f"{'loop s':>8} {'speedup':>8} {'evals/s b':>10} {'evals/s l':>10} "
+            f"{'GFLOP/s b':>10} {'GFLOP/s l':>10} {'matmul':>8}")
+    print(head, file=file)
+    print("-" * len(head), file=file)
+    for r in rows:
+        print(f"{r['part']:<7} {r['device']:<7} {r['width']:>6} {r['n_params']:>9,} "
+              f"{r['batched_s']:>10.3f} {r['loop_s']:>8.3f} {r['speedup']:>7.1f}x "
+              f"{r['evals_per_s_batched']:>10,.0f} {r['evals_per_s_loop']:>10,.0f} "
+              f"{r['gflops_batched']:>10.2f} {r['gflops_loop']:>10.2f} "
+              f"{r['matmul_gflops']:>8.1f}", file=file)
+    diffs = [r for r in rows if "max_abs_diff" in r]
+    for r in diffs:
+        print(f"minima width {r['width']}: batched and looped parameters agree to "
+              f"max |diff| = {r['max_abs_diff']:.2e}", file=file)
+    print("evals: one network's loss (+ gradient) on one minibatch or on the full training set. "
+          "GFLOP/s: 6 x params x examples per loss+gradient evaluation, 2 x params x examples "
+          "per forward-only one; 'matmul': a large torch.matmul on the same device (the "
+          "practical ceiling).", file=file)
+
+
+def matmul_gflops(device: torch.device, n: int | None = None, repeats: int = 5) -> float:
+    """GFLOP/s of an ``n x n`` float32 ``torch.matmul`` on ``device`` (best of ``repeats``)."""
+    n = n or (8192 if device.type == "cuda" else 2048)
+    a = torch.randn(n, n, device=device)
+    b = torch.randn(n, n, device=device)
+    a @ b  # warm-up (kernel selection, allocation)
+    best = min(_timed(device, lambda: a @ b)[1] for _ in range(repeats))
+    return 2 * n**3 / best / 1e9
+
+
+# ------------------------------------------------------------------------------ parts
+
+
+def _bench_minima(land: Landscape, model: torch.nn.Module, k: int, steps: int,
+                  batch_size: int, lr: float, seed: int, repeats: int) -> dict[str, Any]:
+    from lossbarcode.minima import find_minima
+
+    dev = land.device
+    # Warm-up both ways (first vmap trace, kernel selection) so only steady state is timed.
+    find_minima(land, 2, lr=lr, steps=3, batch_size=batch_size, seed=seed)
+    _loop_minima(land, model, land.init(1, seed), np.zeros(1, dtype=np.int64), 3, batch_size,
+                 lr)
+    seeds = network_seeds(seed, k)  # the seeds find_minima gives its k networks
+    start = land.init_from_seeds(seeds)
+
+    def batched_run() -> Any:
+        return find_minima(land, k, lr=lr, steps=steps, batch_size=batch_size, seed=seed)
+
+    def loop_run() -> torch.Tensor:
+        out = _loop_minima(land, model, start, seeds, steps, batch_size, lr)
+        # find_minima ends with a full evaluation (train + test); so does the loop.
+        land.loss(out)
+        land.test_metrics(out)
+        return out
+
+    batched, t_b, looped, t_l = _alternate(dev, batched_run, loop_run, repeats)
+    n_eval = k * steps
+    flops = 6.0 * land.n_params * min(batch_size, land.n_train) * n_eval
+    return {
+        "part": "minima", "batched_s": t_b, "loop_s": t_l, "speedup": t_l / t_b,
+        "evals_per_s_batched": n_eval / t_b, "evals_per_s_loop": n_eval / t_l,
+        "gflops_batched": flops / t_b / 1e9, "gflops_loop": flops / t_l / 1e9,
+        "max_abs_diff": float((batched.thetas - looped.cpu()).abs().max()),
+    }
+
+
+def _loop_minima(land: Landscape, model: torch.nn.Module, start: torch.Tensor,
+                 seeds: np.ndarray, steps: int, batch_size: int, lr: float) -> torch.Tensor:
+    """The reference: one module and one ``torch.optim.SGD`` per network, trained in turn."""
+    from lossbarcode.minima import _Sampler
+
+    loss_fn = land.loss_fn
+    out = []
+    for i, s in enumerate(seeds):
+        net = land.unflatten(start[i])
+        opt = torch.optim.SGD(net.parameters(), lr=lr, momentum=0.9)
+        sampler = _Sampler(land.n_train, batch_size, np.array([s]), land.device)
+        for _ in range(steps):
+            idx, per_vector = sampler.next()
+            idx = idx[0] if per_vector else idx
+            opt.zero_grad(set_to_none=True)
+            x, y = land.gather(idx)
+            loss_fn(net(x), y).backward()
+            opt.step()
+        out.append(land.flatten(net))
+    return torch.stack(out)
+
+
+def _bench_neb(land: Landscape, k: int, steps: int, images: int, batch_size: int, lr: float,
+               seed: int, repeats: int) -> dict[str, Any]:
+    from lossbarcode.minima import find_minima
+    from lossbarcode.paths import connect
+
+    dev = land.device
+    mins = find_minima(land, k, lr=lr, steps=200, seed=seed)
+    kw = {"method": "neb", "steps": steps, "images": images, "batch_size": batch_size,
+          "seed": seed}
+    connect(land, mins, [(0, 1)], **{**kw, "steps": 2})  # warm-up
+    pairs = [(int(i), int(j)) for n, i in enumerate(mins.valid) for j in mins.valid[n + 1 :]]
+    res, t_b, _, t_l = _alternate(dev, lambda: connect(land, mins, "all", **kw),
+                                  lambda: [connect(land, mins, [p], **kw) for p in pairs],
+                                  repeats)
+    # Training evaluations (loss + gradient on a minibatch): interior images per pair grow by
+    # `insert` every AutoNEB cycle. Full-set forward evaluations: the dense profiles of the
+    # straight and the final chains, and the segment midpoints scored before each insertion.
+    st = res.settings
+    cycles, insert, e = st["cycles"], st["insert"], st["eval_points"]
+    bounds = np.linspace(0, steps, cycles + 1).round().astype(int)
+    n_train_evals = len(pairs) * sum((images + c * insert) * (bounds[c + 1] - bounds[c])
+                                     for c in range(cycles))
+    n_full_evals = sum(len(t) for t in res.profile_t) + len(pairs) * (
+        (images + 1) * (e + 1) + 1 + sum(images + 1 + c * insert for c in range(cycles - 1)))
+    n_eval = n_train_evals + n_full_evals
+    flops = land.n_params * (6.0 * min(batch_size, land.n_train) * n_train_evals
+                             + 2.0 * land.n_eval * n_full_evals)
+    return {
+        "part": "neb", "batched_s": t_b, "loop_s": t_l, "speedup": t_l / t_b,
+        "evals_per_s_batched": n_eval / t_b, "evals_per_s_loop": n_eval / t_l,
+        "gflops_batched": flops / t_b / 1e9, "gflops_loop": flops / t_l / 1e9,
+    }
+
+
+def _alternate(device: torch.device, first: Callable[[], Any], second: Callable[[], Any],
+               repeats: int) -> tuple[Any, float, Any, float]:
+    """Run ``first`` and ``second`` alternately ``repeats`` times; results and best times."""
+    t1 = t2 = float("inf")
+    out1 = out2 = None
+    for _ in range(repeats):
+        out1, t = _timed(device, first)
+        t1 = min(t1, t)
+        out2, t = _timed(device, second)
+        t2 = min(t2, t)
+    return out1, t1, out2, t2
+
+
+def _timed(device: torch.device, fn: Callable[[], Any]) -> tuple[Any, float]:
+    _sync(device)
+    t0 = time.perf_counter()
+    out = fn()
+    _sync(device)
+    return out, time.perf_counter() - t0
+
+
+def _sync(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)

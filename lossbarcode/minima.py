@@ -1,0 +1,342 @@
+"""K minima of one loss landscape, trained together as one batched program.
+
+:func:`find_minima` stacks the K parameter vectors into a ``(K, P)`` tensor and trains them all at
+once: one vmapped forward/backward (:meth:`Landscape.evaluate_batch`) gives all K gradients, and
+SGD-with-momentum or Adam run as batched tensor updates with per-network optimizer state (the
+same update rules as ``torch.optim.SGD`` / ``torch.optim.Adam``).
+
+Each network draws its own minibatches: network ``i`` has seed ``seeds[i]``
+(``landscape.network_seeds(seed, K)[i]``) for both its initialisation and its private
+shuffling of the training set (a fresh permutation per epoch, the last incomplete batch
+dropped). Network ``i`` therefore follows the same trajectory whatever K is.
+
+Runs whose loss, gradient or parameters become NaN/inf are *diverged*: they are frozen at their
+last finite parameters, reported in ``Minima.diverged`` with a warning, and their losses are
+NaN; training of the others goes on. Downstream code (paths, barcodes) leaves them out.
+"""
+
+from __future__ import annotations
+
+import math
+import warnings
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import torch
+from torch import Tensor
+
+from lossbarcode.landscape import Landscape, network_seeds
+
+OPTIMIZERS = ("sgd", "adam")
+SCHEDULES = ("constant", "anneal")
+DEFAULT_LR = {"sgd": 0.05, "adam": 1e-3}
+Progress = Callable[[int, int, float], Any]
+
+
+@dataclass(frozen=True, eq=False)
+class Minima:
+    """K trained networks (local minima) and how they were made.
+
+    Attributes:
+        thetas: ``(K, P)`` float tensor on the CPU, the final parameters.
+        train_loss: ``(K,)`` mean loss on the landscape's evaluation set (the full training set
+            unless the landscape has an ``eval_subset``); NaN where diverged.
+        test_loss: ``(K,)``; NaN where diverged or without a test set.
+        test_error: ``(K,)`` fraction wrong; NaN for regression, diverged runs, no test set.
+        diverged: ``(K,)`` bool, True for runs that hit NaN/inf (exclude them downstream).
+        seeds: ``(K,)`` int64, each network's initialisation/shuffling seed.
+        history_steps: ``(R,)`` steps at which minibatch losses were recorded.
+        history_loss: ``(R, K)`` minibatch training loss of each network at those steps.
+        optimizer, lr, schedule, steps, batch_size, momentum, weight_decay, seed: the settings.
+    """
+
+    thetas: Tensor
+    train_loss: np.ndarray
+    test_loss: np.ndarray
+    test_error: np.ndarray
+    diverged: np.ndarray
+    seeds: np.ndarray
+    history_steps: np.ndarray
+    history_loss: np.ndarray
+    optimizer: str
+    lr: float
+    schedule: str
+    steps: int
+    batch_size: int
+    momentum: float
+    weight_decay: float
+    seed: int
+
+    @property
+    def k(self) -> int:
+        return int(self.thetas.shape[0])
+
+    @property
+    def n_params(self) -> int:
+        return int(self.thetas.shape[1])
+
+    @property
+    def valid(self) -> np.ndarray:
+        """Indices of the minima that did not diverge, shape ``(K_valid,)``."""
+        return np.flatnonzero(~self.diverged)
+
+    def config(self) -> dict[str, Any]:
+        """The training settings as a JSON-safe dict."""
+        return {
+            "k": self.k, "optimizer": self.optimizer, "lr": self.lr, "schedule": self.schedule,
+            "steps": self.steps, "batch_size": self.batch_size, "momentum": self.momentum,
+            "weight_decay": self.weight_decay, "seed": self.seed,
+        }
+
+    def to_arrays(self) -> dict[str, np.ndarray]:
+        """All fields as numpy arrays (for ``np.savez``; settings as 0-d arrays)."""
+        out = {
+            "thetas": self.thetas.detach().cpu().numpy(),
+            "train_loss": self.train_loss, "test_loss": self.test_loss,
+            "test_error": self.test_error, "diverged": self.diverged, "seeds": self.seeds,
+            "history_steps": self.history_steps, "history_loss": self.history_loss,
+        }
+        out.update({key: np.asarray(v) for key, v in self.config().items() if key != "k"})
+        return out
+
+    @classmethod
+    def from_arrays(cls, arrays: Any) -> Minima:
+        """Inverse of :meth:`to_arrays` (accepts a dict or an ``np.load`` result)."""
+        try:
+            a = {key: np.asarray(arrays[key]) for key in _ARRAY_FIELDS}
+        except KeyError as exc:
+            raise ValueError(f"minima arrays lack field {exc}; were they written by "
+                             "Minima.to_arrays?") from exc
+        return cls(
+            thetas=torch.as_tensor(a["thetas"]),
+            train_loss=a["train_loss"].astype(np.float64),
+            test_loss=a["test_loss"].astype(np.float64),
+            test_error=a["test_error"].astype(np.float64),
+            diverged=a["diverged"].astype(bool),
+            seeds=a["seeds"].astype(np.int64),
+            history_steps=a["history_steps"].astype(np.int64),
+            history_loss=a["history_loss"].astype(np.float64),
+            optimizer=str(a["optimizer"]), lr=float(a["lr"]), schedule=str(a["schedule"]),
+            steps=int(a["steps"]), batch_size=int(a["batch_size"]),
+            momentum=float(a["momentum"]), weight_decay=float(a["weight_decay"]),
+            seed=int(a["seed"]),
+        )
+
+
+_ARRAY_FIELDS = (
+    "thetas", "train_loss", "test_loss", "test_error", "diverged", "seeds", "history_steps",
+    "history_loss", "optimizer", "lr", "schedule", "steps", "batch_size", "momentum",
+    "weight_decay", "seed",
+)
+
+
+def lr_at(step: int, steps: int, lr: float, schedule: str) -> float:
+    """Learning rate at ``step`` (0-based) of ``steps``: constant, or cosine decay from ``lr``
+    to 0 over the run ("anneal")."""
+    if schedule == "constant":
+        return lr
+    return 0.5 * lr * (1.0 + math.cos(math.pi * step / max(1, steps)))
+
+
+def find_minima(
+    landscape: Landscape,
+    k: int,
+    optimizer: str = "sgd",
+    lr: float | None = None,
+    schedule: str = "constant",
+    steps: int = 500,
+    batch_size: int = 64,
+    seed: int = 0,
+    momentum: float = 0.9,
+    *,
+    weight_decay: float = 0.0,
+    betas: tuple[float, float] = (0.9, 0.999),
+    eps: float = 1e-8,
+    record_every: int | None = None,
+    progress: Progress | None = None,
+) -> Minima:
+    """Train ``k`` networks from ``k`` seeds together; return their final parameters and losses.
+
+    Args:
+        landscape: the loss to minimise (:class:`~lossbarcode.landscape.Landscape`).
+        k: number of minima, at least 2.
+        optimizer: ``"sgd"`` (heavy-ball momentum, as ``torch.optim.SGD``) or ``"adam"``.
+        lr: peak learning rate; default 0.05 for SGD, 1e-3 for Adam.
+        schedule: ``"constant"`` or ``"anneal"`` (cosine decay to 0 over ``steps``).
+        steps: optimizer steps per network.
+        batch_size: examples per minibatch (capped at the training-set size; full-batch
+            gradient descent when it covers the whole set).
+        seed: derives the per-network seeds (see module docstring).
+        momentum: SGD momentum (ignored by Adam, which uses ``betas``).
+        weight_decay: L2 penalty added to the gradient (as ``torch.optim``), default 0.
+        record_every: record minibatch losses every this many steps (default ``steps // 100``).
+        progress: called as ``progress(step, steps, mean_loss)`` at every record (``mean_loss``
+            over the networks that have not diverged).
+
+    Returns:
+        :class:`Minima` with parameters on the CPU and per-network train/test metrics.
+    """
+    k, steps, batch_size = _check_int(k, "k", 2), _check_int(steps, "steps", 1), _check_int(
+        batch_size, "batch_size", 1)
+    if optimizer not in OPTIMIZERS:
+        raise ValueError(f"optimizer must be one of {OPTIMIZERS}, got {optimizer!r}")
+    if schedule not in SCHEDULES:
+        raise ValueError(f"schedule must be one of {SCHEDULES}, got {schedule!r}")
+    lr = DEFAULT_LR[optimizer] if lr is None else float(lr)
+    if not (lr > 0 and math.isfinite(lr)):
+        raise ValueError(f"lr must be a positive finite number, got {lr}")
+    if not 0 <= momentum < 1:
+        raise ValueError(f"momentum must be in [0, 1), got {momentum}")
+    if not (0 <= betas[0] < 1 and 0 <= betas[1] < 1):
+        raise ValueError(f"betas must lie in [0, 1), got {betas}")
+    if weight_decay < 0:
+        raise ValueError(f"weight_decay must be >= 0, got {weight_decay}")
+    seed = _check_int(seed, "seed", 0)
+    record_every = max(1, steps // 100) if record_every is None else _check_int(
+        record_every, "record_every", 1)
+
+    dev = landscape.device
+    seeds = network_seeds(seed, k)
+    thetas = landscape.init_from_seeds(seeds)
+    sampler = _Sampler(landscape.n_train, batch_size, seeds, dev)
+    state = BatchedOptimizer.create(optimizer, thetas, momentum, betas, eps)
+    active = torch.ones(k, dtype=torch.bool, device=dev)
+    hist_steps: list[int] = []
+    hist_loss: list[Tensor] = []
+
+    for step in range(steps):
+        idx, per_vector = sampler.next()
+        x, y = landscape.gather(idx)
+        loss, grad = landscape.evaluate_batch(thetas, x, y, per_vector=per_vector, grad=True)
+        assert grad is not None
+        if weight_decay:
+            grad = grad + weight_decay * thetas
+        new = state.step(thetas, grad, lr_at(step, steps, lr, schedule))
+        # Divergence bookkeeping stays on the device (no host sync per step). A row sum is
+        # non-finite iff the row holds a NaN/inf (or overflows, which is divergence too).
+        active &= torch.isfinite(loss + new.sum(dim=1))
+        # Rows never mix, so a diverged row's NaN state cannot leak into the others; freezing
+        # its parameters at the last finite values is all that is needed.
+        thetas = torch.where(active[:, None], new, thetas)
+        if step % record_every == 0 or step == steps - 1:
+            loss_cpu = loss.detach().to("cpu", torch.float64)
+            hist_steps.append(step)
+            hist_loss.append(loss_cpu)
+            if progress is not None:
+                act = active.cpu()
+                progress(step + 1, steps,
+                         float(loss_cpu[act].mean()) if bool(act.any()) else float("nan"))
+
+    train_loss = landscape.loss(thetas).to("cpu", torch.float64).numpy()
+    if landscape.x_test is not None:
+        tl, te = landscape.test_metrics(thetas)
+        test_loss = tl.to("cpu", torch.float64).numpy()
+        test_error = (np.full(k, np.nan) if te is None
+                      else te.to("cpu", torch.float64).numpy())
+    else:
+        test_loss, test_error = np.full(k, np.nan), np.full(k, np.nan)
+    diverged = ~active.cpu().numpy() | ~np.isfinite(train_loss)
+    if diverged.any():
+        warnings.warn(
+            f"{int(diverged.sum())} of {k} training runs diverged (NaN/inf) and are excluded: "
+            f"indices {np.flatnonzero(diverged).tolist()}; lower lr ({lr:g}) if this is "
+            "unexpected",
+            RuntimeWarning,
+            stacklevel=2,
+        )
+        for arr in (train_loss, test_loss, test_error):
+            arr[diverged] = np.nan
+    return Minima(
+        thetas=thetas.detach().cpu(),
+        train_loss=train_loss,
+        test_loss=test_loss,
+        test_error=test_error,
+        diverged=diverged,
+        seeds=seeds,
+        history_steps=np.asarray(hist_steps, dtype=np.int64),
+        history_loss=torch.stack(hist_loss).numpy() if hist_loss else np.zeros((0, k)),
+        optimizer=optimizer,
+        lr=lr,
+        schedule=schedule,
+        steps=steps,
+        batch_size=min(batch_size, landscape.n_train),
+        momentum=float(momentum),
+        weight_decay=float(weight_decay),
+        seed=int(seed),
+    )
+
+
+class _Sampler:
+    """Per-network minibatch indices: each network shuffles the training set with its own
+    generator every epoch. Yields ``(K, batch)`` index tensors, or a shared ``(n,)`` range when
+    one batch covers the whole training set."""
+
+    def __init__(self, n: int, batch_size: int, seeds: np.ndarray, device: torch.device):
+        self.n, self.device = n, device
+        self.full = batch_size >= n
+        self.batch = min(batch_size, n)
+        self.per_epoch = n // self.batch
+        self.gens = [
+            torch.Generator().manual_seed(int(np.random.SeedSequence([int(s), 1])
+                                              .generate_state(1)[0]))
+            for s in seeds
+        ]
+        self.pos = self.per_epoch  # forces a shuffle on the first call
+        self.perm: Tensor | None = None
+        self.all = torch.arange(n, device=device)
+
+    def next(self) -> tuple[Tensor, bool]:
+        if self.full:
+            return self.all, False
+        if self.pos >= self.per_epoch:
+            self.perm = torch.stack([torch.randperm(self.n, generator=g) for g in self.gens])
+            self.perm = self.perm.to(self.device)
+            self.pos = 0
+        assert self.perm is not None
+        start = self.pos * self.batch
+        self.pos += 1
+        return self.perm[:, start : start + self.batch], True
+
+
+@dataclass
+class BatchedOptimizer:
+    """SGD-with-momentum or Adam over a ``(B, P)`` stack; each row has its own state."""
+
+    kind: str
+    momentum: float
+    betas: tuple[float, float]
+    eps: float
+    buf: Tensor  # SGD momentum buffer / Adam first moment
+    sq: Tensor | None  # Adam second moment
+    t: int = 0
+
+    @classmethod
+    def create(cls, kind: str, thetas: Tensor, momentum: float, betas: tuple[float, float],
+               eps: float) -> BatchedOptimizer:
+        sq = torch.zeros_like(thetas) if kind == "adam" else None
+        return cls(kind, momentum, betas, eps, torch.zeros_like(thetas), sq)
+
+    def step(self, thetas: Tensor, grad: Tensor, lr: float) -> Tensor:
+        """New parameters ``(B, P)`` after one step with gradients ``grad`` ``(B, P)``.
+
+        Every operation is row-wise, so one row's NaN never reaches another row."""
+        self.t += 1
+        if self.kind == "sgd":
+            # torch.optim.SGD: buf = momentum * buf + g (buf = g at the first step).
+            self.buf.mul_(self.momentum).add_(grad)
+            return thetas.add(self.buf, alpha=-lr)
+        b1, b2 = self.betas
+        assert self.sq is not None
+        self.buf.mul_(b1).add_(grad, alpha=1 - b1)
+        self.sq.mul_(b2).addcmul_(grad, grad, value=1 - b2)
+        # torch.optim.Adam: denom = sqrt(v) / sqrt(1 - b2^t) + eps; step = lr / (1 - b1^t).
+        denom = (self.sq.sqrt() / math.sqrt(1 - b2**self.t)).add_(self.eps)
+        return thetas.addcdiv(self.buf, denom, value=-lr / (1 - b1**self.t))
+
+
+def _check_int(value: Any, name: str, minimum: int) -> int:
+    if isinstance(value, bool) or not isinstance(value, int | np.integer) or value < minimum:
+        raise ValueError(f"{name} must be an integer >= {minimum}, got {value!r}")
+    return int(value)

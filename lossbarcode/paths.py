@@ -1,0 +1,739 @@
+"""Low-loss paths between minima, their loss profiles and barriers, and plane slices.
+
+:func:`connect` joins pairs of minima with a chain of parameter vectors ("images", endpoints
+included) and measures each path's *barrier*: the highest training loss along it.
+
+Methods:
+
+* ``linear``: the straight segment (a cheap upper bound).
+* ``neb``: nudged elastic band. Every interior image moves along minus the loss gradient with
+  its component along the chain tangent (central difference of the neighbouring images) removed;
+  endpoints stay fixed; after each step every interior image slides along its tangent towards
+  the arc-length midpoint of its neighbours (a spring relaxation of strength ``spring``), which
+  keeps the images spread. AutoNEB-style cycles: the steps are split into ``cycles`` parts, and
+  after each part but the last, ``insert`` new images are put at the midpoints of the segments
+  where the loss is highest.
+* ``bezier``: a quadratic Bezier curve ``(1-t)^2 a + 2t(1-t) b + t^2 c`` whose bend ``b`` starts
+  at the midpoint and is trained on the loss at ``t_samples`` random (stratified) ``t`` per step.
+
+All pairs x images are optimised together: each step stacks every interior image (or curve point)
+of every pair into one ``(B, P)`` tensor and calls the landscape once. NEB and Bezier images use
+minibatches of ``batch_size`` training examples, one shared minibatch per step (seeded).
+
+Barriers: the loss is evaluated densely along every path (each image plus ``eval_points``
+interpolated points between neighbouring images; for Bezier, the curve itself at the same number
+of evenly spaced ``t``) on the landscape's evaluation set (the full training set unless it has an
+``eval_subset``). The barrier is the maximum of this profile, never below the two endpoint losses
+recorded in :class:`~lossbarcode.minima.Minima` (a path contains its endpoints; the clamp only
+absorbs float round-off). A path is never reported worse than the straight line it started from:
+if an optimised path's barrier exceeds the linear one, the straight line is kept (``fallback``).
+A NaN loss anywhere on a path makes its barrier ``inf`` (treated as "not connected").
+
+Pair planning: ``pairs="all"`` connects every pair of non-diverged minima; ``pairs="mst"``
+computes cheap linear barriers for all pairs (at ``screen_points`` points each), optimises the
+minimum spanning tree of that matrix first (the K-1 pairs that decide the barcode if the linear
+ranking holds), then up to ``max_shortcuts`` non-tree pairs, chosen by how much their linear
+barrier undercuts the highest barrier on their route through the optimised tree (a shortcut
+changes the barcode only if its barrier ends up below that route maximum). Diverged minima are
+never paired.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import torch
+from scipy.sparse.csgraph import minimum_spanning_tree
+from torch import Tensor
+
+from lossbarcode.landscape import Landscape
+from lossbarcode.minima import BatchedOptimizer, Minima
+
+METHODS = ("linear", "neb", "bezier")
+PAIRINGS = ("all", "mst")
+DEFAULT_LR = {"sgd": 0.05, "adam": 0.01}
+Progress = Callable[[int, int, dict[str, Any]], Any]
+_BLOCK_BYTES = 256 * 2**20  # cap on path points materialised at once before evaluation
+
+
+@dataclass(frozen=True, eq=False)
+class Paths:
+    """Paths between pairs of minima and the loss along them.
+
+    Attributes:
+        pairs: ``(M, 2)`` int64 minima indices, ``i < j``.
+        images: ``M`` CPU tensors of shape ``(n_m, P)``, each chain from minimum ``i`` to
+            minimum ``j``, endpoints included.
+        profile_t: ``M`` arrays ``(L_m,)`` in [0, 1]: position along the path (normalised arc
+            length of the chain; for Bezier the curve parameter ``t``).
+        profile_loss: ``M`` arrays ``(L_m,)``: training loss at those positions.
+        barriers: ``(M,)`` highest loss along each path (>= both endpoint losses).
+        linear_barriers: ``(M,)`` the same for the straight segment.
+        fallback: ``(M,)`` bool, True where the optimised path was worse than the straight
+            segment and the straight segment is reported instead.
+        role: ``(M,)`` how the pair was chosen: "all", "list", "tree" or "shortcut".
+        minima_loss: ``(K,)`` the minima's training losses (NaN for diverged ones).
+        method: "linear", "neb" or "bezier".
+        settings: the remaining arguments of :func:`connect`, JSON-safe.
+    """
+
+    pairs: np.ndarray
+    images: tuple[Tensor, ...]
+    profile_t: tuple[np.ndarray, ...]
+    profile_loss: tuple[np.ndarray, ...]
+    barriers: np.ndarray
+    linear_barriers: np.ndarray
+    fallback: np.ndarray
+    role: np.ndarray
+    minima_loss: np.ndarray
+    method: str
+    settings: dict[str, Any]
+
+    @property
+    def k(self) -> int:
+        return int(self.minima_loss.shape[0])
+
+    @property
+    def m(self) -> int:
+        return int(self.pairs.shape[0])
+
+    @property
+    def profiles(self) -> list[tuple[np.ndarray, np.ndarray]]:
+        """Per pair ``(t, loss)``, both ``(L_m,)``."""
+        return list(zip(self.profile_t, self.profile_loss, strict=True))
+
+    def to_arrays(self) -> dict[str, np.ndarray]:
+        """Flat numpy arrays for ``np.savez`` (ragged per-pair data concatenated, with
+        ``*_offsets`` of shape ``(M + 1,)``); settings go to JSON separately."""
+        def cat(parts: Sequence[Any]) -> tuple[np.ndarray, np.ndarray]:
+            offs = np.cumsum([0] + [len(p) for p in parts]).astype(np.int64)
+            return np.concatenate([np.asarray(p) for p in parts]) if parts else np.zeros(0), offs
+
+        img, img_off = cat([t.numpy() for t in self.images])
+        pt, prof_off = cat(self.profile_t)
+        pl, _ = cat(self.profile_loss)
+        return {
+            "pairs": self.pairs, "images": img, "image_offsets": img_off, "profile_t": pt,
+            "profile_loss": pl, "profile_offsets": prof_off, "barriers": self.barriers,
+            "linear_barriers": self.linear_barriers, "fallback": self.fallback,
+            "role": self.role.astype(str), "minima_loss": self.minima_loss,
+            "method": np.asarray(self.method),
+        }
+
+    @classmethod
+    def from_arrays(cls, a: Any, settings: dict[str, Any] | None = None) -> Paths:
+        """Inverse of :meth:`to_arrays`."""
+        try:
+            io, po = np.asarray(a["image_offsets"]), np.asarray(a["profile_offsets"])
+            img, pt, pl = np.asarray(a["images"]), np.asarray(a["profile_t"]), np.asarray(
+                a["profile_loss"])
+            m = len(io) - 1
+            return cls(
+                pairs=np.asarray(a["pairs"], dtype=np.int64).reshape(-1, 2),
+                images=tuple(torch.as_tensor(img[io[i] : io[i + 1]]) for i in range(m)),
+                profile_t=tuple(pt[po[i] : po[i + 1]] for i in range(m)),
+                profile_loss=tuple(pl[po[i] : po[i + 1]] for i in range(m)),
+                barriers=np.asarray(a["barriers"], dtype=np.float64),
+                linear_barriers=np.asarray(a["linear_barriers"], dtype=np.float64),
+                fallback=np.asarray(a["fallback"], dtype=bool),
+                role=np.asarray(a["role"]).astype(str),
+                minima_loss=np.asarray(a["minima_loss"], dtype=np.float64),
+                method=str(a["method"]),
+                settings=dict(settings or {}),
+            )
+        except KeyError as exc:
+            raise ValueError(f"paths arrays lack field {exc}; were they written by "
+                             "Paths.to_arrays?") from exc
+
+
+@dataclass(frozen=True, eq=False)
+class PlaneSlice:
+    """Training loss on the plane through three parameter vectors ``a, b, c``.
+
+    Plane coordinates ``(x, y)`` map to ``origin + x * basis[0] + y * basis[1]``; ``a`` is at
+    ``(0, 0)``, ``b`` on the positive x axis.
+
+    Attributes:
+        xs: ``(R,)`` grid x coordinates; ys: ``(R,)`` grid y coordinates.
+        loss: ``(R, R)`` with ``loss[iy, ix]`` the loss at ``(xs[ix], ys[iy])`` (rows = y,
+            the layout of image/heatmap plots).
+        positions: ``(3, 2)`` plane coordinates of ``a, b, c``.
+        point_loss: ``(3,)`` loss exactly at ``a, b, c`` (evaluated with the grid).
+        origin: ``(P,)`` CPU tensor (= ``a``); basis: ``(2, P)`` orthonormal CPU tensor.
+    """
+
+    xs: np.ndarray
+    ys: np.ndarray
+    loss: np.ndarray
+    positions: np.ndarray
+    point_loss: np.ndarray
+    origin: Tensor
+    basis: Tensor
+
+    def to_params(self, x: Any, y: Any) -> Tensor:
+        """Parameter vectors at plane coordinates ``x, y`` (same shape ``S``) -> ``(*S, P)``."""
+        xt = torch.as_tensor(np.asarray(x, dtype=np.float64), dtype=self.origin.dtype)
+        yt = torch.as_tensor(np.asarray(y, dtype=np.float64), dtype=self.origin.dtype)
+        return self.origin + xt[..., None] * self.basis[0] + yt[..., None] * self.basis[1]
+
+
+# ------------------------------------------------------------------------------ public API
+
+
+def connect(
+    landscape: Landscape,
+    minima: Minima,
+    pairs: str | Sequence[tuple[int, int]] = "all",
+    method: str = "neb",
+    images: int = 6,
+    steps: int = 200,
+    lr: float | None = None,
+    eval_points: int = 4,
+    seed: int = 0,
+    progress: Progress | None = None,
+    *,
+    optimizer: str | None = None,
+    batch_size: int | None = 128,
+    spring: float = 0.5,
+    cycles: int = 3,
+    insert: int = 2,
+    t_samples: int = 4,
+    max_shortcuts: int | None = None,
+    screen_points: int = 9,
+) -> Paths:
+    """Connect pairs of minima with low-loss paths and measure their barriers.
+
+    Args:
+        landscape: the loss (the one the minima were trained on).
+        minima: result of :func:`~lossbarcode.minima.find_minima`; diverged ones are skipped.
+        pairs: ``"all"``, ``"mst"`` (tree first, then shortcuts; see module docstring) or a
+            list of ``(i, j)`` index pairs.
+        method: ``"linear"``, ``"neb"`` or ``"bezier"``.
+        images: interior images per path at the start (NEB grows it by ``insert`` per cycle;
+            for linear/Bezier it sets the resolution of the reported chain).
+        steps: optimisation steps (NEB, Bezier).
+        lr: step size; default 0.05 for SGD, 0.01 for Adam.
+        eval_points: interpolated evaluation points between neighbouring images.
+        seed: seeds the minibatches and Bezier's random ``t``.
+        progress: called as ``progress(step, total, info)``; ``info`` has ``"stage"``
+            (``"screen"``, ``"all"``/``"list"``/``"tree"``/``"shortcut"``, ``"profile"``)
+            and, while optimising, ``"mean_loss"``.
+        optimizer: ``"sgd"`` (momentum 0.9) or ``"adam"``, batched with per-image state;
+            default SGD for NEB and Adam for Bezier (each gave the lower barriers on digits
+            fcn minima in our trials).
+        batch_size: training examples per step (``None``: the whole evaluation set).
+        spring: NEB spacing relaxation in [0, 1] (0 = none, 1 = jump to the midpoint).
+        cycles, insert: AutoNEB refinement cycles and images inserted per pair per cycle.
+        t_samples: Bezier curve points per pair per step.
+        max_shortcuts: ``"mst"`` only: how many non-tree pairs to add (default K-1).
+        screen_points: ``"mst"`` only: points per straight segment when ranking all pairs.
+
+    Returns:
+        :class:`Paths`. Raises ``ValueError`` for an unknown method/pairing, bad indices,
+        pairs involving diverged minima, or fewer than two usable minima.
+    """
+    if method not in METHODS:
+        raise ValueError(f"method must be one of {METHODS}, got {method!r}")
+    if optimizer is None:
+        optimizer = "adam" if method == "bezier" else "sgd"
+    if optimizer not in DEFAULT_LR:
+        raise ValueError(f"optimizer must be one of {tuple(DEFAULT_LR)}, got {optimizer!r}")
+    images = _check_int(images, "images", 1 if method == "neb" else 0)
+    steps = _check_int(steps, "steps", 0)
+    eval_points = _check_int(eval_points, "eval_points", 0)
+    cycles = _check_int(cycles, "cycles", 1)
+    insert = _check_int(insert, "insert", 0)
+    t_samples = _check_int(t_samples, "t_samples", 1)
+    screen_points = _check_int(screen_points, "screen_points", 2)
+    seed = _check_int(seed, "seed", 0)
+    if batch_size is not None:
+        batch_size = _check_int(batch_size, "batch_size", 1)
+    if max_shortcuts is not None:
+        max_shortcuts = _check_int(max_shortcuts, "max_shortcuts", 0)
+    if not (isinstance(spring, int | float) and 0 <= spring <= 1):
+        raise ValueError(f"spring must be a number in [0, 1], got {spring!r}")
+    lr = DEFAULT_LR[optimizer] if lr is None else float(lr)
+    if not (lr > 0 and math.isfinite(lr)):
+        raise ValueError(f"lr must be a positive finite number, got {lr}")
+    if isinstance(pairs, str) and pairs not in PAIRINGS:
+        raise ValueError(f"pairs must be one of {PAIRINGS} or a list of (i, j), got {pairs!r}")
+    if minima.n_params != landscape.n_params:
+        raise ValueError(f"minima have P={minima.n_params} parameters but the landscape has "
+                         f"P={landscape.n_params}; use the landscape the minima came from")
+    valid = minima.valid
+    if len(valid) < 2:
+        raise ValueError(f"need at least 2 minima that did not diverge, got {len(valid)}; "
+                         "train more minima or lower the learning rate")
+
+    thetas = landscape.as_thetas(minima.thetas)
+    run = _Run(landscape, thetas, method, images, steps, lr, eval_points, seed, progress,
+               optimizer, batch_size, spring, cycles, insert, t_samples)
+
+    if isinstance(pairs, str):
+        all_pairs = np.array([(i, j) for a, i in enumerate(valid) for j in valid[a + 1 :]],
+                             dtype=np.int64).reshape(-1, 2)
+        if pairs == "all" or len(valid) == 2:
+            stages = [("all", all_pairs)]
+        else:
+            stages = []  # filled below, the shortcuts depend on the tree's barriers
+    else:
+        stages = [("list", _check_pairs(pairs, minima))]
+
+    results: list[_Result] = []
+    if stages:
+        for role, pr in stages:
+            results.append(run.optimise(pr, role))
+    else:
+        screen = run.linear_screen(all_pairs, screen_points)
+        tree = _mst_pairs(all_pairs, screen, minima.k)
+        tree_res = run.optimise(tree, "tree")
+        results.append(tree_res)
+        n_short = len(valid) - 1 if max_shortcuts is None else max_shortcuts
+        shortcuts = _pick_shortcuts(all_pairs, screen, tree, tree_res.barriers, minima.k,
+                                    n_short)
+        if len(shortcuts):
+            results.append(run.optimise(shortcuts, "shortcut"))
+
+    res = _Result.concat(results)
+    losses = minima.train_loss
+    floor = np.maximum(losses[res.pairs[:, 0]], losses[res.pairs[:, 1]])
+    settings = {
+        "pairs": pairs if isinstance(pairs, str) else "list", "images": images, "steps": steps,
+        "lr": lr, "eval_points": eval_points, "seed": seed, "optimizer": optimizer,
+        "batch_size": batch_size, "spring": spring, "cycles": cycles, "insert": insert,
+        "t_samples": t_samples, "max_shortcuts": max_shortcuts, "screen_points": screen_points,
+    }
+    return Paths(
+        pairs=res.pairs,
+        images=res.images,
+        profile_t=res.profile_t,
+        profile_loss=res.profile_loss,
+        barriers=np.maximum(res.barriers, floor),
+        linear_barriers=np.maximum(res.linear_barriers, floor),
+        fallback=res.fallback,
+        role=res.role,
+        minima_loss=np.asarray(losses, dtype=np.float64).copy(),
+        method=method,
+        settings=settings,
+    )
+
+
+def barrier_matrix(paths: Paths, k: int | None = None) -> np.ndarray:
+    """``(K, K)`` symmetric matrix of path barriers for the barcode.
+
+    ``np.inf`` where no path was computed (and for diverged minima); when a pair has several
+    paths the lowest barrier counts. The diagonal holds each minimum's own training loss (the
+    lowest level at which it is in the sublevel set; ``np.inf`` for diverged minima)."""
+    k = paths.k if k is None else int(k)
+    if k < paths.k or (paths.m and int(paths.pairs.max()) >= k):
+        raise ValueError(f"k={k} is smaller than the number of minima ({paths.k})")
+    out = np.full((k, k), np.inf)
+    for (i, j), b in zip(paths.pairs, paths.barriers, strict=True):
+        if b < out[i, j]:
+            out[i, j] = out[j, i] = b
+    own = np.full(k, np.inf)
+    own[: paths.k] = np.where(np.isfinite(paths.minima_loss), paths.minima_loss, np.inf)
+    np.fill_diagonal(out, own)
+    return out
+
+
+def plane_slice(
+    landscape: Landscape,
+    a: Tensor,
+    b: Tensor,
+    c: Tensor,
+    resolution: int = 25,
+    margin: float = 0.25,
+) -> PlaneSlice:
+    """Training loss on a ``resolution x resolution`` grid in the plane through ``a, b, c``
+    (each ``(P,)``), covering the three points plus ``margin`` times the larger side of their
+    bounding box on every side. One batched (chunked) evaluation on the evaluation set."""
+    resolution = _check_int(resolution, "resolution", 2)
+    if not (margin >= 0 and math.isfinite(margin)):
+        raise ValueError(f"margin must be a finite number >= 0, got {margin}")
+    pts = landscape.as_thetas(torch.stack([torch.as_tensor(v).reshape(-1) for v in (a, b, c)]))
+    pts = pts.to(torch.float64)
+    u = pts[1] - pts[0]
+    nu = float(u.norm())
+    if nu == 0:
+        raise ValueError("a and b coincide; the three points must span a plane")
+    u = u / nu
+    w = pts[2] - pts[0]
+    v = w - (w @ u) * u
+    nv = float(v.norm())
+    # Relative to the working precision: thinner triangles are collinear up to round-off.
+    if nv <= 1e3 * torch.finfo(landscape.dtype).eps * max(nu, float(w.norm())):
+        raise ValueError("a, b and c are (nearly) collinear; they must span a plane")
+    v = v / nv
+    pos = np.array([[0.0, 0.0], [nu, 0.0], [float(w @ u), nv]])
+    lo, hi = pos.min(axis=0), pos.max(axis=0)
+    pad = margin * float((hi - lo).max())
+    xs = np.linspace(lo[0] - pad, hi[0] + pad, resolution)
+    ys = np.linspace(lo[1] - pad, hi[1] + pad, resolution)
+    gy, gx = np.meshgrid(ys, xs, indexing="ij")  # rows = y
+    coords = np.concatenate([np.stack([gx.ravel(), gy.ravel()], 1), pos])
+    coords_t = torch.as_tensor(coords, device=landscape.device, dtype=torch.float64)
+    origin, basis = pts[0], torch.stack([u, v])
+
+    def make(s0: int, s1: int) -> Tensor:
+        return (origin + coords_t[s0:s1] @ basis).to(landscape.dtype)
+
+    vals = _evaluate_points(landscape, coords.shape[0], make)
+    n = resolution * resolution
+    return PlaneSlice(
+        xs=xs, ys=ys, loss=vals[:n].reshape(resolution, resolution), positions=pos,
+        point_loss=vals[n:], origin=origin.to(landscape.dtype).cpu(),
+        basis=basis.to(landscape.dtype).cpu(),
+    )
+
+
+# ------------------------------------------------------------------------------ engine
+
+
+@dataclass(frozen=True)
+class _Result:
+    pairs: np.ndarray
+    images: tuple[Tensor, ...]
+    profile_t: tuple[np.ndarray, ...]
+    profile_loss: tuple[np.ndarray, ...]
+    barriers: np.ndarray
+    linear_barriers: np.ndarray
+    fallback: np.ndarray
+    role: np.ndarray
+
+    @staticmethod
+    def concat(parts: list[_Result]) -> _Result:
+        return _Result(
+            pairs=np.concatenate([p.pairs for p in parts]).reshape(-1, 2),
+            images=tuple(t for p in parts for t in p.images),
+            profile_t=tuple(t for p in parts for t in p.profile_t),
+            profile_loss=tuple(t for p in parts for t in p.profile_loss),
+            barriers=np.concatenate([p.barriers for p in parts]),
+            linear_barriers=np.concatenate([p.linear_barriers for p in parts]),
+            fallback=np.concatenate([p.fallback for p in parts]),
+            role=np.concatenate([p.role for p in parts]),
+        )
+
+
+class _Run:
+    """One call of :func:`connect`: shared settings, data sampling and evaluation."""
+
+    def __init__(self, land: Landscape, thetas: Tensor, method: str, images: int, steps: int,
+                 lr: float, eval_points: int, seed: int, progress: Progress | None,
+                 optimizer: str, batch_size: int | None, spring: float, cycles: int,
+                 insert: int, t_samples: int):
+        self.land, self.thetas, self.method = land, thetas, method
+        self.images, self.steps, self.lr, self.eval_points = images, steps, lr, eval_points
+        self.progress, self.optimizer, self.spring = progress, optimizer, spring
+        self.cycles, self.insert, self.t_samples = cycles, insert, t_samples
+        self.batch_size = batch_size
+        self.seed = seed
+        self.stage_no = 0
+
+    # -- data
+    def _batches(self, role: str) -> Callable[[], tuple[Tensor, Tensor]]:
+        """Shared minibatch per step; each stage gets its own seeded stream."""
+        land = self.land
+        self.stage_no += 1
+        pool = (torch.arange(land.n_train, device=land.device) if land.eval_index is None
+                else land.eval_index)
+        n = pool.shape[0]
+        if self.batch_size is None or self.batch_size >= n:
+            x, y = land.x_train[pool], land.y_train[pool]
+            return lambda: (x, y)
+        gen = torch.Generator().manual_seed(
+            int(np.random.SeedSequence([self.seed, self.stage_no]).generate_state(1)[0]))
+        bs = self.batch_size
+        state = {"perm": torch.empty(0, dtype=torch.long), "pos": n}  # shuffle first
+
+        def draw() -> tuple[Tensor, Tensor]:
+            if state["pos"] + bs > n:
+                state["perm"], state["pos"] = torch.randperm(n, generator=gen), 0
+            sel = pool[state["perm"][state["pos"] : state["pos"] + bs].to(land.device)]
+            state["pos"] += bs
+            return land.gather(sel)
+
+        return draw
+
+    def _report(self, step: int, total: int, info: dict[str, Any]) -> None:
+        if self.progress is not None:
+            self.progress(step, total, info)
+
+    # -- stages
+    def linear_screen(self, pairs: np.ndarray, points: int) -> np.ndarray:
+        """Linear barriers of ``pairs`` at ``points`` evenly spaced points, shape ``(M,)``."""
+        self._report(0, 1, {"stage": "screen", "pairs": len(pairs)})
+        a, c = self.thetas[pairs[:, 0]], self.thetas[pairs[:, 1]]
+        f = torch.linspace(0, 1, points, device=a.device, dtype=a.dtype)
+        vals = _evaluate_groups(self.land, len(pairs), points, lambda g: _lerp(
+            a[g][:, None], c[g][:, None], f[None, :, None]))
+        self._report(1, 1, {"stage": "screen", "pairs": len(pairs)})
+        return vals.max(axis=1)
+
+    def optimise(self, pairs: np.ndarray, role: str) -> _Result:
+        a, c = self.thetas[pairs[:, 0]], self.thetas[pairs[:, 1]]
+        n_img = self.images + 2
+        lin_chain = _lerp(a[:, None], c[:, None], torch.linspace(
+            0, 1, n_img, device=a.device, dtype=a.dtype)[None, :, None])  # (M, n, P)
+        lin_t, lin_loss = self._chain_profile(lin_chain)
+        lin_bar = lin_loss.max(axis=1)
+        if self.method == "linear" or self.steps == 0:
+            chain, prof_t, prof_loss = lin_chain, lin_t, lin_loss
+        elif self.method == "neb":
+            chain = self._neb(lin_chain, role)
+            prof_t, prof_loss = self._chain_profile(chain)
+        else:
+            bend = self._bezier(a, c, role)
+            t_img = torch.linspace(0, 1, n_img, device=a.device, dtype=a.dtype)
+            chain = _bezier_points(a, bend, c, t_img)
+            prof_t, prof_loss = self._bezier_profile(a, bend, c)
+        bar = prof_loss.max(axis=1)
+        fallback = bar > lin_bar
+        imgs, pts, pls = [], [], []
+        for m in range(len(pairs)):
+            use_lin = bool(fallback[m])
+            imgs.append((lin_chain[m] if use_lin else chain[m]).detach().cpu())
+            pts.append(lin_t[m] if use_lin else prof_t[m])
+            pls.append(lin_loss[m] if use_lin else prof_loss[m])
+        return _Result(
+            pairs=pairs, images=tuple(imgs), profile_t=tuple(pts), profile_loss=tuple(pls),
+            barriers=np.minimum(bar, lin_bar), linear_barriers=lin_bar, fallback=fallback,
+            role=np.full(len(pairs), role),
+        )
+
+    # -- NEB
+    def _neb(self, chain: Tensor, role: str) -> Tensor:
+        """Nudged elastic band on ``(M, n, P)`` chains with AutoNEB insertion."""
+        m, _, p = chain.shape
+        draw = self._batches(role)
+        bounds = np.linspace(0, self.steps, self.cycles + 1).round().astype(int)
+        every = max(1, self.steps // 50)
+        chain = chain.clone()
+        for cyc in range(self.cycles):
+            opt = BatchedOptimizer.create(self.optimizer, chain[:, 1:-1].reshape(-1, p), 0.9,
+                                          (0.9, 0.999), 1e-8)
+            for step in range(bounds[cyc], bounds[cyc + 1]):
+                x, y = draw()
+                inner = chain[:, 1:-1].reshape(-1, p)  # (M * (n-2), P), a copy
+                n_in = chain.shape[1] - 2
+                loss, grad = self.land.evaluate_batch(inner, x, y, grad=True)
+                assert grad is not None
+                # In-place arithmetic: with hundreds of images these (M, n, P) passes are
+                # memory-bound and cost as much as the loss evaluation itself.
+                tau = chain[:, 2:] - chain[:, :-2]  # central-difference tangent (M, n-2, P)
+                tau.div_(tau.norm(dim=-1, keepdim=True).clamp_min_(1e-12))
+                g = grad.view(m, n_in, p)
+                g.addcmul_(tau, torch.linalg.vecdot(g, tau).unsqueeze(-1), value=-1.0)
+                torch.nan_to_num_(g, nan=0.0, posinf=0.0, neginf=0.0)
+                chain[:, 1:-1] = opt.step(inner, grad, self.lr).view(m, n_in, p)
+                if self.spring > 0:
+                    # Spring along the tangent: slide towards the midpoint of the neighbours.
+                    d = (chain[:, 1:] - chain[:, :-1]).norm(dim=-1, keepdim=True)
+                    chain[:, 1:-1].addcmul_(tau, d[:, 1:] - d[:, :-1], value=0.5 * self.spring)
+                if step % every == 0 or step == self.steps - 1:
+                    self._report(step + 1, self.steps, {"stage": role, "method": "neb",
+                                                        "mean_loss": float(loss.mean())})
+            if cyc < self.cycles - 1 and self.insert > 0:
+                chain = self._insert(chain)
+        return chain
+
+    def _insert(self, chain: Tensor) -> Tensor:
+        """AutoNEB refinement: new images at the midpoints of the ``insert`` segments per
+        chain whose midpoint loss is highest (evaluation set)."""
+        m, n, p = chain.shape
+        mids = 0.5 * (chain[:, 1:] + chain[:, :-1])  # (M, n-1, P)
+        vals = _evaluate_groups(self.land, m, n - 1, lambda g: mids[g])
+        k = min(self.insert, n - 1)
+        top = np.sort(np.argsort(-vals, axis=1, kind="stable")[:, :k], axis=1)  # segment ids
+        out = []
+        for i in range(m):
+            parts, last = [], 0
+            for s in top[i]:
+                parts.append(chain[i, last : s + 1])
+                parts.append(mids[i, s : s + 1])
+                last = s + 1
+            parts.append(chain[i, last:])
+            out.append(torch.cat(parts))
+        return torch.stack(out)
+
+    # -- Bezier
+    def _bezier(self, a: Tensor, c: Tensor, role: str) -> Tensor:
+        """Train the bend ``(M, P)`` of quadratic Bezier curves on the expected loss."""
+        m, p = a.shape
+        draw = self._batches(role)
+        gen = torch.Generator().manual_seed(
+            int(np.random.SeedSequence([self.seed, self.stage_no, 7]).generate_state(1)[0]))
+        bend = 0.5 * (a + c)
+        opt = BatchedOptimizer.create(self.optimizer, bend, 0.9, (0.9, 0.999), 1e-8)
+        ns = self.t_samples
+        every = max(1, self.steps // 50)
+        for step in range(self.steps):
+            x, y = draw()
+            # Stratified t: one uniform draw in each of ns equal bins, per pair.
+            u = torch.rand(m, ns, generator=gen, dtype=torch.float64)
+            t = ((torch.arange(ns, dtype=torch.float64) + u) / ns).to(a.device, a.dtype)
+            pts = _bezier_points(a, bend, c, t)  # (M, ns, P)
+            loss, grad = self.land.evaluate_batch(pts.reshape(-1, p), x, y, grad=True)
+            assert grad is not None
+            w = (2 * t * (1 - t))[..., None]  # d point / d bend
+            g = (w * grad.view(m, ns, p)).mean(dim=1)
+            g = torch.nan_to_num(g, nan=0.0, posinf=0.0, neginf=0.0)
+            bend = opt.step(bend, g, self.lr)
+            if step % every == 0 or step == self.steps - 1:
+                self._report(step + 1, self.steps, {"stage": role, "method": "bezier",
+                                                    "mean_loss": float(loss.mean())})
+        return bend
+
+    # -- profiles
+    def _chain_profile(self, chain: Tensor) -> tuple[np.ndarray, np.ndarray]:
+        """Dense loss along polygonal chains ``(M, n, P)``: ``t (M, L)`` (normalised arc
+        length) and ``loss (M, L)`` with ``L = (n-1)(eval_points+1)+1``."""
+        m, n, _ = chain.shape
+        e = self.eval_points
+        f = torch.arange(e + 1, device=chain.device, dtype=chain.dtype) / (e + 1)
+
+        def make(g: np.ndarray) -> Tensor:
+            c = chain[g]
+            seg = _lerp(c[:, :-1, None], c[:, 1:, None], f[None, None, :, None])
+            return torch.cat([seg.flatten(1, 2), c[:, -1:]], dim=1)
+
+        length = (n - 1) * (e + 1) + 1
+        self._report(0, 1, {"stage": "profile", "points": m * length})
+        vals = _evaluate_groups(self.land, m, length, make)
+        seg_len = (chain[:, 1:] - chain[:, :-1]).to(torch.float64).norm(dim=-1)  # (M, n-1)
+        cum = torch.cat([torch.zeros(m, 1, dtype=torch.float64, device=chain.device),
+                         seg_len.cumsum(1)], dim=1).cpu().numpy()  # (M, n)
+        frac = f.to(torch.float64).cpu().numpy()
+        t = np.concatenate([
+            (cum[:, :-1, None] + (cum[:, 1:, None] - cum[:, :-1, None]) * frac).reshape(m, -1),
+            cum[:, -1:],
+        ], axis=1)
+        total = cum[:, -1:]
+        t = np.where(total > 0, t / np.where(total > 0, total, 1.0),
+                     np.linspace(0, 1, length)[None])
+        return t, vals
+
+    def _bezier_profile(self, a: Tensor, bend: Tensor, c: Tensor
+                        ) -> tuple[np.ndarray, np.ndarray]:
+        length = (self.images + 1) * (self.eval_points + 1) + 1
+        t = torch.linspace(0, 1, length, device=a.device, dtype=a.dtype)
+        vals = _evaluate_groups(self.land, a.shape[0], length,
+                                lambda g: _bezier_points(a[g], bend[g], c[g], t))
+        return np.broadcast_to(t.cpu().numpy().astype(np.float64), vals.shape).copy(), vals
+
+
+# ------------------------------------------------------------------------------ helpers
+
+
+def _lerp(a: Tensor, c: Tensor, f: Tensor) -> Tensor:
+    return a + f * (c - a)
+
+
+def _bezier_points(a: Tensor, bend: Tensor, c: Tensor, t: Tensor) -> Tensor:
+    """Points ``(M, T, P)`` of quadratic Bezier curves with endpoints ``a, c`` and control
+    ``bend`` (all ``(M, P)``) at ``t`` of shape ``(T,)`` or ``(M, T)``."""
+    if t.dim() == 1:
+        t = t[None]
+    t = t[..., None]
+    return (1 - t) ** 2 * a[:, None] + 2 * t * (1 - t) * bend[:, None] + t**2 * c[:, None]
+
+
+def _evaluate_groups(land: Landscape, m: int, length: int,
+                     make: Callable[[np.ndarray], Tensor]) -> np.ndarray:
+    """Loss ``(m, length)`` of points made per group of items by ``make(indices)`` ->
+    ``(g, length, P)``; groups are sized so the points stay under a memory cap."""
+    es = torch.finfo(land.dtype).bits // 8
+    cap = min(_BLOCK_BYTES, max(1, land.memory_limit // 4))
+    per_item = length * land.n_params * es
+    group = max(1, int(cap // max(per_item, 1)))
+    out = np.empty((m, length))
+    for s in range(0, m, group):
+        g = np.arange(s, min(m, s + group))
+        pts = make(g)
+        out[g] = land.loss(pts.reshape(-1, land.n_params)).to("cpu", torch.float64).numpy(
+            ).reshape(len(g), length)
+    # A NaN loss on a path means the path is unusable: count it as an infinite barrier.
+    return np.where(np.isnan(out), np.inf, out)
+
+
+def _evaluate_points(land: Landscape, n: int, make: Callable[[int, int], Tensor]) -> np.ndarray:
+    """Loss ``(n,)`` of points made in blocks by ``make(start, stop) -> (stop-start, P)``."""
+    es = torch.finfo(land.dtype).bits // 8
+    cap = min(_BLOCK_BYTES, max(1, land.memory_limit // 4))
+    block = max(1, int(cap // (land.n_params * es)))
+    parts = [land.loss(make(s, min(n, s + block))).to("cpu", torch.float64).numpy()
+             for s in range(0, n, block)]
+    return np.concatenate(parts)
+
+
+def _check_pairs(pairs: Any, minima: Minima) -> np.ndarray:
+    try:
+        arr = np.asarray(pairs)
+    except (TypeError, ValueError) as exc:
+        raise ValueError("pairs must be 'all', 'mst' or a list of (i, j) index pairs") from exc
+    if arr.size == 0 or arr.ndim != 2 or arr.shape[1] != 2 or not np.issubdtype(
+            arr.dtype, np.integer):
+        raise ValueError(f"pairs must be 'all', 'mst' or a non-empty list of (i, j) integer "
+                         f"pairs, got {pairs!r}")
+    if arr.min() < 0 or arr.max() >= minima.k:
+        raise ValueError(f"pair indices must lie in [0, {minima.k}), got {arr.tolist()}")
+    if np.any(arr[:, 0] == arr[:, 1]):
+        raise ValueError("a pair must join two different minima (i != j)")
+    bad = sorted({int(v) for v in arr.ravel() if minima.diverged[v]})
+    if bad:
+        raise ValueError(f"minima {bad} diverged and cannot be connected; drop those pairs")
+    arr = np.sort(arr.astype(np.int64), axis=1)
+    _, first = np.unique(arr, axis=0, return_index=True)
+    return arr[np.sort(first)]
+
+
+def _mst_pairs(pairs: np.ndarray, barriers: np.ndarray, k: int) -> np.ndarray:
+    """Edges of the minimum spanning tree of the graph ``pairs`` weighted by ``barriers``."""
+    # Ranks as weights: scipy treats zero weights as missing edges, and an MST depends only
+    # on the order of the weights.
+    ranks = np.empty(len(pairs))
+    ranks[np.argsort(barriers, kind="stable")] = np.arange(1, len(pairs) + 1)
+    w = np.zeros((k, k))
+    w[pairs[:, 0], pairs[:, 1]] = ranks
+    tree = minimum_spanning_tree(w).tocoo()
+    edges = np.sort(np.stack([tree.row, tree.col], axis=1).astype(np.int64), axis=1)
+    order = np.lexsort((edges[:, 1], edges[:, 0]))
+    return edges[order]
+
+
+def _pick_shortcuts(all_pairs: np.ndarray, screen: np.ndarray, tree: np.ndarray,
+                    tree_barriers: np.ndarray, k: int, limit: int) -> np.ndarray:
+    """Up to ``limit`` non-tree pairs most likely to lower a barcode death: smallest
+    ``linear barrier - highest optimised barrier on the tree route between the two``."""
+    if limit == 0:
+        return np.zeros((0, 2), dtype=np.int64)
+    adj: dict[int, list[tuple[int, float]]] = {}
+    for (i, j), b in zip(tree, tree_barriers, strict=True):
+        adj.setdefault(int(i), []).append((int(j), float(b)))
+        adj.setdefault(int(j), []).append((int(i), float(b)))
+    route_max = np.full((k, k), np.inf)
+    for src in adj:  # minimax over the (unique) tree route, by a walk from every vertex
+        route_max[src, src] = -np.inf
+        stack = [src]
+        while stack:
+            u = stack.pop()
+            for v, b in adj[u]:
+                if route_max[src, v] == np.inf and v != src:
+                    route_max[src, v] = max(route_max[src, u], b)
+                    stack.append(v)
+    in_tree = {(int(i), int(j)) for i, j in tree}
+    cand = [(float(screen[n] - route_max[i, j]), n) for n, (i, j) in enumerate(all_pairs)
+            if (int(i), int(j)) not in in_tree]
+    cand.sort()
+    chosen = [all_pairs[n] for _, n in cand[:limit]]
+    return np.array(chosen, dtype=np.int64).reshape(-1, 2)
+
+
+def _check_int(value: Any, name: str, minimum: int) -> int:
+    if isinstance(value, bool) or not isinstance(value, int | np.integer) or value < minimum:
+        raise ValueError(f"{name} must be an integer >= {minimum}, got {value!r}")
+    return int(value)

@@ -1,0 +1,282 @@
+"""Experiments end to end: config, stages, resume, corruption, concurrency, sweeps, CLI."""
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import textwrap
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from lossbarcode import experiment, minima
+from lossbarcode.cli import main
+from lossbarcode.experiment import ExperimentConfig, Result, load_result, run_experiment
+from lossbarcode.store import ResultStore
+from lossbarcode.sweep import summarize, sweep, sweep_records
+
+ROOT = Path(__file__).resolve().parents[1]
+TINY = ExperimentConfig(n_train=200, n_test=100, width=8, depth=1, k=3, steps=30,
+                        batch_size=32, images=2, path_steps=10, eval_points=2, device="cpu")
+
+
+@pytest.fixture
+def store(tmp_path):
+    return ResultStore(tmp_path / "results")
+
+
+@pytest.fixture(scope="module")
+def tiny_result(tmp_path_factory):
+    store = ResultStore(tmp_path_factory.mktemp("shared") / "results")
+    return store, run_experiment(TINY, store)
+
+
+def child(code: str, *args: str) -> subprocess.Popen:
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    return subprocess.Popen([sys.executable, "-c", textwrap.dedent(code), *args], cwd=ROOT,
+                            env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+
+
+# --------------------------------------------------------------------------- config
+
+def test_invalid_configs_list_every_problem():
+    with pytest.raises(ValueError) as err:
+        ExperimentConfig(width=0, k=1, dataset="imagenet", path_method="teleport").validate()
+    message = str(err.value)
+    for part in ("width must be", "k must be", "dataset must be one of", "path_method"):
+        assert part in message
+    with pytest.raises(ValueError, match="transformer"):
+        ExperimentConfig(arch="transformer", dataset="digits").validate()
+    with pytest.raises(ValueError, match="divisible"):
+        ExperimentConfig(arch="transformer", dataset="modadd", width=10, heads=4).validate()
+    with pytest.raises(ValueError, match="image data"):
+        ExperimentConfig(arch="cnn", dataset="spirals").validate()
+    with pytest.raises(ValueError, match="lr must be"):
+        ExperimentConfig(lr=-1.0).validate()
+    with pytest.raises(ValueError, match="unknown config keys"):
+        ExperimentConfig.from_dict({"widht": 3})
+
+
+def test_run_id_is_stable_across_processes_and_sensitive_to_every_knob():
+    here = TINY.run_id
+    proc = child("""
+        from lossbarcode.experiment import ExperimentConfig
+        import json, sys
+        print(ExperimentConfig.from_dict(json.loads(sys.argv[1])).run_id)
+    """, json.dumps(dict(reversed(list(TINY.to_dict().items())))))
+    out, _ = proc.communicate(timeout=60)
+    assert out.strip() == here
+    assert len({TINY.replace(seed=1).run_id, TINY.replace(width=9).run_id,
+                TINY.replace(path_method="linear").run_id, here}) == 4
+
+
+# --------------------------------------------------------------------------- one run
+
+def test_result_is_complete_and_consistent(tiny_result):
+    store, result = tiny_result
+    data = result.to_json()
+    for key in ("run_id", "config", "minima", "pairs", "barriers", "barcode", "to_score",
+                "timings"):
+        assert key in data
+    assert set(data["minima"][0]) >= {"train_loss", "test_loss", "test_error"}
+    text = json.dumps(data, allow_nan=False)  # strictly JSON-safe
+    again = Result.from_json(json.loads(text))
+    assert again.barcode == result.barcode and again.to_score == result.to_score
+    valid = np.flatnonzero(~result.diverged)
+    assert len(result.barcode) == len(valid)
+    assert sorted(result.barcode.minima.tolist()) == valid.tolist()
+    assert len(result.barcode.essential()) == 1  # all pairs connected
+    # every barrier is at least as high as both ends; the barcode uses the training loss
+    for (i, j) in result.pairs:
+        assert result.barriers[i, j] >= max(result.train_loss[i], result.train_loss[j]) - 1e-7
+    np.testing.assert_allclose(result.barcode.births, result.train_loss[result.barcode.minima])
+    assert result.score == result.to_score["l2"]
+    assert set(result.to_score) == set(experiment.SCORE_VARIANTS)
+    assert set(result.timings) == {"minima", "paths", "barcode"}
+    assert store.stages(result.run_id) == ["minima", "paths", "result"]
+
+
+def test_finished_run_is_loaded_not_recomputed(tiny_result, monkeypatch):
+    store, result = tiny_result
+
+    def forbidden(*args, **kwargs):
+        raise AssertionError("recomputed a finished stage")
+
+    monkeypatch.setattr(minima, "find_minima", forbidden)
+    again = run_experiment(TINY, store)
+    assert again.barcode == result.barcode
+
+
+def test_corrupt_result_is_reported_and_rebuilt_from_finished_stages(tiny_result, monkeypatch):
+    store, result = tiny_result
+    path = store.root / result.run_id / "result.json"
+    path.write_text(path.read_text()[:100])  # truncated
+    monkeypatch.setattr(minima, "find_minima", lambda *a, **k: pytest.fail("minima redone"))
+    with pytest.warns(RuntimeWarning, match="recomput"):
+        again = run_experiment(TINY, store)
+    assert again.barcode == result.barcode
+
+
+def test_corrupt_minima_are_recomputed_identically(store):
+    first = run_experiment(TINY, store)
+    npz = store.root / first.run_id / "minima.npz"
+    npz.write_bytes(npz.read_bytes()[:-50])
+    store.drop_stage(first.run_id, "result")
+    store.drop_stage(first.run_id, "paths")
+    with pytest.warns(RuntimeWarning):
+        again = run_experiment(TINY, store)
+    assert again.barcode == first.barcode  # same seed, same CPU -> same barcode
+
+
+RUN_IN_CHILD = """
+    import sys, time
+    from lossbarcode.experiment import ExperimentConfig, run_experiment
+    from lossbarcode.store import ResultStore
+    import json
+    config = ExperimentConfig.from_dict(json.loads(sys.argv[1]))
+    computed = []
+    def progress(stage, done, total, message):
+        if stage != "result" and done < total:
+            computed.append(stage)
+        if stage == "paths" and sys.argv[3] == "stall":
+            time.sleep(600)  # killed here, after the minima stage was saved
+    result = run_experiment(config, ResultStore(sys.argv[2]), progress=progress)
+    print("computed" if computed else "loaded", result.run_id)
+"""
+
+
+@pytest.mark.slow
+def test_killed_run_resumes_from_its_last_finished_stage(store, tmp_path, monkeypatch):
+    config = TINY.replace(path_method="neb")
+    proc = child(RUN_IN_CHILD, json.dumps(config.to_dict()), str(store.root), "stall")
+    deadline = time.time() + 120
+    while not store.has_stage(config.run_id, "minima") and time.time() < deadline:
+        time.sleep(0.2)
+    assert store.has_stage(config.run_id, "minima"), proc.stderr.read()
+    proc.send_signal(signal.SIGKILL)
+    proc.wait(timeout=30)
+    assert store.stages(config.run_id) == ["minima"]
+
+    fresh = run_experiment(config, ResultStore(tmp_path / "fresh"))
+    monkeypatch.setattr(minima, "find_minima", lambda *a, **k: pytest.fail("minima redone"))
+    resumed = run_experiment(config, store)
+    assert resumed.barcode == fresh.barcode
+    np.testing.assert_array_equal(resumed.barriers, fresh.barriers)
+
+
+@pytest.mark.slow
+def test_two_processes_asking_for_the_same_run_compute_it_once(store):
+    payload = json.dumps(TINY.replace(seed=5).to_dict())
+    procs = [child(RUN_IN_CHILD, payload, str(store.root), "go") for _ in range(2)]
+    outputs = [p.communicate(timeout=300) for p in procs]
+    assert all(p.returncode == 0 for p in procs), [o[1][-2000:] for o in outputs]
+    words = sorted(o[0].split()[0] for o in outputs)
+    assert words == ["computed", "loaded"]
+    assert len({o[0].split()[1] for o in outputs}) == 1
+
+
+def test_cancelling_keeps_finished_stages(store):
+    def cancel_in_paths(stage, done, total, message):
+        if stage == "paths":
+            raise experiment.Cancelled()
+
+    with pytest.raises(experiment.Cancelled):
+        run_experiment(TINY.replace(seed=7), store, progress=cancel_in_paths)
+    assert store.stages(TINY.replace(seed=7).run_id) == ["minima"]
+    assert load_result(store, TINY.replace(seed=7).run_id) is None
+
+
+# --------------------------------------------------------------------------- sweeps
+
+def check_sweep(results, widths, seeds):
+    assert [(r.config.width, r.config.seed) for r in results] == [
+        (w, s) for w in widths for s in seeds]
+    rows = summarize(sweep_records(results))
+    assert [row["width"] for row in rows] == list(widths)
+    for row in rows:
+        assert row["runs"] == len(seeds) and len(row["to_score_seeds"]) == len(seeds)
+        assert row["to_score_mean"] == pytest.approx(np.mean(row["to_score_seeds"]))
+    return rows
+
+
+def test_local_sweep_runs_the_grid_and_skips_finished_runs(store, monkeypatch):
+    results = sweep(TINY, widths=[4, 8], seeds=[0, 1], store=store)
+    check_sweep(results, [4, 8], [0, 1])
+    monkeypatch.setattr(minima, "find_minima", lambda *a, **k: pytest.fail("rerun"))
+    again = sweep(TINY, widths=[4, 8], seeds=[0, 1], store=store)
+    assert [r.barcode for r in again] == [r.barcode for r in results]
+    with pytest.raises(ValueError, match="executor"):
+        sweep(TINY, executor="slurm", store=store)
+    with pytest.raises(ValueError, match="repeat"):
+        sweep(TINY, widths=[4, 4], store=store)
+
+
+@pytest.mark.slow
+def test_ray_sweep_on_a_real_local_instance(store):
+    ray = pytest.importorskip("ray")
+    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
+    try:
+        results = sweep(TINY, widths=[4, 8], seeds=[0, 1], executor="ray", store=store)
+    finally:
+        ray.shutdown()
+    check_sweep(results, [4, 8], [0, 1])
+    local = sweep(TINY, widths=[4, 8], seeds=[0, 1], store=ResultStore(store.root / "local"))
+    assert [r.barcode for r in results] == [r.barcode for r in local]
+
+
+# --------------------------------------------------------------------------- CLI
+
+def tiny_flags(results):
+    return ["--results", str(results), "--n-train", "200", "--n-test", "100", "--width", "8",
+            "--depth", "1", "--minima", "3", "--steps", "30", "--batch-size", "32",
+            "--images", "2", "--path-steps", "10", "--eval-points", "2", "--device", "cpu"]
+
+
+def test_cli_run_show_export_list(tmp_path, capsys):
+    results = tmp_path / "r"
+    assert main(["run", "-q", *tiny_flags(results)]) == 0
+    run_id = capsys.readouterr().out.strip().splitlines()[-1]
+    assert run_id == TINY.run_id
+    assert main(["show", run_id, "--results", str(results)]) == 0
+    out = capsys.readouterr().out
+    assert "TO-score (l2)" in out and "merged_into" in out
+    assert main(["show", run_id, "--json", "--results", str(results)]) == 0
+    assert json.loads(capsys.readouterr().out)["run_id"] == run_id
+    assert main(["export", run_id, "--format", "csv", "--results", str(results)]) == 0
+    lines = capsys.readouterr().out.strip().splitlines()
+    assert lines[0].startswith("minimum,train_loss") and len(lines) == 1 + TINY.k
+    out_file = tmp_path / "r.json"
+    assert main(["export", run_id, "--output", str(out_file), "--results", str(results)]) == 0
+    assert json.loads(out_file.read_text())["barcode"]
+    assert main(["list", "--results", str(results)]) == 0
+    assert run_id in capsys.readouterr().out
+
+
+def test_cli_config_file_and_bad_input(tmp_path, capsys):
+    config = tmp_path / "c.toml"
+    config.write_text('width = 0\npath_method = "neb"\n')
+    assert main(["run", "--config", str(config), "--results", str(tmp_path)]) == 2
+    assert "width must be" in capsys.readouterr().err
+    assert main(["show", "0123456789abcdef", "--results", str(tmp_path)]) == 2
+    assert "no finished run" in capsys.readouterr().err
+    assert main(["run", "--config", str(tmp_path / "missing.json")]) == 2
+    assert main(["sweep", "--widths", "4,x", "--results", str(tmp_path)]) == 2
+    assert "comma list" in capsys.readouterr().err
+
+
+def test_cli_sweep_writes_and_appends_a_sweep_file(tmp_path, capsys):
+    out = tmp_path / "sweep.json"
+    flags = tiny_flags(tmp_path / "r")
+    assert main(["sweep", "-q", *flags, "--widths", "4,8", "--output", str(out)]) == 0
+    assert main(["sweep", "-q", *flags, "--widths", "8", "--depths", "2", "--output", str(out),
+                 "--append"]) == 0
+    table = capsys.readouterr().out
+    assert "to_score_mean" in table
+    document = json.loads(out.read_text())
+    scales = sorted((r["width"], r["depth"]) for r in document["records"])
+    assert scales == [(4, 1), (8, 1), (8, 2)]
+    assert len(document["summary"]) == 3 and len(document["command"]) == 2
+    assert set(document["barcodes"]) == {r["run_id"] for r in document["records"]}

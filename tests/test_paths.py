@@ -1,0 +1,194 @@
+"""Tests for lossbarcode.paths: linear, NEB and Bezier paths, barriers, plane slices."""
+
+from __future__ import annotations
+
+import dataclasses
+
+import numpy as np
+import pytest
+import torch
+
+from lossbarcode import data, models
+from lossbarcode.landscape import Landscape
+from lossbarcode.minima import find_minima
+from lossbarcode.paths import Paths, barrier_matrix, connect, plane_slice
+
+FAST = {"images": 4, "steps": 60, "batch_size": 64, "eval_points": 2}
+
+
+@pytest.fixture(scope="module")
+def land():
+    ds = data.load("digits", n_train=256, n_test=64)
+    model = models.build("fcn", 16, 1, ds.input_shape, ds.n_outputs, seed=0)
+    return Landscape.from_dataset(model, ds, device="cpu")
+
+
+@pytest.fixture(scope="module")
+def mins(land):
+    return find_minima(land, 4, steps=200, batch_size=32, lr=0.05, schedule="anneal")
+
+
+@pytest.fixture(scope="module")
+def linear(land, mins):
+    return connect(land, mins, "all", "linear", **FAST)
+
+
+def _check_barriers(paths: Paths, mins) -> None:
+    ends = np.maximum(mins.train_loss[paths.pairs[:, 0]], mins.train_loss[paths.pairs[:, 1]])
+    assert np.all(paths.barriers >= ends)
+    for (t, loss), b in zip(paths.profiles, paths.barriers, strict=True):
+        assert t[0] == 0 and t[-1] == pytest.approx(1) and np.all(np.diff(t) >= 0)
+        assert b == pytest.approx(max(loss.max(), b), rel=1e-6)
+
+
+def test_linear_paths(land, mins, linear):
+    assert linear.m == 6 and linear.method == "linear"
+    assert linear.pairs.tolist() == [[0, 1], [0, 2], [0, 3], [1, 2], [1, 3], [2, 3]]
+    _check_barriers(linear, mins)
+    np.testing.assert_allclose(linear.barriers, linear.linear_barriers)
+    # Endpoints of every chain are the minima, and their profile values are their losses.
+    for (i, j), chain, loss in zip(linear.pairs, linear.images, linear.profile_loss,
+                                   strict=True):
+        assert chain.shape == (FAST["images"] + 2, land.n_params)
+        torch.testing.assert_close(chain[0], mins.thetas[i])
+        torch.testing.assert_close(chain[-1], mins.thetas[j])
+        np.testing.assert_allclose(loss[[0, -1]], mins.train_loss[[i, j]], rtol=1e-5)
+    assert len(linear.profile_t[0]) == (FAST["images"] + 1) * (FAST["eval_points"] + 1) + 1
+    # Straight segments between trained minima cross a real barrier on digits.
+    assert np.all(linear.barriers > np.maximum(mins.train_loss[linear.pairs[:, 0]],
+                                               mins.train_loss[linear.pairs[:, 1]]) + 0.05)
+
+
+@pytest.mark.parametrize("method", ["neb", "bezier"])
+def test_optimised_paths_beat_linear(land, mins, linear, method):
+    calls = []
+    paths = connect(land, mins, "all", method, seed=0,
+                    progress=lambda s, t, info: calls.append(info), **FAST)
+    _check_barriers(paths, mins)
+    assert np.all(paths.barriers <= linear.barriers + 1e-6)
+    np.testing.assert_allclose(paths.linear_barriers, linear.barriers, rtol=1e-5)
+    # Not just the fallback: optimisation lowers the barriers substantially.
+    assert not paths.fallback.any()
+    assert paths.barriers.mean() < linear.barriers.mean() - 0.5 * (
+        linear.barriers.mean() - mins.train_loss.mean())
+    assert {c["stage"] for c in calls} >= {"all", "profile"}
+    if method == "neb":  # AutoNEB inserted images: 4 interior + 2 cycles x 2
+        assert all(c.shape[0] == FAST["images"] + 2 + 4 for c in paths.images)
+
+
+def test_same_seed_identical_paths(land, mins):
+    a = connect(land, mins, [(0, 1), (2, 3)], "neb", seed=3, **FAST)
+    b = connect(land, mins, [(0, 1), (2, 3)], "neb", seed=3, **FAST)
+    np.testing.assert_array_equal(a.barriers, b.barriers)
+    for x, y in zip(a.images, b.images, strict=True):
+        assert torch.equal(x, y)
+    c = connect(land, mins, [(0, 1), (2, 3)], "bezier", seed=3, **FAST)
+    d = connect(land, mins, [(0, 1), (2, 3)], "bezier", seed=3, **FAST)
+    np.testing.assert_array_equal(c.barriers, d.barriers)
+
+
+def test_pair_lists_are_validated_and_canonical(land, mins):
+    paths = connect(land, mins, [(3, 1), (1, 3), (0, 2)], "linear", **FAST)
+    assert paths.pairs.tolist() == [[1, 3], [0, 2]]
+    assert list(paths.role) == ["list", "list"]
+    for bad in ([(0, 4)], [(1, 1)], [(0, 1, 2)], [], [(-1, 0)], "some", [("a", "b")]):
+        with pytest.raises(ValueError):
+            connect(land, mins, bad, "linear", **FAST)
+
+
+def test_mst_pairs(land):
+    mins5 = find_minima(land, 5, steps=60, batch_size=32, lr=0.05)
+    tree_only = connect(land, mins5, "mst", "neb", max_shortcuts=0, **FAST)
+    assert tree_only.m == 4 and set(tree_only.role) == {"tree"}
+    # A spanning tree touches every minimum.
+    assert set(tree_only.pairs.ravel()) == set(range(5))
+    both = connect(land, mins5, "mst", "linear", max_shortcuts=3, **FAST)
+    assert both.m == 7 and list(both.role).count("shortcut") == 3
+    assert len({tuple(p) for p in both.pairs}) == 7
+    mat = barrier_matrix(both)
+    assert np.isfinite(mat).sum() == 5 + 2 * 7  # the diagonal and both triangles
+
+
+def test_barrier_matrix(mins, linear):
+    mat = barrier_matrix(linear)
+    assert mat.shape == (4, 4)
+    np.testing.assert_array_equal(mat, mat.T)
+    np.testing.assert_allclose(np.diag(mat), mins.train_loss)
+    assert mat[0, 1] == linear.barriers[0]
+    partial = dataclasses.replace(linear, pairs=linear.pairs[:2], barriers=linear.barriers[:2])
+    assert np.isinf(barrier_matrix(partial)[2, 3])
+    assert barrier_matrix(linear, k=6).shape == (6, 6)
+    with pytest.raises(ValueError):
+        barrier_matrix(linear, k=2)
+
+
+def test_diverged_minima_are_never_paired(land, mins):
+    bad = dataclasses.replace(mins, diverged=np.array([False, True, False, False]),
+                              train_loss=np.where([False, True, False, False], np.nan,
+                                                  mins.train_loss))
+    paths = connect(land, bad, "all", "linear", **FAST)
+    assert 1 not in paths.pairs
+    assert paths.m == 3
+    mat = barrier_matrix(paths)
+    assert np.isinf(mat[1]).all() and np.isinf(mat[:, 1]).all()
+    with pytest.raises(ValueError, match="diverged"):
+        connect(land, bad, [(0, 1)], "linear", **FAST)
+    worse = dataclasses.replace(mins, diverged=np.array([True, True, True, False]))
+    with pytest.raises(ValueError, match="at least 2"):
+        connect(land, worse, "all", "linear", **FAST)
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "match"),
+    [
+        ({"method": "string"}, "method"),
+        ({"pairs": "tree"}, "pairs"),
+        ({"optimizer": "lbfgs"}, "optimizer"),
+        ({"images": 0, "method": "neb"}, "images"),
+        ({"eval_points": -1}, "eval_points"),
+        ({"lr": -1.0}, "lr"),
+        ({"spring": 2.0}, "spring"),
+        ({"batch_size": 0}, "batch_size"),
+    ],
+)
+def test_bad_input(land, mins, kwargs, match):
+    with pytest.raises(ValueError, match=match):
+        connect(land, mins, **{**FAST, **kwargs})
+
+
+def test_paths_to_arrays_roundtrip(land, mins, linear, tmp_path):
+    path = tmp_path / "p.npz"
+    np.savez(path, **linear.to_arrays())
+    with np.load(path) as f:
+        back = Paths.from_arrays(f, linear.settings)
+    np.testing.assert_array_equal(back.pairs, linear.pairs)
+    np.testing.assert_array_equal(back.barriers, linear.barriers)
+    for a, b in zip(back.images, linear.images, strict=True):
+        assert torch.equal(a, b)
+    for a, b in zip(back.profile_loss, linear.profile_loss, strict=True):
+        np.testing.assert_array_equal(a, b)
+    assert back.method == "linear" and back.settings == linear.settings
+
+
+def test_plane_slice(land, mins):
+    a, b, c = mins.thetas[0], mins.thetas[1], mins.thetas[2]
+    sl = plane_slice(land, a, b, c, resolution=12, margin=0.2)
+    assert sl.loss.shape == (12, 12) and sl.xs.shape == (12,) and sl.ys.shape == (12,)
+    assert sl.positions[0].tolist() == [0.0, 0.0] and sl.positions[1, 1] == 0.0
+    np.testing.assert_allclose(sl.point_loss, land.loss(torch.stack([a, b, c])).numpy(),
+                               rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(sl.point_loss, mins.train_loss[:3], rtol=1e-4, atol=1e-5)
+    # The plane coordinates map back onto the three minima.
+    for p, theta in zip(sl.positions, (a, b, c), strict=True):
+        torch.testing.assert_close(sl.to_params(p[0], p[1]), theta, rtol=1e-4, atol=1e-4)
+    # Grid values are the loss at the mapped parameters (rows = y, columns = x).
+    iy, ix = 3, 7
+    theta = sl.to_params(sl.xs[ix], sl.ys[iy])
+    assert sl.loss[iy, ix] == pytest.approx(float(land.loss(theta)), rel=1e-4)
+    assert sl.xs.min() < 0 < sl.positions[1, 0] < sl.xs.max()
+    with pytest.raises(ValueError, match="collinear"):
+        plane_slice(land, a, b, 2 * b - a)
+    with pytest.raises(ValueError, match="coincide"):
+        plane_slice(land, a, a, c)
+    with pytest.raises(ValueError, match="resolution"):
+        plane_slice(land, a, b, c, resolution=1)
