@@ -341,6 +341,13 @@ def _bench_engine(args: argparse.Namespace) -> int:
     return 0
 
 
+def _bench_app(args: argparse.Namespace) -> int:
+    from lossbarcode.bench_app import app_benchmark, print_app_benchmark
+
+    print_app_benchmark(app_benchmark(runs=args.runs))
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The argument parser with every subcommand."""
     parser = argparse.ArgumentParser(
@@ -422,6 +429,12 @@ def build_parser() -> argparse.ArgumentParser:
     engine.add_argument("--device", default="cpu", help="cpu or cuda (default cpu)")
     engine.add_argument("--widths", default="32", help="comma list of fcn widths (default 32)")
     engine.set_defaults(handler=_bench_engine)
+
+    app_bench = which.add_parser(
+        "app", help="app start to first render and cached page switches (headless Chromium)")
+    app_bench.add_argument("--runs", type=int, default=5,
+                           help="repetitions, median reported (default 5)")
+    app_bench.set_defaults(handler=_bench_app)
 
     exp = which.add_parser("experiment", help="the default experiment, cold and cached")
     exp.add_argument("--repeat", type=int, default=5,

@@ -3,6 +3,16 @@
 Colours are tied to bars: bar ``i`` of a barcode is drawn in ``bar_colors(n)[i]`` everywhere —
 its segment, its point in the diagram, its minimum on the landscape and its sublevel component —
 so the same colour always means the same minimum.
+
+For the minima of a trained result the colour is keyed by the *minimum index* instead
+(:func:`minimum_color`): minimum ``m`` has the same colour in the barcode, the persistence
+diagram, the loss profile of the path where it died, the minima map and the tables, on every
+page. Scales (widths, depths) use a sequential scale (:func:`scale_colors`) and runs a separate
+qualitative palette with distinct symbols (:func:`run_style`), so neither is mistaken for a
+minimum. Lines and marks that are not tied to a minimum use :data:`NEUTRAL`, a mid grey that
+reads on both the light and the dark theme.
+
+Every function is pure: data in, :class:`plotly.graph_objects.Figure` out.
 """
 
 from __future__ import annotations
@@ -19,7 +29,12 @@ PALETTE = (
     "#bcbd22", "#393b79", "#ad494a", "#637939", "#7b4173", "#3182bd", "#e6550d", "#31a354",
 )
 BELOW_FILTER = "#9e9e9e"  # components whose bar was filtered out as too short
+NEUTRAL = "#8c8c8c"  # lines/marks not tied to a minimum: readable on light and dark themes
 INFINITY_MARK = "∞"
+RUN_COLORS = ("#4c78a8", "#f58518", "#54a24b", "#e45756", "#72b7b2", "#b279a2", "#ff9da6",
+              "#9d755d")
+RUN_SYMBOLS = ("circle", "square", "diamond", "triangle-up", "cross", "x", "star", "hexagon")
+MARGIN = {"l": 10, "r": 10, "t": 50, "b": 10}
 
 
 def bar_colors(n: int) -> list[str]:
@@ -27,7 +42,34 @@ def bar_colors(n: int) -> list[str]:
     return [PALETTE[i % len(PALETTE)] for i in range(n)]
 
 
+def minimum_color(index: int) -> str:
+    """The colour of trained minimum ``index`` (0..K-1), the same on every page."""
+    return PALETTE[int(index) % len(PALETTE)]
+
+
+def minimum_colors(indices: Sequence[int] | np.ndarray) -> list[str]:
+    """:func:`minimum_color` of each index, e.g. ``minimum_colors(barcode.minima)``."""
+    return [minimum_color(i) for i in np.asarray(indices, dtype=np.int64).reshape(-1)]
+
+
+def scale_colors(n: int) -> list[str]:
+    """``n`` colours along a sequential scale (small scale = dark purple, large = orange)."""
+    from plotly.colors import sample_colorscale
+
+    if n <= 0:
+        return []
+    points = [0.5] if n == 1 else list(np.linspace(0.15, 0.8, n))
+    return sample_colorscale("Plasma", points)
+
+
+def run_style(i: int) -> tuple[str, str]:
+    """``(colour, marker symbol)`` of the ``i``-th run in a figure that compares runs."""
+    return RUN_COLORS[i % len(RUN_COLORS)], RUN_SYMBOLS[i % len(RUN_SYMBOLS)]
+
+
 def _x_limits(barcode: Barcode, level: float | None) -> tuple[float, float]:
+    if len(barcode) == 0:
+        return (-1.0, 1.0) if level is None else (level - 1.0, level + 1.0)
     finite = barcode.deaths[np.isfinite(barcode.deaths)]
     points = [barcode.births.min(), *(finite if finite.size else [barcode.births.max()])]
     if level is not None:
@@ -37,10 +79,26 @@ def _x_limits(barcode: Barcode, level: float | None) -> tuple[float, float]:
     return lo - pad, hi + pad
 
 
+def barcode_limits(*barcodes: Barcode) -> tuple[float, float]:
+    """A common loss range for several barcodes (pass it as ``x_range`` to compare them)."""
+    limits = [_x_limits(b, None) for b in barcodes if len(b)]
+    if not limits:
+        return -1.0, 1.0
+    return min(lo for lo, _ in limits), max(hi for _, hi in limits)
+
+
 def _alive(barcode: Barcode, level: float | None) -> np.ndarray:
     if level is None:
         return np.ones(len(barcode), dtype=bool)
     return (barcode.births <= level) & (barcode.deaths > level)
+
+
+def _opacity(barcode: Barcode, level: float | None, highlight: int | None) -> np.ndarray:
+    """Faded: bars dead at ``level``, and every bar but the highlighted minimum's."""
+    opacity = np.where(_alive(barcode, level), 1.0, 0.3)
+    if highlight is not None and np.any(barcode.minima == highlight):
+        opacity = np.where(barcode.minima == highlight, 1.0, np.minimum(opacity, 0.25))
+    return opacity
 
 
 def barcode_figure(
@@ -49,14 +107,31 @@ def barcode_figure(
     title: str = "Loss barcode",
     labels: Sequence[str] | None = None,
     xaxis_title: str = "loss",
+    colors: Sequence[str] | None = None,
+    highlight: int | None = None,
+    x_range: tuple[float, float] | None = None,
 ) -> go.Figure:
     """Horizontal bars ``[birth, death)``, one per minimum, the global minimum on top.
 
     Essential bars run to the right edge and end in an arrow marked ``∞``. With ``level``, a
     vertical line marks it and bars not alive at that level are faded.
+
+    Args:
+        barcode: ``n`` bars.
+        colors: ``n`` colours, one per bar (default :func:`bar_colors`; for a trained result
+            pass ``minimum_colors(barcode.minima)``).
+        labels: one name per bar for the hover and, up to 40 bars, the y axis (default: row
+            numbers on the axis, ``"minimum m"`` in the hover).
+        highlight: a minimum (vertex) index: its bar is outlined, the others faded.
+        x_range: the loss axis range (default: fitted to this barcode).
+
+    Trace 0 is the bars (``customdata[i] = [minimum, bar index]``, so a selected point names
+    its minimum); bars too short to see (zero-length segments) get a marker at their birth in
+    a ``"short bars"`` trace with the same ``customdata``; essential bars end in an ``∞``
+    marker trace.
     """
     n = len(barcode)
-    lo, hi = _x_limits(barcode, level)
+    lo, hi = x_range if x_range is not None else _x_limits(barcode, level)
     essential = np.isinf(barcode.deaths)
     ends = np.where(essential, hi, barcode.deaths)
     names = list(labels) if labels is not None else [f"minimum {m}" for m in barcode.minima]
@@ -67,72 +142,112 @@ def barcode_figure(
         + ("" if essential[i] else f"<br>length {lengths[i]:.6g}")
         for i in range(n)
     ]
+    bar_color = list(colors) if colors is not None else bar_colors(n)
+    if len(bar_color) != n:
+        raise ValueError(f"colors must have one entry per bar ({n}), got {len(bar_color)}")
     rows = np.arange(n)
+    opacity = _opacity(barcode, level, highlight)
+    outline = [2.5 if highlight is not None and m == highlight else 0 for m in barcode.minima]
+    # Plain lists (not typed arrays) so that a selected point's customdata reads back as a list.
+    customdata = np.column_stack([barcode.minima, rows]).astype(object) if n else np.empty(
+        (0, 2), dtype=object)
     fig = go.Figure(
         go.Bar(
             y=rows,
             x=ends - barcode.births,
             base=barcode.births,
             orientation="h",
-            marker={"color": bar_colors(n), "opacity": np.where(_alive(barcode, level), 1, 0.3)},
+            marker={"color": bar_color, "opacity": opacity,
+                    "line": {"color": NEUTRAL, "width": outline}},
+            customdata=customdata.tolist(),
             hovertext=hover,
             hoverinfo="text",
             width=0.7,
             showlegend=False,
+            name="bars",
         )
     )
+    short = ~essential & (ends - barcode.births < 0.006 * (hi - lo))
+    if short.any():
+        fig.add_trace(go.Scatter(
+            x=barcode.births[short], y=rows[short], mode="markers", name="short bars",
+            marker={"color": np.array(bar_color, dtype=object)[short], "size": 8,
+                    "opacity": opacity[short], "symbol": "line-ns",
+                    "line": {"color": np.array(bar_color, dtype=object)[short], "width": 3}},
+            customdata=customdata[short].tolist(),
+            hovertext=np.array(hover, dtype=object)[short],
+            hoverinfo="text", showlegend=False,
+        ))
     if essential.any():
         fig.add_trace(go.Scatter(
             x=np.full(essential.sum(), hi), y=rows[essential], mode="markers+text",
-            marker={"symbol": "arrow-right", "size": 12, "color": "#444"},
+            marker={"symbol": "arrow-right", "size": 12, "color": NEUTRAL},
             text=[INFINITY_MARK] * int(essential.sum()), textposition="middle left",
-            hoverinfo="skip", showlegend=False,
+            hoverinfo="skip", showlegend=False, name="essential",
         ))
     if level is not None:
-        fig.add_vline(x=level, line={"color": "#222", "dash": "dash", "width": 1.5},
+        fig.add_vline(x=level, line={"color": NEUTRAL, "dash": "dash", "width": 1.5},
                       annotation_text=f"c = {level:.4g}", annotation_position="top")
     fig.update_layout(
         title=title, xaxis={"title": xaxis_title, "range": [lo, hi]},
         yaxis={"title": "bar (by birth)", "autorange": "reversed",
-               "showticklabels": n <= 40, "tickmode": "linear" if n <= 40 else "auto"},
-        bargap=0.1, margin={"l": 10, "r": 10, "t": 50, "b": 10},
+               "showticklabels": n <= 40, "tickmode": "linear" if n <= 40 else "auto"}
+        if labels is None or n > 40 else
+        {"title": "", "autorange": "reversed", "tickmode": "array", "tickvals": rows,
+         "ticktext": names},
+        bargap=0.1, margin=MARGIN,
         height=max(260, min(700, 40 + 14 * n)),
     )
     return fig
 
 
 def diagram_figure(
-    barcode: Barcode, level: float | None = None, title: str = "Persistence diagram"
+    barcode: Barcode,
+    level: float | None = None,
+    title: str = "Persistence diagram",
+    colors: Sequence[str] | None = None,
+    highlight: int | None = None,
+    x_range: tuple[float, float] | None = None,
 ) -> go.Figure:
     """Birth vs death, one point per bar; essential bars sit on a dashed ``∞`` line on top.
 
     With ``level``, the region ``birth <= level < death`` (bars alive at that level) is shaded.
+    ``colors`` / ``highlight`` / ``x_range`` as in :func:`barcode_figure`; the points are the
+    last trace, ``customdata[i] = [minimum, length]``.
     """
-    lo, hi = _x_limits(barcode, level)
+    lo, hi = x_range if x_range is not None else _x_limits(barcode, level)
     essential = np.isinf(barcode.deaths)
     y = np.where(essential, hi, barcode.deaths)
-    colors = np.array(bar_colors(len(barcode)), dtype=object)
+    colors = np.array(list(colors) if colors is not None else bar_colors(len(barcode)),
+                      dtype=object)
     fig = go.Figure()
     fig.add_trace(go.Scatter(x=[lo, hi], y=[lo, hi], mode="lines", hoverinfo="skip",
-                             line={"color": "#888", "width": 1}, showlegend=False))
-    fig.add_hline(y=hi, line={"color": "#888", "dash": "dash", "width": 1},
+                             line={"color": NEUTRAL, "width": 1}, showlegend=False))
+    fig.add_hline(y=hi, line={"color": NEUTRAL, "dash": "dash", "width": 1},
                   annotation_text=INFINITY_MARK, annotation_position="left")
     if level is not None:
         fig.add_shape(type="rect", x0=lo, x1=level, y0=level, y1=hi, line={"width": 0},
-                      fillcolor="rgba(100,100,100,0.12)", layer="below")
+                      fillcolor="rgba(128,128,128,0.15)", layer="below")
+    chosen = (barcode.minima == highlight) if highlight is not None else np.zeros(len(barcode),
+                                                                                  bool)
     fig.add_trace(go.Scatter(
         x=barcode.births, y=y, mode="markers",
-        marker={"color": colors, "size": 9, "line": {"color": "white", "width": 1},
+        marker={"color": colors, "size": np.where(chosen, 15, 9),
+                "opacity": _opacity(barcode, None, highlight),
+                "line": {"color": np.where(chosen, NEUTRAL, "white"),
+                         "width": np.where(chosen, 2.5, 1)},
                 "symbol": np.where(essential, "triangle-up", "circle")},
-        customdata=np.column_stack([barcode.minima, barcode.lengths()]),
+        customdata=[[int(m), float(length)] for m, length in zip(barcode.minima,
+                                                                   barcode.lengths(),
+                                                                   strict=True)],
         hovertemplate="minimum %{customdata[0]}<br>birth %{x:.6g}<br>death %{y:.6g}"
                       "<br>length %{customdata[1]:.6g}<extra></extra>",
-        showlegend=False,
+        showlegend=False, name="bars",
     ))
     fig.update_layout(
         title=title, xaxis={"title": "birth", "range": [lo, hi]},
         yaxis={"title": "death", "range": [lo, hi + 0.04 * (hi - lo)], "scaleanchor": "x"},
-        margin={"l": 10, "r": 10, "t": 50, "b": 10}, height=420,
+        margin=MARGIN, height=420,
     )
     return fig
 
@@ -150,6 +265,7 @@ def landscape_figure(
     kind: str = "heatmap",
     level: float | None = None,
     title: str = "Landscape",
+    colors: Sequence[str] | None = None,
 ) -> go.Figure:
     """A 1-D curve or a 2-D heatmap/surface with minima (dots, bar colours) and merge saddles (x).
 
@@ -159,12 +275,13 @@ def landscape_figure(
         barcode: the grid barcode of ``values`` (flat indices).
         kind: ``"heatmap"`` or ``"surface"`` (2-D only).
         level: draw the threshold (a horizontal line in 1-D, a contour in 2-D).
+        colors: one colour per bar for the minima (default :func:`bar_colors`).
     """
     if values.ndim not in (1, 2) or len(axes) != values.ndim:
         raise ValueError("landscape_figure draws 1-D or 2-D grids with one axis per dimension")
     if kind not in ("heatmap", "surface"):
         raise ValueError(f"kind must be 'heatmap' or 'surface', got {kind!r}")
-    colors = bar_colors(len(barcode))
+    colors = list(colors) if colors is not None else bar_colors(len(barcode))
     finite = np.isfinite(barcode.deaths)
     minima = np.unravel_index(barcode.minima, values.shape)
     saddles = np.unravel_index(barcode.saddles[finite], values.shape)
@@ -176,16 +293,16 @@ def landscape_figure(
                  for m, d in zip(barcode.minima[finite], barcode.deaths[finite], strict=True)]
     fig = go.Figure()
     if values.ndim == 1:
-        fig.add_trace(go.Scatter(x=axes[0], y=values, mode="lines", line={"color": "#555"},
+        fig.add_trace(go.Scatter(x=axes[0], y=values, mode="lines", line={"color": NEUTRAL},
                                  name="f", hoverinfo="x+y"))
         fig.add_trace(go.Scatter(x=min_xy[0], y=barcode.births, mode="markers", name="minima",
                                  marker={"color": colors, "size": 11}, hovertext=min_hover,
                                  hoverinfo="text"))
         fig.add_trace(go.Scatter(x=sad_xy[0], y=barcode.deaths[finite], mode="markers",
                                  name="merge saddles", hovertext=sad_hover, hoverinfo="text",
-                                 marker={"symbol": "x", "size": 11, "color": "#222"}))
+                                 marker={"symbol": "x", "size": 11, "color": NEUTRAL}))
         if level is not None:
-            fig.add_hline(y=level, line={"color": "#222", "dash": "dash", "width": 1.5})
+            fig.add_hline(y=level, line={"color": NEUTRAL, "dash": "dash", "width": 1.5})
         fig.update_layout(xaxis_title="x", yaxis_title="f(x)")
     elif kind == "heatmap":
         fig.add_trace(go.Heatmap(x=axes[0], y=axes[1], z=values.T, colorscale="Viridis",
@@ -214,10 +331,10 @@ def landscape_figure(
         fig.add_trace(go.Scatter3d(x=sad_xy[0], y=sad_xy[1], z=barcode.deaths[finite],
                                    mode="markers", name="merge saddles", hovertext=sad_hover,
                                    hoverinfo="text",
-                                   marker={"symbol": "x", "size": 5, "color": "#222"}))
+                                   marker={"symbol": "x", "size": 5, "color": NEUTRAL}))
         fig.update_layout(scene={"xaxis_title": "x", "yaxis_title": "y", "zaxis_title": "f"})
-    fig.update_layout(title=title, margin={"l": 10, "r": 10, "t": 50, "b": 10}, height=460,
-                      legend={"orientation": "h", "y": -0.12})
+    fig.update_layout(title=title, margin={"l": 10, "r": 10, "t": 80, "b": 10}, height=480,
+                      legend={"orientation": "h", "y": 1.0, "yanchor": "bottom", "x": 0})
     return fig
 
 
@@ -254,7 +371,7 @@ def components_figure(
             x=axes[0][below], y=values[below], mode="markers", showlegend=False,
             marker={"color": [palette[int(c)] for c in category[below]], "size": 4},
             hoverinfo="skip"))
-        fig.add_hline(y=level, line={"color": "#222", "dash": "dash", "width": 1.5})
+        fig.add_hline(y=level, line={"color": NEUTRAL, "dash": "dash", "width": 1.5})
         fig.update_layout(xaxis_title="x", yaxis_title="f(x)")
     else:
         # Discrete colours: category i occupies [i, i + 1) of the colour scale.
@@ -270,3 +387,514 @@ def components_figure(
                           plot_bgcolor="rgba(0,0,0,0)")
     fig.update_layout(title=title, margin={"l": 10, "r": 10, "t": 50, "b": 10}, height=460)
     return fig
+
+
+# --------------------------------------------------------------------------- trained results
+
+
+def death_pair(barcode: Barcode, pairs: np.ndarray, minimum: int) -> int | None:
+    """Index into ``pairs`` of the path where ``minimum``'s bar died, None if it never died
+    (essential, diverged or not in the barcode) or that pair has no path."""
+    bar = np.flatnonzero(barcode.minima == minimum)
+    if bar.size == 0 or not np.isfinite(barcode.deaths[bar[0]]):
+        return None
+    edge = sorted(int(v) for v in barcode.saddle_edges[bar[0]])
+    pairs = np.sort(np.asarray(pairs, dtype=np.int64).reshape(-1, 2), axis=1)
+    hit = np.flatnonzero((pairs[:, 0] == edge[0]) & (pairs[:, 1] == edge[1]))
+    return int(hit[0]) if hit.size else None
+
+
+def path_colors(barcode: Barcode, pairs: np.ndarray) -> list[str]:
+    """Colour of each path: the colour of the minimum that died on it, else :data:`NEUTRAL`."""
+    pairs = np.asarray(pairs, dtype=np.int64).reshape(-1, 2)
+    colors = [NEUTRAL] * len(pairs)
+    for m in barcode.minima:
+        p = death_pair(barcode, pairs, int(m))
+        if p is not None:
+            colors[p] = minimum_color(int(m))
+    return colors
+
+
+def profiles_figure(
+    profiles: Sequence[tuple[np.ndarray, np.ndarray]],
+    pairs: np.ndarray,
+    barriers: Sequence[float] | np.ndarray | None = None,
+    colors: Sequence[str] | None = None,
+    highlight: int | None = None,
+    title: str = "Training loss along each path",
+) -> go.Figure:
+    """The loss along every path between two minima, against the position ``t`` in [0, 1].
+
+    Args:
+        profiles: ``M`` pairs ``(t, loss)`` of 1-D arrays of equal length (NaN losses are drawn
+            as gaps).
+        pairs: ``(M, 2)`` minimum indices of each path's endpoints.
+        barriers: ``(M,)`` barrier of each path (default: the highest finite loss on it).
+        colors: ``M`` line colours (default :data:`NEUTRAL`; see :func:`path_colors`).
+        highlight: index of a path to draw thick, the others faded.
+
+    Traces: one line per path (named ``"i–j"``, ``customdata`` = ``[i, j, barrier]`` at every
+    point, so the hover names the pair and its barrier), then one ``"barriers"`` marker trace
+    at the highest point of each path with a finite loss.
+    """
+    pairs = np.asarray(pairs, dtype=np.int64).reshape(-1, 2)
+    m = len(profiles)
+    if pairs.shape[0] != m:
+        raise ValueError(f"pairs must have shape ({m}, 2) to match the profiles, got "
+                         f"{pairs.shape}")
+    if highlight is not None and not 0 <= highlight < m:
+        raise ValueError(f"highlight must index a path in [0, {m}), got {highlight}")
+    colors = list(colors) if colors is not None else [NEUTRAL] * m
+    tops_x, tops_y, tops_data, tops_color = [], [], [], []
+    fig = go.Figure()
+    for p, (t, loss) in enumerate(profiles):
+        t = np.asarray(t, dtype=np.float64)
+        loss = np.asarray(loss, dtype=np.float64)
+        finite = np.isfinite(loss)
+        top = float(np.max(loss[finite])) if finite.any() else np.nan
+        barrier = float(barriers[p]) if barriers is not None else top
+        i, j = (int(v) for v in pairs[p])
+        chosen = highlight == p
+        faded = highlight is not None and not chosen
+        quiet = colors[p] == NEUTRAL  # a path that killed no bar stays in the background
+        fig.add_trace(go.Scatter(
+            x=t, y=np.where(finite, loss, np.nan), mode="lines", name=f"{i}–{j}",
+            line={"color": colors[p], "width": 4 if chosen else 1.2 if quiet else 2},
+            opacity=0.2 if faded else 0.95 if chosen or not quiet else 0.45,
+            legendgroup=f"{i}–{j}",
+            customdata=np.tile([i, j, barrier], (t.size, 1)),
+            hovertemplate="path %{customdata[0]:.0f}–%{customdata[1]:.0f}<br>t %{x:.3f}"
+                          "<br>loss %{y:.5g}<br>barrier %{customdata[2]:.5g}<extra></extra>",
+            showlegend=m <= 12,
+        ))
+        if finite.any():
+            at = int(np.flatnonzero(finite)[np.argmax(loss[finite])])
+            tops_x.append(t[at])
+            tops_y.append(loss[at])
+            tops_data.append([i, j, barrier])
+            tops_color.append(colors[p])
+    fig.add_trace(go.Scatter(
+        x=tops_x, y=tops_y, mode="markers", name="barriers", showlegend=False,
+        marker={"color": tops_color, "size": 8, "symbol": "triangle-down",
+                "line": {"color": NEUTRAL, "width": 1}},
+        customdata=np.array(tops_data).reshape(-1, 3),
+        hovertemplate="barrier of path %{customdata[0]:.0f}–%{customdata[1]:.0f}: "
+                      "%{customdata[2]:.5g}<extra></extra>",
+    ))
+    fig.update_layout(title=title, xaxis_title="position along the path t",
+                      yaxis_title="training loss", margin=MARGIN, height=420,
+                      legend={"title": "pair"}, hovermode="closest")
+    return fig
+
+
+_SCALE_AXES = {"width": "depth", "depth": "width"}
+
+
+def scaling_figure(
+    summary: Sequence[dict],
+    x: str = "width",
+    log_x: bool = False,
+    log_y: bool = False,
+    score_variant: str | None = None,
+    title: str | None = None,
+) -> go.Figure:
+    """TO-score vs width (one line per depth) or vs depth (one line per width).
+
+    Args:
+        summary: rows of :func:`lossbarcode.sweep.summarize` (``arch``, ``width``, ``depth``,
+            ``n_params``, ``to_score_mean``, ``to_score_std``, ``to_score_seeds``, ``seeds``).
+        x: ``"width"`` or ``"depth"``; lines group the rows by ``arch`` and the other axis.
+        log_x, log_y: logarithmic axes.
+        score_variant: named on the y axis (e.g. ``"l2"``).
+
+    Traces: per group, the mean with a ±1 std error bar (lines+markers, legend entry), then
+    every seed's score as small open markers. Rows whose mean is not finite are left out
+    (on a log y axis also scores <= 0, which a log axis cannot show).
+    """
+    if x not in _SCALE_AXES:
+        raise ValueError(f"x must be 'width' or 'depth', got {x!r}")
+    other = _SCALE_AXES[x]
+    groups: dict[tuple, list[dict]] = {}
+    for row in summary:
+        groups.setdefault((row["arch"], row[other]), []).append(row)
+    keys = sorted(groups)
+    archs = {k[0] for k in keys}
+    colors = scale_colors(len(keys))
+    fig = go.Figure()
+    for key, color in zip(keys, colors, strict=True):
+        rows = sorted(groups[key], key=lambda r: r[x])
+        mean = np.array([r["to_score_mean"] for r in rows], dtype=np.float64)
+        std = np.array([r.get("to_score_std") or 0.0 for r in rows], dtype=np.float64)
+        ok = np.isfinite(mean) & (mean > 0 if log_y else True)
+        xs = np.array([r[x] for r in rows])[ok]
+        label = (f"{key[0]} " if len(archs) > 1 else "") + f"{other} {key[1]}"
+        info = [[r["width"], r["depth"], r.get("n_params") or 0, len(r.get("seeds") or [])]
+                for r in rows]
+        fig.add_trace(go.Scatter(
+            x=xs, y=mean[ok], mode="lines+markers", name=label, legendgroup=label,
+            line={"color": color, "width": 2}, marker={"color": color, "size": 8},
+            error_y={"type": "data", "array": std[ok], "visible": True, "color": color,
+                     "thickness": 1.2, "width": 5},
+            customdata=np.column_stack([np.array(info, dtype=np.float64)[ok], std[ok]])
+            if ok.any() else None,
+            hovertemplate="width %{customdata[0]:.0f}, depth %{customdata[1]:.0f}"
+                          "<br>TO-score %{y:.4g} ± %{customdata[4]:.2g} (%{customdata[3]:.0f}"
+                          " seeds)<br>%{customdata[2]:,.0f} parameters<extra></extra>",
+        ))
+        px_, py_, pseed = [], [], []
+        for r in rows:
+            for seed, score in zip(r.get("seeds") or [], r.get("to_score_seeds") or [],
+                                   strict=False):
+                if score is not None and np.isfinite(score) and (score > 0 or not log_y):
+                    px_.append(r[x])
+                    py_.append(score)
+                    pseed.append(seed)
+        fig.add_trace(go.Scatter(
+            x=px_, y=py_, mode="markers", name=f"{label} seeds", legendgroup=label,
+            showlegend=False, customdata=pseed,
+            marker={"color": color, "size": 6, "symbol": "circle-open", "opacity": 0.8},
+            hovertemplate=f"{x} %{{x}}<br>seed %{{customdata}}<br>TO-score %{{y:.4g}}"
+                          "<extra></extra>",
+        ))
+    y_title = "TO-score" + (f" ({score_variant})" if score_variant else "")
+    ticks = sorted({row[x] for row in summary})
+    fig.update_layout(
+        title=title or f"TO-score vs {x}",
+        xaxis={"title": x, "type": "log" if log_x else "linear"}
+        | ({"tickmode": "array", "tickvals": ticks} if 0 < len(ticks) <= 12 else {}),
+        yaxis={"title": y_title, "type": "log" if log_y else "linear"},
+        margin=MARGIN, height=420, legend={"orientation": "h", "y": -0.18},
+    )
+    return fig
+
+
+def barcodes_overlay_figure(
+    barcodes: dict[str, Barcode] | Sequence[tuple[str, Barcode]],
+    colors: Sequence[str] | None = None,
+    title: str = "Barcodes by scale",
+    xaxis_title: str = "training loss",
+) -> go.Figure:
+    """Several barcodes in one plot, one block of rows per barcode, coloured by scale.
+
+    Args:
+        barcodes: ``label -> Barcode`` in display order (e.g. widths small to large).
+        colors: one colour per barcode (default :func:`scale_colors`).
+
+    Traces: one bar trace per barcode (``name`` = its label, in the legend), then one ``∞``
+    marker trace for all essential bars. Zero-length bars are widened to a thin sliver.
+    """
+    items = list(barcodes.items()) if isinstance(barcodes, dict) else list(barcodes)
+    colors = list(colors) if colors is not None else scale_colors(len(items))
+    lo, hi = barcode_limits(*(b for _, b in items))
+    sliver = 0.004 * (hi - lo)
+    fig = go.Figure()
+    ess_x, ess_y, ticks, tick_text = [], [], [], []
+    row = 0
+    for (label, barcode), color in zip(items, colors, strict=True):
+        n = len(barcode)
+        rows = row + np.arange(n)
+        essential = np.isinf(barcode.deaths)
+        ends = np.where(essential, hi, barcode.deaths)
+        widths = np.maximum(ends - barcode.births, sliver)
+        lengths = barcode.lengths()
+        fig.add_trace(go.Bar(
+            y=rows, x=widths, base=barcode.births, orientation="h", name=label,
+            marker={"color": color}, width=0.8,
+            customdata=np.column_stack([barcode.minima, np.where(essential, -1, lengths)])
+            if n else None,
+            hovertemplate=f"{label}<br>minimum %{{customdata[0]:.0f}}<br>birth %{{base:.5g}}"
+                          "<br>length %{customdata[1]:.5g} (−1 = ∞)<extra></extra>",
+        ))
+        ess_x += [hi] * int(essential.sum())
+        ess_y += rows[essential].tolist()
+        ticks.append(row + (n - 1) / 2 if n else row)
+        tick_text.append(label)
+        row += n + 1
+    fig.add_trace(go.Scatter(
+        x=ess_x, y=ess_y, mode="markers+text", text=[INFINITY_MARK] * len(ess_x),
+        textposition="middle left", marker={"symbol": "arrow-right", "size": 10,
+                                            "color": NEUTRAL},
+        hoverinfo="skip", showlegend=False, name="essential"))
+    fig.update_layout(
+        title=title, barmode="overlay", bargap=0.05,
+        xaxis={"title": xaxis_title, "range": [lo, hi]},
+        yaxis={"autorange": "reversed", "tickvals": ticks, "ticktext": tick_text,
+               "title": ""},
+        margin=MARGIN, height=max(280, min(900, 60 + 9 * row)),
+        legend={"orientation": "h", "y": -0.15},
+    )
+    return fig
+
+
+def projection_figure(
+    minima: np.ndarray,
+    values: np.ndarray | None = None,
+    paths: Sequence[np.ndarray] = (),
+    pairs: np.ndarray | None = None,
+    color_label: str = "minimum",
+    minima_ids: Sequence[int] | None = None,
+    highlight: int | None = None,
+    title: str = "Minima map",
+    axis_titles: Sequence[str] | None = None,
+    path_colors: Sequence[str] | None = None,
+) -> go.Figure:
+    """A 2-D or 3-D map of the minima (markers) and the paths between them (lines).
+
+    Args:
+        minima: ``(K, d)`` projected minima, ``d`` = 2 or 3.
+        values: ``(K,)`` colour values (e.g. train loss, test error, segment length), or None to
+            colour each minimum by :func:`minimum_color`. NaN / inf values (diverged, essential)
+            are drawn as grey crosses in a separate ``"no value"`` trace.
+        paths: ``M`` arrays ``(n_m, d)``: the projected images of each path, endpoints included.
+        pairs: ``(M, 2)`` endpoints of each path (for the hover).
+        minima_ids: the index of each row of ``minima`` (default ``0..K-1``).
+        highlight: a minimum index drawn larger.
+        path_colors: one colour per path (default :data:`NEUTRAL`; see :func:`path_colors`,
+            which colours the path where each minimum died like that minimum).
+
+    Traces: one line per path, then the minima trace (``customdata`` = minimum index, value),
+    then the ``"no value"`` trace when some values are not finite.
+    """
+    minima = np.asarray(minima, dtype=np.float64)
+    if minima.ndim != 2 or minima.shape[1] not in (2, 3):
+        raise ValueError(f"minima must have shape (K, 2) or (K, 3), got {minima.shape}")
+    k, d = minima.shape
+    ids = np.arange(k) if minima_ids is None else np.asarray(minima_ids, dtype=np.int64)
+    pairs = None if pairs is None else np.asarray(pairs, dtype=np.int64).reshape(-1, 2)
+    scatter = go.Scatter3d if d == 3 else go.Scatter
+    fig = go.Figure()
+    for p, path in enumerate(paths):
+        path = np.asarray(path, dtype=np.float64).reshape(-1, d)
+        name = f"{pairs[p][0]}–{pairs[p][1]}" if pairs is not None else f"path {p}"
+        coords = {"x": path[:, 0], "y": path[:, 1]} | ({"z": path[:, 2]} if d == 3 else {})
+        color = path_colors[p] if path_colors is not None else NEUTRAL
+        quiet = color == NEUTRAL
+        fig.add_trace(scatter(
+            **coords, mode="lines+markers", name=name, showlegend=False,
+            line={"color": color, "width": (1.5 if quiet else 3) * (1 if d == 2 else 1.5)},
+            marker={"color": color, "size": 3 if d == 2 else 2},
+            opacity=0.45 if quiet else 0.85,
+            hovertemplate=f"path {name}<extra></extra>",
+        ))
+    vals = None if values is None else np.asarray(values, dtype=np.float64).reshape(-1)
+    if vals is not None and vals.shape[0] != k:
+        raise ValueError(f"values must have shape ({k},), got {vals.shape}")
+    ok = np.ones(k, dtype=bool) if vals is None else np.isfinite(vals)
+    size = np.where(ids == highlight, 20, 12) if d == 2 else np.where(ids == highlight, 10, 6)
+    base = {"x": minima[ok, 0], "y": minima[ok, 1]} | ({"z": minima[ok, 2]} if d == 3 else {})
+    if vals is None:
+        marker = {"color": minimum_colors(ids[ok]), "size": size[ok]}
+    else:
+        marker = {"color": vals[ok], "colorscale": "Viridis", "size": size[ok],
+                  "colorbar": {"title": color_label}, "showscale": True}
+    if d == 2:
+        marker["line"] = {"color": minimum_colors(ids[ok]) if vals is not None else "white",
+                          "width": 2}
+    shown = np.nan_to_num(vals, nan=0.0) if vals is not None else np.zeros(k)
+    fig.add_trace(scatter(
+        **base, mode="markers+text", name="minima", showlegend=False, marker=marker,
+        text=[str(i) for i in ids[ok]], textposition="top center", textfont={"size": 14},
+        customdata=np.column_stack([ids[ok], shown[ok]]),
+        hovertemplate="minimum %{customdata[0]:.0f}"
+                      + ("" if vals is None else f"<br>{color_label} %{{customdata[1]:.5g}}")
+                      + "<extra></extra>",
+    ))
+    if not ok.all():
+        bad = ~ok
+        coords = {"x": minima[bad, 0], "y": minima[bad, 1]} | (
+            {"z": minima[bad, 2]} if d == 3 else {})
+        fig.add_trace(scatter(
+            **coords, mode="markers+text", name="no value", showlegend=False,
+            text=[str(i) for i in ids[bad]], textposition="top center",
+            marker={"color": NEUTRAL, "symbol": "x", "size": size[bad]},
+            customdata=ids[bad],
+            hovertemplate=f"minimum %{{customdata}}<br>{color_label}: none (essential or "
+                          "diverged)<extra></extra>",
+        ))
+    names = list(axis_titles) if axis_titles is not None else [f"component {i + 1}"
+                                                               for i in range(d)]
+    if d == 3:
+        fig.update_layout(scene={"xaxis_title": names[0], "yaxis_title": names[1],
+                                 "zaxis_title": names[2]})
+    else:
+        fig.update_layout(xaxis_title=names[0], yaxis={"title": names[1], "scaleanchor": "x"})
+    fig.update_layout(title=title, margin=MARGIN, height=560)
+    return fig
+
+
+def generalization_figure(
+    groups: dict[str, tuple[np.ndarray, np.ndarray]] | Sequence[tuple[str, np.ndarray,
+                                                                      np.ndarray]],
+    stats: dict | None = None,
+    y_label: str = "test error",
+    minima_ids: dict[str, np.ndarray] | None = None,
+    title: str = "Segment length vs generalization",
+) -> go.Figure:
+    """Segment length (x) vs test error (y) of each minimum, one colour and symbol per run.
+
+    Args:
+        groups: ``label -> (lengths, errors)``, two ``(K,)`` arrays per run. Points where
+            either is not finite (essential bars, diverged minima, regression without an
+            error) are left out and counted in the subtitle.
+        stats: ``{"spearman", "p_value", "n"}`` (see
+            :func:`lossbarcode.experiment.generalization_summary`), annotated on the plot.
+        minima_ids: ``label -> (K,)`` minimum index of each point (default ``0..K-1``).
+
+    Traces: one per group, in order (possibly empty).
+    """
+    items = list(groups.items()) if isinstance(groups, dict) else [(g[0], (g[1], g[2]))
+                                                                    for g in groups]
+    fig = go.Figure()
+    dropped = 0
+    for i, (label, (lengths, errors)) in enumerate(items):
+        lengths = np.asarray(lengths, dtype=np.float64).reshape(-1)
+        errors = np.asarray(errors, dtype=np.float64).reshape(-1)
+        if lengths.shape != errors.shape:
+            raise ValueError(f"{label}: lengths and errors differ in shape "
+                             f"({lengths.shape} vs {errors.shape})")
+        ids = np.arange(lengths.size) if minima_ids is None else np.asarray(minima_ids[label])
+        ok = np.isfinite(lengths) & np.isfinite(errors)
+        dropped += int((~ok).sum())
+        color, symbol = run_style(i)
+        fig.add_trace(go.Scatter(
+            x=lengths[ok], y=errors[ok], mode="markers", name=label,
+            marker={"color": color, "symbol": symbol, "size": 10,
+                    "line": {"color": "white", "width": 1}},
+            customdata=ids[ok],
+            hovertemplate=f"{label}<br>minimum %{{customdata}}<br>segment length %{{x:.5g}}"
+                          f"<br>{y_label} %{{y:.4g}}<extra></extra>",
+        ))
+    if stats is not None:
+        if stats.get("spearman") is None:
+            text = f"Spearman: not enough varied finite points (n = {stats.get('n', 0)})"
+        else:
+            text = (f"Spearman ρ = {stats['spearman']:.3f}, p = {stats['p_value']:.3g}, "
+                    f"n = {stats['n']}")
+        fig.add_annotation(text=text, xref="paper", yref="paper", x=0.01, y=0.99,
+                           showarrow=False, xanchor="left", yanchor="top",
+                           bgcolor="rgba(128,128,128,0.15)", borderpad=4)
+    subtitle = f" ({dropped} essential/diverged minima left out)" if dropped else ""
+    fig.update_layout(title=title + subtitle, xaxis_title="segment length (death − birth)",
+                      yaxis_title=y_label, margin=MARGIN, height=460,
+                      legend={"orientation": "h", "y": -0.18})
+    return fig
+
+
+def slice_bar_colors(
+    x: np.ndarray, y: np.ndarray, barcode: Barcode, points: np.ndarray,
+    minima: Sequence[int], radius: float = 0.12,
+) -> list[str]:
+    """Colours of a plane slice's grid bars: a grid minimum within ``radius`` (fraction of the
+    plane's extent) of a trained minimum takes that minimum's colour, the others
+    :data:`NEUTRAL`, so the slice obeys "same colour = same minimum"."""
+    x, y = np.asarray(x, dtype=np.float64), np.asarray(y, dtype=np.float64)
+    points = np.asarray(points, dtype=np.float64).reshape(-1, 2)
+    ix, iy = np.unravel_index(barcode.minima, (x.size, y.size))
+    grid = np.column_stack([x[ix], y[iy]])
+    extent = max(float(np.ptp(x)), float(np.ptp(y)), 1e-12)
+    colors = []
+    for g in grid:
+        gaps = np.hypot(*(points - g).T) / extent
+        near = int(np.argmin(gaps)) if gaps.size else -1
+        colors.append(minimum_color(int(minima[near])) if near >= 0 and gaps[near] <= radius
+                      else NEUTRAL)
+    return colors
+
+
+def slice_figure(
+    x: np.ndarray,
+    y: np.ndarray,
+    loss: np.ndarray,
+    barcode: Barcode,
+    points: np.ndarray,
+    minima: Sequence[int],
+    kind: str = "heatmap",
+    title: str = "Loss on the plane through three minima",
+    point_loss: Sequence[float] | None = None,
+    clip_quantile: float | None = 0.9,
+    colors: Sequence[str] | None = None,
+) -> go.Figure:
+    """:func:`landscape_figure` of a plane slice plus the three trained minima it goes through.
+
+    Args:
+        x, y: ``(R,)`` plane coordinates; ``loss``: ``(R, R)`` indexed ``[i_x, i_y]``.
+        barcode: the grid barcode of ``loss`` (flat indices; its minima/saddles are marked).
+        points: ``(3, 2)`` plane coordinates of the trained minima; ``minima``: their indices.
+        point_loss: ``(3,)`` the loss at those points (the surface view's heights; default:
+            the nearest grid value).
+        clip_quantile: the colour scale tops out at this quantile of the loss (None: the
+            maximum), so the low-loss valleys keep their contrast next to a high corner.
+        colors: one colour per grid bar (default :func:`slice_bar_colors`).
+
+    The last trace is the trained minima (``"trained minima"``, :func:`minimum_color` each,
+    diamond markers labelled with their index).
+    """
+    x, y, loss = np.asarray(x), np.asarray(y), np.asarray(loss)
+    points = np.asarray(points, dtype=np.float64).reshape(-1, 2)
+    if colors is None:
+        colors = slice_bar_colors(x, y, barcode, points, minima)
+    fig = landscape_figure((x, y), loss, barcode, kind=kind, title=title, colors=colors)
+    finite = loss[np.isfinite(loss)]
+    if clip_quantile is not None and finite.size:
+        top = float(np.quantile(finite, clip_quantile))
+        if top > finite.min():
+            key = ("cmin", "cmax") if kind == "surface" else ("zmin", "zmax")
+            fig.data[0].update({key[0]: float(finite.min()), key[1]: top})
+            fig.data[0].colorbar = {"title": f"loss (≥ {top:.3g} clipped)"}
+    ids = [int(m) for m in minima]
+    marker_colors = minimum_colors(ids)
+    labels = [f"minimum {m}" for m in ids]
+    if kind == "surface":
+        if point_loss is None:
+            ix = np.abs(x[None, :] - points[:, :1]).argmin(axis=1)
+            iy = np.abs(y[None, :] - points[:, 1:]).argmin(axis=1)
+            point_loss = loss[ix, iy]
+        fig.add_trace(go.Scatter3d(
+            x=points[:, 0], y=points[:, 1], z=np.asarray(point_loss, dtype=np.float64),
+            name="trained minima", mode="markers+text", text=labels, hovertext=labels,
+            hoverinfo="text", marker={"color": marker_colors, "size": 7, "symbol": "diamond"}))
+        fig.update_layout(scene={"xaxis_title": "u", "yaxis_title": "v", "zaxis_title": "loss"})
+    else:
+        fig.add_trace(go.Scatter(
+            x=points[:, 0], y=points[:, 1], name="trained minima", mode="markers+text",
+            text=labels, textposition="top center", hovertext=labels, hoverinfo="text",
+            textfont={"color": "white", "size": 13},
+            marker={"color": marker_colors, "size": 15, "symbol": "diamond",
+                    "line": {"color": "white", "width": 2}}))
+        fig.update_layout(xaxis_title="plane coordinate u", yaxis_title="plane coordinate v")
+    fig.update_layout(legend={"orientation": "h", "y": 1.0, "x": 0, "yanchor": "bottom"},
+                      margin={"l": 10, "r": 10, "t": 80, "b": 10}, height=500)
+    return fig
+
+
+# --------------------------------------------------------------------------- provenance
+
+
+def describe_config(config, varied: Sequence[str] = ()) -> str:
+    """One line saying how a run was made (for captions and figure titles); fields named in
+    ``varied`` (``"width"``, ``"depth"``, ``"seed"``) are shown as varying."""
+    c = config
+    width = "widths varied" if "width" in varied else f"width {c.width}"
+    depth = "depths varied" if "depth" in varied else f"depth {c.depth}"
+    seed = "seeds varied" if "seed" in varied else f"seed {c.seed}"
+    lr = "default lr" if c.lr is None else f"lr {c.lr:g}"
+    norm = f"{c.score_norm}" + (f"/{c.score_normalize}" if c.score_normalize else "")
+    return (f"{c.dataset} · {c.arch} {width}, {depth} · K = {c.k} minima "
+            f"({c.optimizer}, {c.schedule} {lr}, {c.steps} steps) · {c.path_method} paths "
+            f"({c.pairs} pairs, {c.images} images) · {c.rule.replace('_', '-')} rule · "
+            f"TO-score {norm} · {seed}")
+
+
+def reproduce_command(config, command: str = "run") -> str:
+    """The ``lossbarcode`` CLI command that recomputes a config (non-default flags only)."""
+    import dataclasses
+
+    defaults = type(config)()
+    flags = []
+    for f in dataclasses.fields(config):
+        value = getattr(config, f.name)
+        if value == getattr(defaults, f.name):
+            continue
+        flag = {"k": "minima"}.get(f.name, f.name).replace("_", "-")
+        flags.append(f"--{flag} {'none' if value is None else value}")
+    return " ".join(["lossbarcode", command, *flags])

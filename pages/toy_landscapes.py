@@ -4,6 +4,9 @@ import numpy as np
 import streamlit as st
 
 from lossbarcode import grid_barcode, plots, sublevel_components, to_score, toys
+from pages._common import use_navigation
+
+use_navigation()
 
 RESOLUTIONS = [51, 101, 151, 201, 301, 401]
 DEFAULT_TOY = "three_hump_camel"
@@ -23,9 +26,14 @@ st.caption(
     "minimum's component — the barrier gradient descent would have to climb to escape it."
 )
 
+if "toy" not in st.session_state:  # the toy named in the URL (?toy=...) or chosen before
+    wanted = st.query_params.get("toy") or st.session_state.get("current_toy", DEFAULT_TOY)
+    st.session_state.toy = wanted if wanted in toys.TOYS else DEFAULT_TOY
+
 with st.sidebar:
-    name = st.selectbox("Function", list(toys.TOYS), index=list(toys.TOYS).index(DEFAULT_TOY),
+    name = st.selectbox("Function", list(toys.TOYS), key="toy",
                         format_func=lambda n: toys.TOYS[n].title)
+    st.query_params["toy"] = st.session_state.current_toy = name
     toy = toys.get(name)
     st.caption(toy.description)
     resolution = st.select_slider("Grid points per axis", RESOLUTIONS, value=201)

@@ -1,20 +1,12 @@
-"""The dashboard: AppTest for every page script, one real-browser smoke test."""
+"""The dashboard: AppTest of the toy page and of the entry point (the other pages are in
+tests/test_pages.py, the real-browser tests in tests/test_browser.py)."""
 
 import json
-import os
-import socket
-import subprocess
-import sys
-import time
-import urllib.request
 from pathlib import Path
 
-import pytest
 from streamlit.testing.v1 import AppTest
 
 ROOT = Path(__file__).resolve().parents[1]
-ARTIFACTS = ROOT / "test-artifacts"
-CHROMIUM = os.environ.get("LOSSBARCODE_CHROMIUM", "/usr/bin/chromium")
 
 
 def toy_page() -> AppTest:
@@ -55,68 +47,11 @@ def test_toy_page_filter_and_surface_view():
     assert not at.exception and len(at.get("plotly_chart")) == 4
 
 
-def test_app_entry_point_navigates_to_the_toy_page():
+def test_app_entry_point_opens_explore_and_navigates_to_the_toy_page(tmp_path, monkeypatch):
+    monkeypatch.setenv("LOSSBARCODE_RESULTS", str(tmp_path))
     at = AppTest.from_file(str(ROOT / "app.py"), default_timeout=60).run()
     assert not at.exception
+    assert at.title[0].value == "Explore a run"
+    at.switch_page("pages/toy_landscapes.py").run()
+    assert not at.exception
     assert at.title[0].value == "Toy landscapes"
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-@pytest.fixture(scope="module")
-def served_app():
-    port = free_port()
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "streamlit", "run", "app.py", "--server.headless", "true",
-         "--server.port", str(port), "--server.address", "127.0.0.1",
-         "--browser.gatherUsageStats", "false"],
-        cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
-    )
-    url = f"http://127.0.0.1:{port}"
-    deadline = time.time() + 60
-    while time.time() < deadline:
-        try:
-            with urllib.request.urlopen(f"{url}/_stcore/health", timeout=2) as response:
-                if response.status == 200:
-                    break
-        except OSError:
-            time.sleep(0.3)
-    else:
-        proc.kill()
-        pytest.fail("streamlit did not start within 60 s: " + proc.stdout.read().decode()[-2000:])
-    yield url
-    proc.terminate()
-    proc.wait(timeout=20)
-
-
-@pytest.mark.browser
-@pytest.mark.slow
-def test_toy_page_in_a_real_browser(served_app):
-    playwright = pytest.importorskip("playwright.sync_api")
-    if not Path(CHROMIUM).exists():
-        pytest.fail(f"no Chromium at {CHROMIUM}: install Debian's chromium (see .ci/run)")
-    ARTIFACTS.mkdir(exist_ok=True)
-    with playwright.sync_playwright() as p:
-        browser = p.chromium.launch(
-            executable_path=CHROMIUM,
-            args=["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
-                  "--disable-component-update", "--disable-sync", "--no-first-run"],
-        )
-        page = browser.new_page(viewport={"width": 1400, "height": 1100})
-        page.goto(served_app, wait_until="domcontentloaded")
-        page.wait_for_selector(".js-plotly-plot .main-svg", timeout=60_000)
-        page.wait_for_function(
-            "document.querySelectorAll('.js-plotly-plot').length >= 4", timeout=60_000)
-        # the app has finished running when the status widget no longer says so
-        page.wait_for_function(
-            "!document.querySelector('[data-testid=\"stStatusWidget\"]')", timeout=60_000)
-        page.wait_for_timeout(500)
-        assert page.locator('[data-testid="stException"]').count() == 0
-        assert page.locator(".js-plotly-plot").count() == 4
-        assert "Toy landscapes" in page.content()
-        page.screenshot(path=str(ARTIFACTS / "toy_landscapes.png"), full_page=True)
-        browser.close()

@@ -1,0 +1,511 @@
+"""Shared helpers of the dashboard pages: cached reads, the job manager, run pickers.
+
+Everything heavy is keyed by small values (the results folder and a run id), never by arrays,
+and nothing here imports torch: the backend modules are imported inside the functions that
+need them, so a page that only reads finished results stays fast.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import os
+import threading
+from collections import OrderedDict
+from collections.abc import Callable, Sequence
+from concurrent.futures import Future, ThreadPoolExecutor
+from pathlib import Path
+from typing import Any
+
+import streamlit as st
+
+from lossbarcode import plots
+from lossbarcode.experiment import ExperimentConfig, Result, load_result, score_variant
+from lossbarcode.store import ResultStore
+
+ROOT = Path(__file__).resolve().parents[1]
+DEMO_SWEEP_ENV = "LOSSBARCODE_DEMO_SWEEP"
+DEMO_SWEEP = ROOT / "assets" / "demo_sweep.json"
+PLOTLY_CONFIG = {"displaylogo": False,
+                 "toImageButtonOptions": {"format": "png", "scale": 2}}
+
+# Choices of the config widgets. Copies of the library's tuples (which live in torch-importing
+# modules); tests/test_pages.py checks that they stay equal.
+DATASETS = ("digits", "spirals", "blobs", "teacher", "modadd", "text", "mnist",
+            "fashion_mnist", "cifar10", "cifar100", "svhn")
+ARCHS = ("fcn", "cnn", "resnet", "transformer")
+OPTIMIZERS = ("sgd", "adam")
+SCHEDULES = ("constant", "anneal")
+PATH_METHODS = ("linear", "neb", "bezier")
+PAIRINGS = ("all", "mst")
+RULES = ("union_find", "direct")
+NORMS = ("l2", "sum", "max", "mean")
+
+
+# --------------------------------------------------------------------------- navigation
+
+
+def use_navigation() -> None:
+    """Make sure this page runs inside ``app.py``'s ``st.navigation``.
+
+    Streamlit treats an app with a ``pages/`` folder as a version-1 multipage app until the
+    first ``st.navigation`` call of the process; until then a link straight to a page (e.g.
+    ``/scaling?sweep=demo`` as the first request after the server starts) would run that
+    script alone, without the app's navigation, layout and page names. Every page calls this
+    first: in that case it switches the process to ``st.navigation`` and reruns, which lands on
+    the same page (the url paths equal the file names), and then restores the link's query
+    parameters, which that rerun drops. Otherwise it does nothing.
+    """
+    from streamlit import config
+
+    try:  # an internal of Streamlit 1.4x-1.6x; without it there is nothing to switch
+        from streamlit.runtime.pages_manager import PagesManager
+    except ImportError:
+        return
+    if getattr(PagesManager, "uses_pages_directory", False):
+        PagesManager.uses_pages_directory = False
+        if config.get_option("global.appTest"):  # AppTest resets the flag before every run
+            return
+        st.session_state["_carried_query"] = {k: st.query_params.get_all(k)
+                                               for k in st.query_params}
+        st.rerun()
+    carried = st.session_state.pop("_carried_query", None)
+    if carried:
+        st.query_params.update(carried)
+
+
+# --------------------------------------------------------------------------- store and jobs
+
+
+def store() -> ResultStore:
+    """The results folder: ``$LOSSBARCODE_RESULTS`` or ``./results``."""
+    return ResultStore()
+
+
+@st.cache_resource(show_spinner=False)
+def _manager(root: str):
+    from lossbarcode.jobs import JobManager
+
+    return JobManager(ResultStore(root))
+
+
+def manager():
+    """The process-wide :class:`~lossbarcode.jobs.JobManager` of the results folder, shared by
+    every browser session (so two sessions asking for one run compute it once)."""
+    return _manager(str(store().root))
+
+
+@st.cache_data(show_spinner=False, max_entries=256)
+def _result(root: str, run_id: str) -> Result:
+    result = load_result(ResultStore(root), run_id)
+    if result is None:  # raising keeps the miss out of the cache
+        raise LookupError(run_id)
+    return result
+
+
+def result(run_id: str | None) -> Result | None:
+    """The finished result of ``run_id`` (cached by folder + run id), None if not finished."""
+    if not run_id:
+        return None
+    try:
+        return _result(str(store().root), run_id)
+    except (LookupError, ValueError):
+        return None
+
+
+def finished_runs() -> list[str]:
+    """Ids of the finished runs, most recent first."""
+    s = store()
+    try:
+        ids = [r for r in s.list() if s.exists(r)]
+    except OSError:
+        return []
+
+    def mtime(run_id: str) -> float:
+        try:
+            return (s.root / run_id / "result.json").stat().st_mtime
+        except OSError:
+            return 0.0
+
+    return sorted(ids, key=mtime, reverse=True)
+
+
+def run_label(run_id: str) -> str:
+    """``"a1b2c3d4 · digits fcn 32×2 · K=8 · TO 0.0123"`` for pickers."""
+    r = result(run_id)
+    if r is None:
+        return f"{run_id} (not finished)"
+    c = r.config
+    variant = score_variant(c.score_norm, c.score_normalize)
+    return (f"{run_id[:8]} · {c.dataset} {c.arch} {c.width}×{c.depth} · K={r.k} · "
+            f"{c.schedule} lr · {c.path_method} · TO {variant} {r.score:.4g}")
+
+
+def variant_of(r: Result) -> str:
+    return score_variant(r.config.score_norm, r.config.score_normalize)
+
+
+def remember_run(run_id: str, param: str = "run") -> None:
+    """Make ``run_id`` the current run of this session and of the URL."""
+    st.session_state[f"current_{param}"] = run_id
+    st.query_params[param] = run_id
+
+
+NO_RUNS = ("No finished runs yet. Start one on the **Explore** page (or from the CLI: "
+           "`lossbarcode run`), then come back.")
+
+
+def run_picker(label: str = "Run", param: str = "run", pending: Sequence[str] = (),
+               default_index: int = 0, container: Any = None,
+               empty_message: str = NO_RUNS) -> str | None:
+    """A selectbox of finished runs bound to the URL query parameter ``param``.
+
+    The initial choice is the URL's run, else this session's last run, else
+    ``runs[default_index]`` (most recent first). A URL run that is neither finished nor in
+    ``pending`` (runs being computed) gets a warning. Returns the chosen id, or None (with a
+    hint) when there is no finished run.
+    """
+    where = container or st
+    runs = finished_runs()
+    key = f"picker_{param}"
+    from_url = st.query_params.get(param)
+    if from_url and from_url not in runs and from_url not in pending:
+        missing_run_message(from_url)
+    if not runs:
+        if not pending:
+            where.info(empty_message, icon=":material/info:")
+        return None
+    wanted = from_url if from_url in runs else st.session_state.get(f"current_{param}")
+    if wanted in runs:
+        st.session_state[key] = wanted
+    elif st.session_state.get(key) not in runs:
+        st.session_state[key] = runs[min(default_index, len(runs) - 1)]
+    choice = where.selectbox(label, runs, key=key, format_func=run_label,
+                             on_change=lambda: remember_run(st.session_state[key], param))
+    if from_url not in pending:  # keep a shared link to a running job until it finishes
+        remember_run(choice, param)
+    return choice
+
+
+def missing_run_message(run_id: str) -> None:
+    st.warning(f"Run `{run_id}` is not in the results folder `{store().root}`. Check the link, "
+               "or copy the run's folder there (it is plain JSON + npz), or start it on the "
+               "Explore page.", icon=":material/search_off:")
+
+
+# --------------------------------------------------------------------------- background views
+
+_MAX_VIEWS = 64
+
+
+@st.cache_resource(show_spinner=False)
+def _views() -> dict[str, Any]:
+    return {"pool": ThreadPoolExecutor(max_workers=1, thread_name_prefix="lossbarcode-view"),
+            "futures": OrderedDict(), "lock": threading.Lock()}
+
+
+def background(key: tuple, fn: Callable[..., Any], *args: Any, retry: bool = False) -> Future:
+    """Compute ``fn(*args)`` once per ``key`` in a worker thread shared by all sessions.
+
+    Used for views that take seconds (minima maps, plane slices) so that no page render
+    computes them. A failed computation is kept (to show its message) until ``retry``.
+    """
+    views = _views()
+    with views["lock"]:
+        futures: OrderedDict = views["futures"]
+        future = futures.get(key)
+        if future is None or (retry and future.done() and future.exception() is not None):
+            future = views["pool"].submit(fn, *args)
+            futures[key] = future
+        futures.move_to_end(key)
+        while len(futures) > _MAX_VIEWS:
+            oldest = next(iter(futures))
+            if not futures[oldest].done():
+                break
+            del futures[oldest]
+    return future
+
+
+def view_future(key: tuple) -> Future | None:
+    """The background computation of ``key``, if one was started."""
+    views = _views()
+    with views["lock"]:
+        return views["futures"].get(key)
+
+
+def deferred_view(key: tuple, fn: Callable[..., Any], *args: Any, message: str,
+                  delay_ticks: int = 6) -> Any:
+    """Like ``await_view(background(key, fn, *args), message, quiet=True)``, but a view not
+    computed yet starts ``delay_ticks`` polls (0.5 s each) after the page was drawn, so that
+    its work (e.g. importing torch for a cost estimate) does not slow the first render."""
+    future = view_future(key)
+    if future is not None:
+        return await_view(future, message, quiet=True)
+    ticks = f"_deferred_{hash(key)}"
+    st.session_state.setdefault(ticks, 0)
+
+    def ready() -> bool:
+        st.session_state[ticks] = st.session_state.get(ticks, 0) + 1
+        return (st.session_state[ticks] > delay_ticks
+                and background(key, fn, *args).done())
+
+    _poll(ready, message, quiet=True)
+    return None
+
+
+def await_view(future: Future, message: str, quiet: bool = False) -> Any:
+    """The value of a background view, or None while it runs (then the page polls and reruns
+    when it is done). Bad input shows the library's message, never a traceback. ``quiet``
+    shows ``message`` as a caption instead of an info box."""
+    if not future.done():
+        _poll(future.done, message, quiet)
+        return None
+    error = future.exception()
+    if error is not None:
+        show_error(error)
+        return None
+    return future.result()
+
+
+def _poll(ready: Callable[[], bool], message: str, quiet: bool) -> None:
+    """Show ``message`` in a fragment that reruns itself until ``ready()``, then the page.
+
+    The page is rerun only from a fragment rerun, never during a full run: a full run may be
+    the one that carries a button click, which a rerun would drop.
+    """
+    full_run = "_poll_in_full_run"
+
+    @st.fragment(run_every=0.5 if quiet else 0.75)
+    def poll() -> None:
+        if ready() and not st.session_state.get(full_run):
+            st.rerun()
+        if quiet:
+            st.caption(message)
+        else:
+            st.info(message, icon=":material/hourglass_top:")
+
+    st.session_state[full_run] = True
+    try:
+        poll()
+    finally:
+        st.session_state[full_run] = False
+
+
+def show_error(error: BaseException) -> None:
+    """A readable message for an exception from the library (no traceback)."""
+    if isinstance(error, FileNotFoundError | ValueError | LookupError | TimeoutError):
+        st.error(str(error), icon=":material/error:")
+    elif isinstance(error, ImportError):
+        st.error(f"A package this view needs is missing: {error}. Install it with pip and "
+                 "restart the app.", icon=":material/error:")
+    else:
+        st.error(f"{type(error).__name__}: {error}", icon=":material/error:")
+
+
+# --------------------------------------------------------------------------- jobs
+
+
+def format_seconds(seconds: float | None) -> str:
+    if seconds is None:
+        return "estimating…"
+    seconds = max(0.0, float(seconds))
+    if seconds < 60:
+        return f"{seconds:.0f} s"
+    if seconds < 3600:
+        return f"{seconds // 60:.0f} min {seconds % 60:02.0f} s"
+    return f"{seconds // 3600:.0f} h {seconds % 3600 // 60:02.0f} min"
+
+
+def job_progress(job_id: str, label: str, cancel_key: str) -> None:
+    """Live progress of a job (stage, step, ETA) with a cancel button; reruns the page when
+    the job finishes. Only this block reruns while the job runs, so the page stays usable."""
+    jm = manager()
+
+    @st.fragment(run_every=0.5)
+    def block() -> None:
+        status = jm.status(job_id)
+        if status is None or status.finished:
+            st.rerun()
+        with st.container(border=True):
+            st.markdown(f"**{label}** · `{job_id}` · {status.state}")
+            text = f"{status.stage}: {status.done}/{status.total}"
+            if status.message:
+                text += f" — {status.message}"
+            st.progress(min(max(float(status.fraction), 0.0), 1.0), text=text)
+            cols = st.columns([3, 1])
+            cols[0].caption(f"elapsed {format_seconds(status.elapsed_s)} · "
+                            f"ETA {format_seconds(status.eta_s)}")
+            if cols[1].button("Cancel", key=cancel_key, icon=":material/cancel:",
+                              width="stretch"):
+                jm.cancel(job_id)
+                st.rerun()
+
+    block()
+
+
+def job_outcome(job_id: str) -> Any:
+    """Show how a finished job ended when it did not succeed; returns its status."""
+    try:
+        status = manager().status(job_id)
+    except Exception:  # noqa: BLE001 - the manager is optional for reading results
+        return None
+    if status is None:
+        return None
+    if status.state == "failed":
+        st.error(f"The job failed: {status.error or status.message}", icon=":material/error:")
+    elif status.state == "cancelled":
+        st.info("The job was cancelled. Finished stages are kept: running it again resumes "
+                "from there.", icon=":material/cancel:")
+    return status
+
+
+def estimate(config: ExperimentConfig) -> dict[str, float]:
+    """:func:`lossbarcode.jobs.estimate_cost` (validates; imports torch: call it from
+    :func:`background`, not in a page render)."""
+    from lossbarcode.jobs import estimate_cost
+
+    return estimate_cost(config.validate())
+
+
+def config_key(config: ExperimentConfig) -> tuple:
+    return tuple(sorted(config.to_dict().items()))
+
+
+# --------------------------------------------------------------------------- sweeps
+
+
+def demo_sweep_path() -> Path:
+    return Path(os.environ.get(DEMO_SWEEP_ENV) or DEMO_SWEEP)
+
+
+@st.cache_data(show_spinner=False, max_entries=8)
+def _demo_sweep(path: str, mtime: float) -> dict[str, Any]:
+    data = json.loads(Path(path).read_text())
+    if not isinstance(data, dict) or not isinstance(data.get("records"), list):
+        raise ValueError(f"{path} is not a demo sweep file (no 'records' list)")
+    if not data.get("summary"):
+        from lossbarcode.sweep import summarize
+
+        data["summary"] = summarize(data["records"])
+    data.setdefault("barcodes", {})
+    return data
+
+
+def demo_sweep() -> dict[str, Any] | None:
+    """The shipped demo sweep (``assets/demo_sweep.json`` or ``$LOSSBARCODE_DEMO_SWEEP``)."""
+    path = demo_sweep_path()
+    try:
+        return _demo_sweep(str(path), path.stat().st_mtime)
+    except FileNotFoundError:
+        return None
+
+
+def demo_sweep_plan(command: str) -> tuple[ExperimentConfig, dict[str, list[int] | None]]:
+    """Base config and grid axes of a ``lossbarcode sweep ...`` command line."""
+    import shlex
+
+    from lossbarcode import cli
+
+    words = shlex.split(command)
+    if "sweep" not in words:
+        raise ValueError(f"not a 'lossbarcode sweep' command: {command!r}")
+    args = cli.build_parser().parse_args(words[words.index("sweep"):])
+    axes = {name: cli._ints(getattr(args, name)) for name in ("widths", "depths", "seeds")}
+    return cli._config_from(args), axes
+
+
+def sweep_family(config: ExperimentConfig) -> str:
+    """Runs that differ only in width, depth and seed belong to one sweep family."""
+    rest = {k: v for k, v in config.to_dict().items() if k not in ("width", "depth", "seed")}
+    return json.dumps(rest, sort_keys=True)
+
+
+@st.cache_data(show_spinner=False, max_entries=16)
+def _families(root: str, run_ids: tuple[str, ...]) -> dict[str, dict[str, Any]]:
+    from lossbarcode.sweep import summarize, sweep_records
+
+    groups: dict[str, list[Result]] = {}
+    for run_id in run_ids:
+        r = load_result(ResultStore(root), run_id)
+        if r is not None:
+            groups.setdefault(sweep_family(r.config), []).append(r)
+    out = {}
+    for family, results in groups.items():
+        scales = {(r.config.width, r.config.depth) for r in results}
+        if len(scales) < 2:
+            continue
+        c = results[0].config
+        label = (f"{c.dataset} · {c.arch} · K={c.k} · {c.optimizer}/{c.schedule} · "
+                 f"{c.path_method} ({len(results)} runs)")
+        records = sweep_records(results)
+        axes = {name: ",".join(str(v) for v in sorted({getattr(r.config, name) for r in results}))
+                for name in ("width", "depth", "seed")}
+        command = (plots.reproduce_command(c.replace(width=ExperimentConfig.width,
+                                                     depth=ExperimentConfig.depth,
+                                                     seed=ExperimentConfig.seed), "sweep")
+                   + f" --widths {axes['width']} --depths {axes['depth']} --seeds {axes['seed']}")
+        out[family] = {
+            "label": label, "records": records, "summary": summarize(records),
+            "score_variant": records[0]["score_variant"], "base": c.to_dict(),
+            "barcodes": {r.run_id: r.barcode.to_dict() for r in results},
+            "description": plots.describe_config(c, varied=("width", "depth", "seed")),
+            "command": command,
+        }
+    return out
+
+
+def store_sweeps() -> dict[str, dict[str, Any]]:
+    """The sweep families in the results folder (>= 2 scales), keyed by family."""
+    return _families(str(store().root), tuple(sorted(finished_runs())))
+
+
+# --------------------------------------------------------------------------- downloads
+
+
+def csv_text(rows: Sequence[dict[str, Any]]) -> str:
+    """Rows of dicts as CSV (lists are written as JSON)."""
+    import csv
+
+    rows = list(rows)
+    if not rows:
+        return ""
+    keys = list(dict.fromkeys(k for row in rows for k in row))
+    buffer = io.StringIO()
+    writer = csv.DictWriter(buffer, fieldnames=keys)
+    writer.writeheader()
+    for row in rows:
+        writer.writerow({k: json.dumps(v) if isinstance(v, list | tuple | dict) else v
+                         for k, v in row.items()})
+    return buffer.getvalue()
+
+
+def json_text(data: Any) -> str:
+    return json.dumps(data, indent=1, default=_json_default, allow_nan=True)
+
+
+def _json_default(value: Any) -> Any:
+    import numpy as np
+
+    if isinstance(value, np.ndarray):
+        return value.tolist()
+    if isinstance(value, np.generic):
+        return value.item()
+    raise TypeError(f"not JSON serialisable: {type(value).__name__}")
+
+
+def downloads(items: Sequence[tuple[str, str, str, str]], container: Any = None) -> None:
+    """A row of download buttons: ``(label, data, file name, mime)`` each."""
+    where = container or st
+    cols = where.columns(len(items))
+    for col, (label, data, name, mime) in zip(cols, items, strict=True):
+        col.download_button(label, data, file_name=name, mime=mime, icon=":material/download:",
+                            key=f"dl_{name}", width="stretch")
+
+
+def chart(fig: Any, key: str, name: str, container: Any = None, **kwargs: Any) -> Any:
+    """``st.plotly_chart`` with a PNG download (toolbar camera) named after the view."""
+    where = container or st
+    config = {**PLOTLY_CONFIG,
+              "toImageButtonOptions": {**PLOTLY_CONFIG["toImageButtonOptions"],
+                                       "filename": name}}
+    return where.plotly_chart(fig, key=key, config=config, **kwargs)

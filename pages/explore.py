@@ -1,0 +1,362 @@
+"""Explore: run one experiment in the backend and read its barcode, paths and minima."""
+
+import math
+
+import numpy as np
+import pandas as pd
+import streamlit as st
+
+from lossbarcode import plots
+from lossbarcode.experiment import ExperimentConfig
+from pages import _common as ui
+
+ui.use_navigation()
+
+PRESETS = {
+    "default": ("Default: digits, fcn 32×2, K = 8", {}),
+    "tiny": ("Tiny smoke test (a few seconds)",
+             {"n_train": 200, "n_test": 100, "width": 8, "depth": 1, "k": 4, "steps": 30,
+              "batch_size": 32, "images": 2, "path_steps": 10, "eval_points": 2,
+              "device": "cpu"}),
+    "wide": ("Wide: fcn 128×2", {"width": 128}),
+    "deep": ("Deep: fcn 32×4", {"depth": 4}),
+    "annealed": ("Annealed learning rate", {"schedule": "anneal"}),
+    "spirals": ("Spirals, fcn 16×2, K = 10", {"dataset": "spirals", "width": 16, "k": 10}),
+}
+OPTIONAL = {"n_train": 0, "n_test": 0, "lr": 0.0, "path_lr": 0.0, "eval_subset": 0,
+            "data_root": "", "score_normalize": "none"}  # widget value that means None
+NEEDS_ROOT = ("text", "mnist", "fashion_mnist", "cifar10", "cifar100", "svhn")
+
+
+def to_widgets(values: dict) -> dict:
+    return {f"cfg_{k}": (OPTIONAL[k] if v is None and k in OPTIONAL else v)
+            for k, v in values.items()}
+
+
+def from_widgets() -> dict:
+    values = {}
+    for name in ExperimentConfig().to_dict():
+        value = st.session_state.get(f"cfg_{name}")
+        if name in OPTIONAL and value == OPTIONAL[name]:
+            value = None
+        values[name] = value
+    return values
+
+
+def apply_preset() -> None:
+    values = ExperimentConfig(**PRESETS[st.session_state.preset][1]).to_dict()
+    st.session_state.explore_config = values
+    st.session_state.update(to_widgets(values))
+
+
+def pick(key: str) -> None:
+    """Chart/table selection callback: the clicked minimum becomes the highlighted one."""
+    state = st.session_state.get(key)
+    chosen = None
+    if key == "minima_table":
+        rows = state.selection.rows if state else []
+        chosen = int(rows[0]) if rows else None
+    else:
+        for point in (state.selection.points if state else []):
+            data = point.get("customdata")
+            if isinstance(data, dict):  # a row of a typed array: {"0": m, "1": ...}
+                data = [data[k] for k in sorted(data, key=str)]
+            if isinstance(data, list | tuple) and data:
+                data = data[0]
+            if isinstance(data, int | float) and data >= 0:
+                chosen = int(data)
+                break
+    st.session_state.highlight = chosen
+
+
+st.title("Explore a run")
+st.caption("Train K minima, join them with low-loss paths, and read how deep each minimum's "
+           "trap is. Set up a run in the sidebar; it runs in the background while you read.")
+
+# --------------------------------------------------------------------------- config widgets
+
+if "preset" not in st.session_state:
+    st.session_state.preset = st.query_params.get("preset", "default")
+    if st.session_state.preset not in PRESETS:
+        st.session_state.preset = "default"
+if "explore_config" not in st.session_state:
+    st.session_state.explore_config = ExperimentConfig(
+        **PRESETS[st.session_state.preset][1]).to_dict()
+for key, value in to_widgets(st.session_state.explore_config).items():
+    st.session_state.setdefault(key, value)
+
+with st.sidebar:
+    st.header("New experiment")
+    st.selectbox("Preset", list(PRESETS), key="preset", on_change=apply_preset,
+                 format_func=lambda p: PRESETS[p][0])
+    with st.expander("Data and model", expanded=True, icon=":material/dataset:"):
+        dataset = st.selectbox("Dataset", ui.DATASETS, key="cfg_dataset")
+        if dataset in NEEDS_ROOT:
+            st.text_input("Data folder / text file", key="cfg_data_root",
+                          placeholder="./data" if dataset != "text" else "path/to/text",
+                          help="torchvision layout for image sets (files are never downloaded "
+                               "here); a .txt/.jsonl file or folder for 'text'.")
+        arch = st.selectbox("Architecture", ui.ARCHS, key="cfg_arch")
+        c1, c2 = st.columns(2)
+        c1.number_input("Width", min_value=1, max_value=4096, step=1, key="cfg_width",
+                        help="Hidden units (fcn), channels (cnn/resnet) or d_model.")
+        c2.number_input("Depth", min_value=1, max_value=64, step=1, key="cfg_depth",
+                        help="Hidden layers, conv layers, residual blocks or layers.")
+        if arch == "transformer":
+            st.number_input("Heads", min_value=1, max_value=64, key="cfg_heads")
+        c1, c2 = st.columns(2)
+        c1.number_input("Train examples", min_value=0, step=100, key="cfg_n_train",
+                        help="0 = the whole training split.")
+        c2.number_input("Test examples", min_value=0, step=100, key="cfg_n_test",
+                        help="0 = the whole test split.")
+    with st.expander("Minima", icon=":material/south:"):
+        st.number_input("Minima K", min_value=2, max_value=64, key="cfg_k",
+                        help="Networks trained from K seeds, all at once.")
+        c1, c2 = st.columns(2)
+        c1.radio("Optimizer", ui.OPTIMIZERS, key="cfg_optimizer")
+        c2.radio("Schedule", ui.SCHEDULES, key="cfg_schedule",
+                 help="constant small lr, or annealed (cosine decay to 0).")
+        c1, c2 = st.columns(2)
+        c1.number_input("Learning rate", min_value=0.0, format="%.4g", key="cfg_lr",
+                        help="0 = the optimizer's default (0.05 sgd, 0.001 adam).")
+        c2.number_input("Steps", min_value=1, step=50, key="cfg_steps")
+        st.number_input("Batch size", min_value=1, step=16, key="cfg_batch_size")
+    with st.expander("Paths and score", icon=":material/route:"):
+        st.selectbox("Path method", ui.PATH_METHODS, key="cfg_path_method",
+                     help="linear: straight line (upper bound); neb: nudged elastic band; "
+                          "bezier: a trained curve with one bend.")
+        st.radio("Pairs", ui.PAIRINGS, key="cfg_pairs", horizontal=True,
+                 help="all pairs, or a spanning tree first plus shortcuts (cheaper for "
+                      "large K).")
+        c1, c2 = st.columns(2)
+        c1.number_input("Images per path", min_value=1, max_value=64, key="cfg_images")
+        c2.number_input("Path steps", min_value=1, step=25, key="cfg_path_steps")
+        st.radio("Barcode rule", ui.RULES, key="cfg_rule", horizontal=True,
+                 help="union_find: exact H0 (default); direct: the paper code's rule.")
+        c1, c2 = st.columns(2)
+        c1.selectbox("TO-score norm", ui.NORMS, key="cfg_score_norm")
+        c2.selectbox("Normalize", ["none", "range"], key="cfg_score_normalize")
+    with st.expander("Run", icon=":material/settings:"):
+        c1, c2 = st.columns(2)
+        c1.number_input("Seed", min_value=0, key="cfg_seed")
+        c2.selectbox("Device", ["auto", "cpu", "cuda"], key="cfg_device")
+    estimate_box = st.container()
+    run_box = st.container()
+
+values = from_widgets()
+st.session_state.explore_config = values
+
+# --------------------------------------------------------------------------- the current run
+
+jm = ui.manager()
+job = st.session_state.get("explore_job")
+if job is not None:
+    status = jm.status(job)
+    if status is None or status.finished:
+        del st.session_state["explore_job"]
+        if status is not None and status.state == "done":
+            ui.remember_run(job)  # show the new result
+        elif status is not None:
+            st.session_state.explore_failure = job, status.state, status.error or status.message
+failure = st.session_state.get("explore_failure")
+if failure is not None:
+    if failure[1] == "failed":
+        st.error(f"Run `{failure[0]}` failed: {failure[2]}", icon=":material/error:")
+    else:
+        st.info(f"Run `{failure[0]}` was cancelled. Finished stages are kept: running it again "
+                "resumes from there.", icon=":material/cancel:")
+running = []
+for job_id in dict.fromkeys([st.session_state.get("explore_job"), st.query_params.get("run")]):
+    status = jm.status(job_id) if job_id else None
+    if status is not None and not status.finished:
+        running.append(job_id)
+        ui.job_progress(job_id, "Running experiment", cancel_key=f"cancel_{job_id}")
+
+run_id = ui.run_picker(
+    "Show run", pending=running,
+    empty_message="No finished runs yet: pick a preset in the sidebar (or set your own network "
+                  "and minima) and press **Run experiment**. The default preset finishes in well "
+                  "under a minute on a laptop CPU, the *tiny* one in seconds. The barcode, the "
+                  "persistence diagram, the loss along every path and the table of minima "
+                  "appear here.")
+r = ui.result(run_id)
+
+if r is not None:
+    c = r.config
+    variant = ui.variant_of(r)
+    barcode = r.barcode
+    if st.session_state.get("highlight_run") != r.run_id:  # a new run: read ?minimum=
+        st.session_state.highlight_run = r.run_id
+        wanted = st.query_params.get("minimum")
+        st.session_state.highlight = (int(wanted) if wanted is not None and wanted.isdigit()
+                                      and int(wanted) < r.k else None)
+    highlight = st.session_state.get("highlight")
+    if highlight is not None and not 0 <= highlight < r.k:
+        highlight = st.session_state.highlight = None
+    if highlight is None:
+        st.query_params.pop("minimum", None)
+    else:
+        st.query_params["minimum"] = str(highlight)
+
+    lengths = r.segment_lengths()
+    finite = np.isfinite(lengths)
+    cols = st.columns(5)
+    cols[0].metric(f"TO-score ({variant})", f"{r.score:.4g}",
+                   help="Norm of the finite segment lengths (arXiv:2012.15834). Other "
+                        "variants: " + ", ".join(f"{k} {v:.3g}" for k, v in r.to_score.items()))
+    cols[1].metric("Minima", f"{r.k - int(r.diverged.sum())} / {r.k}",
+                   help="Converged / trained; diverged minima are left out of the barcode.")
+    cols[2].metric("Longest segment", f"{lengths[finite].max():.4g}" if finite.any() else "—")
+    cols[3].metric("Parameters", f"{r.n_params:,}")
+    cols[4].metric("Compute time", ui.format_seconds(sum(r.timings.values())),
+                   help=", ".join(f"{k} {v:.1f} s" for k, v in r.timings.items())
+                   + f" on {r.device}")
+    st.caption(f"`{r.run_id}` · {plots.describe_config(c)}  \n"
+               f"Reproduce: `{plots.reproduce_command(c)}`")
+    if r.diverged.any():
+        st.warning(f"{int(r.diverged.sum())} of {r.k} minima diverged (NaN/inf loss) and are "
+                   "left out. Lower the learning rate to keep them.", icon=":material/warning:")
+
+    options = [None, *range(r.k)]
+    st.selectbox("Highlighted minimum", options, key="highlight",
+                 placeholder="none — click a bar, a diagram point or a table row",
+                 format_func=lambda m: "none" if m is None else f"minimum {m}")
+    st.session_state.current_minimum, st.session_state.current_minimum_run = highlight, r.run_id
+    pair = plots.death_pair(barcode, r.pairs, highlight) if highlight is not None else None
+    if highlight is not None:
+        row = r.minima_table()[highlight]
+        if row["birth"] is None:
+            st.info(f"Minimum {highlight} diverged: it has no segment.", icon=":material/info:")
+        elif math.isinf(row["death"]):
+            st.info(f"Minimum {highlight} is the lowest minimum: its segment never ends (∞).",
+                    icon=":material/info:")
+        else:
+            i, j = r.pairs[pair] if pair is not None else ("?", "?")
+            st.info(f"Minimum {highlight} (loss {row['birth']:.4g}) dies at {row['death']:.4g} "
+                    f"on the path {i}–{j}, merging into minimum {row['merged_into']}: segment "
+                    f"length {row['length']:.4g}.", icon=":material/info:")
+
+    colors = plots.minimum_colors(barcode.minima)
+    labels = [f"minimum {m}" for m in barcode.minima]
+    left, right = st.columns([3, 2])
+    with left:
+        ui.chart(plots.barcode_figure(barcode, colors=colors, labels=labels, highlight=highlight,
+                                      title=f"Loss barcode · TO-score ({variant}) "
+                                            f"{r.score:.4g}", xaxis_title="training loss"),
+                 key="pick_barcode", name=f"barcode_{r.run_id}", on_select=lambda: pick(
+                     "pick_barcode"), selection_mode="points")
+    with right:
+        ui.chart(plots.diagram_figure(barcode, colors=colors, highlight=highlight),
+                 key="pick_diagram", name=f"diagram_{r.run_id}",
+                 on_select=lambda: pick("pick_diagram"), selection_mode="points")
+    ui.chart(plots.profiles_figure(r.profiles, r.pairs, r.path_barriers,
+                                   colors=plots.path_colors(barcode, r.pairs), highlight=pair,
+                                   title=f"Training loss along each {c.path_method} path "
+                                         f"({len(r.pairs)} pairs, {c.pairs})"),
+             key="profiles", name=f"profiles_{r.run_id}")
+
+    table = pd.DataFrame(r.minima_table())
+    table["length"] = table["length"].astype(float)
+    table.insert(0, "colour", "")
+    table = table[["colour", "minimum", "train_loss", "test_loss", "test_error", "length",
+                   "birth", "death", "merged_into", "diverged"]]
+
+    def shade(row: pd.Series) -> list[str]:
+        color = plots.minimum_color(int(row["minimum"]))
+        strong = highlight is not None and int(row["minimum"]) == highlight
+        fill = f"background-color: {color}40; font-weight: bold" if strong else ""
+        return [f"background-color: {color}" if name == "colour" else fill
+                for name in row.index]
+
+    st.dataframe(
+        table.style.apply(shade, axis=1), hide_index=True, width="stretch", key="minima_table",
+        on_select=lambda: pick("minima_table"), selection_mode="single-row",
+        column_config={
+            "colour": st.column_config.TextColumn("", width=28),
+            "minimum": st.column_config.NumberColumn("minimum", format="%d"),
+            "train_loss": st.column_config.NumberColumn("train loss", format="%.5g"),
+            "test_loss": st.column_config.NumberColumn("test loss", format="%.5g"),
+            "test_error": st.column_config.NumberColumn("test error", format="%.4g"),
+            "length": st.column_config.NumberColumn("segment length", format="%.5g",
+                                                    help="inf: the lowest minimum"),
+            "birth": st.column_config.NumberColumn(format="%.5g"),
+            "death": st.column_config.NumberColumn(format="%.5g"),
+            "merged_into": st.column_config.NumberColumn("merged into", format="%d"),
+        },
+    )
+    profile_rows = [{"i": int(i), "j": int(j), "t": float(t), "loss": float(v)}
+                    for (i, j), (ts, vs) in zip(r.pairs, r.profiles, strict=True)
+                    for t, v in zip(ts, vs, strict=True)]
+    ui.downloads([
+        ("Minima (CSV)", ui.csv_text(r.minima_table()), f"minima_{r.run_id}.csv", "text/csv"),
+        ("Barcode (JSON)", ui.json_text({"run_id": r.run_id, "score_variant": variant,
+                                         "to_score": r.to_score,
+                                         "barcode": barcode.to_dict()}),
+         f"barcode_{r.run_id}.json", "application/json"),
+        ("Paths (CSV)", ui.csv_text(profile_rows), f"paths_{r.run_id}.csv", "text/csv"),
+        ("Whole result (JSON)", ui.json_text(r.to_json()), f"result_{r.run_id}.json",
+         "application/json"),
+    ])
+    links = st.columns(4)
+    for col, (page, label) in zip(links, [
+            ("pages/minima_map.py", "Minima map"), ("pages/landscape_slice.py", "Landscape slice"),
+            ("pages/generalization.py", "Generalization"), ("pages/compare.py", "Compare")],
+            strict=True):
+        col.page_link(page, label=f"{label} of this run", icon=":material/arrow_forward:",
+                      query_params={"runs" if "general" in page else "run": r.run_id})
+    with st.expander("How to read this"):
+        st.markdown(
+            "- **Barcode**: one bar per minimum, from its training loss (birth) to the lowest "
+            "level at which a path leads from it to a lower minimum (death). The arrow (∞) is "
+            "the lowest minimum. Zero-length segments show as a tick.\n"
+            "- **Same colour = same minimum** everywhere: its bar, its diagram point, the path "
+            "on which it died, its table row and its dot on the minima map. Grey paths killed "
+            "no bar.\n"
+            "- **Loss along each path**: the triangle marks each path's barrier (its highest "
+            "loss). A minimum dies on the cheapest route out — possibly through other minima.\n"
+            f"- **TO-score ({variant})**: the {variant} norm of the finite segment lengths.")
+
+# --------------------------------------------------------------------------- estimate and run
+# In the background worker, so that the page (and a finished result) shows at once, before
+# torch is imported.
+
+def estimate_box_error(values: dict) -> bool:
+    """Whether the background check of this config finished with an error."""
+    future = ui.view_future(("estimate", *sorted(values.items())))
+    return future is not None and future.done() and future.exception() is not None
+
+
+def check_and_estimate(items: tuple) -> tuple[ExperimentConfig, dict]:
+    """Validate (imports torch) and estimate the cost, in the background worker."""
+    config = ExperimentConfig.from_dict(dict(items)).validate()
+    return config, ui.estimate(config)
+
+
+with estimate_box:
+    checked = ui.deferred_view(("estimate", *sorted(values.items())), check_and_estimate,
+                               tuple(sorted(values.items())), message="Estimating the cost…")
+if checked is not None:
+    config, cost = checked
+    with estimate_box:
+        done = ui.store().exists(config.run_id)
+        st.caption(
+            ("Already computed: opens instantly.  \n" if done else "")
+            + f"Estimated **{ui.format_seconds(cost['seconds'])}** on this machine · "
+            f"{cost['n_params']:,} parameters × K = {config.k} · {cost['n_pairs']} paths · "
+            f"{cost['flops'] / 1e9:,.1f} GFLOP")
+        if cost["seconds"] > 600:
+            st.warning("This will take a while; consider fewer steps, pairs 'mst' or a "
+                       "smaller K.", icon=":material/schedule:")
+with run_box:
+    invalid = checked is None and bool(estimate_box_error(values))
+    if st.button("Run experiment", type="primary", icon=":material/play_arrow:",
+                 disabled=invalid, width="stretch", key="run_experiment"):
+        try:
+            job = jm.submit_run(ExperimentConfig.from_dict(values))
+        except (ValueError, FileNotFoundError, TypeError) as err:
+            st.error(str(err), icon=":material/error:")
+        else:
+            st.session_state.explore_job = job
+            st.session_state.pop("explore_failure", None)
+            ui.remember_run(job)
+            st.rerun()

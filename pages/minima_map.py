@@ -1,0 +1,102 @@
+"""Minima map: the trained minima and the paths between them, projected to 2-D or 3-D."""
+
+import numpy as np
+import streamlit as st
+
+from lossbarcode import plots
+from lossbarcode.store import ResultStore
+from pages import _common as ui
+
+ui.use_navigation()
+
+COLOR_BY = ("minimum", "train loss", "test error", "segment length")
+METHODS = {"auto": "auto (UMAP when there are enough points, else PCA)", "umap": "UMAP",
+           "pca": "PCA"}
+
+
+def compute_map(root: str, run_id: str, dim: int, method: str, seed: int):
+    """Runs in the background worker, once per (run, dim, method, seed)."""
+    from lossbarcode.maps import minima_map
+
+    return minima_map(ResultStore(root), run_id, dim=dim, method=method, seed=seed)
+
+
+st.title("Minima map")
+st.caption(
+    "Every trained minimum is a point in parameter space with thousands of dimensions. The "
+    "map projects the minima together with the images of every path between them to 2-D or "
+    "3-D — UMAP when there are enough points (it needs about 20), PCA otherwise — so you can "
+    "see which minima sit close together and how the paths bend. Distances in a projection "
+    "are only a sketch; the barcode is computed in the full space."
+)
+
+run_id = ui.run_picker("Run")
+r = ui.result(run_id)
+if r is None:
+    st.stop()
+
+with st.sidebar:
+    dims = {"2": 2, "3": 3}
+    dim_default = st.query_params.get("dim", "2")
+    dim = dims[st.radio("Dimensions", list(dims), horizontal=True,
+                        index=list(dims).index(dim_default) if dim_default in dims else 0,
+                        format_func=lambda d: f"{d}-D")]
+    st.query_params["dim"] = str(dim)
+    method = st.selectbox("Projection", list(METHODS), format_func=METHODS.get,
+                          help="UMAP is imported and compiled on first use (15–35 s on a cold "
+                               "machine); the map is then kept for this run.")
+    color_by = st.selectbox("Colour minima by", COLOR_BY,
+                            help="'minimum' uses each minimum's own colour, as on every page.")
+    seed = st.number_input("Projection seed", min_value=0, value=0)
+
+root = str(ui.store().root)
+retry = st.sidebar.button("Recompute", icon=":material/refresh:",
+                          help="Try again after an error (e.g. after installing umap-learn).")
+future = ui.background(("map", root, r.run_id, dim, method, int(seed)), compute_map, root,
+                       r.run_id, dim, method, int(seed), retry=retry)
+projection = ui.await_view(
+    future, f"Projecting {r.k} minima and their path images ({METHODS[method]})… the page "
+            "updates by itself.")
+if projection is None:
+    st.stop()
+
+values = {
+    "minimum": None,
+    "train loss": r.train_loss,
+    "test error": r.test_error,
+    "segment length": r.segment_lengths(),
+}[color_by]
+if color_by == "test error" and not np.isfinite(r.test_error).any():
+    st.info("This dataset has no test error (regression): colouring by minimum instead.",
+            icon=":material/info:")
+    values, color_by = None, "minimum"
+highlight = st.session_state.get("current_minimum") \
+    if st.session_state.get("current_minimum_run") == r.run_id else None
+
+explained = getattr(projection, "explained", None)
+about = f"method: **{projection.method.upper()}**"
+if explained is not None and np.size(explained):
+    shares = np.atleast_1d(np.asarray(explained, dtype=float))
+    about += " · variance explained " + ", ".join(f"{100 * v:.1f}%" for v in shares)
+if method == "umap" and projection.method != "umap":
+    about += " (UMAP was not possible here, so PCA was used)"
+st.caption(f"`{r.run_id}` · {plots.describe_config(r.config)}  \n{about} · a path drawn in a "
+           "minimum's colour is the one on which that minimum's bar died")
+
+axis = "UMAP" if projection.method == "umap" else "PC"
+fig = plots.projection_figure(
+    projection.minima, values, projection.paths, projection.pairs, color_label=color_by,
+    highlight=highlight, title=f"Minima and paths ({projection.method.upper()}, {dim}-D)",
+    path_colors=plots.path_colors(r.barcode, projection.pairs),
+    axis_titles=[f"{axis} {i + 1}" for i in range(dim)])
+ui.chart(fig, key="map", name=f"minima_map_{r.run_id}_{dim}d")
+
+rows = [{"kind": "minimum", "minimum": i, "pair": "", **{f"c{d + 1}": float(projection.minima[i,
+                                                                                            d])
+                                                        for d in range(dim)}}
+        for i in range(projection.minima.shape[0])]
+for (i, j), path in zip(projection.pairs, projection.paths, strict=True):
+    rows += [{"kind": "path image", "minimum": "", "pair": f"{i}-{j}",
+              **{f"c{d + 1}": float(p[d]) for d in range(dim)}} for p in np.asarray(path)]
+ui.downloads([("Coordinates (CSV)", ui.csv_text(rows), f"minima_map_{r.run_id}_{dim}d.csv",
+               "text/csv")])

@@ -1,0 +1,219 @@
+"""Scaling: TO-score vs width and depth over seeds; launch sweeps; overlay barcodes by scale."""
+
+import hashlib
+
+import streamlit as st
+
+from lossbarcode import plots
+from lossbarcode.experiment import ExperimentConfig
+from lossbarcode.topology import Barcode
+from pages import _common as ui
+
+ui.use_navigation()
+
+DEMO = "demo"
+
+st.title("Scaling: TO-score vs width and depth")
+st.caption(
+    "The paper's first finding: loss barcodes and TO-scores shrink as networks get wider and "
+    "deeper — wide and deep networks have fewer, shallower traps. Lines are the mean over "
+    "seeds with ±1 standard deviation; open circles are the individual seeds."
+)
+
+
+def family_id(family: str) -> str:
+    return hashlib.sha1(family.encode()).hexdigest()[:10]
+
+
+def ints(text: str, name: str) -> list[int]:
+    try:
+        values = [int(v) for v in text.replace(" ", "").split(",") if v]
+    except ValueError:
+        raise ValueError(f"{name}: write a comma list of integers, e.g. 4,8,16") from None
+    if not values:
+        raise ValueError(f"{name}: give at least one value")
+    return values
+
+
+def plan_sweep(base: ExperimentConfig, axes: dict[str, list[int]]) -> dict:
+    """Runs, finished runs and estimated seconds of a sweep (background worker: torch)."""
+    from lossbarcode.sweep import sweep_configs
+
+    configs = sweep_configs(base, **axes)
+    costs = [ui.estimate(c) for c in configs]
+    todo = [not ui.store().exists(c.run_id) for c in configs]
+    return {"runs": len(configs), "done": len(configs) - sum(todo),
+            "seconds": sum(c["seconds"] for c, t in zip(costs, todo, strict=True) if t),
+            "n_params": max(c["n_params"] for c in costs)}
+
+
+sources: dict[str, dict] = {}
+demo = None
+try:
+    demo = ui.demo_sweep()
+except ValueError as err:
+    st.error(f"The demo sweep file is unreadable: {err}", icon=":material/error:")
+if demo is not None:
+    sources[DEMO] = {**demo, "label": "Demo sweep (shipped)"}
+for family, data in ui.store_sweeps().items():
+    sources[family_id(family)] = {**data, "family": family}
+
+# A sweep launched from this page becomes the selected source once it has finished.
+job_id = st.session_state.get("sweep_job")
+if job_id is not None:
+    status = ui.manager().status(job_id)
+    if status is not None and status.finished:
+        pending = st.session_state.pop("sweep_family", None)
+        st.session_state.pop("sweep_job", None)
+        ui.job_outcome(job_id)
+        if pending is not None and status.state == "done" and family_id(pending) in sources:
+            st.query_params["sweep"] = family_id(pending)
+            st.session_state.pop("sweep_source", None)
+
+with st.sidebar:
+    if sources:
+        keys = list(sources)
+        wanted = st.query_params.get("sweep")
+        if wanted in keys:
+            st.session_state.sweep_source = wanted
+        elif st.session_state.get("sweep_source") not in keys:
+            st.session_state.sweep_source = keys[0]
+        source = st.selectbox("Sweep", keys, key="sweep_source",
+                              format_func=lambda k: sources[k]["label"])
+        st.query_params["sweep"] = source
+    log_x = st.toggle("Log-scale width/depth axis", value=True)
+    log_y = st.toggle("Log-scale TO-score axis", value=False)
+
+if job_id is not None and st.session_state.get("sweep_job") == job_id:
+    ui.job_progress(job_id, "Sweep running", cancel_key="cancel_sweep")
+
+if not sources:
+    st.info(
+        f"No sweep to show yet: the demo sweep `{ui.demo_sweep_path()}` is missing and the "
+        "results folder has no runs that differ only in width/depth/seed. Launch one below, or "
+        "from the CLI: `lossbarcode sweep --widths 4,8,16,32 --depths 1,2 --seeds 0,1,2`.",
+        icon=":material/info:")
+    data = None
+else:
+    data = sources[source]
+
+if data is not None:
+    records, summary = data["records"], data["summary"]
+    variant = data.get("score_variant") or (records[0].get("score_variant") if records else None)
+    archs = sorted({row["arch"] for row in summary})
+    if len(archs) > 1:
+        chosen_archs = st.sidebar.multiselect("Architectures", archs, default=archs)
+        summary = [row for row in summary if row["arch"] in chosen_archs]
+        records = [r for r in records if r["arch"] in chosen_archs]
+    about = data.get("description") or ""
+    if data.get("command"):
+        about += f"  \nReproduce: `{data['command']}`"
+    st.caption(f"{about}  \nTO-score variant: **{variant}** · {len(records)} runs")
+    widths = sorted({row["width"] for row in summary})
+    depths = sorted({row["depth"] for row in summary})
+    left, right = st.columns(2)
+    with left:
+        if len(widths) > 1:
+            ui.chart(plots.scaling_figure(summary, x="width", log_x=log_x, log_y=log_y,
+                                          score_variant=variant),
+                     key="vs_width", name="to_score_vs_width")
+        else:
+            st.info(f"This sweep has a single width ({widths[0]}).", icon=":material/info:")
+    with right:
+        if len(depths) > 1:
+            ui.chart(plots.scaling_figure(summary, x="depth", log_x=log_x, log_y=log_y,
+                                          score_variant=variant),
+                     key="vs_depth", name="to_score_vs_depth")
+        else:
+            st.info(f"This sweep has a single depth ({depths[0]}).", icon=":material/info:")
+
+    table = [{k: v for k, v in row.items() if k not in ("to_score_seeds",)} for row in summary]
+    with st.expander("Summary table", expanded=False):
+        st.dataframe(table, hide_index=True, width="stretch")
+    ui.downloads([
+        ("Summary (CSV)", ui.csv_text(summary), "sweep_summary.csv", "text/csv"),
+        ("Runs (CSV)", ui.csv_text(records), "sweep_runs.csv", "text/csv"),
+        ("Sweep (JSON)", ui.json_text({k: data.get(k) for k in
+                                       ("command", "description", "score_variant", "records",
+                                        "summary", "barcodes")}),
+         "sweep.json", "application/json"),
+    ])
+
+    st.subheader("Barcodes across scales")
+    barcodes = data.get("barcodes") or {}
+    cols = st.columns(3)
+    along = cols[0].radio("Vary", ["width", "depth"], horizontal=True,
+                          index=0 if len(widths) > 1 or len(depths) == 1 else 1)
+    fixed_axis = "depth" if along == "width" else "width"
+    fixed_values = depths if along == "width" else widths
+    fixed = cols[1].selectbox(f"at {fixed_axis}", fixed_values)
+    seeds = sorted({r["seed"] for r in records})
+    seed = cols[2].selectbox("seed", seeds)
+    chosen = sorted((r for r in records if r[fixed_axis] == fixed and r["seed"] == seed),
+                    key=lambda r: r[along])
+    overlay = {f"{along} {r[along]}": Barcode.from_dict(barcodes[r["run_id"]])
+               for r in chosen if r["run_id"] in barcodes}
+    if overlay:
+        ui.chart(plots.barcodes_overlay_figure(overlay,
+                                               title=f"Barcodes by {along} ({fixed_axis} "
+                                                     f"{fixed}, seed {seed})"),
+                 key="overlay", name=f"barcodes_by_{along}")
+        if len(overlay) < len(chosen):
+            st.caption(f"{len(chosen) - len(overlay)} runs have no stored barcode.")
+    else:
+        st.info("No barcodes stored for this selection.", icon=":material/info:")
+
+with st.expander("Run a new sweep", expanded=not sources, icon=":material/play_circle:"):
+    st.caption("Every width × depth × seed becomes one run of the backend (finished runs are "
+               "reused). You can keep using the dashboard while it runs.")
+    base_values = st.session_state.get("explore_config") or {}
+    try:
+        base = ExperimentConfig.from_dict(base_values) if base_values else ExperimentConfig()
+    except ValueError:
+        base = ExperimentConfig()
+    c1, c2, c3, c4 = st.columns(4)
+    dataset = c1.selectbox("Dataset", ui.DATASETS, index=ui.DATASETS.index(base.dataset),
+                           key="sw_dataset")
+    arch = c2.selectbox("Architecture", ui.ARCHS, index=ui.ARCHS.index(base.arch),
+                        key="sw_arch")
+    k = c3.number_input("Minima K", min_value=2, max_value=64, value=base.k, key="sw_k")
+    steps = c4.number_input("Training steps", min_value=1, value=base.steps, key="sw_steps")
+    c1, c2, c3 = st.columns(3)
+    widths_text = c1.text_input("Widths", "4,8,16,32", key="sw_widths")
+    depths_text = c2.text_input("Depths", "1,2", key="sw_depths")
+    seeds_text = c3.text_input("Seeds", "0,1,2", key="sw_seeds")
+    plan = None
+    try:
+        sweep_base = base.replace(dataset=dataset, arch=arch, k=int(k), steps=int(steps))
+        axes = {"widths": ints(widths_text, "widths"), "depths": ints(depths_text, "depths"),
+                "seeds": ints(seeds_text, "seeds")}
+        plan = ui.deferred_view(
+            ("sweep-plan", str(ui.store().root), len(ui.finished_runs()),
+             ui.config_key(sweep_base), *(tuple(v) for v in axes.values())),
+            plan_sweep, sweep_base, axes, message="Estimating the cost…")
+    except ValueError as err:
+        st.error(str(err), icon=":material/error:")
+    if plan is not None:
+        st.caption(f"{plan['runs']} runs ({plan['done']} already finished) · estimated "
+                   f"{ui.format_seconds(plan['seconds'])} · largest model "
+                   f"{plan['n_params']:,} parameters")
+    running = st.session_state.get("sweep_job") is not None
+    b1, b2 = st.columns(2)
+    if b1.button("Launch sweep", type="primary", disabled=plan is None or running,
+                 icon=":material/play_arrow:", width="stretch"):
+        try:
+            st.session_state.sweep_job = ui.manager().submit_sweep(sweep_base, **axes)
+            st.session_state.sweep_family = ui.sweep_family(sweep_base)
+            st.rerun()
+        except (ValueError, FileNotFoundError) as err:
+            st.error(str(err), icon=":material/error:")
+    if demo is not None and demo.get("command"):
+        if b2.button("Recompute the demo sweep", disabled=running, icon=":material/refresh:",
+                     width="stretch", help=f"Runs `{demo['command']}` in the backend."):
+            try:
+                demo_base, demo_axes = ui.demo_sweep_plan(demo["command"])
+                st.session_state.sweep_job = ui.manager().submit_sweep(demo_base, **demo_axes)
+                st.session_state.sweep_family = ui.sweep_family(demo_base)
+                st.rerun()
+            except (ValueError, FileNotFoundError, SystemExit) as err:
+                st.error(f"Cannot rerun the demo command: {err}", icon=":material/error:")

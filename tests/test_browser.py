@@ -1,0 +1,136 @@
+"""Real-browser tests: headless Chromium (Playwright) against ``streamlit run app.py``.
+
+One test runs a small experiment from the Explore page, clicks its barcode and visits every
+page (screenshots in test-artifacts/, light and dark theme); one opens a shared link to a
+page as the very first request of a fresh server.
+"""
+
+import json
+from pathlib import Path
+
+import pytest
+
+from lossbarcode.bench_app import CHROMIUM, serve_app, wait_ready
+
+ROOT = Path(__file__).resolve().parents[1]
+ARTIFACTS = ROOT / "test-artifacts"
+DEMO = ROOT / "assets" / "demo_sweep.json"
+# (navigation label, page title, charts drawn when ready, screenshot name)
+PAGES = [
+    ("Scaling", "Scaling", 3, "scaling"),
+    ("Minima map", "Minima map", 1, "minima_map"),
+    ("Landscape slice", "Landscape slice", 2, "landscape_slice"),
+    ("Generalization", "Segment length vs generalization", 1, "generalization"),
+    ("Compare", "Compare two runs", 4, "compare"),
+    ("Toy landscapes", "Toy landscapes", 4, "toy_landscapes"),
+    ("Method", "Method", 1, "method"),
+    ("Explore", "Explore a run", 3, "explore_reopened"),
+]
+
+pytestmark = [pytest.mark.browser, pytest.mark.slow]
+
+
+@pytest.fixture(scope="module")
+def playwright_api():
+    api = pytest.importorskip("playwright.sync_api")
+    if not Path(CHROMIUM).exists():
+        pytest.fail(f"no Chromium at {CHROMIUM}: install Debian's chromium (see .ci/run)")
+    ARTIFACTS.mkdir(exist_ok=True)
+    return api
+
+
+@pytest.fixture(scope="module")
+def app_env(tmp_path_factory):
+    """An empty results folder, and the shipped demo sweep (or a small stand-in)."""
+    folder = tmp_path_factory.mktemp("browser")
+    demo = DEMO
+    if not demo.exists():
+        demo = folder / "demo_sweep.json"
+        records = [{"run_id": f"demo{w}{s}", "dataset": "digits", "arch": "fcn", "width": w,
+                    "depth": d, "seed": s, "k": 4, "n_params": 100 * w, "to_score": 1 / w + s / 50,
+                    "score_variant": "l2", "train_loss": 0.1, "test_error": 0.2,
+                    "n_diverged": 0} for w in (4, 8, 16) for d in (1, 2) for s in (0, 1)]
+        bars = {"births": [0.1, 0.2], "deaths": ["inf", 0.3], "minima": [0, 1],
+                "saddles": [-1, 1], "merged_into": [-1, 0]}
+        demo.write_text(json.dumps({"command": "lossbarcode sweep --widths 4,8,16",
+                                    "description": "stand-in demo sweep",
+                                    "score_variant": "l2", "records": records,
+                                    "barcodes": {r["run_id"]: bars for r in records}}))
+    return {"LOSSBARCODE_RESULTS": str(folder / "results"), "LOSSBARCODE_DEMO_SWEEP": str(demo)}
+
+
+def launch(p):
+    from lossbarcode.bench_app import CHROMIUM_ARGS
+
+    return p.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
+
+
+def no_exception(page, where: str) -> None:
+    errors = page.locator('[data-testid="stException"]')
+    assert errors.count() == 0, f"{where}: {errors.first.inner_text()[:500]}"
+
+
+def screenshot(page, name: str) -> None:
+    """The whole page: Streamlit scrolls inside its main block, so grow the viewport first."""
+    height = page.evaluate(
+        "Math.max(...[...document.querySelectorAll('[data-testid=stMain], "
+        "[data-testid=stMainBlockContainer]')].map(e => e.scrollHeight), 900)")
+    size = page.viewport_size
+    page.set_viewport_size({"width": size["width"], "height": min(int(height) + 80, 5000)})
+    page.wait_for_timeout(600)  # charts re-layout to the new size
+    page.screenshot(path=str(ARTIFACTS / f"{name}.png"))
+    page.set_viewport_size(size)
+
+
+def test_run_an_experiment_click_a_bar_and_visit_every_page(playwright_api, app_env):
+    with serve_app(app_env) as (url, _), playwright_api.sync_playwright() as p:
+        browser = launch(p)
+        page = browser.new_page(viewport={"width": 1400, "height": 1000})
+        page.goto(f"{url}/?preset=tiny", wait_until="domcontentloaded")
+        page.wait_for_function("document.body.innerText.includes('No finished runs')",
+                               timeout=60_000)
+        page.get_by_role("button", name="Run experiment").click()
+        wait_ready(page, "Explore a run", charts=3, timeout=180)
+        no_exception(page, "explore")
+        run_id = page.evaluate("new URLSearchParams(location.search).get('run')")
+        assert run_id and len(run_id) == 16
+
+        # Click the barcode's first bar (the lowest minimum: the essential bar, drawn wide).
+        barcode = page.locator(".js-plotly-plot").first
+        barcode.locator("g.trace.bars path").first.click(force=True)
+        page.wait_for_function(
+            "document.body.innerText.includes('segment never ends')", timeout=30_000)
+        assert "minimum=" in page.url
+        wait_ready(page, "Explore a run", charts=3)
+        screenshot(page, "explore")
+
+        for label, title, charts, name in PAGES:
+            page.locator('[data-testid="stSidebarNav"] a', has_text=label).first.click()
+            wait_ready(page, title, charts, timeout=120)
+            no_exception(page, label)
+            screenshot(page, name)
+
+        dark = browser.new_page(viewport={"width": 1400, "height": 1000}, color_scheme="dark")
+        for path, title, charts in (("", "Explore a run", 3), ("scaling", "Scaling", 3)):
+            dark.goto(f"{url}/{path}?run={run_id}", wait_until="domcontentloaded")
+            wait_ready(dark, title, charts, timeout=60)
+            no_exception(dark, f"{path} (dark)")
+            assert "Page not found" not in dark.content()
+            screenshot(dark, f"{path or 'explore'}_dark")
+        browser.close()
+
+
+def test_a_shared_link_is_the_first_request_of_a_fresh_server(playwright_api, app_env):
+    """Regression: before the first st.navigation call Streamlit would run a page of the
+    pages/ folder alone (no app navigation); the pages reroute through app.py."""
+    with serve_app(app_env) as (url, _), playwright_api.sync_playwright() as p:
+        browser = launch(p)
+        page = browser.new_page(viewport={"width": 1400, "height": 1000})
+        page.goto(f"{url}/toy_landscapes?toy=himmelblau", wait_until="domcontentloaded")
+        wait_ready(page, "Toy landscapes", charts=4)
+        nav = page.locator('[data-testid="stSidebarNav"]').inner_text()
+        assert "Experiments" in nav and "Minima map" in nav and "common" not in nav
+        assert "toy=himmelblau" in page.url
+        assert page.locator(".js-plotly-plot .gtitle").first.text_content() == "Himmelblau"
+        no_exception(page, "toy page")
+        browser.close()

@@ -1,0 +1,348 @@
+"""AppTest of every dashboard page against a temporary results folder with tiny finished runs."""
+
+import base64
+import json
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+from streamlit.testing.v1 import AppTest
+
+from lossbarcode.experiment import ExperimentConfig, run_experiment
+from lossbarcode.store import ResultStore
+
+ROOT = Path(__file__).resolve().parents[1]
+TINY = ExperimentConfig(n_train=200, n_test=100, width=8, depth=1, k=4, steps=30, batch_size=32,
+                        images=2, path_steps=10, eval_points=2, device="cpu")
+ANNEALED = TINY.replace(schedule="anneal")
+
+
+@pytest.fixture(scope="module")
+def store(tmp_path_factory):
+    """A results folder with two tiny finished runs (constant and annealed lr) and a demo
+    sweep file, made once per module; the environment points the app at both."""
+    root = tmp_path_factory.mktemp("results")
+    results = ResultStore(root)
+    runs = [run_experiment(config, results) for config in (TINY, ANNEALED)]
+    barcode = runs[0].barcode.to_dict()
+    records = [{"run_id": f"demo{w}{d}{s}", "dataset": "digits", "arch": "fcn", "width": w,
+                "depth": d, "seed": s, "k": 4, "n_params": 100 * w * d,
+                "to_score": 1.0 / (w * d) + 0.01 * s, "score_variant": "l2",
+                "train_loss": 0.1, "test_error": 0.2, "n_diverged": 0}
+               for w in (4, 8, 16) for d in (1, 2) for s in (0, 1)]
+    demo = root.parent / "demo_sweep.json"
+    demo.write_text(json.dumps({
+        "command": "lossbarcode sweep --widths 4,8,16 --depths 1,2 --seeds 0,1",
+        "description": "test sweep", "score_variant": "l2", "records": records,
+        "barcodes": {r["run_id"]: barcode for r in records if r["seed"] == 0},
+    }))  # no "summary": the page computes it
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("LOSSBARCODE_RESULTS", str(root))
+        mp.setenv("LOSSBARCODE_DEMO_SWEEP", str(demo))
+        yield {"root": root, "runs": runs, "demo": demo}
+
+
+def app(page: str | None = None, **params: str) -> AppTest:
+    at = AppTest.from_file(str(ROOT / "app.py"), default_timeout=90)
+    for key, value in params.items():
+        at.query_params[key] = value
+    at.run()
+    if page is not None:
+        at.switch_page(f"pages/{page}.py").run()
+    return at
+
+
+def settle(at: AppTest, timeout: float = 90) -> AppTest:
+    """Rerun until the page's background view (map, slice) has finished."""
+    deadline = time.time() + timeout
+    while (any("updates by itself" in e.value for e in at.info)
+           or any("Estimating the cost" in e.value for e in at.caption)):
+        assert time.time() < deadline, "background view did not finish"
+        time.sleep(0.3)
+        at.run()
+    return at
+
+
+def texts(elements) -> str:
+    return " ".join(str(e.value) for e in elements)
+
+
+def charts(at: AppTest) -> list[dict]:
+    return [json.loads(c.proto.spec) for c in at.get("plotly_chart")]
+
+
+def array(value) -> np.ndarray:
+    """A figure array from its JSON: a list, or plotly's typed array (base64 + dtype)."""
+    if isinstance(value, dict) and "bdata" in value:
+        flat = np.frombuffer(base64.b64decode(value["bdata"]), dtype=value["dtype"])
+        shape = value.get("shape")
+        if isinstance(shape, str):
+            shape = [int(v) for v in shape.split(",")]
+        return flat.reshape(shape) if shape else flat
+    return np.asarray(value)
+
+
+def test_widget_choices_match_the_library():
+    from lossbarcode import data, minima, models, paths, topology
+    from pages import _common as ui
+
+    assert ui.DATASETS == data.DATASETS and ui.ARCHS == models.ARCHS
+    assert ui.OPTIMIZERS == minima.OPTIMIZERS and ui.SCHEDULES == minima.SCHEDULES
+    assert ui.PATH_METHODS == paths.METHODS and ui.PAIRINGS == paths.PAIRINGS
+    assert ui.RULES == topology.RULES and ui.NORMS == topology.NORMS
+
+
+def test_explore_shows_the_latest_run_and_highlights_a_minimum(store):
+    at = settle(app())
+    assert not at.exception
+    assert at.title[0].value == "Explore a run"
+    run = store["runs"][1]  # the most recent
+    assert at.query_params["run"] == run.run_id
+    assert at.metric[0].label == "TO-score (l2)"
+    figures = charts(at)
+    assert len(figures) == 3  # barcode, diagram, profiles
+    assert len(figures[2]["data"]) == len(run.pairs) + 1
+    assert len(at.dataframe) == 1 and len(at.dataframe[0].value) == run.k
+    assert "Estimated" in texts(at.sidebar.caption)
+    assert len(at.get("download_button")) == 4
+    at.selectbox(key="highlight").set_value(1).run()
+    assert not at.exception
+    assert at.query_params["minimum"] == "1"
+    assert "Minimum 1" in texts(at.info)
+    barcode = charts(at)[0]["data"][0]
+    bar = array(barcode["customdata"])[:, 0].tolist().index(1)
+    assert array(barcode["marker"]["line"]["width"])[bar] == 2.5
+
+
+def test_explore_opens_a_shared_link_and_reports_unknown_runs(store):
+    first = store["runs"][0]
+    at = app(run=first.run_id, minimum="2")
+    assert not at.exception
+    assert at.selectbox(key="picker_run").value == first.run_id
+    assert at.selectbox(key="highlight").value == 2
+    at = app(run="0123456789abcdef")
+    assert not at.exception and "not in the results folder" in texts(at.warning)
+    at = app(run="../../etc")
+    assert not at.exception
+
+
+def test_explore_runs_the_tiny_preset_and_rejects_bad_configs(store):
+    at = settle(app(preset="tiny"))
+    assert at.sidebar.selectbox(key="preset").value == "tiny"
+    assert at.sidebar.number_input(key="cfg_width").value == 8
+    settle(at.sidebar.button[0].click().run())  # same config as the stored run: done at once
+    assert not at.exception
+    assert at.query_params["run"] == TINY.run_id
+    assert at.selectbox(key="picker_run").value == TINY.run_id
+    assert "Already computed" in texts(at.sidebar.caption)
+    settle(at.sidebar.selectbox(key="cfg_arch").set_value("transformer").run())
+    assert not at.exception
+    assert "sequence dataset" in texts(at.sidebar.error)
+    assert at.sidebar.button[0].disabled
+    settle(at.sidebar.selectbox(key="preset").set_value("default").run())
+    assert not at.exception and not at.sidebar.error
+    assert at.sidebar.number_input(key="cfg_width").value == 32
+
+
+def test_explore_live_progress_then_result(store):
+    config = TINY.replace(seed=3)
+    at = app(preset="tiny")
+    at.sidebar.number_input(key="cfg_seed").set_value(3).run()
+    at.sidebar.button[0].click().run()
+    assert not at.exception
+    assert at.query_params["run"] == config.run_id
+    from pages import _common as ui
+
+    status = ui._manager(str(store["root"])).wait(config.run_id, timeout=120)
+    assert status.state == "done", status
+    at.run()
+    assert not at.exception
+    assert at.selectbox(key="picker_run").value == config.run_id
+    assert len(charts(at)) == 3
+
+
+def test_two_sessions_asking_for_one_run_compute_it_once(store):
+    from pages import _common as ui
+
+    config = TINY.replace(seed=5)
+    sessions = [settle(app(preset="tiny")) for _ in range(2)]
+    for at in sessions:
+        settle(at.sidebar.number_input(key="cfg_seed").set_value(5).run())
+    for at in sessions:
+        at.sidebar.button[0].click().run()
+        assert not at.exception
+    manager = ui._manager(str(store["root"]))
+    assert [j.job_id for j in manager.jobs()].count(config.run_id) == 1
+    assert manager.wait(config.run_id, timeout=120).state == "done"
+    for at in sessions:
+        at.run()
+        assert at.selectbox(key="picker_run").value == config.run_id
+        assert len(charts(at)) == 3
+
+
+def test_explore_cancel_a_running_job(store):
+    from pages import _common as ui
+
+    config = TINY.replace(steps=20_000, seed=6)  # long enough to be cancelled while running
+    at = settle(app(preset="tiny"))
+    at.sidebar.number_input(key="cfg_steps").set_value(20_000).run()
+    settle(at.sidebar.number_input(key="cfg_seed").set_value(6).run())
+    at.sidebar.button[0].click().run()
+    manager = ui._manager(str(store["root"]))
+    deadline = time.time() + 60
+    while manager.status(config.run_id).state != "running" and time.time() < deadline:
+        time.sleep(0.1)
+    at.run()
+    assert not at.exception
+    assert len(at.get("progress")) == 1
+    cancel = next(b for b in at.button if b.label == "Cancel")
+    cancel.click().run()
+    assert manager.wait(config.run_id, timeout=60).state == "cancelled"
+    at.run()
+    assert not at.exception
+    assert "cancelled" in texts(at.info)
+    assert not at.get("progress")
+
+
+def test_scaling_reads_the_demo_sweep_and_overlays_barcodes(store):
+    at = app("scaling")
+    assert not at.exception
+    assert at.sidebar.selectbox(key="sweep_source").value == "demo"
+    figures = charts(at)
+    assert len(figures) == 3  # vs width, vs depth, overlay
+    assert len(figures[0]["data"]) == 4  # 2 depths x (mean, seeds)
+    assert figures[0]["layout"]["xaxis"]["type"] == "log"
+    assert [t["name"] for t in figures[2]["data"][:3]] == ["width 4", "width 8", "width 16"]
+    at.sidebar.toggle[1].set_value(True).run()
+    assert charts(at)[0]["layout"]["yaxis"]["type"] == "log"
+    at.radio[0].set_value("depth").run()
+    assert not at.exception
+    assert [t["name"] for t in charts(at)[2]["data"][:2]] == ["depth 1", "depth 2"]
+    at.text_input(key="sw_widths").set_value("4,x").run()
+    assert "comma list of integers" in texts(at.error)
+
+
+def test_scaling_launches_a_sweep_from_the_page(store):
+    at = AppTest.from_file(str(ROOT / "app.py"), default_timeout=90)
+    at.session_state["explore_config"] = TINY.to_dict()
+    at.run()
+    at.switch_page("pages/scaling.py").run()
+    at.text_input(key="sw_widths").set_value("6,8").run()
+    at.text_input(key="sw_depths").set_value("1").run()
+    settle(at.text_input(key="sw_seeds").set_value("0").run())
+    assert "2 runs (1 already finished)" in texts(at.caption)
+    launch = next(b for b in at.button if b.label == "Launch sweep")
+    launch.click().run()
+    assert not at.exception
+    job = at.session_state["sweep_job"]
+    from pages import _common as ui
+
+    assert ui._manager(str(store["root"])).wait(job, timeout=120).state == "done"
+    at.run()
+    assert not at.exception
+    source = at.sidebar.selectbox(key="sweep_source")
+    assert source.value != "demo" and "runs)" in source.format_func(source.value)
+    assert len(charts(at)) >= 2
+
+
+def test_minima_map_2d_and_3d(store):
+    run = store["runs"][0]
+    at = settle(app("minima_map", run=run.run_id))
+    assert not at.exception
+    figure = charts(at)[0]
+    names = [t.get("name") for t in figure["data"]]
+    assert "minima" in names and len(figure["data"]) >= run.k  # minima + a line per path
+    at.sidebar.selectbox[1].set_value("segment length").run()
+    settle(at)
+    assert not at.exception
+    at.sidebar.radio[0].set_value("3").run()
+    settle(at)
+    assert not at.exception
+    assert charts(at)[0]["data"][-1]["type"] == "scatter3d"
+    assert at.query_params["dim"] == "3"
+
+
+def test_landscape_slice(store):
+    run = store["runs"][0]
+    at = settle(app("landscape_slice", run=run.run_id, minima="0,1,3"))
+    assert not at.exception
+    assert at.sidebar.multiselect[0].value == [0, 1, 3]
+    figures = charts(at)
+    assert len(figures) == 2
+    assert figures[0]["data"][-1]["name"] == "trained minima"
+    at.sidebar.radio[0].set_value("surface").run()
+    settle(at)
+    assert not at.exception and charts(at)[0]["data"][0]["type"] == "surface"
+    at.sidebar.multiselect[0].set_value([0, 1]).run()
+    assert "exactly three" in texts(at.info)
+
+
+def test_generalization_pools_the_selected_runs(store):
+    ids = [r.run_id for r in store["runs"]]
+    at = app("generalization", runs=ids[0])
+    assert not at.exception
+    assert at.sidebar.multiselect[0].value == [ids[0]]
+    at.sidebar.multiselect[0].set_value(ids).run()
+    assert not at.exception
+    assert at.query_params["runs"] == ids
+    figure = charts(at)[0]
+    assert len(figure["data"]) == 2  # one trace per run
+    n = sum(len(array(t.get("x", []))) for t in figure["data"])
+    assert at.metric[2].value == str(n)
+    at.sidebar.radio[0].set_value("test loss").run()
+    assert not at.exception
+
+
+def test_compare_two_runs(store):
+    a, b = store["runs"]
+    at = app("compare", run=a.run_id, run2=b.run_id)
+    assert not at.exception
+    assert len(charts(at)) == 4
+    labels = [m.label for m in at.metric]
+    assert "Bottleneck distance" in labels and "Wasserstein distance" in labels
+    assert "schedule" in str(at.dataframe[0].value)
+    at = app("compare", run=a.run_id, run2=a.run_id)
+    assert not at.exception and "same run" in texts(at.info)
+
+
+def test_method_page_worked_example():
+    at = app("method")
+    assert not at.exception
+    assert at.metric[0].value == "2.693"
+    at.radio[0].set_value("direct").run()
+    assert at.metric[0].value == "4.123"
+    assert "2012.15834" in " ".join(m.value for m in at.markdown)
+
+
+def test_toy_page_state_in_the_url():
+    at = app("toy_landscapes", toy="himmelblau")
+    assert not at.exception
+    assert at.sidebar.selectbox[0].value == "himmelblau"
+    at.sidebar.selectbox[0].set_value("quartic").run()
+    assert at.query_params["toy"] == "quartic"
+
+
+def test_pages_without_runs_say_what_to_do(tmp_path, monkeypatch):
+    monkeypatch.setenv("LOSSBARCODE_RESULTS", str(tmp_path / "empty"))
+    monkeypatch.setenv("LOSSBARCODE_DEMO_SWEEP", str(tmp_path / "missing.json"))
+    for page in ("explore", "scaling", "minima_map", "landscape_slice", "generalization",
+                 "compare"):
+        at = app(None if page == "explore" else page)
+        assert not at.exception, page
+        assert "No finished runs" in texts(at.info) or "No sweep" in texts(at.info), page
+
+
+def test_app_start_and_toy_page_do_not_import_torch():
+    code = (
+        "import sys\n"
+        "from streamlit.testing.v1 import AppTest\n"
+        "for page in ('pages/toy_landscapes.py', 'pages/method.py'):\n"
+        "    assert not AppTest.from_file(page, default_timeout=60).run().exception\n"
+        "import pages._common\n"
+        "bad = [m for m in ('torch', 'umap') if m in sys.modules]\n"
+        "assert not bad, bad\n"
+    )
+    subprocess.run([sys.executable, "-c", code], cwd=ROOT, check=True, timeout=120)

@@ -1,0 +1,216 @@
+"""Figure invariants: trace counts, colours keyed by minimum, highlights, NaN handling."""
+
+import numpy as np
+import pytest
+
+from lossbarcode import minima_barcode, plots
+from lossbarcode.topology import Barcode
+
+# The design's counter-example: L(a)=0, L(c)=1, L(b)=2; barriers c-a 5, c-b 3, b-a 3.5.
+LOSSES = np.array([0.0, 2.0, 1.0])  # a = 0, b = 1, c = 2
+BARRIERS = np.array([[np.inf, 3.5, 5.0], [3.5, np.inf, 3.0], [5.0, 3.0, np.inf]])
+PAIRS = np.array([[0, 1], [0, 2], [1, 2]])
+
+
+@pytest.fixture
+def barcode() -> Barcode:
+    return minima_barcode(LOSSES, BARRIERS)
+
+
+def profiles():
+    t = np.linspace(0, 1, 11)
+    out = []
+    for i, j in PAIRS:
+        out.append((t, np.interp(t, [0, 0.5, 1], [LOSSES[i], BARRIERS[i, j], LOSSES[j]])))
+    return out
+
+
+def test_minimum_colors_are_keyed_by_index_not_by_bar(barcode):
+    assert barcode.minima.tolist() == [0, 2, 1]
+    colors = plots.minimum_colors(barcode.minima)
+    assert colors == [plots.minimum_color(0), plots.minimum_color(2), plots.minimum_color(1)]
+    assert plots.minimum_color(3) == plots.minimum_color(3 + len(plots.PALETTE))
+    fig = plots.barcode_figure(barcode, colors=colors)
+    assert list(fig.data[0].marker.color) == colors
+    diagram = plots.diagram_figure(barcode, colors=colors)
+    assert list(diagram.data[-1].marker.color) == colors
+
+
+def test_barcode_figure_keeps_its_defaults_and_marks_essential_bars(barcode):
+    fig = plots.barcode_figure(barcode)
+    assert [t.name for t in fig.data] == ["bars", "essential"]
+    assert list(fig.data[0].marker.color) == plots.bar_colors(3)
+    assert np.asarray(fig.data[0].customdata).tolist() == [[0, 0], [2, 1], [1, 2]]
+    assert list(fig.data[1].text) == ["∞"]
+    # the essential bar reaches the right edge of the axis
+    right = fig.layout.xaxis.range[1]
+    assert fig.data[0].base[0] + fig.data[0].x[0] == pytest.approx(right)
+    with pytest.raises(ValueError, match="one entry per bar"):
+        plots.barcode_figure(barcode, colors=["red"])
+
+
+def test_barcode_highlight_fades_the_other_bars(barcode):
+    fig = plots.barcode_figure(barcode, highlight=2)
+    opacity = np.array(fig.data[0].marker.opacity)
+    assert opacity[1] == 1 and np.all(opacity[[0, 2]] < 0.5)
+    assert list(fig.data[0].marker.line.width) == [0, 2.5, 0]
+    diagram = plots.diagram_figure(barcode, highlight=2)
+    assert list(diagram.data[-1].marker.size) == [9, 15, 9]
+
+
+def test_zero_length_bars_get_a_visible_marker():
+    bars = minima_barcode(np.array([0.0, 1.0, 1.0]),
+                          np.array([[np.inf, 1.0, 1.0], [1.0, np.inf, 1.0],
+                                    [1.0, 1.0, np.inf]]))
+    fig = plots.barcode_figure(bars)
+    short = [t for t in fig.data if t.name == "short bars"]
+    assert len(short) == 1 and sorted(np.asarray(short[0].customdata)[:, 0].tolist()) == [1, 2]
+
+
+def test_death_pair_and_path_colors(barcode):
+    # union-find: b (1) dies at 3 on path 1-2 (index 2), c (2) dies at 3.5 on path 0-1 (index 0)
+    assert plots.death_pair(barcode, PAIRS, 1) == 2
+    assert plots.death_pair(barcode, PAIRS, 2) == 0
+    assert plots.death_pair(barcode, PAIRS, 0) is None  # essential
+    assert plots.death_pair(barcode, PAIRS[:1], 1) is None  # its path is not in the list
+    colors = plots.path_colors(barcode, PAIRS)
+    assert colors == [plots.minimum_color(2), plots.NEUTRAL, plots.minimum_color(1)]
+
+
+def test_profiles_figure_hover_names_pair_and_barrier_and_highlights_one(barcode):
+    fig = plots.profiles_figure(profiles(), PAIRS, BARRIERS[PAIRS[:, 0], PAIRS[:, 1]],
+                                colors=plots.path_colors(barcode, PAIRS), highlight=2)
+    lines, tops = fig.data[:3], fig.data[3]
+    assert [t.name for t in lines] == ["0–1", "0–2", "1–2"] and tops.name == "barriers"
+    assert lines[2].customdata[0].tolist() == [1, 2, 3.0]
+    assert "barrier" in lines[0].hovertemplate and "path" in lines[0].hovertemplate
+    assert lines[2].line.width > lines[0].line.width
+    assert lines[2].opacity > lines[0].opacity
+    assert np.allclose(tops.y, [3.5, 5.0, 3.0])
+    with pytest.raises(ValueError):
+        plots.profiles_figure(profiles(), PAIRS[:2])
+    with pytest.raises(ValueError):
+        plots.profiles_figure(profiles(), PAIRS, highlight=3)
+
+
+def test_profiles_figure_handles_nan_losses():
+    t = np.linspace(0, 1, 5)
+    fig = plots.profiles_figure([(t, np.array([0, np.nan, 2, 1, 0.5])), (t, np.full(5, np.nan))],
+                                np.array([[0, 1], [0, 2]]))
+    assert len(fig.data) == 3
+    assert np.isnan(fig.data[0].y[1])
+    assert list(fig.data[2].y) == [2.0]  # the all-NaN path has no barrier marker
+
+
+SUMMARY = [
+    {"arch": "fcn", "width": w, "depth": d, "n_params": 10 * w * d, "runs": 2,
+     "to_score_mean": 1.0 / (w * d), "to_score_std": 0.1 / w, "to_score_seeds": [0.9 / (w * d),
+                                                                                  1.1 / (w * d)],
+     "seeds": [0, 1], "test_error_mean": 0.1}
+    for d in (1, 2) for w in (4, 8, 16)
+]
+
+
+def test_scaling_figure_groups_by_the_other_axis():
+    fig = plots.scaling_figure(SUMMARY, x="width", score_variant="l2")
+    assert len(fig.data) == 4  # (mean, seeds) x 2 depths
+    means = fig.data[0::2]
+    assert [t.name for t in means] == ["depth 1", "depth 2"]
+    assert list(means[0].x) == [4, 8, 16] and np.allclose(means[0].error_y.array,
+                                                          [0.025, 0.0125, 0.00625])
+    assert len(fig.data[1].x) == 6  # every seed of depth 1
+    assert fig.layout.yaxis.title.text == "TO-score (l2)"
+    by_depth = plots.scaling_figure(SUMMARY, x="depth", log_x=True, log_y=True)
+    assert len(by_depth.data) == 6 and by_depth.layout.xaxis.type == "log"
+    assert by_depth.layout.yaxis.type == "log"
+    with pytest.raises(ValueError):
+        plots.scaling_figure(SUMMARY, x="k")
+
+
+def test_scaling_figure_drops_nonpositive_scores_on_log_axes():
+    rows = [dict(SUMMARY[0], to_score_mean=0.0, to_score_seeds=[0.0, 0.0]), SUMMARY[1]]
+    fig = plots.scaling_figure(rows, log_y=True)
+    assert list(fig.data[0].x) == [8] and len(fig.data[1].x) == 2
+    fig = plots.scaling_figure(rows)
+    assert list(fig.data[0].x) == [4, 8]
+
+
+def test_barcodes_overlay_figure_one_trace_per_scale(barcode):
+    other = minima_barcode(LOSSES / 2, BARRIERS / 2)
+    fig = plots.barcodes_overlay_figure({"width 4": barcode, "width 8": other})
+    assert [t.name for t in fig.data] == ["width 4", "width 8", "essential"]
+    assert list(fig.data[1].y) == [4, 5, 6]  # offset below the first block
+    assert len(fig.data[2].x) == 2  # one ∞ per barcode
+    assert list(fig.layout.yaxis.ticktext) == ["width 4", "width 8"]
+    assert fig.data[0].marker.color != fig.data[1].marker.color
+
+
+def test_projection_figure_2d_3d_and_nan_values():
+    rng = np.random.default_rng(0)
+    minima = rng.normal(size=(4, 2))
+    paths = [np.linspace(minima[0], minima[1], 5), np.linspace(minima[2], minima[3], 5)]
+    fig = plots.projection_figure(minima, None, paths, np.array([[0, 1], [2, 3]]))
+    assert len(fig.data) == 3 and fig.data[2].name == "minima"
+    assert list(fig.data[2].marker.color) == plots.minimum_colors(range(4))
+    values = np.array([0.1, np.nan, 0.3, np.inf])
+    fig = plots.projection_figure(minima, values, paths, np.array([[0, 1], [2, 3]]),
+                                  color_label="segment length", highlight=2)
+    assert [t.name for t in fig.data[2:]] == ["minima", "no value"]
+    assert list(fig.data[2].marker.color) == [0.1, 0.3]
+    assert list(fig.data[3].customdata) == [1, 3]
+    assert list(fig.data[2].marker.size) == [12, 20]
+    fig3 = plots.projection_figure(rng.normal(size=(4, 3)), values, [rng.normal(size=(5, 3))],
+                                   np.array([[0, 1]]))
+    assert fig3.data[0].type == "scatter3d" and len(fig3.data) == 3
+    with pytest.raises(ValueError):
+        plots.projection_figure(rng.normal(size=(4, 4)))
+
+
+def test_generalization_figure_drops_nonfinite_and_annotates_spearman():
+    groups = {"constant lr": (np.array([np.inf, 0.1, 0.2, 0.3]), np.array([0.1, 0.2, 0.3, 0.4])),
+              "annealed lr": (np.array([0.0, np.nan]), np.array([0.5, 0.6]))}
+    stats = {"spearman": 0.8, "p_value": 0.05, "n": 4}
+    fig = plots.generalization_figure(groups, stats)
+    assert [t.name for t in fig.data] == ["constant lr", "annealed lr"]
+    assert list(fig.data[0].x) == [0.1, 0.2, 0.3] and list(fig.data[0].customdata) == [1, 2, 3]
+    assert len(fig.data[1].x) == 1
+    assert "ρ = 0.800" in fig.layout.annotations[0].text and "n = 4" in \
+        fig.layout.annotations[0].text
+    assert "2 essential/diverged" in fig.layout.title.text
+    assert fig.data[0].marker.symbol != fig.data[1].marker.symbol
+    fig = plots.generalization_figure(groups, {"spearman": None, "p_value": None, "n": 2})
+    assert "not enough" in fig.layout.annotations[0].text
+
+
+def test_slice_figure_marks_the_three_trained_minima():
+    from lossbarcode import grid_barcode
+
+    x = y = np.linspace(-1, 1, 21)
+    loss = (x[:, None] ** 2 - 0.5) ** 2 + y[None, :] ** 2
+    bars = grid_barcode(loss)
+    points = np.array([[-0.7, 0.0], [0.7, 0.0], [0.0, 0.5]])
+    fig = plots.slice_figure(x, y, loss, bars, points, [3, 5, 6])
+    assert fig.data[-1].name == "trained minima"
+    assert list(fig.data[-1].marker.color) == plots.minimum_colors([3, 5, 6])
+    surface = plots.slice_figure(x, y, loss, bars, points, [3, 5, 6], kind="surface")
+    assert surface.data[0].type == "surface" and surface.data[-1].type == "scatter3d"
+
+
+def test_barcode_limits_cover_every_barcode(barcode):
+    other = minima_barcode(LOSSES + 10, BARRIERS + 10)
+    lo, hi = plots.barcode_limits(barcode, other)
+    assert lo < 0 and hi > 13.5
+    fig = plots.barcode_figure(barcode, x_range=(lo, hi))
+    assert tuple(fig.layout.xaxis.range) == (lo, hi)
+
+
+def test_provenance_strings():
+    from lossbarcode.experiment import ExperimentConfig
+
+    config = ExperimentConfig(width=8, k=4, schedule="anneal", device="cpu")
+    assert plots.reproduce_command(config) == ("lossbarcode run --width 8 --minima 4 "
+                                               "--schedule anneal --device cpu")
+    assert plots.reproduce_command(ExperimentConfig()) == "lossbarcode run"
+    text = plots.describe_config(config)
+    assert "width 8" in text and "K = 4" in text and "anneal" in text and "l2" in text
+    assert "widths varied" in plots.describe_config(config, varied=("width",))
