@@ -165,7 +165,7 @@ def _cmd_sweep(args: argparse.Namespace) -> int:
 
     results = sweep(config, widths=_ints(args.widths), depths=_ints(args.depths),
                     seeds=_ints(args.seeds), executor=args.executor, store=_store(args),
-                    ray_address=args.ray_address, progress=progress)
+                    ray_address=args.ray_address, progress=progress, design=args.design)
     if bar is not None:
         bar.close()
     records = sweep_records(results)
@@ -377,6 +377,9 @@ def build_parser() -> argparse.ArgumentParser:
     sw.add_argument("--widths", help="comma list, e.g. 4,8,16,32")
     sw.add_argument("--depths", help="comma list, e.g. 1,2,3")
     sw.add_argument("--seeds", help="comma list, e.g. 0,1,2")
+    sw.add_argument("--design", choices=["grid", "cross"], default="grid",
+                    help="grid: every width x depth (default); cross: every width at the base "
+                         "--depth, then every depth at the base --width")
     sw.add_argument("--executor", choices=["local", "ray"], default="local",
                     help="local (in process, default) or ray (needs lossbarcode[ray])")
     sw.add_argument("--ray-address", default=None,

@@ -283,13 +283,15 @@ class JobManager:
         widths: Sequence[int] | None = None,
         depths: Sequence[int] | None = None,
         seeds: Sequence[int] | None = None,
+        design: str = "grid",
     ) -> str:
-        """Queue the grid widths x depths x seeds (None keeps the base value) as one job.
+        """Queue the sweep widths x depths x seeds (None keeps the base value; ``design`` as in
+        :func:`~lossbarcode.sweep.sweep_configs`) as one job.
 
         Returns ``"sweep-<16 hex>"``, a hash of the grid's run ids, so the same grid submitted
         again while it runs is the same job. Raises ``ValueError`` for an invalid grid.
         """
-        configs = sweep_configs(base, widths, depths, seeds)
+        configs = sweep_configs(base, widths, depths, seeds, design)
         digest = hashlib.sha256(",".join(c.run_id for c in configs).encode()).hexdigest()
         return self._submit(f"sweep-{digest[:16]}", "sweep", configs)
 

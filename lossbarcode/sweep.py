@@ -1,4 +1,4 @@
-"""Sweeps: a grid of widths x depths x seeds as a list of runs, locally or on a Ray cluster.
+"""Sweeps: widths x depths x seeds (a grid or a cross) as runs, locally or on Ray.
 
 Finished runs are loaded from the store, never recomputed, so a sweep can be stopped and
 restarted, or grown by adding widths. ``executor="ray"`` (optional extra ``lossbarcode[ray]``)
@@ -26,6 +26,7 @@ from lossbarcode.experiment import (
 from lossbarcode.store import ResultStore
 
 EXECUTORS = ("local", "ray")
+DESIGNS = ("grid", "cross")
 RunProgress = Callable[[int, int, ExperimentConfig], Any]
 """``progress(done, total, config)`` after each run of a sweep."""
 
@@ -35,13 +36,26 @@ def sweep_configs(
     widths: Sequence[int] | None = None,
     depths: Sequence[int] | None = None,
     seeds: Sequence[int] | None = None,
+    design: str = "grid",
 ) -> list[ExperimentConfig]:
-    """The validated configs of the grid; an axis left as None keeps the base value."""
+    """The validated configs of a sweep; an axis left as None keeps the base value.
+
+    ``design="grid"`` runs every width x depth; ``"cross"`` varies one scale at a time: every
+    width at the base depth, then every depth at the base width (the two curves of a
+    TO-score-vs-scale study for the price of their sum). Each scale runs every seed.
+    """
+    if design not in DESIGNS:
+        raise ValueError(f"design must be one of {DESIGNS}, got {design!r}")
     axes = [list(widths or [base.width]), list(depths or [base.depth]), list(seeds or [base.seed])]
     if any(len(set(a)) != len(a) for a in axes):
         raise ValueError("widths, depths and seeds must not repeat values")
+    if design == "grid":
+        scales = list(itertools.product(axes[0], axes[1]))
+    else:
+        scales = [(w, base.depth) for w in axes[0]]
+        scales += [(base.width, d) for d in axes[1] if (base.width, d) not in scales]
     return [base.replace(width=w, depth=d, seed=s).validate()
-            for w, d, s in itertools.product(*axes)]
+            for (w, d), s in itertools.product(scales, axes[2])]
 
 
 def _run_remote(config: dict[str, Any], root: str | None) -> dict[str, Any]:
@@ -90,6 +104,7 @@ def sweep(
     store: ResultStore | None = None,
     ray_address: str | None = None,
     progress: RunProgress | None = None,
+    design: str = "grid",
 ) -> list[Result]:
     """Run (or load) every run of the grid; returns their Results in grid order.
 
@@ -100,10 +115,11 @@ def sweep(
         store: results folder (default ``ResultStore()``).
         ray_address: cluster address for ``ray.init`` (None: start a local instance).
         progress: ``progress(done, total, config)`` after each run.
+        design: ``"grid"`` or ``"cross"`` (see :func:`sweep_configs`).
     """
     if executor not in EXECUTORS:
         raise ValueError(f"executor must be one of {EXECUTORS}, got {executor!r}")
-    configs = sweep_configs(base, widths, depths, seeds)
+    configs = sweep_configs(base, widths, depths, seeds, design)
     store = store or ResultStore()
     if executor == "ray":
         return _run_on_ray(configs, store, ray_address, progress)

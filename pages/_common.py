@@ -400,7 +400,13 @@ def demo_sweep() -> dict[str, Any] | None:
         return None
 
 
-def demo_sweep_plan(command: str) -> tuple[ExperimentConfig, dict[str, list[int] | None]]:
+def sweep_commands(document: dict[str, Any]) -> list[str]:
+    """The ``lossbarcode sweep`` command(s) a sweep file records (a string or a list)."""
+    commands = document.get("command") or []
+    return [commands] if isinstance(commands, str) else [str(c) for c in commands]
+
+
+def demo_sweep_plan(command: str) -> tuple[ExperimentConfig, dict[str, Any]]:
     """Base config and grid axes of a ``lossbarcode sweep ...`` command line."""
     import shlex
 
@@ -410,7 +416,9 @@ def demo_sweep_plan(command: str) -> tuple[ExperimentConfig, dict[str, list[int]
     if "sweep" not in words:
         raise ValueError(f"not a 'lossbarcode sweep' command: {command!r}")
     args = cli.build_parser().parse_args(words[words.index("sweep"):])
-    axes = {name: cli._ints(getattr(args, name)) for name in ("widths", "depths", "seeds")}
+    axes: dict[str, Any] = {name: cli._ints(getattr(args, name))
+                            for name in ("widths", "depths", "seeds")}
+    axes["design"] = args.design
     return cli._config_from(args), axes
 
 

@@ -106,8 +106,8 @@ if data is not None:
         summary = [row for row in summary if row["arch"] in chosen_archs]
         records = [r for r in records if r["arch"] in chosen_archs]
     about = data.get("description") or ""
-    if data.get("command"):
-        about += f"  \nReproduce: `{data['command']}`"
+    for command in ui.sweep_commands(data):
+        about += f"  \nReproduce: `{command}`"
     st.caption(f"{about}  \nTO-score variant: **{variant}** · {len(records)} runs")
     widths = sorted({row["width"] for row in summary})
     depths = sorted({row["depth"] for row in summary})
@@ -207,12 +207,16 @@ with st.expander("Run a new sweep", expanded=not sources, icon=":material/play_c
             st.rerun()
         except (ValueError, FileNotFoundError) as err:
             st.error(str(err), icon=":material/error:")
-    if demo is not None and demo.get("command"):
+    demo_commands = ui.sweep_commands(demo) if demo is not None else []
+    if demo_commands:
         if b2.button("Recompute the demo sweep", disabled=running, icon=":material/refresh:",
-                     width="stretch", help=f"Runs `{demo['command']}` in the backend."):
+                     width="stretch", help="Runs " + " and ".join(
+                         f"`{c}`" for c in demo_commands) + " in the backend."):
             try:
-                demo_base, demo_axes = ui.demo_sweep_plan(demo["command"])
-                st.session_state.sweep_job = ui.manager().submit_sweep(demo_base, **demo_axes)
+                for command in demo_commands:  # queued in order; progress follows the last
+                    demo_base, demo_axes = ui.demo_sweep_plan(command)
+                    st.session_state.sweep_job = ui.manager().submit_sweep(demo_base,
+                                                                           **demo_axes)
                 st.session_state.sweep_family = ui.sweep_family(demo_base)
                 st.rerun()
             except (ValueError, FileNotFoundError, SystemExit) as err:
