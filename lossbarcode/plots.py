@@ -503,7 +503,8 @@ def scaling_figure(
     Args:
         summary: rows of :func:`lossbarcode.sweep.summarize` (``arch``, ``width``, ``depth``,
             ``n_params``, ``to_score_mean``, ``to_score_std``, ``to_score_seeds``, ``seeds``).
-        x: ``"width"`` or ``"depth"``; lines group the rows by ``arch`` and the other axis.
+        x: ``"width"`` or ``"depth"``; lines group the rows by ``arch`` and the other axis
+            (groups with a single scale are left out when some group has several).
         log_x, log_y: logarithmic axes.
         score_variant: named on the y axis (e.g. ``"l2"``).
 
@@ -517,6 +518,10 @@ def scaling_figure(
     groups: dict[tuple, list[dict]] = {}
     for row in summary:
         groups.setdefault((row["arch"], row[other]), []).append(row)
+    # A cross-shaped sweep (widths at one depth, depths at one width) leaves single points
+    # in the other curves; draw only the curves, unless no group has two scales.
+    curves = {k: rows for k, rows in groups.items() if len({r[x] for r in rows}) > 1}
+    groups = curves or groups
     keys = sorted(groups)
     archs = {k[0] for k in keys}
     colors = scale_colors(len(keys))

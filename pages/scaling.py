@@ -111,21 +111,15 @@ if data is not None:
     st.caption(f"{about}  \nTO-score variant: **{variant}** · {len(records)} runs")
     widths = sorted({row["width"] for row in summary})
     depths = sorted({row["depth"] for row in summary})
-    left, right = st.columns(2)
-    with left:
-        if len(widths) > 1:
-            ui.chart(plots.scaling_figure(summary, x="width", log_x=log_x, log_y=log_y,
-                                          score_variant=variant),
-                     key="vs_width", name="to_score_vs_width")
-        else:
-            st.info(f"This sweep has a single width ({widths[0]}).", icon=":material/info:")
-    with right:
-        if len(depths) > 1:
-            ui.chart(plots.scaling_figure(summary, x="depth", log_x=log_x, log_y=log_y,
-                                          score_variant=variant),
-                     key="vs_depth", name="to_score_vs_depth")
-        else:
-            st.info(f"This sweep has a single depth ({depths[0]}).", icon=":material/info:")
+    for column, axis, values in zip(st.columns(2), ("width", "depth"), (widths, depths),
+                                    strict=True):
+        with column:
+            if len(values) > 1:
+                ui.chart(plots.scaling_figure(summary, x=axis, log_x=log_x, log_y=log_y,
+                                              score_variant=variant),
+                         key=f"vs_{axis}", name=f"to_score_vs_{axis}")
+            else:
+                st.info(f"This sweep has a single {axis} ({values[0]}).", icon=":material/info:")
 
     table = [{k: v for k, v in row.items() if k not in ("to_score_seeds",)} for row in summary]
     with st.expander("Summary table", expanded=False):

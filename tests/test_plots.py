@@ -214,3 +214,19 @@ def test_provenance_strings():
     text = plots.describe_config(config)
     assert "width 8" in text and "K = 4" in text and "anneal" in text and "l2" in text
     assert "widths varied" in plots.describe_config(config, varied=("width",))
+
+
+def test_scaling_figure_of_a_cross_sweep_draws_only_the_curves():
+    def row(width, depth):
+        return {"arch": "fcn", "width": width, "depth": depth, "n_params": width * depth,
+                "runs": 1, "to_score_mean": 1.0 / width / depth, "to_score_std": 0.0,
+                "to_score_seeds": [1.0 / width / depth], "seeds": [0]}
+
+    cross = [row(w, 2) for w in (4, 8, 16)] + [row(8, d) for d in (1, 3)]
+    vs_width = plots.scaling_figure(cross, x="width")
+    vs_depth = plots.scaling_figure(cross, x="depth")
+    means = [t for t in vs_width.data if t.mode == "lines+markers"]
+    assert [t.name for t in means] == ["depth 2"]
+    assert [t.name for t in vs_depth.data if t.mode == "lines+markers"] == ["width 8"]
+    single = plots.scaling_figure([row(4, 2), row(8, 3)], x="width")
+    assert len([t for t in single.data if t.mode == "lines+markers"]) == 2  # nothing to drop
