@@ -140,7 +140,10 @@ if data is not None:
                           index=0 if len(widths) > 1 or len(depths) == 1 else 1)
     fixed_axis = "depth" if along == "width" else "width"
     fixed_values = depths if along == "width" else widths
-    fixed = cols[1].selectbox(f"at {fixed_axis}", fixed_values)
+    # default: the value that has the most scales along the varied axis (the base of a cross)
+    spread = {v: len({r[along] for r in records if r[fixed_axis] == v}) for v in fixed_values}
+    fixed = cols[1].selectbox(f"at {fixed_axis}", fixed_values,
+                              index=fixed_values.index(max(fixed_values, key=spread.get)))
     seeds = sorted({r["seed"] for r in records})
     seed = cols[2].selectbox("seed", seeds)
     chosen = sorted((r for r in records if r[fixed_axis] == fixed and r["seed"] == seed),
