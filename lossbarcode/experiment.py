@@ -227,9 +227,7 @@ class Result:
 
     def segment_lengths(self) -> np.ndarray:
         """``(K,)`` segment length of each minimum: NaN if diverged, inf for essential bars."""
-        lengths = np.full(self.k, np.nan)
-        lengths[self.barcode.minima] = self.barcode.lengths()
-        return lengths
+        return segment_lengths(self.barcode, self.k)
 
     def minima_table(self) -> list[dict[str, Any]]:
         """One row per minimum: losses, test error and its bar (None if diverged); NaN where
@@ -330,6 +328,13 @@ def all_scores(barcode: topology.Barcode) -> dict[str, float]:
         score_variant(norm, normalize): topology.to_score(barcode, norm, normalize)
         for normalize in topology.NORMALIZATIONS for norm in topology.NORMS
     }
+
+
+def segment_lengths(barcode: topology.Barcode, k: int) -> np.ndarray:
+    """``(k,)`` bar length of each of ``k`` minima (NaN where a minimum has no bar)."""
+    lengths = np.full(k, np.nan)
+    lengths[barcode.minima] = barcode.lengths()
+    return lengths
 
 
 def generalization_summary(lengths: np.ndarray, test_error: np.ndarray) -> dict[str, Any]:
@@ -513,8 +518,6 @@ def assemble_result(config: ExperimentConfig, found, connected, timings: dict[st
                          + valid[np.maximum(barcode.saddle_edges[:, 1], 0)], -1),
     )
     timings = {**timings, "barcode": time.perf_counter() - start}
-    lengths = np.full(found.k, np.nan)
-    lengths[barcode.minima] = barcode.lengths()
     return Result(
         run_id=config.run_id,
         config=config,
@@ -529,7 +532,8 @@ def assemble_result(config: ExperimentConfig, found, connected, timings: dict[st
         profiles=tuple(connected.profiles),
         barcode=barcode,
         to_score=all_scores(barcode),
-        generalization=generalization_summary(lengths, found.test_error),
+        generalization=generalization_summary(segment_lengths(barcode, found.k),
+                                              found.test_error),
         timings=timings,
         n_params=found.n_params,
         device=device,

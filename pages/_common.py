@@ -155,6 +155,14 @@ NO_RUNS = ("No finished runs yet. Start one on the **Explore** page (or from the
            "`lossbarcode run`), then come back.")
 
 
+def picked_result(label: str = "Run", param: str = "run") -> Result:
+    """:func:`run_picker` plus the finished result; stops the page when there is none."""
+    chosen = result(run_picker(label, param))
+    if chosen is None:
+        st.stop()
+    return chosen
+
+
 def run_picker(label: str = "Run", param: str = "run", pending: Sequence[str] = (),
                default_index: int = 0, container: Any = None,
                empty_message: str = NO_RUNS) -> str | None:

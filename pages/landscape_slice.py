@@ -28,10 +28,7 @@ st.caption(
     "paths that leave the plane can only do better, so its bars are upper bounds on the run's."
 )
 
-run_id = ui.run_picker("Run")
-r = ui.result(run_id)
-if r is None:
-    st.stop()
+r = ui.picked_result("Run")
 valid = [i for i in range(r.k) if not r.diverged[i]]
 if len(valid) < 3:
     st.warning(f"This run has {len(valid)} converged minima; a plane needs three. Run it with "

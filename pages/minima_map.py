@@ -30,10 +30,7 @@ st.caption(
     "are only a sketch; the barcode is computed in the full space."
 )
 
-run_id = ui.run_picker("Run")
-r = ui.result(run_id)
-if r is None:
-    st.stop()
+r = ui.picked_result("Run")
 
 with st.sidebar:
     dims = {"2": 2, "3": 3}
