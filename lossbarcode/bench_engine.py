@@ -14,8 +14,11 @@ Each row also gives loss evaluations per second (one evaluation = one network's 
 gradient while training, on one minibatch or on the full training set for NEB's loss profiles)
 and achieved GFLOP/s, estimated as ``6 * params * examples`` per loss+gradient evaluation and
 ``2 * params * examples`` per forward-only one (an fcn), next to the GFLOP/s of a large
-``torch.matmul`` on the same device, the practical ceiling. Times are the best of ``repeats``
-alternating runs; CUDA work is synchronised before every clock read.
+``torch.matmul`` on the same device, the practical ceiling. From these, ``ceiling`` is the
+speed-up the batched run would show if it computed at the matmul rate: ``loop time / (FLOPs /
+matmul GFLOP/s)``. A target above it cannot be met against that loop on that device, whatever
+the batched code does. Times are the best of ``repeats`` alternating runs; CUDA work is
+synchronised before every clock read.
 """
 
 from __future__ import annotations
@@ -53,8 +56,9 @@ def engine_benchmark(
     Returns a list of dicts with keys ``part, device, width, n_params, batched_s, loop_s,
     speedup, evals_per_s_batched, evals_per_s_loop, gflops_batched, gflops_loop,
     matmul_gflops`` (and ``max_abs_diff`` for ``minima``: largest parameter difference between
-    the two ways). Each time is the best of ``repeats`` runs (batched and looped runs
-    alternate), which filters out interference from other processes."""
+    the two ways) and ``speedup_ceiling`` (see the module docstring). Each time is the best of
+    ``repeats`` runs (batched and looped runs alternate), which filters out interference from
+    other processes."""
     from lossbarcode import data, models
 
     dev = default_device(device)
@@ -84,6 +88,9 @@ def engine_benchmark(
             say(f"width {width}: NEB, batched vs loop over pairs")
             rows.append({**base, **_bench_neb(land, neb_k, neb_steps, neb_images,
                                               neb_batch_size, lr, seed, repeats)})
+    for r in rows:
+        flops = r["gflops_batched"] * r["batched_s"]  # GFLOP of the batched run
+        r["speedup_ceiling"] = r["loop_s"] * r["matmul_gflops"] / flops
     return rows
 
 
@@ -91,7 +98,7 @@ def print_engine_benchmark(rows: Sequence[dict[str, Any]], file: Any = None) -> 
     """Print the rows of :func:`engine_benchmark` as a table."""
     head = (f"{'part':<7} {'device':<7} {'width':>6} {'params':>9} {'batched s':>10} "
             f"{'loop s':>8} {'speedup':>8} {'evals/s b':>10} {'evals/s l':>10} "
-            f"{'GFLOP/s b':>10} {'GFLOP/s l':>10} {'matmul':>8}")
+            f"{'GFLOP/s b':>10} {'GFLOP/s l':>10} {'matmul':>8} {'ceiling':>8}")
     print(head, file=file)
     print("-" * len(head), file=file)
     for r in rows:
@@ -99,7 +106,7 @@ def print_engine_benchmark(rows: Sequence[dict[str, Any]], file: Any = None) -> 
               f"{r['batched_s']:>10.3f} {r['loop_s']:>8.3f} {r['speedup']:>7.1f}x "
               f"{r['evals_per_s_batched']:>10,.0f} {r['evals_per_s_loop']:>10,.0f} "
               f"{r['gflops_batched']:>10.2f} {r['gflops_loop']:>10.2f} "
-              f"{r['matmul_gflops']:>8.1f}", file=file)
+              f"{r['matmul_gflops']:>8.1f} {r['speedup_ceiling']:>7.1f}x", file=file)
     diffs = [r for r in rows if "max_abs_diff" in r]
     for r in diffs:
         print(f"minima width {r['width']}: batched and looped parameters agree to "
@@ -107,7 +114,8 @@ def print_engine_benchmark(rows: Sequence[dict[str, Any]], file: Any = None) -> 
     print("evals: one network's loss (+ gradient) on one minibatch or on the full training set. "
           "GFLOP/s: 6 x params x examples per loss+gradient evaluation, 2 x params x examples "
           "per forward-only one; 'matmul': a large torch.matmul on the same device (the "
-          "practical ceiling).", file=file)
+          "practical ceiling); 'ceiling': the speed-up at that rate, loop s / (FLOPs / matmul "
+          "GFLOP/s).", file=file)
 
 
 def matmul_gflops(device: torch.device, n: int | None = None, repeats: int = 5) -> float:

@@ -336,7 +336,8 @@ def _bench_experiment(args: argparse.Namespace) -> int:
 def _bench_engine(args: argparse.Namespace) -> int:
     from lossbarcode.bench_engine import engine_benchmark, print_engine_benchmark
 
-    rows = engine_benchmark(device=args.device, widths=tuple(_ints(args.widths) or (32,)))
+    rows = engine_benchmark(device=args.device, widths=tuple(_ints(args.widths) or (32,)),
+                            repeats=args.repeats, parts=tuple(args.parts.split(",")))
     print_engine_benchmark(rows)
     return 0
 
@@ -431,6 +432,10 @@ def build_parser() -> argparse.ArgumentParser:
         "engine", help="batched vs looped training and NEB; GFLOP/s vs a plain matmul")
     engine.add_argument("--device", default="cpu", help="cpu or cuda (default cpu)")
     engine.add_argument("--widths", default="32", help="comma list of fcn widths (default 32)")
+    engine.add_argument("--parts", default="minima,neb",
+                        help="comma list of parts to time: minima, neb (default both)")
+    engine.add_argument("--repeats", type=int, default=3,
+                        help="runs of each way; the best time counts (default 3)")
     engine.set_defaults(handler=_bench_engine)
 
     app_bench = which.add_parser(

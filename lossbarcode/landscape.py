@@ -35,9 +35,10 @@ Requirements on the user's pieces:
   initialisation of any other model exactly.
 
 Speed: the built-in tasks' losses are computed for all B networks in one call
-(:func:`batched_task_loss`) and the built-in fully connected family runs as a batched "wide
-net" (:func:`wide_forward_for`, checked against vmap at construction); everything else goes
-through vmap. A landscape is not thread-safe (``functional_call`` temporarily swaps the
+(:func:`batched_task_loss`), and the built-in fully connected family runs as one "wide net"
+with a hand-derived gradient for the built-in classification and regression losses
+(:mod:`lossbarcode.wide`, checked against vmap + autograd at construction); everything else goes
+through vmap and autograd. A landscape is not thread-safe (``functional_call`` temporarily swaps the
 template's parameters): use one per thread.
 
 Memory: an evaluation of ``b`` parameter vectors on ``n`` examples needs about
@@ -55,7 +56,7 @@ import copy
 import math
 import os
 from collections.abc import Callable, Iterator, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 import numpy as np
@@ -64,9 +65,10 @@ from torch import Tensor, nn
 from torch.func import functional_call, vmap
 from torch.nn import functional as F
 
+from lossbarcode.wide import WideFCN, wide_fcn_for
+
 LossFn = Callable[[Tensor, Tensor], Tensor]
 BatchedLossFn = Callable[[Tensor, Tensor], Tensor]  # (B, n, ...) outputs, targets -> (B,)
-WideForward = Callable[[dict[str, Tensor], Tensor, bool], Tensor]  # (params, x, per_vector)
 MEMORY_FRACTION = 0.5  # share of free memory a landscape may plan for by default
 _GRAD_FACTOR = 3.0  # activations kept for backward + their gradients + temporaries
 _FORWARD_FACTOR = 1.0  # forward only: at most the activations themselves live at once
@@ -133,8 +135,8 @@ class Landscape:
             set automatically for the built-in tasks when ``loss_fn`` is not given.
         memory_limit: bytes a single evaluation may plan for.
         act_bytes: measured bytes of saved activations per example for one network.
-        wide_forward: batched "wide net" forward used instead of vmap for known model
-            families (see :func:`wide_forward_for`), or ``None``.
+        wide: the "wide net" forward (and, for the built-in losses, gradient) used instead of
+            vmap + autograd for the built-in FCN family (:mod:`lossbarcode.wide`), or ``None``.
     """
 
     module: nn.Module
@@ -156,7 +158,7 @@ class Landscape:
     act_bytes: float = 0.0
     init_fn: Callable[[int], nn.Module] | None = None
     _cpu_template: nn.Module | None = field(default=None)
-    wide_forward: WideForward | None = None
+    wide: WideFCN | None = None
 
     # ------------------------------------------------------------------ construction
     @classmethod
@@ -315,7 +317,7 @@ class Landscape:
                 f"{_mib(land.memory_limit)}; use a smaller model or raise memory_limit"
             )
         object.__setattr__(land, "act_bytes", land._probe_activation_bytes())
-        object.__setattr__(land, "wide_forward", land._checked_wide_forward())
+        object.__setattr__(land, "wide", land._checked_wide())
         one = land._cost(1, 1, grad=True)
         if one > land.memory_limit:
             raise ValueError(
@@ -489,8 +491,8 @@ class Landscape:
 
     def _stack_forward(self, params: dict[str, Tensor], x: Tensor, per_vector: bool) -> Tensor:
         """Outputs ``(B, n, ...)`` of stacked ``params`` on shared or per-network ``x``."""
-        if self.wide_forward is not None:
-            return self.wide_forward(params, x, per_vector)
+        if self.wide is not None:
+            return self.wide.forward(params, x, per_vector)
         return vmap(self._forward, in_dims=(0, 0 if per_vector else None))(params, x)
 
     def as_thetas(self, thetas: Any) -> Tensor:
@@ -557,7 +559,11 @@ class Landscape:
             for s0, s1 in _ranges(n, nsz):
                 xs = xc.narrow(ex_dim, s0, s1 - s0) if nsz < n else xc
                 ys = yc.narrow(ex_dim, s0, s1 - s0) if nsz < n else yc
-                if grad:
+                if grad and self.wide is not None and self.wide.task is not None:
+                    lval, parts = self.wide.loss_and_grad(self.params(tc), xs, ys, per_vector)
+                    g = torch.cat([parts[name].reshape(tc.shape[0], -1) for name in self.names],
+                                  dim=1)
+                elif grad:
                     with torch.enable_grad():
                         t = tc.detach().requires_grad_(True)
                         lval = self._stack_loss(self.params(t), xs, ys, per_vector)
@@ -651,25 +657,38 @@ class Landscape:
         del loss, out
         return total
 
-    def _checked_wide_forward(self) -> WideForward | None:
-        """The wide-net forward for this model if one exists and reproduces the vmap path
-        on a probe (shared and per-network inputs); otherwise ``None`` (vmap is used)."""
-        wide = wide_forward_for(self.module)
+    def _checked_wide(self) -> WideFCN | None:
+        """The wide net for this model if one exists and reproduces the vmap + autograd path
+        on a probe (shared and per-network inputs): ``None`` if its forward differs (vmap is
+        used), and without its gradient (``task=None``; autograd is used) if only that differs."""
+        task = next((t for t, f in _BATCHED_LOSSES.items() if f is self.batched_loss_fn), None)
+        wide = wide_fcn_for(self.module, task)
         if wide is None or self.fixed:
             return None
         base = torch.cat([p.reshape(-1) for p in self._template_params()])
         g = torch.Generator().manual_seed(0)
         noise = torch.randn(2, base.numel(), generator=g).to(self.device, self.dtype)
-        params = self.params(base + 0.1 * noise * base.abs().mean())
-        x = self.x_train[: min(3, self.n_train)]
+        thetas = base + 0.1 * noise * base.abs().mean()
+        n = min(3, self.n_train)
+        x, y = self.x_train[:n], self.y_train[:n]
+        plain = replace(self, wide=None)
         try:
-            with torch.no_grad():
-                for xs, per_vector in ((x, False), (torch.stack([x, x.flip(0)]), True)):
-                    ref = vmap(self._forward, in_dims=(0, 0 if per_vector else None))(params, xs)
-                    if not torch.allclose(wide(params, xs, per_vector), ref, rtol=1e-4,
-                                          atol=1e-5):
+            for xs, ys, per_vector in ((x, y, False), (torch.stack([x, x.flip(0)]),
+                                                       torch.stack([y, y.flip(0)]), True)):
+                with torch.no_grad():
+                    ref = vmap(self._forward, in_dims=(0, 0 if per_vector else None))(
+                        self.params(thetas), xs)
+                    if not torch.allclose(wide.forward(self.params(thetas), xs, per_vector), ref,
+                                          rtol=1e-4, atol=1e-5):
                         return None
-        except (RuntimeError, KeyError, TypeError, AttributeError, IndexError):
+                if wide.task is not None:
+                    ref_l, ref_g = plain.evaluate_batch(thetas, xs, ys, per_vector=per_vector)
+                    mine = replace(self, wide=wide)
+                    loss, grad = mine.evaluate_batch(thetas, xs, ys, per_vector=per_vector)
+                    if not (torch.allclose(loss, ref_l, rtol=1e-4, atol=1e-6)
+                            and torch.allclose(grad, ref_g, rtol=1e-3, atol=1e-5)):
+                        wide = replace(wide, task=None)
+        except (RuntimeError, KeyError, TypeError, AttributeError, IndexError, ValueError):
             return None
         return wide
 
@@ -718,38 +737,6 @@ _BATCHED_LOSSES: dict[str, BatchedLossFn] = {
     "regression": _batched_regression,
     "sequence": _batched_sequence,
 }
-
-
-def wide_forward_for(module: nn.Module) -> WideForward | None:
-    """A batched "wide net" forward for known model families, or ``None``.
-
-    vmap runs each layer of B stacked networks through generic batching rules; for the
-    built-in fully connected family (``lossbarcode.models`` FCN) the same computation written
-    directly as batched matrix products (``baddbmm``) is about 1.6x faster on the CPU for small
-    widths. The landscape only uses it after checking it against the vmap path."""
-    if type(module).__name__ != "FCN" or type(module).__module__ != "lossbarcode.models":
-        return None
-    hidden, head, act = (getattr(module, a, None) for a in ("hidden", "head", "act"))
-    if not (isinstance(hidden, nn.ModuleList) and isinstance(head, nn.Linear) and callable(act)
-            and all(isinstance(h, nn.Linear) for h in hidden)):
-        return None
-    names = [(f"hidden.{i}.weight", f"hidden.{i}.bias") for i in range(len(hidden))]
-
-    def forward(params: dict[str, Tensor], x: Tensor, per_vector: bool) -> Tensor:
-        h = x.flatten(2) if per_vector else x.flatten(1)
-        for w, b in names:
-            h = act(_stacked_linear(h, params[w], params[b]))
-        return _stacked_linear(h, params["head.weight"], params["head.bias"])
-
-    return forward
-
-
-def _stacked_linear(h: Tensor, w: Tensor, b: Tensor) -> Tensor:
-    """B linear layers at once: ``h`` ``(B, n, in)`` (or shared ``(n, in)``), ``w``
-    ``(B, out, in)``, ``b`` ``(B, out)`` -> ``(B, n, out)``."""
-    if h.dim() == 2:
-        return torch.matmul(h, w.transpose(1, 2)) + b[:, None]
-    return torch.baddbmm(b[:, None], h, w.transpose(1, 2))
 
 
 def _ranges(n: int, step: int) -> Iterator[tuple[int, int]]:

@@ -26,7 +26,7 @@ __all__ = ["ARCHS", "ModelSpec", "build", "describe", "n_params"]
 
 ARCHS: tuple[str, ...] = ("fcn", "cnn", "resnet", "transformer")
 
-_ACTIVATIONS: dict[str, Callable[[torch.Tensor], torch.Tensor]] = {
+ACTIVATIONS: dict[str, Callable[[torch.Tensor], torch.Tensor]] = {
     "relu": F.relu,
     "gelu": F.gelu,
     "tanh": torch.tanh,
@@ -102,9 +102,9 @@ def build(
         allowed = ", ".join(_OPTIONS[arch])
         raise ValueError(f"unknown option(s) {unknown} for arch {arch!r}; allowed: {allowed}")
     opts = {**_OPTIONS[arch], **options}
-    if "activation" in opts and opts["activation"] not in _ACTIVATIONS:
+    if "activation" in opts and opts["activation"] not in ACTIVATIONS:
         raise ValueError(
-            f"unknown activation {opts['activation']!r}; choose from {', '.join(_ACTIVATIONS)}"
+            f"unknown activation {opts['activation']!r}; choose from {', '.join(ACTIVATIONS)}"
         )
     if arch == "transformer":
         heads = _positive_int(heads, "heads")
@@ -187,7 +187,7 @@ class FCN(nn.Module):
         sizes = [d_in] + [spec.width] * spec.depth
         self.hidden = nn.ModuleList(nn.Linear(a, b) for a, b in zip(sizes, sizes[1:], strict=False))
         self.head = nn.Linear(spec.width, spec.n_outputs)
-        self.act = _ACTIVATIONS[spec.options["activation"]]
+        self.act = ACTIVATIONS[spec.options["activation"]]
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         h = x.flatten(1)
@@ -218,7 +218,7 @@ class CNN(nn.Module):
             for _ in range(spec.depth)
         )
         self.head = nn.Linear(spec.width, spec.n_outputs)
-        self.act = _ACTIVATIONS[spec.options["activation"]]
+        self.act = ACTIVATIONS[spec.options["activation"]]
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         h = x
@@ -262,7 +262,7 @@ class ResNet(nn.Module):
 
     def __init__(self, spec: ModelSpec):
         super().__init__()
-        act = _ACTIVATIONS[spec.options["activation"]]
+        act = ACTIVATIONS[spec.options["activation"]]
         w = spec.width
         self.image = len(spec.input_shape) == 3
         if self.image:

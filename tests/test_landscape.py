@@ -76,8 +76,8 @@ def test_per_network_batches_and_explicit_xy(digits):
 def test_wide_forward_matches_vmap(digits):
     model = models.build("fcn", 8, 2, digits.input_shape, digits.n_outputs, seed=0)
     land = Landscape.from_dataset(model, digits, device="cpu")
-    assert land.wide_forward is not None
-    plain = dataclasses.replace(land, wide_forward=None)
+    assert land.wide is not None and land.wide.task == "classification"
+    plain = dataclasses.replace(land, wide=None)
     thetas = land.init(3, seed=2)
     for batch in (None, torch.arange(20), torch.randint(0, 96, (3, 16))):
         l1, g1 = land.loss_and_grad(thetas, batch)
@@ -98,7 +98,7 @@ def test_user_module_loss_and_data():
     land = Landscape.from_tensors(net, x[:40], y[:40], x[40:], y[40:], loss_fn=loss_fn,
                                   device="cpu")
     assert land.n_params == 3 * 5 + 5 + 5 + 1
-    assert land.batched_loss_fn is None and land.wide_forward is None
+    assert land.batched_loss_fn is None and land.wide is None
     thetas = land.init(2, seed=3)
     losses, grads = land.loss_and_grad(thetas)
     for b in range(2):
