@@ -6,7 +6,10 @@ width, the same work two ways in one process and reports the speed-up:
 1. ``minima``: K networks (digits, fcn of the given width and depth 2) trained by
    :func:`lossbarcode.minima.find_minima` (one vmapped program) vs one ``nn.Module`` +
    ``torch.optim`` optimizer per seed in a Python loop: same initialisations, minibatch order,
-   number of steps and batch size, so the final parameters agree (``max_abs_diff``).
+   number of steps and batch size, so the final parameters agree up to float round-off
+   (``median_abs_diff``, ``max_abs_diff``: per network, the largest parameter difference). Round-off
+   can decide on which side of a ReLU kink an example falls; such a network's two runs then
+   part (differences of 1e-3 and more) while the others stay within about 1e-6, hence the median.
 2. ``neb``: nudged elastic bands on all pairs of ``neb_k`` minima in one call of
    :func:`lossbarcode.paths.connect` vs one call per pair.
 
@@ -55,10 +58,10 @@ def engine_benchmark(
 
     Returns a list of dicts with keys ``part, device, width, n_params, batched_s, loop_s,
     speedup, evals_per_s_batched, evals_per_s_loop, gflops_batched, gflops_loop,
-    matmul_gflops`` (and ``max_abs_diff`` for ``minima``: largest parameter difference between
-    the two ways) and ``speedup_ceiling`` (see the module docstring). Each time is the best of
-    ``repeats`` runs (batched and looped runs alternate), which filters out interference from
-    other processes."""
+    matmul_gflops, speedup_ceiling`` (see the module docstring) and, for ``minima``,
+    ``median_abs_diff`` and ``max_abs_diff``: over the networks, of each network's largest
+    parameter difference between the two ways. Each time is the best of ``repeats`` runs
+    (batched and looped runs alternate), which filters out interference from other processes."""
     from lossbarcode import data, models
 
     dev = default_device(device)
@@ -107,10 +110,11 @@ def print_engine_benchmark(rows: Sequence[dict[str, Any]], file: Any = None) -> 
               f"{r['evals_per_s_batched']:>10,.0f} {r['evals_per_s_loop']:>10,.0f} "
               f"{r['gflops_batched']:>10.2f} {r['gflops_loop']:>10.2f} "
               f"{r['matmul_gflops']:>8.1f} {r['speedup_ceiling']:>7.1f}x", file=file)
-    diffs = [r for r in rows if "max_abs_diff" in r]
-    for r in diffs:
-        print(f"minima width {r['width']}: batched and looped parameters agree to "
-              f"max |diff| = {r['max_abs_diff']:.2e}", file=file)
+    for r in (r for r in rows if "max_abs_diff" in r):
+        print(f"minima width {r['width']}: batched vs looped parameters, largest |diff| per "
+              f"network: median {r['median_abs_diff']:.1e}, max {r['max_abs_diff']:.1e} (a "
+              "network whose runs fall on different sides of a ReLU kink parts from its twin)",
+              file=file)
     print("evals: one network's loss (+ gradient) on one minibatch or on the full training set. "
           "GFLOP/s: 6 x params x examples per loss+gradient evaluation, 2 x params x examples "
           "per forward-only one; 'matmul': a large torch.matmul on the same device (the "
@@ -154,13 +158,14 @@ def _bench_minima(land: Landscape, model: torch.nn.Module, k: int, steps: int,
         return out
 
     batched, t_b, looped, t_l = _alternate(dev, batched_run, loop_run, repeats)
+    per_net = (batched.thetas - looped.cpu()).abs().amax(dim=1)
     n_eval = k * steps
     flops = 6.0 * land.n_params * min(batch_size, land.n_train) * n_eval
     return {
         "part": "minima", "batched_s": t_b, "loop_s": t_l, "speedup": t_l / t_b,
         "evals_per_s_batched": n_eval / t_b, "evals_per_s_loop": n_eval / t_l,
         "gflops_batched": flops / t_b / 1e9, "gflops_loop": flops / t_l / 1e9,
-        "max_abs_diff": float((batched.thetas - looped.cpu()).abs().max()),
+        "median_abs_diff": float(per_net.median()), "max_abs_diff": float(per_net.max()),
     }
 
 
