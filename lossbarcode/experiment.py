@@ -452,6 +452,7 @@ def run_experiment(
 
         stored = _load(store, run_id, "minima")
         if stored is None:
+            _drop_derived(store, run_id, "minima")
             start = time.perf_counter()
             land = build_landscape(config)
             found = minima_mod.find_minima(
@@ -473,6 +474,7 @@ def run_experiment(
 
         stored = _load(store, run_id, "paths")
         if stored is None:
+            _drop_derived(store, run_id, "paths")
             start = time.perf_counter()
             land = land or build_landscape(config)
             connected = paths_mod.connect(
@@ -495,6 +497,19 @@ def run_experiment(
         store.save_stage(run_id, "result", result.to_json())
         report("result", 1, 1, f"TO-score {result.score:.4g}")
         return result
+
+
+# What each stage is computed from, by stage-name prefix: the dashboard caches maps (minima +
+# paths) and plane slices (minima) as stages of the run too.
+_DERIVED = {"minima": ("paths", "result", "map-", "slice-"), "paths": ("result", "map-")}
+
+
+def _drop_derived(store: ResultStore, run_id: str, stage: str) -> None:
+    """Before ``stage`` is (re)computed, drop every stage made from an earlier copy of it, so
+    no stale path, map or slice is read back next to the new stage."""
+    for name in store.stages(run_id):
+        if name.startswith(_DERIVED[stage]):
+            store.drop_stage(run_id, name)
 
 
 def assemble_result(config: ExperimentConfig, found, connected, timings: dict[str, float],

@@ -131,6 +131,36 @@ def test_corrupt_minima_are_recomputed_identically(store):
     assert again.barcode == first.barcode  # same seed, same CPU -> same barcode
 
 
+def test_recomputed_stages_drop_what_was_made_from_the_old_ones(store):
+    from lossbarcode.maps import minima_map
+    from lossbarcode.slices import result_slice
+
+    first = run_experiment(TINY, store)
+    run_id = first.run_id
+    minima_map(store, run_id, method="pca")
+    result_slice(store, run_id, (0, 1, 2), resolution=5)
+    derived = {s for s in store.stages(run_id) if s.startswith(("map-", "slice-"))}
+    assert len(derived) == 2
+    # A lost paths stage: its map goes with it; the slice (made from the minima) stays.
+    store.drop_stage(run_id, "paths")
+    store.drop_stage(run_id, "result")
+    run_experiment(TINY, store)
+    assert {s for s in store.stages(run_id) if s.startswith("map-")} == set()
+    assert {s for s in store.stages(run_id) if s.startswith("slice-")} == {
+        s for s in derived if s.startswith("slice-")}
+    # Corrupt minima: the paths, maps and slices made from them are all recomputed or gone.
+    minima_map(store, run_id, method="pca")
+    paths_json = store.root / run_id / "paths.json"
+    before = paths_json.stat().st_mtime_ns
+    npz = store.root / run_id / "minima.npz"
+    npz.write_bytes(npz.read_bytes()[:-50])
+    store.drop_stage(run_id, "result")
+    with pytest.warns(RuntimeWarning):
+        run_experiment(TINY, store)
+    assert not [s for s in store.stages(run_id) if s.startswith(("map-", "slice-"))]
+    assert paths_json.stat().st_mtime_ns != before  # the paths were recomputed too
+
+
 RUN_IN_CHILD = """
     import sys, time
     from lossbarcode.experiment import ExperimentConfig, run_experiment
