@@ -11,7 +11,13 @@ width, the same work two ways in one process and reports the speed-up:
    can decide on which side of a ReLU kink an example falls; such a network's two runs then
    part (differences of 1e-3 and more) while the others stay within about 1e-6, hence the median.
 2. ``neb``: nudged elastic bands on all pairs of ``neb_k`` minima in one call of
-   :func:`lossbarcode.paths.connect` vs one call per pair.
+   :func:`lossbarcode.paths.connect` vs one call per pair (each call still evaluates that
+   pair's images together, in one batched program).
+3. ``neb-image``: the same batched call vs one call per pair on a landscape that evaluates one
+   image at a time (``functional_call`` + autograd on the plain module, no vmap, no wide
+   net): the cost model of a classic NEB implementation, which holds one network per image.
+   Everything else (minibatches, steps, insertions, profiles) is the same code, so both ways
+   find the same paths.
 
 Each row also gives loss evaluations per second (one evaluation = one network's loss, with its
 gradient while training, on one minibatch or on the full training set for NEB's loss profiles)
@@ -28,12 +34,16 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable, Sequence
+from dataclasses import fields
 from typing import Any
 
 import numpy as np
 import torch
+from torch.func import functional_call
 
 from lossbarcode.landscape import Landscape, default_device, network_seeds
+
+PARTS = ("minima", "neb", "neb-image")
 
 
 def engine_benchmark(
@@ -51,7 +61,7 @@ def engine_benchmark(
     neb_batch_size: int = 128,
     seed: int = 0,
     repeats: int = 3,
-    parts: Sequence[str] = ("minima", "neb"),
+    parts: Sequence[str] = PARTS,
     progress: Callable[[str], Any] | None = None,
 ) -> list[dict[str, Any]]:
     """Time batched vs looped minima training and NEB; one row per (width, part).
@@ -71,9 +81,10 @@ def engine_benchmark(
         raise ValueError(f"repeats must be >= 1, got {repeats}")
     if k < 2 or neb_k < 2:
         raise ValueError("k and neb_k must be at least 2")
-    unknown = set(parts) - {"minima", "neb"}
+    unknown = set(parts) - set(PARTS)
     if unknown:
-        raise ValueError(f"unknown benchmark parts {sorted(unknown)}; use 'minima' and/or 'neb'")
+        raise ValueError(f"unknown benchmark parts {sorted(unknown)}; choose from "
+                         f"{', '.join(PARTS)}")
     say = progress or (lambda _msg: None)
     ds = data.load("digits")
     ceiling = matmul_gflops(dev)
@@ -87,10 +98,12 @@ def engine_benchmark(
             say(f"width {width}: minima, batched vs loop")
             rows.append({**base, **_bench_minima(land, model, k, steps, batch_size, lr, seed,
                                                  repeats)})
-        if "neb" in parts:
-            say(f"width {width}: NEB, batched vs loop over pairs")
-            rows.append({**base, **_bench_neb(land, neb_k, neb_steps, neb_images,
-                                              neb_batch_size, lr, seed, repeats)})
+        for part, loop_land in (("neb", land), ("neb-image", _OneNetworkAtATime.of(land))):
+            if part in parts:
+                say(f"width {width}: {part}, batched vs loop")
+                rows.append({**base, "part": part, **_bench_neb(
+                    land, loop_land, neb_k, neb_steps, neb_images, neb_batch_size, lr, seed,
+                    repeats)})
     for r in rows:
         flops = r["gflops_batched"] * r["batched_s"]  # GFLOP of the batched run
         r["speedup_ceiling"] = r["loop_s"] * r["matmul_gflops"] / flops
@@ -99,13 +112,13 @@ def engine_benchmark(
 
 def print_engine_benchmark(rows: Sequence[dict[str, Any]], file: Any = None) -> None:
     """Print the rows of :func:`engine_benchmark` as a table."""
-    head = (f"{'part':<7} {'device':<7} {'width':>6} {'params':>9} {'batched s':>10} "
+    head = (f"{'part':<9} {'device':<7} {'width':>6} {'params':>9} {'batched s':>10} "
             f"{'loop s':>8} {'speedup':>8} {'evals/s b':>10} {'evals/s l':>10} "
             f"{'GFLOP/s b':>10} {'GFLOP/s l':>10} {'matmul':>8} {'ceiling':>8}")
     print(head, file=file)
     print("-" * len(head), file=file)
     for r in rows:
-        print(f"{r['part']:<7} {r['device']:<7} {r['width']:>6} {r['n_params']:>9,} "
+        print(f"{r['part']:<9} {r['device']:<7} {r['width']:>6} {r['n_params']:>9,} "
               f"{r['batched_s']:>10.3f} {r['loop_s']:>8.3f} {r['speedup']:>7.1f}x "
               f"{r['evals_per_s_batched']:>10,.0f} {r['evals_per_s_loop']:>10,.0f} "
               f"{r['gflops_batched']:>10.2f} {r['gflops_loop']:>10.2f} "
@@ -191,8 +204,8 @@ def _loop_minima(land: Landscape, model: torch.nn.Module, start: torch.Tensor,
     return torch.stack(out)
 
 
-def _bench_neb(land: Landscape, k: int, steps: int, images: int, batch_size: int, lr: float,
-               seed: int, repeats: int) -> dict[str, Any]:
+def _bench_neb(land: Landscape, loop_land: Landscape, k: int, steps: int, images: int,
+               batch_size: int, lr: float, seed: int, repeats: int) -> dict[str, Any]:
     from lossbarcode.minima import find_minima
     from lossbarcode.paths import connect
 
@@ -200,10 +213,11 @@ def _bench_neb(land: Landscape, k: int, steps: int, images: int, batch_size: int
     mins = find_minima(land, k, lr=lr, steps=200, seed=seed)
     kw = {"method": "neb", "steps": steps, "images": images, "batch_size": batch_size,
           "seed": seed}
-    connect(land, mins, [(0, 1)], **{**kw, "steps": 2})  # warm-up
+    for lnd in (land, loop_land):  # warm-up
+        connect(lnd, mins, [(0, 1)], **{**kw, "steps": 2})
     pairs = [(int(i), int(j)) for n, i in enumerate(mins.valid) for j in mins.valid[n + 1 :]]
     res, t_b, _, t_l = _alternate(dev, lambda: connect(land, mins, "all", **kw),
-                                  lambda: [connect(land, mins, [p], **kw) for p in pairs],
+                                  lambda: [connect(loop_land, mins, [p], **kw) for p in pairs],
                                   repeats)
     # Training evaluations (loss + gradient on a minibatch): interior images per pair grow by
     # `insert` every AutoNEB cycle. Full-set forward evaluations: the dense profiles of the
@@ -219,10 +233,34 @@ def _bench_neb(land: Landscape, k: int, steps: int, images: int, batch_size: int
     flops = land.n_params * (6.0 * min(batch_size, land.n_train) * n_train_evals
                              + 2.0 * land.n_eval * n_full_evals)
     return {
-        "part": "neb", "batched_s": t_b, "loop_s": t_l, "speedup": t_l / t_b,
+        "batched_s": t_b, "loop_s": t_l, "speedup": t_l / t_b,
         "evals_per_s_batched": n_eval / t_b, "evals_per_s_loop": n_eval / t_l,
         "gflops_batched": flops / t_b / 1e9, "gflops_loop": flops / t_l / 1e9,
     }
+
+
+class _OneNetworkAtATime(Landscape):
+    """A baseline only: the same landscape, evaluating its parameter vectors one at a time
+    with ``functional_call`` + autograd on the plain module (no vmap, no wide net)."""
+
+    @classmethod
+    def of(cls, land: Landscape) -> _OneNetworkAtATime:
+        return cls(**{f.name: getattr(land, f.name) for f in fields(land)})
+
+    def evaluate_batch(self, thetas: torch.Tensor, x: torch.Tensor, y: torch.Tensor, *,
+                       per_vector: bool = False, grad: bool = True
+                       ) -> tuple[torch.Tensor, torch.Tensor | None]:
+        losses, grads = [], []
+        for i in range(thetas.shape[0]):
+            xi, yi = (x[i], y[i]) if per_vector else (x, y)
+            with torch.enable_grad() if grad else torch.no_grad():
+                theta = thetas[i].detach().requires_grad_(grad)
+                out = functional_call(self.module, (self.params(theta), self.fixed), (xi,))
+                loss = self.loss_fn(out, yi)
+                if grad:
+                    grads.append(torch.autograd.grad(loss, theta)[0])
+            losses.append(loss.detach())
+        return torch.stack(losses), torch.stack(grads) if grad else None
 
 
 def _alternate(device: torch.device, first: Callable[[], Any], second: Callable[[], Any],

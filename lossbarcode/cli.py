@@ -432,8 +432,8 @@ def build_parser() -> argparse.ArgumentParser:
         "engine", help="batched vs looped training and NEB; GFLOP/s vs a plain matmul")
     engine.add_argument("--device", default="cpu", help="cpu or cuda (default cpu)")
     engine.add_argument("--widths", default="32", help="comma list of fcn widths (default 32)")
-    engine.add_argument("--parts", default="minima,neb",
-                        help="comma list of parts to time: minima, neb (default both)")
+    engine.add_argument("--parts", default="minima,neb,neb-image",
+                        help="comma list of parts to time: minima, neb, neb-image (default all)")
     engine.add_argument("--repeats", type=int, default=3,
                         help="runs of each way; the best time counts (default 3)")
     engine.set_defaults(handler=_bench_engine)

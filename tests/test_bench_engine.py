@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import math
 
+import numpy as np
 import pytest
 import torch
 
@@ -16,7 +17,7 @@ TINY = {"widths": (4,), "k": 3, "steps": 4, "batch_size": 16, "neb_k": 3, "neb_s
 
 def test_rows_compare_the_same_work():
     rows = engine_benchmark("cpu", **TINY)
-    assert [r["part"] for r in rows] == ["minima", "neb"]
+    assert [r["part"] for r in rows] == ["minima", "neb", "neb-image"]
     minima = rows[0]
     # Same initialisations, minibatches and steps: the batched and looped minima agree.
     assert minima["max_abs_diff"] < 1e-4 and minima["median_abs_diff"] <= minima["max_abs_diff"]
@@ -41,3 +42,25 @@ def test_table_and_command(capsys):
 def test_cuda_without_a_gpu_is_a_clear_error():
     with pytest.raises(ValueError, match="CUDA is not available"):
         engine_benchmark("cuda", **TINY)
+
+
+def test_one_at_a_time_baseline_computes_the_same_paths():
+    from lossbarcode import data, models
+    from lossbarcode.bench_engine import _OneNetworkAtATime
+    from lossbarcode.landscape import Landscape
+    from lossbarcode.minima import find_minima
+    from lossbarcode.paths import connect
+
+    ds = data.load("digits", n_train=120, n_test=40)
+    land = Landscape.from_dataset(models.build("fcn", 6, 2, ds.input_shape, 10, seed=0), ds,
+                                  device="cpu")
+    one = _OneNetworkAtATime.of(land)
+    thetas = land.init(3, seed=1)
+    for batch in (torch.arange(30), torch.randint(0, 120, (3, 12))):
+        for a, b in zip(land.loss_and_grad(thetas, batch), one.loss_and_grad(thetas, batch),
+                        strict=True):
+            torch.testing.assert_close(a, b, rtol=1e-4, atol=1e-6)
+    mins = find_minima(land, 3, steps=30, seed=0)
+    kw = {"method": "neb", "steps": 6, "images": 2, "batch_size": 32}
+    fast, slow = connect(land, mins, [(0, 2)], **kw), connect(one, mins, [(0, 2)], **kw)
+    np.testing.assert_allclose(fast.barriers, slow.barriers, rtol=1e-4)
