@@ -37,9 +37,9 @@ Requirements on the user's pieces:
 Speed: the built-in tasks' losses are computed for all B networks in one call
 (:func:`batched_task_loss`), and the built-in fully connected family runs as one "wide net"
 with a hand-derived gradient for the built-in classification and regression losses
-(:mod:`lossbarcode.wide`, checked against vmap + autograd at construction); everything else goes
-through vmap and autograd. A landscape is not thread-safe (``functional_call`` temporarily swaps the
-template's parameters): use one per thread.
+(:mod:`lossbarcode.wide`, checked against vmap + autograd at construction); everything else
+goes through vmap and autograd. A landscape is not thread-safe (``functional_call``
+temporarily swaps the template's parameters): use one per thread.
 
 Memory: an evaluation of ``b`` parameter vectors on ``n`` examples needs about
 ``b * (n * a + c * P)`` bytes, where ``a`` (bytes of activations per example) is measured once
