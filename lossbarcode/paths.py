@@ -42,7 +42,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 import numpy as np
@@ -123,6 +123,23 @@ class Paths:
             "role": self.role.astype(str), "minima_loss": self.minima_loss,
             "method": np.asarray(self.method),
         }
+
+    @classmethod
+    def concat(cls, parts: Sequence[Paths]) -> Paths:
+        """The paths of ``parts`` (same minima and method) as one :class:`Paths`; the
+        settings are the first part's."""
+        first = parts[0]
+        return cls(
+            pairs=np.concatenate([p.pairs for p in parts]).reshape(-1, 2),
+            images=tuple(t for p in parts for t in p.images),
+            profile_t=tuple(t for p in parts for t in p.profile_t),
+            profile_loss=tuple(t for p in parts for t in p.profile_loss),
+            barriers=np.concatenate([p.barriers for p in parts]),
+            linear_barriers=np.concatenate([p.linear_barriers for p in parts]),
+            fallback=np.concatenate([p.fallback for p in parts]),
+            role=np.concatenate([p.role for p in parts]),
+            minima_loss=first.minima_loss, method=first.method, settings=first.settings,
+        )
 
     @classmethod
     def from_arrays(cls, a: Any, settings: dict[str, Any] | None = None) -> Paths:
@@ -270,8 +287,9 @@ def connect(
                          "train more minima or lower the learning rate")
 
     thetas = landscape.as_thetas(minima.thetas)
-    run = _Run(landscape, thetas, method, images, steps, lr, eval_points, seed, progress,
-               optimizer, batch_size, spring, cycles, insert, t_samples)
+    losses = np.asarray(minima.train_loss, dtype=np.float64).copy()
+    run = _Run(landscape, thetas, losses, method, images, steps, lr, eval_points, seed,
+               progress, optimizer, batch_size, spring, cycles, insert, t_samples)
 
     if isinstance(pairs, str):
         all_pairs = np.array([(i, j) for a, i in enumerate(valid) for j in valid[a + 1 :]],
@@ -283,7 +301,7 @@ def connect(
     else:
         stages = [("list", _check_pairs(pairs, minima))]
 
-    results: list[_Result] = []
+    results: list[Paths] = []
     if stages:
         for role, pr in stages:
             results.append(run.optimise(pr, role))
@@ -298,8 +316,8 @@ def connect(
         if len(shortcuts):
             results.append(run.optimise(shortcuts, "shortcut"))
 
-    res = _Result.concat(results)
-    losses = minima.train_loss
+    # Paths contain their endpoints: clamp the round-off that could put a barrier below them.
+    res = Paths.concat(results)
     floor = np.maximum(losses[res.pairs[:, 0]], losses[res.pairs[:, 1]])
     settings = {
         "pairs": pairs if isinstance(pairs, str) else "list", "images": images, "steps": steps,
@@ -307,19 +325,8 @@ def connect(
         "batch_size": batch_size, "spring": spring, "cycles": cycles, "insert": insert,
         "t_samples": t_samples, "max_shortcuts": max_shortcuts, "screen_points": screen_points,
     }
-    return Paths(
-        pairs=res.pairs,
-        images=res.images,
-        profile_t=res.profile_t,
-        profile_loss=res.profile_loss,
-        barriers=np.maximum(res.barriers, floor),
-        linear_barriers=np.maximum(res.linear_barriers, floor),
-        fallback=res.fallback,
-        role=res.role,
-        minima_loss=np.asarray(losses, dtype=np.float64).copy(),
-        method=method,
-        settings=settings,
-    )
+    return replace(res, barriers=np.maximum(res.barriers, floor),
+                   linear_barriers=np.maximum(res.linear_barriers, floor), settings=settings)
 
 
 def barrier_matrix(paths: Paths, k: int | None = None) -> np.ndarray:
@@ -394,39 +401,14 @@ def plane_slice(
 # ------------------------------------------------------------------------------ engine
 
 
-@dataclass(frozen=True)
-class _Result:
-    pairs: np.ndarray
-    images: tuple[Tensor, ...]
-    profile_t: tuple[np.ndarray, ...]
-    profile_loss: tuple[np.ndarray, ...]
-    barriers: np.ndarray
-    linear_barriers: np.ndarray
-    fallback: np.ndarray
-    role: np.ndarray
-
-    @staticmethod
-    def concat(parts: list[_Result]) -> _Result:
-        return _Result(
-            pairs=np.concatenate([p.pairs for p in parts]).reshape(-1, 2),
-            images=tuple(t for p in parts for t in p.images),
-            profile_t=tuple(t for p in parts for t in p.profile_t),
-            profile_loss=tuple(t for p in parts for t in p.profile_loss),
-            barriers=np.concatenate([p.barriers for p in parts]),
-            linear_barriers=np.concatenate([p.linear_barriers for p in parts]),
-            fallback=np.concatenate([p.fallback for p in parts]),
-            role=np.concatenate([p.role for p in parts]),
-        )
-
-
 class _Run:
     """One call of :func:`connect`: shared settings, data sampling and evaluation."""
 
-    def __init__(self, land: Landscape, thetas: Tensor, method: str, images: int, steps: int,
-                 lr: float, eval_points: int, seed: int, progress: Progress | None,
-                 optimizer: str, batch_size: int | None, spring: float, cycles: int,
-                 insert: int, t_samples: int):
-        self.land, self.thetas, self.method = land, thetas, method
+    def __init__(self, land: Landscape, thetas: Tensor, minima_loss: np.ndarray, method: str,
+                 images: int, steps: int, lr: float, eval_points: int, seed: int,
+                 progress: Progress | None, optimizer: str, batch_size: int | None,
+                 spring: float, cycles: int, insert: int, t_samples: int):
+        self.land, self.thetas, self.minima_loss, self.method = land, thetas, minima_loss, method
         self.images, self.steps, self.lr, self.eval_points = images, steps, lr, eval_points
         self.progress, self.optimizer, self.spring = progress, optimizer, spring
         self.cycles, self.insert, self.t_samples = cycles, insert, t_samples
@@ -474,7 +456,8 @@ class _Run:
         self._report(1, 1, {"stage": "screen", "pairs": len(pairs)})
         return vals.max(axis=1)
 
-    def optimise(self, pairs: np.ndarray, role: str) -> _Result:
+    def optimise(self, pairs: np.ndarray, role: str) -> Paths:
+        """Optimised paths for ``pairs`` (barriers not yet clamped, no settings)."""
         a, c = self.thetas[pairs[:, 0]], self.thetas[pairs[:, 1]]
         n_img = self.images + 2
         lin_chain = _lerp(a[:, None], c[:, None], torch.linspace(
@@ -499,10 +482,11 @@ class _Run:
             imgs.append((lin_chain[m] if use_lin else chain[m]).detach().cpu())
             pts.append(lin_t[m] if use_lin else prof_t[m])
             pls.append(lin_loss[m] if use_lin else prof_loss[m])
-        return _Result(
+        return Paths(
             pairs=pairs, images=tuple(imgs), profile_t=tuple(pts), profile_loss=tuple(pls),
             barriers=np.minimum(bar, lin_bar), linear_barriers=lin_bar, fallback=fallback,
-            role=np.full(len(pairs), role),
+            role=np.full(len(pairs), role), minima_loss=self.minima_loss, method=self.method,
+            settings={},
         )
 
     # -- NEB

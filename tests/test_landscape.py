@@ -14,30 +14,15 @@ from lossbarcode.landscape import Landscape, batched_task_loss, network_seeds
 
 
 @pytest.fixture(scope="module")
-def digits():
-    return data.load("digits", n_train=96, n_test=48)
-
-
-@pytest.fixture(scope="module")
 def modadd():
     return data.load("modadd", n_train=48, n_test=24)
-
-
-def _reference(land: Landscape, theta: torch.Tensor, x, y):
-    """Loss and flat gradient of one network through a plain nn.Module."""
-    net = land.unflatten(theta)
-    loss = land.loss_fn(net(x), y)
-    loss.backward()
-    params = dict(net.named_parameters())
-    grad = torch.cat([params[n].grad.reshape(-1) for n in land.names])
-    return loss.detach(), grad
 
 
 ARCHS = [("fcn", "digits"), ("cnn", "digits"), ("resnet", "digits"), ("transformer", "modadd")]
 
 
 @pytest.mark.parametrize(("arch", "dataset"), ARCHS)
-def test_batched_equals_per_model(arch, dataset, request):
+def test_batched_equals_per_model(arch, dataset, request, reference):
     ds = request.getfixturevalue(dataset)
     model = models.build(arch, 8, 2, ds.input_shape, ds.n_outputs, seed=0)
     land = Landscape.from_dataset(model, ds, device="cpu")
@@ -47,7 +32,7 @@ def test_batched_equals_per_model(arch, dataset, request):
     full = land.loss(thetas)
     test_loss, test_err = land.test_metrics(thetas)
     for b in range(3):
-        ref_l, ref_g = _reference(land, thetas[b], land.x_train[idx], land.y_train[idx])
+        ref_l, ref_g = reference(land, thetas[b], land.x_train[idx], land.y_train[idx])
         torch.testing.assert_close(losses[b], ref_l, rtol=1e-5, atol=1e-6)
         torch.testing.assert_close(grads[b], ref_g, rtol=1e-4, atol=1e-6)
         net = land.unflatten(thetas[b])
@@ -86,7 +71,7 @@ def test_wide_forward_matches_vmap(digits):
         torch.testing.assert_close(g1, g2, rtol=1e-4, atol=1e-6)
 
 
-def test_user_module_loss_and_data():
+def test_user_module_loss_and_data(reference):
     g = torch.Generator().manual_seed(0)
     x = torch.randn(50, 3, generator=g)
     y = x @ torch.tensor([[1.0], [-2.0], [0.5]])
@@ -102,7 +87,7 @@ def test_user_module_loss_and_data():
     thetas = land.init(2, seed=3)
     losses, grads = land.loss_and_grad(thetas)
     for b in range(2):
-        ref_l, ref_g = _reference(land, thetas[b], land.x_train, land.y_train)
+        ref_l, ref_g = reference(land, thetas[b], land.x_train, land.y_train)
         torch.testing.assert_close(losses[b], ref_l)
         torch.testing.assert_close(grads[b], ref_g)
     test_loss, test_err = land.test_metrics(thetas)

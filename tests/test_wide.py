@@ -13,29 +13,15 @@ from lossbarcode.landscape import Landscape
 
 
 @pytest.fixture(scope="module")
-def digits():
-    return data.load("digits", n_train=96, n_test=48)
-
-
-@pytest.fixture(scope="module")
 def teacher():
     return data.load("teacher", n_train=64, n_test=32)
-
-
-def _reference(land: Landscape, theta: torch.Tensor, x, y):
-    """Loss and flat gradient of one network through a plain nn.Module and autograd."""
-    net = land.unflatten(theta)
-    loss = land.loss_fn(net(x), y)
-    loss.backward()
-    params = dict(net.named_parameters())
-    return loss.detach(), torch.cat([params[n].grad.reshape(-1) for n in land.names])
 
 
 @pytest.mark.parametrize("activation", ["relu", "tanh", "gelu"])
 @pytest.mark.parametrize(("dataset", "task"), [("digits", "classification"),
                                                ("teacher", "regression")])
 @pytest.mark.parametrize("depth", [1, 3])
-def test_gradient_equals_autograd(activation, dataset, task, depth, request):
+def test_gradient_equals_autograd(activation, dataset, task, depth, request, reference):
     ds = request.getfixturevalue(dataset)
     model = models.build("fcn", 6, depth, ds.input_shape, ds.n_outputs, seed=1,
                          activation=activation)
@@ -49,12 +35,12 @@ def test_gradient_equals_autograd(activation, dataset, task, depth, request):
         for b in range(3):
             idx = torch.arange(land.n_train) if batch is None else (
                 batch[b] if batch.dim() == 2 else batch)
-            ref_l, ref_g = _reference(land, thetas[b], land.x_train[idx], land.y_train[idx])
+            ref_l, ref_g = reference(land, thetas[b], land.x_train[idx], land.y_train[idx])
             torch.testing.assert_close(losses[b], ref_l, rtol=1e-5, atol=1e-6)
             torch.testing.assert_close(grads[b], ref_g, rtol=1e-4, atol=1e-6)
 
 
-def test_relu_kink_gets_zero_gradient(digits):
+def test_relu_kink_gets_zero_gradient(digits, reference):
     """At a pre-activation of exactly 0, ReLU's derivative is taken as 0, as autograd does."""
     model = models.build("fcn", 4, 1, digits.input_shape, digits.n_outputs, seed=0)
     land = Landscape.from_dataset(model, digits, device="cpu")
@@ -64,7 +50,7 @@ def test_relu_kink_gets_zero_gradient(digits):
     for name in ("hidden.0.weight", "hidden.0.bias"):
         params[name][0].zero_()
     _, grad = land.loss_and_grad(theta, torch.arange(20))
-    ref_l, ref_g = _reference(land, theta[0], land.x_train[:20], land.y_train[:20])
+    ref_l, ref_g = reference(land, theta[0], land.x_train[:20], land.y_train[:20])
     torch.testing.assert_close(grad[0], ref_g, rtol=1e-4, atol=1e-7)
     assert float(land.params(grad[0])["hidden.0.weight"][0].abs().max()) == 0.0
 
@@ -83,7 +69,7 @@ def test_only_the_built_in_fcn_gets_a_wide_net(digits):
     assert wide.wide_fcn_for(nn.Sequential(nn.Flatten(), nn.Linear(64, 10))) is None
 
 
-def test_custom_loss_keeps_the_wide_forward_but_uses_autograd(digits):
+def test_custom_loss_keeps_the_wide_forward_but_uses_autograd(digits, reference):
     model = models.build("fcn", 4, 1, digits.input_shape, digits.n_outputs, seed=0)
 
     def loss_fn(out, y):
@@ -93,11 +79,11 @@ def test_custom_loss_keeps_the_wide_forward_but_uses_autograd(digits):
     assert land.wide is not None and land.wide.task is None
     thetas = land.init(2, seed=0)
     _, grads = land.loss_and_grad(thetas, torch.arange(30))
-    _, ref_g = _reference(land, thetas[1], land.x_train[:30], land.y_train[:30])
+    _, ref_g = reference(land, thetas[1], land.x_train[:30], land.y_train[:30])
     torch.testing.assert_close(grads[1], ref_g, rtol=1e-4, atol=1e-6)
 
 
-def test_a_wrong_hand_gradient_is_caught_at_construction(digits, monkeypatch):
+def test_a_wrong_hand_gradient_is_caught_at_construction(digits, monkeypatch, reference):
     """The landscape checks the wide net against autograd and falls back if they differ."""
     right = wide.WideFCN.loss_and_grad
 
@@ -111,7 +97,7 @@ def test_a_wrong_hand_gradient_is_caught_at_construction(digits, monkeypatch):
     assert land.wide is not None and land.wide.task is None
     theta = land.init(1, seed=0)
     _, grad = land.loss_and_grad(theta, torch.arange(25))
-    _, ref_g = _reference(land, theta[0], land.x_train[:25], land.y_train[:25])
+    _, ref_g = reference(land, theta[0], land.x_train[:25], land.y_train[:25])
     torch.testing.assert_close(grad[0], ref_g, rtol=1e-4, atol=1e-6)
 
 
