@@ -17,13 +17,13 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+from lossbarcode.choices import DATASETS
 from lossbarcode.experiment import ExperimentConfig
 
 # Flags whose name differs from the config field.
 FLAG_NAMES = {"k": "minima"}
 HELP = {
-    "dataset": "digits (default), spirals, blobs, teacher, modadd, text, mnist, fashion_mnist, "
-               "cifar10, cifar100, svhn",
+    "dataset": f"{DATASETS[0]} (default), {', '.join(DATASETS[1:])}",
     "n_train": "training examples (seeded subset; default all)",
     "n_test": "test examples (seeded subset; default all)",
     "data_root": "folder of torchvision datasets, or the text file/folder for 'text'",
@@ -131,7 +131,7 @@ def _cmd_run(args: argparse.Namespace) -> int:
     config = _config_from(args)
     result = run_experiment(config, _store(args), progress=_progress_bars(args.quiet))
     if not args.quiet:
-        print(f"TO-score ({_variant(result)}): {result.score:.6g}   minima: {result.k}   "
+        print(f"TO-score ({config.score_variant}): {result.score:.6g}   minima: {result.k}   "
               f"stages: " + ", ".join(f"{k} {v:.1f}s" for k, v in result.timings.items()))
     print(result.run_id)
     return 0
@@ -180,7 +180,6 @@ def _cmd_sweep(args: argparse.Namespace) -> int:
 def _write_sweep(path: Path, results, records: list[dict], append: bool) -> list[dict]:
     """Write a sweep file (records, summary, barcodes, the commands that made it); with
     ``append``, merge into an existing one (same run ids are replaced). Returns all records."""
-    from lossbarcode.experiment import score_variant
     from lossbarcode.sweep import summarize
 
     old: dict[str, Any] = {"records": [], "barcodes": {}, "command": []}
@@ -198,7 +197,7 @@ def _write_sweep(path: Path, results, records: list[dict], append: bool) -> list
     document = {
         "description": f"TO-score sweep on {base.dataset} ({base.arch}), K={base.k} minima, "
                        f"{base.path_method} paths ({base.pairs} pairs)",
-        "score_variant": score_variant(base.score_norm, base.score_normalize),
+        "score_variant": base.score_variant,
         "command": commands,
         "records": merged,
         "summary": summarize(merged),
@@ -245,12 +244,6 @@ def _cmd_list(args: argparse.Namespace) -> int:
     return 0
 
 
-def _variant(result) -> str:
-    from lossbarcode.experiment import score_variant
-
-    return score_variant(result.config.score_norm, result.config.score_normalize)
-
-
 def _load(args: argparse.Namespace):
     from lossbarcode.experiment import load_result
 
@@ -270,7 +263,7 @@ def _cmd_show(args: argparse.Namespace) -> int:
     c = result.config
     print(f"run {result.run_id}: {c.dataset} {c.arch} width {c.width} depth {c.depth}, "
           f"K={result.k}, {c.path_method} paths ({c.pairs} pairs), {result.n_params} parameters")
-    print(f"TO-score ({_variant(result)}): {result.score:.6g}")
+    print(f"TO-score ({result.config.score_variant}): {result.score:.6g}")
     print("  " + "  ".join(f"{k}={v:.4g}" for k, v in result.to_score.items()))
     g = result.generalization
     if g.get("spearman") is not None:

@@ -44,6 +44,8 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from lossbarcode.choices import DATASETS, TASKS
+
 __all__ = [
     "DATASETS",
     "DEFAULT_ROOT",
@@ -57,11 +59,6 @@ __all__ = [
 
 DEFAULT_ROOT = "./data"
 IGNORE_INDEX = -100
-TASKS = ("classification", "regression", "sequence")
-
-_EMBEDDED = ("digits", "spirals", "blobs", "teacher", "modadd")
-_TORCHVISION = ("mnist", "fashion_mnist", "cifar10", "cifar100", "svhn")
-DATASETS: tuple[str, ...] = (*_EMBEDDED, "text", *_TORCHVISION)
 
 _SYNTHETIC_DEFAULT_N = 512
 

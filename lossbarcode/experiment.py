@@ -25,6 +25,7 @@ Every JSON file records the sha256 of its ``.npz``; nothing is ever pickled.
 from __future__ import annotations
 
 import dataclasses
+import functools
 import hashlib
 import json
 import math
@@ -37,15 +38,10 @@ from typing import Any
 
 import numpy as np
 
-from lossbarcode import topology
-from lossbarcode.store import CorruptResultError, ResultStore
+from lossbarcode import choices, topology
+from lossbarcode.store import ResultStore
 
-STAGES = ("minima", "paths", "result")
 DTYPES = ("float32", "float64")
-SCORE_VARIANTS = tuple(
-    f"{norm}_range" if normalize else norm
-    for normalize in (None, "range") for norm in topology.NORMS
-)
 Progress = Callable[[str, int, int, str], Any]
 """``progress(stage, done, total, message)``; raising :class:`Cancelled` in it stops the run."""
 
@@ -100,8 +96,6 @@ class ExperimentConfig:
     def validate(self) -> ExperimentConfig:
         """Return ``self`` if every value is possible, else raise ``ValueError`` listing all
         problems, each with what to do."""
-        from lossbarcode import data, minima, models, paths
-
         problems = []
 
         def need(ok: bool, message: str) -> None:
@@ -119,12 +113,12 @@ class ExperimentConfig:
             need(getattr(self, name) in options,
                  f"{name} must be one of {list(options)}, got {getattr(self, name)!r}")
 
-        choice("dataset", data.DATASETS)
-        choice("arch", models.ARCHS)
-        choice("optimizer", minima.OPTIMIZERS)
-        choice("schedule", minima.SCHEDULES)
-        choice("path_method", paths.METHODS)
-        choice("pairs", paths.PAIRINGS)
+        choice("dataset", choices.DATASETS)
+        choice("arch", choices.ARCHS)
+        choice("optimizer", choices.OPTIMIZERS)
+        choice("schedule", choices.SCHEDULES)
+        choice("path_method", choices.PATH_METHODS)
+        choice("pairs", choices.PAIRINGS)
         choice("rule", topology.RULES)
         choice("score_norm", topology.NORMS)
         choice("score_normalize", topology.NORMALIZATIONS)
@@ -145,16 +139,16 @@ class ExperimentConfig:
         need(self.device == "auto" or self.device == "cpu" or self.device.startswith("cuda"),
              f"device must be 'auto', 'cpu' or 'cuda[:N]', got {self.device!r}")
         if self.arch == "transformer":
-            need(self.dataset in ("modadd", "text"),
+            need(self.dataset in choices.SEQUENCE_DATASETS,
                  "arch 'transformer' needs a sequence dataset: use dataset 'modadd' or 'text'")
             need(self.width % max(self.heads, 1) == 0,
                  f"transformer width (d_model) {self.width} must be divisible by heads "
                  f"{self.heads}")
-        elif self.dataset in ("modadd", "text"):
+        elif self.dataset in choices.SEQUENCE_DATASETS:
             problems.append(f"dataset {self.dataset!r} is a token sequence task: use arch "
                             "'transformer'")
         if self.arch in ("cnn",):
-            need(self.dataset not in ("spirals", "blobs", "teacher"),
+            need(self.dataset not in choices.VECTOR_DATASETS,
                  f"arch 'cnn' needs image data; {self.dataset!r} has vector inputs (use fcn or "
                  "resnet)")
         if problems:
@@ -162,8 +156,14 @@ class ExperimentConfig:
         return self
 
     @property
+    def score_variant(self) -> str:
+        """Name of the TO-score variant this config reports (``"l2"``, ``"max_range"``...)."""
+        return score_variant(self.score_norm, self.score_normalize)
+
+    @functools.cached_property
     def run_id(self) -> str:
-        """A stable 16-hex-digit hash of the validated config."""
+        """A stable 16-hex-digit hash of the validated config (computed once per config;
+        an invalid config raises every time)."""
         canonical = json.dumps(self.validate().to_dict(), sort_keys=True, separators=(",", ":"))
         return hashlib.sha256(canonical.encode()).hexdigest()[:16]
 
@@ -223,7 +223,7 @@ class Result:
     @property
     def score(self) -> float:
         """The TO-score in the config's variant."""
-        return self.to_score[score_variant(self.config.score_norm, self.config.score_normalize)]
+        return self.to_score[self.config.score_variant]
 
     def segment_lengths(self) -> np.ndarray:
         """``(K,)`` segment length of each minimum: NaN if diverged, inf for essential bars."""
@@ -322,6 +322,10 @@ def score_variant(norm: str, normalize: str | None) -> str:
     return f"{norm}_range" if normalize else norm
 
 
+SCORE_VARIANTS = tuple(score_variant(norm, normalize)
+                       for normalize in topology.NORMALIZATIONS for norm in topology.NORMS)
+
+
 def all_scores(barcode: topology.Barcode) -> dict[str, float]:
     """The TO-score in every variant of :data:`SCORE_VARIANTS`."""
     return {
@@ -380,19 +384,9 @@ def _versions() -> dict[str, str]:
             "scipy": scipy.__version__, "python": platform.python_version()}
 
 
-def _load(store: ResultStore, run_id: str, stage: str) -> tuple[dict, dict] | None:
-    """A stored stage, or None if absent; a corrupt stage is reported, dropped, recomputed."""
-    try:
-        return store.load_stage(run_id, stage)
-    except CorruptResultError as err:
-        warnings.warn(f"{err}; recomputing stage {stage!r}", RuntimeWarning, stacklevel=3)
-        store.drop_stage(run_id, stage)
-        return None
-
-
 def load_result(store: ResultStore, run_id: str) -> Result | None:
     """The finished :class:`Result` of ``run_id``, or None if it is not (validly) stored."""
-    stored = _load(store, run_id, "result")
+    stored = store.load_or_drop(run_id, "result")
     if stored is None:
         return None
     try:
@@ -408,7 +402,7 @@ def load_minima(store: ResultStore, run_id: str):
     """The stored :class:`~lossbarcode.minima.Minima` of a run, or None."""
     from lossbarcode.minima import Minima
 
-    stored = _load(store, run_id, "minima")
+    stored = store.load_or_drop(run_id, "minima")
     return None if stored is None else Minima.from_arrays(stored[1])
 
 
@@ -416,7 +410,7 @@ def load_paths(store: ResultStore, run_id: str):
     """The stored :class:`~lossbarcode.paths.Paths` of a run, or None."""
     from lossbarcode.paths import Paths
 
-    stored = _load(store, run_id, "paths")
+    stored = store.load_or_drop(run_id, "paths")
     return None if stored is None else Paths.from_arrays(stored[1], stored[0].get("settings"))
 
 
@@ -450,7 +444,7 @@ def run_experiment(
         land = None
         timings: dict[str, float] = {}
 
-        stored = _load(store, run_id, "minima")
+        stored = store.load_or_drop(run_id, "minima")
         if stored is None:
             _drop_derived(store, run_id, "minima")
             start = time.perf_counter()
@@ -472,7 +466,7 @@ def run_experiment(
             device = str(stored[0]["device"])
         report("minima", 1, 1, "done")
 
-        stored = _load(store, run_id, "paths")
+        stored = store.load_or_drop(run_id, "paths")
         if stored is None:
             _drop_derived(store, run_id, "paths")
             start = time.perf_counter()

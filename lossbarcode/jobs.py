@@ -33,6 +33,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
+from lossbarcode.choices import VECTOR_DATASETS
 from lossbarcode.experiment import Cancelled, ExperimentConfig, run_experiment
 from lossbarcode.store import ResultStore
 from lossbarcode.sweep import sweep_configs
@@ -496,7 +497,6 @@ _DATA = {
     "cifar100": ((3, 32, 32), 100, 50000, 10000),
     "svhn": ((3, 32, 32), 10, 73257, 26032),
 }
-_SYNTHETIC = ("spirals", "blobs", "teacher")
 # Share of a plain matmul's throughput that the batched programs reach, calibrated on the
 # default digits run at fcn widths 8-256 on 2 CPU cores: about 0.4 for the fcn family (its
 # hand-derived wide-net gradient, lossbarcode.wide) and, measured before that gradient existed,
@@ -535,7 +535,7 @@ def estimate_cost(config: ExperimentConfig) -> dict[str, Any]:
 def _cost_parts(config: ExperimentConfig) -> dict[str, Any]:
     """The cost model, split into the minima and paths stages (seconds each)."""
     shape, n_out, full_train, full_test = _DATA[config.dataset]
-    if config.dataset in _SYNTHETIC:
+    if config.dataset in VECTOR_DATASETS:
         n_train, n_test = config.n_train or full_train, config.n_test or full_test
     else:
         n_train = min(config.n_train or full_train, full_train)

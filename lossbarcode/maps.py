@@ -20,7 +20,7 @@ from typing import Any
 import numpy as np
 
 from lossbarcode.experiment import load_minima, load_paths
-from lossbarcode.store import CorruptResultError, ResultStore
+from lossbarcode.store import ResultStore
 
 __all__ = ["METHODS", "UMAP_MIN_POINTS", "MinimaMap", "Projection", "minima_map", "project"]
 
@@ -96,13 +96,18 @@ def project(points: Any, dim: int = 2, method: str = "auto", seed: int = 0) -> P
     """
     x = _check_points(points)
     dim, seed = _check_dim(dim), _check_seed(seed)
-    method = _check_method(method)
-    if method == "auto":
-        method = "umap" if len(x) >= UMAP_MIN_POINTS and umap_available() else "pca"
+    method = _resolve(_check_method(method), len(x))
     if method == "umap":
         return _umap(x, dim, seed)
     coords, explained = _pca(x, dim)
     return Projection(coords=coords, method="pca", explained=explained)
+
+
+def _resolve(method: str, n_points: int) -> str:
+    """``"auto"`` as the method it stands for with ``n_points`` points; others unchanged."""
+    if method != "auto":
+        return method
+    return "umap" if n_points >= UMAP_MIN_POINTS and umap_available() else "pca"
 
 
 def _pca(x: np.ndarray, dim: int) -> tuple[np.ndarray, np.ndarray]:
@@ -203,9 +208,7 @@ def minima_map(
         images = [img.numpy() for img in connected.images]
         interior = [img[1:-1] for img in images]
         points = np.concatenate([thetas[valid], *interior]).reshape(-1, thetas.shape[1])
-        attempt = method
-        if method == "auto":
-            attempt = "umap" if len(points) >= UMAP_MIN_POINTS and umap_available() else "pca"
+        attempt = _resolve(method, len(points))
         proj = project(points, dim, attempt, seed)
 
         minima = np.full((found.k, dim), np.nan)
@@ -278,11 +281,7 @@ def _save_map(store: ResultStore, run_id: str, stage: str, m: MinimaMap, n_point
 def _load_map(store: ResultStore, run_id: str, stage: str) -> tuple[MinimaMap | None, int]:
     """A cached map and the number of points it was made from; ``(None, 0)`` if absent or
     unreadable (an unreadable one is dropped, to be recomputed)."""
-    try:
-        stored = store.load_stage(run_id, stage)
-    except CorruptResultError:
-        store.drop_stage(run_id, stage)
-        return None, 0
+    stored = store.load_or_drop(run_id, stage, warn=False)
     if stored is None:
         return None, 0
     meta, a = stored

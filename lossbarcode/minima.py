@@ -27,10 +27,9 @@ import numpy as np
 import torch
 from torch import Tensor
 
+from lossbarcode.choices import OPTIMIZERS, SCHEDULES
 from lossbarcode.landscape import Landscape, network_seeds
 
-OPTIMIZERS = ("sgd", "adam")
-SCHEDULES = ("constant", "anneal")
 DEFAULT_LR = {"sgd": 0.05, "adam": 1e-3}
 Progress = Callable[[int, int, float], Any]
 

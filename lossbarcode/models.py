@@ -22,9 +22,10 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from lossbarcode.choices import ARCHS
+
 __all__ = ["ARCHS", "ModelSpec", "build", "describe", "n_params"]
 
-ARCHS: tuple[str, ...] = ("fcn", "cnn", "resnet", "transformer")
 
 ACTIVATIONS: dict[str, Callable[[torch.Tensor], torch.Tensor]] = {
     "relu": F.relu,

@@ -50,11 +50,11 @@ import torch
 from scipy.sparse.csgraph import minimum_spanning_tree
 from torch import Tensor
 
+from lossbarcode.choices import PAIRINGS, PATH_METHODS
 from lossbarcode.landscape import Landscape
 from lossbarcode.minima import BatchedOptimizer, Minima
 
-METHODS = ("linear", "neb", "bezier")
-PAIRINGS = ("all", "mst")
+METHODS = PATH_METHODS
 DEFAULT_LR = {"sgd": 0.05, "adam": 0.01}
 Progress = Callable[[int, int, dict[str, Any]], Any]
 _BLOCK_BYTES = 256 * 2**20  # cap on path points materialised at once before evaluation

@@ -19,8 +19,8 @@ from typing import Any
 import numpy as np
 
 from lossbarcode import topology
-from lossbarcode.experiment import ExperimentConfig, build_landscape, load_minima
-from lossbarcode.store import CorruptResultError, ResultStore
+from lossbarcode.experiment import build_landscape, load_minima, load_result
+from lossbarcode.store import ResultStore
 
 __all__ = ["DEFAULT_MARGIN", "MIN_RESOLUTION", "ResultSlice", "result_slice"]
 
@@ -67,15 +67,12 @@ def result_slice(
     minima: Sequence[int] = (0, 1, 2),
     resolution: int = 41,
     margin: float = DEFAULT_MARGIN,
-    config: ExperimentConfig | None = None,
 ) -> ResultSlice:
     """The loss slice through minima ``(a, b, c)`` of a stored run, computed once and cached.
 
     Args:
         store: the results store holding the run.
-        run_id: the run; its ``minima`` stage is needed, and its config: from the stored
-            ``result`` stage, or ``config`` (an :class:`~lossbarcode.experiment.
-            ExperimentConfig` whose ``run_id`` must match) for a run still in progress.
+        run_id: a finished run (its ``minima`` stage, and its config from the ``result``).
         minima: three distinct indices of non-diverged minima; the order sets the axes.
         resolution: grid points per axis, at least :data:`MIN_RESOLUTION`.
         margin: padding around the three minima (fraction of their bounding box's larger side).
@@ -103,7 +100,11 @@ def result_slice(
     # Checked before taking the run lock, which a run being computed holds for minutes.
     if not store.has_stage(run_id, "minima"):
         raise ValueError(f"run {run_id} has no stored minima yet; run the experiment first")
-    config = _config(store, run_id, config)
+    finished = load_result(store, run_id)
+    if finished is None:
+        raise ValueError(f"run {run_id} has no finished result, so its config is unknown; "
+                         "wait for the run to finish")
+    config = finished.config
     with store.lock(run_id):
         cached = _load_slice(store, run_id, stage)  # made while we waited?
         if cached is not None:
@@ -167,25 +168,6 @@ def _stage_name(idx: tuple[int, int, int], resolution: int, margin: float) -> st
     return name
 
 
-def _config(store: ResultStore, run_id: str,
-            config: ExperimentConfig | None) -> ExperimentConfig:
-    if config is not None:
-        if not isinstance(config, ExperimentConfig) or config.run_id != run_id:
-            raise ValueError(f"config does not describe run {run_id} (its run_id differs)")
-        return config
-    try:
-        stored = store.load_stage(run_id, "result")
-    except CorruptResultError:
-        stored = None
-    if stored is None:
-        raise ValueError(f"run {run_id} has no finished result, so its config is unknown; "
-                         "wait for the run to finish or pass config=...")
-    try:
-        return ExperimentConfig.from_dict(stored[0]["config"])
-    except (KeyError, TypeError) as err:
-        raise ValueError(f"the stored result of run {run_id} has no readable config") from err
-
-
 def _save_slice(store: ResultStore, run_id: str, stage: str, s: ResultSlice) -> None:
     meta = {"minima": s.minima.tolist(), "resolution": s.resolution, "margin": s.margin,
             "barcode": s.barcode.to_dict()}
@@ -196,11 +178,7 @@ def _save_slice(store: ResultStore, run_id: str, stage: str, s: ResultSlice) -> 
 
 def _load_slice(store: ResultStore, run_id: str, stage: str) -> ResultSlice | None:
     """The cached slice, or None if absent or unreadable (then dropped, to be recomputed)."""
-    try:
-        stored = store.load_stage(run_id, stage)
-    except CorruptResultError:
-        store.drop_stage(run_id, stage)
-        return None
+    stored = store.load_or_drop(run_id, stage, warn=False)
     if stored is None:
         return None
     meta, a = stored

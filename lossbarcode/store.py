@@ -30,6 +30,7 @@ import os
 import re
 import secrets
 import shutil
+import warnings
 import zipfile
 from collections.abc import Callable, Iterator, Mapping
 from pathlib import Path
@@ -278,6 +279,19 @@ class ResultStore:
         if not all(isinstance(a, np.ndarray) and not a.dtype.hasobject for a in arrays.values()):
             raise CorruptResultError(npz_path, "contains a non-array or object member")
         return meta, {name: arrays[name] for name in spec["names"]}
+
+    def load_or_drop(self, run_id: str, stage: str, warn: bool = True
+                     ) -> tuple[dict[str, Any], dict[str, np.ndarray]] | None:
+        """Like :meth:`load_stage`, but a corrupt stage is dropped (so it gets recomputed) and
+        read as absent, with a ``RuntimeWarning`` that says so when ``warn``."""
+        try:
+            return self.load_stage(run_id, stage)
+        except CorruptResultError as err:
+            if warn:
+                warnings.warn(f"{err}; recomputing stage {stage!r}", RuntimeWarning,
+                              stacklevel=3)
+            self.drop_stage(run_id, stage)
+            return None
 
     def has_stage(self, run_id: str, stage: str) -> bool:
         """Whether the stage's JSON exists (cheap; :meth:`load_stage` does the validation)."""

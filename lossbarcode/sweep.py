@@ -21,7 +21,6 @@ from lossbarcode.experiment import (
     Result,
     load_result,
     run_experiment,
-    score_variant,
 )
 from lossbarcode.store import ResultStore
 
@@ -138,7 +137,7 @@ def sweep_records(results: Sequence[Result]) -> list[dict[str, Any]]:
             "run_id": r.run_id, "dataset": r.config.dataset, "arch": r.config.arch,
             "width": r.config.width, "depth": r.config.depth, "seed": r.config.seed,
             "k": r.k, "n_params": r.n_params, "to_score": r.score,
-            "score_variant": score_variant(r.config.score_norm, r.config.score_normalize),
+            "score_variant": r.config.score_variant,
             "train_loss": float(np.nanmean(r.train_loss)),
             "test_error": float(np.nanmean(r.test_error)) if np.isfinite(r.test_error).any()
             else None,

@@ -20,8 +20,17 @@ from typing import Any
 import streamlit as st
 
 from lossbarcode import plots
-from lossbarcode.experiment import ExperimentConfig, Result, load_result, score_variant
+from lossbarcode.choices import (  # noqa: F401  (the widgets' choices, read as ui.NAME)
+    ARCHS,
+    DATASETS,
+    OPTIMIZERS,
+    PAIRINGS,
+    PATH_METHODS,
+    SCHEDULES,
+)
+from lossbarcode.experiment import ExperimentConfig, Result, load_result
 from lossbarcode.store import ResultStore
+from lossbarcode.topology import NORMALIZATIONS, NORMS, RULES  # noqa: F401
 
 ROOT = Path(__file__).resolve().parents[1]
 DEMO_SWEEP_ENV = "LOSSBARCODE_DEMO_SWEEP"
@@ -29,17 +38,6 @@ DEMO_SWEEP = ROOT / "assets" / "demo_sweep.json"
 PLOTLY_CONFIG = {"displaylogo": False,
                  "toImageButtonOptions": {"format": "png", "scale": 2}}
 
-# Choices of the config widgets. Copies of the library's tuples (which live in torch-importing
-# modules); tests/test_pages.py checks that they stay equal.
-DATASETS = ("digits", "spirals", "blobs", "teacher", "modadd", "text", "mnist",
-            "fashion_mnist", "cifar10", "cifar100", "svhn")
-ARCHS = ("fcn", "cnn", "resnet", "transformer")
-OPTIMIZERS = ("sgd", "adam")
-SCHEDULES = ("constant", "anneal")
-PATH_METHODS = ("linear", "neb", "bezier")
-PAIRINGS = ("all", "mst")
-RULES = ("union_find", "direct")
-NORMS = ("l2", "sum", "max", "mean")
 
 
 # --------------------------------------------------------------------------- navigation
@@ -136,13 +134,8 @@ def run_label(run_id: str) -> str:
     if r is None:
         return f"{run_id} (not finished)"
     c = r.config
-    variant = score_variant(c.score_norm, c.score_normalize)
     return (f"{run_id[:8]} · {c.dataset} {c.arch} {c.width}×{c.depth} · K={r.k} · "
-            f"{c.schedule} lr · {c.path_method} · TO {variant} {r.score:.4g}")
-
-
-def variant_of(r: Result) -> str:
-    return score_variant(r.config.score_norm, r.config.score_normalize)
+            f"{c.schedule} lr · {c.path_method} · TO {c.score_variant} {r.score:.4g}")
 
 
 def remember_run(run_id: str, param: str = "run") -> None:

@@ -36,15 +36,15 @@ if run_a == run_b:
 x_range = plots.barcode_limits(a.barcode, b.barcode)
 d = distances(str(ui.store().root), run_a, run_b)
 cols = st.columns(4)
-cols[0].metric(f"TO-score A ({ui.variant_of(a)})", f"{a.score:.4g}")
-cols[1].metric(f"TO-score B ({ui.variant_of(b)})", f"{b.score:.4g}",
+cols[0].metric(f"TO-score A ({a.config.score_variant})", f"{a.score:.4g}")
+cols[1].metric(f"TO-score B ({b.config.score_variant})", f"{b.score:.4g}",
                delta=f"{b.score - a.score:+.3g} vs A", delta_color="off")
 for col, metric in zip(cols[2:], ("bottleneck", "wasserstein"), strict=True):
     value = d[metric]
     col.metric(f"{metric.capitalize()} distance", "∞" if np.isinf(value) else f"{value:.4g}",
                help="∞ when the runs have different numbers of essential (never-dying) bars."
                if metric == "bottleneck" else "Order 1, Euclidean ground metric (persim).")
-if ui.variant_of(a) != ui.variant_of(b):
+if a.config.score_variant != b.config.score_variant:
     st.warning("The two runs use different TO-score variants; compare the barcodes, not the "
                "scores.", icon=":material/warning:")
 
@@ -73,7 +73,7 @@ with st.expander(f"Settings that differ ({len(differences)})", expanded=bool(dif
 report = {
     "run_a": run_a, "run_b": run_b,
     "to_score_a": a.score, "to_score_b": b.score,
-    "variant_a": ui.variant_of(a), "variant_b": ui.variant_of(b),
+    "variant_a": a.config.score_variant, "variant_b": b.config.score_variant,
     **{f"{k}_distance": (None if np.isinf(v) else v) for k, v in d.items()},
     "barcode_a": a.barcode.to_dict(), "barcode_b": b.barcode.to_dict(),
 }

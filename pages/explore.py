@@ -183,7 +183,7 @@ r = ui.result(run_id)
 
 if r is not None:
     c = r.config
-    variant = ui.variant_of(r)
+    variant = r.config.score_variant
     barcode = r.barcode
     if st.session_state.get("highlight_run") != r.run_id:  # a new run: read ?minimum=
         st.session_state.highlight_run = r.run_id

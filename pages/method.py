@@ -59,7 +59,7 @@ st.markdown(
     "found between each pair: c–a 5, c–b 3, b–a 3.5."
 )
 rule = st.radio(
-    "Rule", ["union_find", "direct"], horizontal=True,
+    "Rule", ui.RULES, horizontal=True,
     format_func={"union_find": "union-find (exact, default)",
                  "direct": "direct paths only (the paper's released code)"}.get,
     help="The direct rule lets a minimum die only on a path that leads straight to a lower "
@@ -84,7 +84,7 @@ with right:
               help="sqrt(sum of squared finite lengths)")
     st.caption("All variants: " + ", ".join(
         f"{n}{'/range' if z else ''} = {to_score(bars, n, z):.3g}"
-        for z in (None, "range") for n in ui.NORMS))
+        for z in ui.NORMALIZATIONS for n in ui.NORMS))
 if rule == "union_find":
     st.markdown(
         "Raise the level c. At **c = 3** the path c–b opens: b (born at 2) is younger than c "
