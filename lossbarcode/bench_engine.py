@@ -39,7 +39,6 @@ from typing import Any
 
 import numpy as np
 import torch
-from torch.func import functional_call
 
 from lossbarcode.landscape import Landscape, default_device, network_seeds
 
@@ -96,8 +95,7 @@ def engine_benchmark(
                 "matmul_gflops": ceiling}
         if "minima" in parts:
             say(f"width {width}: minima, batched vs loop")
-            rows.append({**base, **_bench_minima(land, model, k, steps, batch_size, lr, seed,
-                                                 repeats)})
+            rows.append({**base, **_bench_minima(land, k, steps, batch_size, lr, seed, repeats)})
         for part, loop_land in (("neb", land), ("neb-image", _OneNetworkAtATime.of(land))):
             if part in parts:
                 say(f"width {width}: {part}, batched vs loop")
@@ -148,15 +146,14 @@ def matmul_gflops(device: torch.device, n: int | None = None, repeats: int = 5) 
 # ------------------------------------------------------------------------------ parts
 
 
-def _bench_minima(land: Landscape, model: torch.nn.Module, k: int, steps: int,
-                  batch_size: int, lr: float, seed: int, repeats: int) -> dict[str, Any]:
+def _bench_minima(land: Landscape, k: int, steps: int, batch_size: int, lr: float, seed: int,
+                  repeats: int) -> dict[str, Any]:
     from lossbarcode.minima import find_minima
 
     dev = land.device
     # Warm-up both ways (first vmap trace, kernel selection) so only steady state is timed.
     find_minima(land, 2, lr=lr, steps=3, batch_size=batch_size, seed=seed)
-    _loop_minima(land, model, land.init(1, seed), np.zeros(1, dtype=np.int64), 3, batch_size,
-                 lr)
+    _loop_minima(land, land.init(1, seed), np.zeros(1, dtype=np.int64), 3, batch_size, lr)
     seeds = network_seeds(seed, k)  # the seeds find_minima gives its k networks
     start = land.init_from_seeds(seeds)
 
@@ -164,7 +161,7 @@ def _bench_minima(land: Landscape, model: torch.nn.Module, k: int, steps: int,
         return find_minima(land, k, lr=lr, steps=steps, batch_size=batch_size, seed=seed)
 
     def loop_run() -> torch.Tensor:
-        out = _loop_minima(land, model, start, seeds, steps, batch_size, lr)
+        out = _loop_minima(land, start, seeds, steps, batch_size, lr)
         # find_minima ends with a full evaluation (train + test); so does the loop.
         land.loss(out)
         land.test_metrics(out)
@@ -182,7 +179,7 @@ def _bench_minima(land: Landscape, model: torch.nn.Module, k: int, steps: int,
     }
 
 
-def _loop_minima(land: Landscape, model: torch.nn.Module, start: torch.Tensor,
+def _loop_minima(land: Landscape, start: torch.Tensor,
                  seeds: np.ndarray, steps: int, batch_size: int, lr: float) -> torch.Tensor:
     """The reference: one module and one ``torch.optim.SGD`` per network, trained in turn."""
     from lossbarcode.minima import _Sampler
@@ -255,8 +252,7 @@ class _OneNetworkAtATime(Landscape):
             xi, yi = (x[i], y[i]) if per_vector else (x, y)
             with torch.enable_grad() if grad else torch.no_grad():
                 theta = thetas[i].detach().requires_grad_(grad)
-                out = functional_call(self.module, (self.params(theta), self.fixed), (xi,))
-                loss = self.loss_fn(out, yi)
+                loss = self.loss_fn(self._forward(self.params(theta), xi), yi)
                 if grad:
                     grads.append(torch.autograd.grad(loss, theta)[0])
             losses.append(loss.detach())

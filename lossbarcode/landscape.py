@@ -65,6 +65,7 @@ from torch import Tensor, nn
 from torch.func import functional_call, vmap
 from torch.nn import functional as F
 
+from lossbarcode import data, models
 from lossbarcode.wide import WideFCN, wide_fcn_for
 
 LossFn = Callable[[Tensor, Tensor], Tensor]
@@ -87,10 +88,13 @@ def default_device(device: str | torch.device | None = None) -> torch.device:
 def network_seeds(seed: int, k: int) -> np.ndarray:
     """``k`` independent 31-bit seeds derived from ``seed``; entry ``i`` depends only on
     ``(seed, i)``, so network ``i`` is the same network whatever ``k`` is. Shape ``(k,)``."""
-    return np.array(
-        [int(np.random.SeedSequence([int(seed), i]).generate_state(1)[0]) >> 1 for i in range(k)],
-        dtype=np.int64,
-    )
+    return np.array([derive_seed(seed, i) >> 1 for i in range(k)], dtype=np.int64)
+
+
+def derive_seed(*keys: int) -> int:
+    """A 32-bit seed that depends only on the integers ``keys`` (numpy's ``SeedSequence``):
+    independent random streams for each (run seed, network, stage, ...)."""
+    return int(np.random.SeedSequence([int(k) for k in keys]).generate_state(1)[0])
 
 
 def available_memory(device: torch.device) -> int:
@@ -129,6 +133,8 @@ class Landscape:
         fixed: buffers and frozen parameters, held constant.
         x_train, y_train, x_test, y_test: data on ``device`` (test may be ``None``).
         eval_index: training indices used when ``batch=None`` (``None`` = all of them).
+        x_eval, y_eval: those examples (the training tensors themselves when ``eval_index`` is
+            ``None``), gathered once.
         loss_fn, error_fn: per-network ``(outputs, targets) -> scalar`` functions.
         batched_loss_fn: optional ``(outputs (B, n, ...), targets (B, n, ...)) -> (B,)``, the
             same loss for all B networks at once, used instead of ``vmap(loss_fn)`` (faster);
@@ -149,6 +155,8 @@ class Landscape:
     x_test: Tensor | None
     y_test: Tensor | None
     eval_index: Tensor | None
+    x_eval: Tensor
+    y_eval: Tensor
     loss_fn: LossFn
     error_fn: LossFn | None
     batched_loss_fn: BatchedLossFn | None
@@ -189,17 +197,15 @@ class Landscape:
                     "Landscape.from_tensors(model, x_train, y_train, ...)"
                 )
         task = getattr(dataset, "task", None)
-        batched = batched_task_loss(task) if loss_fn is None and task is not None else None
+        batched = batched_task_loss(task) if loss_fn is None else None
         if loss_fn is None or error_fn is None:
             if task is None and loss_fn is None:
                 raise ValueError("dataset has no 'task'; pass loss_fn=... explicitly")
             if task is not None:
-                from lossbarcode import data as data_mod
-
                 if loss_fn is None:
-                    loss_fn = data_mod.task_loss(task)
+                    loss_fn = data.task_loss(task)
                 if error_fn is None:
-                    error_fn = data_mod.task_error(task)
+                    error_fn = data.task_error(task)
         return cls.from_tensors(
             model,
             dataset.x_train,
@@ -275,6 +281,7 @@ class Landscape:
             p.requires_grad_(False)  # the template's own tensors are never differentiated
 
         n_train = x_train.shape[0]
+        x_train, y_train = _to(x_train, dev, dtype), _to(y_train, dev, dtype)
         eval_index = None
         if eval_subset is not None:
             if int(eval_subset) < 1:
@@ -291,11 +298,13 @@ class Landscape:
             shapes=tuple(p.shape for _, p in trainable),
             sizes=tuple(p.numel() for _, p in trainable),
             fixed=fixed,
-            x_train=_to(x_train, dev, dtype),
-            y_train=_to(y_train, dev, dtype),
+            x_train=x_train,
+            y_train=y_train,
             x_test=None if x_test is None else _to(x_test, dev, dtype),
             y_test=None if y_test is None else _to(y_test, dev, dtype),
             eval_index=eval_index,
+            x_eval=x_train if eval_index is None else x_train[eval_index],
+            y_eval=y_train if eval_index is None else y_train[eval_index],
             loss_fn=loss_fn,
             error_fn=error_fn,
             batched_loss_fn=batched_loss_fn,
@@ -340,7 +349,7 @@ class Landscape:
     @property
     def n_eval(self) -> int:
         """Number of training examples behind ``batch=None`` evaluations."""
-        return self.n_train if self.eval_index is None else int(self.eval_index.shape[0])
+        return int(self.x_eval.shape[0])
 
     def __repr__(self) -> str:
         return (
@@ -509,9 +518,7 @@ class Landscape:
     def _resolve_batch(self, batch: Any, b: int) -> tuple[Tensor, Tensor, bool]:
         """(x, y, per_vector): shared batches are ``(n, ...)``; per-vector ``(B, n, ...)``."""
         if batch is None:
-            if self.eval_index is None:
-                return self.x_train, self.y_train, False
-            return self.x_train[self.eval_index], self.y_train[self.eval_index], False
+            return self.x_eval, self.y_eval, False
         if isinstance(batch, tuple):
             if len(batch) != 2:
                 raise ValueError("a batch tuple must be (x, y)")
@@ -723,10 +730,8 @@ def _batched_regression(out: Tensor, y: Tensor) -> Tensor:
 
 
 def _batched_sequence(out: Tensor, y: Tensor) -> Tensor:
-    from lossbarcode.data import IGNORE_INDEX
-
     b = out.shape[0]
-    scored = y != IGNORE_INDEX
+    scored = y != data.IGNORE_INDEX
     nll = _neg_log_likelihood(out, y.clamp_min(0)) * scored.reshape(-1)
     # Mean over scored tokens per network, as cross_entropy(ignore_index=...) does.
     return nll.view(b, -1).sum(1) / scored.reshape(b, -1).sum(1)
@@ -764,10 +769,8 @@ def _spec_init_fn(model: nn.Module) -> Callable[[int], nn.Module] | None:
     """For models made by ``lossbarcode.models.build``: rebuild from the recorded spec, so
     ``init`` reproduces the family's own initialisation exactly."""
     spec = getattr(model, "spec", None)
-    if spec is None or type(spec).__module__ != "lossbarcode.models":
+    if not isinstance(spec, models.ModelSpec):
         return None
-    from lossbarcode import models
-
     kwargs = spec.kwargs()
     return lambda seed: models.build(**kwargs, seed=seed)
 

@@ -19,6 +19,7 @@ from typing import Any
 
 import numpy as np
 
+from lossbarcode._checks import check_int
 from lossbarcode.experiment import load_minima, load_paths
 from lossbarcode.store import ResultStore
 
@@ -95,7 +96,7 @@ def project(points: Any, dim: int = 2, method: str = "auto", seed: int = 0) -> P
     umap-learn installed.
     """
     x = _check_points(points)
-    dim, seed = _check_dim(dim), _check_seed(seed)
+    dim, seed = _check_dim(dim), check_int(seed, "seed", 0)
     method = _resolve(_check_method(method), len(x))
     if method == "umap":
         return _umap(x, dim, seed)
@@ -187,7 +188,7 @@ def minima_map(
     are at least :data:`UMAP_MIN_POINTS` points). Raises ``ValueError`` if the run has no
     minima or paths stage yet, or for bad arguments.
     """
-    dim, seed, method = _check_dim(dim), _check_seed(seed), _check_method(method)
+    dim, seed, method = _check_dim(dim), check_int(seed, "seed", 0), _check_method(method)
     cached = _cached_map(store, run_id, dim, method, seed)
     if cached is not None:
         return cached
@@ -326,10 +327,4 @@ def _check_method(method: Any) -> str:
     if method not in METHODS:
         raise ValueError(f"method must be one of {list(METHODS)}, got {method!r}")
     return str(method)
-
-
-def _check_seed(seed: Any) -> int:
-    if isinstance(seed, bool) or not isinstance(seed, int | np.integer) or seed < 0:
-        raise ValueError(f"seed must be an integer >= 0, got {seed!r}")
-    return int(seed)
 

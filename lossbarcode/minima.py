@@ -27,8 +27,9 @@ import numpy as np
 import torch
 from torch import Tensor
 
+from lossbarcode._checks import check_int as _check_int
 from lossbarcode.choices import OPTIMIZERS, SCHEDULES
-from lossbarcode.landscape import Landscape, network_seeds
+from lossbarcode.landscape import Landscape, derive_seed, network_seeds
 
 DEFAULT_LR = {"sgd": 0.05, "adam": 1e-3}
 Progress = Callable[[int, int, float], Any]
@@ -278,8 +279,7 @@ class _Sampler:
         self.batch = min(batch_size, n)
         self.per_epoch = n // self.batch
         self.gens = [
-            torch.Generator().manual_seed(int(np.random.SeedSequence([int(s), 1])
-                                              .generate_state(1)[0]))
+            torch.Generator().manual_seed(derive_seed(s, 1))
             for s in seeds
         ]
         self.pos = self.per_epoch  # forces a shuffle on the first call
@@ -333,9 +333,3 @@ class BatchedOptimizer:
         # torch.optim.Adam: denom = sqrt(v) / sqrt(1 - b2^t) + eps; step = lr / (1 - b1^t).
         denom = (self.sq.sqrt() / math.sqrt(1 - b2**self.t)).add_(self.eps)
         return thetas.addcdiv(self.buf, denom, value=-lr / (1 - b1**self.t))
-
-
-def _check_int(value: Any, name: str, minimum: int) -> int:
-    if isinstance(value, bool) or not isinstance(value, int | np.integer) or value < minimum:
-        raise ValueError(f"{name} must be an integer >= {minimum}, got {value!r}")
-    return int(value)

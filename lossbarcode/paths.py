@@ -50,8 +50,9 @@ import torch
 from scipy.sparse.csgraph import minimum_spanning_tree
 from torch import Tensor
 
+from lossbarcode._checks import check_int as _check_int
 from lossbarcode.choices import PAIRINGS, PATH_METHODS
-from lossbarcode.landscape import Landscape
+from lossbarcode.landscape import Landscape, derive_seed
 from lossbarcode.minima import BatchedOptimizer, Minima
 
 METHODS = PATH_METHODS
@@ -421,23 +422,21 @@ class _Run:
         """Shared minibatch per step; each stage gets its own seeded stream."""
         land = self.land
         self.stage_no += 1
-        pool = (torch.arange(land.n_train, device=land.device) if land.eval_index is None
-                else land.eval_index)
-        n = pool.shape[0]
+        x_all, y_all = land.x_eval, land.y_eval
+        n = x_all.shape[0]
         if self.batch_size is None or self.batch_size >= n:
-            x, y = land.x_train[pool], land.y_train[pool]
-            return lambda: (x, y)
-        gen = torch.Generator().manual_seed(
-            int(np.random.SeedSequence([self.seed, self.stage_no]).generate_state(1)[0]))
+            return lambda: (x_all, y_all)
+        gen = torch.Generator().manual_seed(derive_seed(self.seed, self.stage_no))
         bs = self.batch_size
         state = {"perm": torch.empty(0, dtype=torch.long), "pos": n}  # shuffle first
 
         def draw() -> tuple[Tensor, Tensor]:
             if state["pos"] + bs > n:
-                state["perm"], state["pos"] = torch.randperm(n, generator=gen), 0
-            sel = pool[state["perm"][state["pos"] : state["pos"] + bs].to(land.device)]
+                state["perm"] = torch.randperm(n, generator=gen).to(land.device)
+                state["pos"] = 0
+            sel = state["perm"][state["pos"] : state["pos"] + bs]
             state["pos"] += bs
-            return land.gather(sel)
+            return x_all.index_select(0, sel), y_all.index_select(0, sel)
 
         return draw
 
@@ -549,8 +548,7 @@ class _Run:
         """Train the bend ``(M, P)`` of quadratic Bezier curves on the expected loss."""
         m, p = a.shape
         draw = self._batches(role)
-        gen = torch.Generator().manual_seed(
-            int(np.random.SeedSequence([self.seed, self.stage_no, 7]).generate_state(1)[0]))
+        gen = torch.Generator().manual_seed(derive_seed(self.seed, self.stage_no, 7))
         bend = 0.5 * (a + c)
         opt = BatchedOptimizer.create(self.optimizer, bend, 0.9, (0.9, 0.999), 1e-8)
         ns = self.t_samples
@@ -630,10 +628,7 @@ def _evaluate_groups(land: Landscape, m: int, length: int,
                      make: Callable[[np.ndarray], Tensor]) -> np.ndarray:
     """Loss ``(m, length)`` of points made per group of items by ``make(indices)`` ->
     ``(g, length, P)``; groups are sized so the points stay under a memory cap."""
-    es = torch.finfo(land.dtype).bits // 8
-    cap = min(_BLOCK_BYTES, max(1, land.memory_limit // 4))
-    per_item = length * land.n_params * es
-    group = max(1, int(cap // max(per_item, 1)))
+    group = _items_per_block(land, length)
     out = np.empty((m, length))
     for s in range(0, m, group):
         g = np.arange(s, min(m, s + group))
@@ -646,12 +641,17 @@ def _evaluate_groups(land: Landscape, m: int, length: int,
 
 def _evaluate_points(land: Landscape, n: int, make: Callable[[int, int], Tensor]) -> np.ndarray:
     """Loss ``(n,)`` of points made in blocks by ``make(start, stop) -> (stop-start, P)``."""
-    es = torch.finfo(land.dtype).bits // 8
-    cap = min(_BLOCK_BYTES, max(1, land.memory_limit // 4))
-    block = max(1, int(cap // (land.n_params * es)))
+    block = _items_per_block(land, 1)
     parts = [land.loss(make(s, min(n, s + block))).to("cpu", torch.float64).numpy()
              for s in range(0, n, block)]
     return np.concatenate(parts)
+
+
+def _items_per_block(land: Landscape, points_per_item: int) -> int:
+    """How many items of ``points_per_item`` parameter vectors to materialise at once."""
+    point_bytes = land.n_params * (torch.finfo(land.dtype).bits // 8)
+    cap = min(_BLOCK_BYTES, max(1, land.memory_limit // 4))
+    return max(1, int(cap // max(points_per_item * point_bytes, 1)))
 
 
 def _check_pairs(pairs: Any, minima: Minima) -> np.ndarray:
@@ -715,9 +715,3 @@ def _pick_shortcuts(all_pairs: np.ndarray, screen: np.ndarray, tree: np.ndarray,
     cand.sort()
     chosen = [all_pairs[n] for _, n in cand[:limit]]
     return np.array(chosen, dtype=np.int64).reshape(-1, 2)
-
-
-def _check_int(value: Any, name: str, minimum: int) -> int:
-    if isinstance(value, bool) or not isinstance(value, int | np.integer) or value < minimum:
-        raise ValueError(f"{name} must be an integer >= {minimum}, got {value!r}")
-    return int(value)
