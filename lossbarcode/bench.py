@@ -100,19 +100,6 @@ def topology_benchmark(
     return rows
 
 
-def print_rows(rows: list[dict], title: str) -> None:
-    """Print benchmark rows as an aligned text table."""
-    print(title)
-    if not rows:
-        return
-    keys = list(rows[0])
-    cells = [[f"{r[k]:.4f}" if isinstance(r[k], float) else str(r[k]) for k in keys] for r in rows]
-    widths = [max(len(k), *(len(c[i]) for c in cells)) for i, k in enumerate(keys)]
-    print("  ".join(k.ljust(w) for k, w in zip(keys, widths, strict=True)))
-    for c in cells:
-        print("  ".join(v.ljust(w) for v, w in zip(c, widths, strict=True)))
-
-
 def experiment_benchmark(config: ExperimentConfig | None = None, repeat: int = 5) -> list[dict]:
     """Time one experiment cold (empty results folder) and then re-opened from the store.
 

@@ -22,6 +22,20 @@ from lossbarcode.experiment import ExperimentConfig
 
 # Flags whose name differs from the config field.
 FLAG_NAMES = {"k": "minima"}
+
+
+def reproduce_command(config: ExperimentConfig, command: str = "run") -> str:
+    """The ``lossbarcode`` command that recomputes ``config`` (non-default flags only)."""
+    defaults = ExperimentConfig()
+    flags = []
+    for f in dataclasses.fields(config):
+        value = getattr(config, f.name)
+        if value == getattr(defaults, f.name):
+            continue
+        flag = FLAG_NAMES.get(f.name, f.name).replace("_", "-")
+        flags.append(f"--{flag} {'none' if value is None else value}")
+    return " ".join(["lossbarcode", command, *flags])
+
 HELP = {
     "dataset": f"{DATASETS[0]} (default), {', '.join(DATASETS[1:])}",
     "n_train": "training examples (seeded subset; default all)",
@@ -210,13 +224,21 @@ def _write_sweep(path: Path, results, records: list[dict], append: bool) -> list
     return merged
 
 
-def _table(rows: Sequence[dict[str, Any]]) -> str:
+def _print_rows(rows: list[dict], title: str) -> None:
+    """Benchmark rows under a title, floats to 4 decimals."""
+    print(title)
+    if rows:
+        print(_table(rows, ".4f"))
+
+
+def _table(rows: Sequence[dict[str, Any]], float_format: str = ".5g") -> str:
+    """The rows as an aligned text table (columns: the first row's keys)."""
     if not rows:
         return "(nothing)"
     keys = list(rows[0])
 
     def cell(v: Any) -> str:
-        return f"{v:.5g}" if isinstance(v, float) else "-" if v is None else str(v)
+        return f"{v:{float_format}}" if isinstance(v, float) else "-" if v is None else str(v)
 
     cells = [[cell(r.get(k)) for k in keys] for r in rows]
     widths = [max(len(k), *(len(c[i]) for c in cells)) for i, k in enumerate(keys)]
@@ -231,7 +253,7 @@ def _cmd_list(args: argparse.Namespace) -> int:
     store = _store(args)
     rows = []
     for run_id in store.list():
-        result = load_result(store, run_id) if store.exists(run_id) else None
+        result = load_result(store, run_id)
         if result is None:
             rows.append({"run_id": run_id, "status": "partial: " + ",".join(
                 store.stages(run_id))})
@@ -307,21 +329,21 @@ def _cmd_app(args: argparse.Namespace) -> int:
 
 
 def _bench_topology(args: argparse.Namespace) -> int:
-    from lossbarcode.bench import print_rows, topology_benchmark
+    from lossbarcode.bench import topology_benchmark
 
     sizes = tuple(int(s) for s in args.grid_sizes.split(","))
     rows = topology_benchmark(grid_sizes=sizes, knn_points=args.knn_points, repeat=args.repeat,
                               noise_size=args.noise_size)
-    print_rows(rows, "H0 barcode: lossbarcode.graph_barcode vs ripser lower-star (best of "
+    _print_rows(rows, "H0 barcode: lossbarcode.graph_barcode vs ripser lower-star (best of "
                f"{args.repeat}; ratio = ours / ripser, < 1 is faster)")
     return 0
 
 
 def _bench_experiment(args: argparse.Namespace) -> int:
-    from lossbarcode.bench import experiment_benchmark, print_rows
+    from lossbarcode.bench import experiment_benchmark
 
     rows = experiment_benchmark(_config_from(args), repeat=args.repeat)
-    print_rows(rows, "Default experiment: cold (empty results folder) vs cached (finished "
+    _print_rows(rows, "Default experiment: cold (empty results folder) vs cached (finished "
                "run re-opened)")
     return 0
 

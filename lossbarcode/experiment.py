@@ -234,6 +234,7 @@ class Result:
         undefined, ``merged_into`` as the absorbing minimum's index."""
         bar_of = {int(m): i for i, m in enumerate(self.barcode.minima)}
         rows = []
+        lengths = self.barcode.lengths()
         for i in range(self.k):
             bar = bar_of.get(i)
             absorber = None if bar is None else int(self.barcode.merged_into[bar])
@@ -245,7 +246,7 @@ class Result:
                 "diverged": bool(self.diverged[i]),
                 "birth": None if bar is None else float(self.barcode.births[bar]),
                 "death": None if bar is None else float(self.barcode.deaths[bar]),
-                "length": None if bar is None else float(self.barcode.lengths()[bar]),
+                "length": None if bar is None else float(lengths[bar]),
                 "merged_into": None if absorber is None or absorber < 0
                 else int(self.barcode.minima[absorber]),
             })

@@ -184,13 +184,12 @@ class _Job:
 
     def snapshot(self, now: float) -> JobStatus:
         fraction, eta = self._progress(now)
-        started = self.started if self.started is not None else now
         ended = self.ended if self.ended is not None else now
         return JobStatus(
             job_id=self.job_id, kind=self.kind, state=self.state, stage=self.stage,
             done=self.done, total=self.total, message=self.message,
             fraction=float(min(max(fraction, 0.0), 1.0)),
-            elapsed_s=max(0.0, ended - started) if self.started is not None else 0.0,
+            elapsed_s=0.0 if self.started is None else max(0.0, ended - self.started),
             eta_s=eta, error=self.error, run_ids=self.run_ids,
         )
 
@@ -340,10 +339,7 @@ class JobManager:
             job = self._jobs.get(job_id)
             if job is None or job.finished.is_set():
                 return
-            job.cancel.set()
-            if job.state == "queued":
-                job.finish("cancelled", time.perf_counter())
-            else:
+            if not _cancel_locked(job):
                 job.message = "cancelling..."
 
     def wait(self, job_id: str, timeout: float | None = None) -> JobStatus:
@@ -368,9 +364,7 @@ class JobManager:
                 if cancel:
                     for job in list(self._jobs.values()):
                         if not job.finished.is_set():
-                            job.cancel.set()
-                            if job.state == "queued":
-                                job.finish("cancelled", time.perf_counter())
+                            _cancel_locked(job)
                 for _ in self._threads:
                     self._queue.put(None)
         for thread in self._threads:
@@ -478,6 +472,15 @@ class JobManager:
             if job.kind == "sweep" and job.weights[index] > 0:
                 job.spent += time.perf_counter() - start
                 job.spent_weight += job.weights[index]
+
+
+def _cancel_locked(job: _Job) -> bool:
+    """Ask ``job`` to stop (the manager's lock held); a queued job ends at once (True)."""
+    job.cancel.set()
+    if job.state == "queued":
+        job.finish("cancelled", time.perf_counter())
+        return True
+    return False
 
 
 # --------------------------------------------------------------------------- cost model

@@ -888,18 +888,3 @@ def describe_config(config, varied: Sequence[str] = ()) -> str:
             f"({c.optimizer}, {c.schedule} {lr}, {c.steps} steps) · {c.path_method} paths "
             f"({c.pairs} pairs, {c.images} images) · {c.rule.replace('_', '-')} rule · "
             f"TO-score {norm} · {seed}")
-
-
-def reproduce_command(config, command: str = "run") -> str:
-    """The ``lossbarcode`` CLI command that recomputes a config (non-default flags only)."""
-    import dataclasses
-
-    defaults = type(config)()
-    flags = []
-    for f in dataclasses.fields(config):
-        value = getattr(config, f.name)
-        if value == getattr(defaults, f.name):
-            continue
-        flag = {"k": "minima"}.get(f.name, f.name).replace("_", "-")
-        flags.append(f"--{flag} {'none' if value is None else value}")
-    return " ".join(["lossbarcode", command, *flags])

@@ -19,10 +19,8 @@ from itertools import product
 from typing import Any
 
 import numpy as np
-from scipy import ndimage
 from scipy.sparse import coo_matrix
 from scipy.sparse.csgraph import connected_components, minimum_spanning_tree
-from scipy.spatial import cKDTree
 
 NORMS = ("l2", "sum", "max", "mean")
 NORMALIZATIONS = (None, "range")
@@ -433,6 +431,8 @@ def knn_edges(points: np.ndarray, k: int) -> np.ndarray:
     k = min(k, n - 1)
     if k < 1:
         return np.empty((0, 2), dtype=np.int64)
+    from scipy.spatial import cKDTree  # imported here: it slows every dashboard start
+
     _, nbrs = cKDTree(points).query(points, k=k + 1)
     src = np.repeat(np.arange(n, dtype=np.int64), k)
     return np.stack([src, nbrs[:, 1:].reshape(-1).astype(np.int64)], axis=1)
@@ -585,6 +585,8 @@ def sublevel_components(values: Any, level: float, connectivity: str = "full") -
     vals = _check_values(values)
     if connectivity not in CONNECTIVITIES:
         raise ValueError(f"connectivity must be one of {CONNECTIVITIES}, got {connectivity!r}")
+    from scipy import ndimage  # imported here: it slows every dashboard start
+
     mask = vals <= level
     structure = ndimage.generate_binary_structure(vals.ndim, 1 if connectivity == "axis"
                                                   else vals.ndim)

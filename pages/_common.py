@@ -28,6 +28,7 @@ from lossbarcode.choices import (  # noqa: F401  (the widgets' choices, read as 
     PATH_METHODS,
     SCHEDULES,
 )
+from lossbarcode.cli import reproduce_command
 from lossbarcode.experiment import ExperimentConfig, Result, load_result
 from lossbarcode.store import ResultStore
 from lossbarcode.topology import NORMALIZATIONS, NORMS, RULES  # noqa: F401
@@ -93,7 +94,9 @@ def manager():
     return _manager(str(store().root))
 
 
-@st.cache_data(show_spinner=False, max_entries=256)
+# cache_resource: one shared (frozen) Result per run instead of an unpickled copy per call;
+# run pickers format every option through run_label() on each rerun.
+@st.cache_resource(show_spinner=False, max_entries=256)
 def _result(root: str, run_id: str) -> Result:
     result = load_result(ResultStore(root), run_id)
     if result is None:  # raising keeps the miss out of the cache
@@ -449,9 +452,9 @@ def _families(root: str, run_ids: tuple[str, ...]) -> dict[str, dict[str, Any]]:
         records = sweep_records(results)
         axes = {name: ",".join(str(v) for v in sorted({getattr(r.config, name) for r in results}))
                 for name in ("width", "depth", "seed")}
-        command = (plots.reproduce_command(c.replace(width=ExperimentConfig.width,
-                                                     depth=ExperimentConfig.depth,
-                                                     seed=ExperimentConfig.seed), "sweep")
+        command = (reproduce_command(c.replace(width=ExperimentConfig.width,
+                                               depth=ExperimentConfig.depth,
+                                               seed=ExperimentConfig.seed), "sweep")
                    + f" --widths {axes['width']} --depths {axes['depth']} --seeds {axes['seed']}")
         out[family] = {
             "label": label, "records": records, "summary": summarize(records),

@@ -212,7 +212,7 @@ if r is not None:
                    help=", ".join(f"{k} {v:.1f} s" for k, v in r.timings.items())
                    + f" on {r.device}")
     st.caption(f"`{r.run_id}` · {plots.describe_config(c)}  \n"
-               f"Reproduce: `{plots.reproduce_command(c)}`")
+               f"Reproduce: `{ui.reproduce_command(c)}`")
     if r.diverged.any():
         st.warning(f"{int(r.diverged.sum())} of {r.k} minima diverged (NaN/inf loss) and are "
                    "left out. Lower the learning rate to keep them.", icon=":material/warning:")
@@ -318,23 +318,24 @@ if r is not None:
 
 # --------------------------------------------------------------------------- estimate and run
 # In the background worker, so that the page (and a finished result) shows at once, before
-# torch is imported.
+# torch is imported (the estimate times a matmul).
 
-def estimate_box_error(values: dict) -> bool:
-    """Whether the background check of this config finished with an error."""
-    future = ui.view_future(("estimate", *sorted(values.items())))
+def estimate_box_error(key: tuple) -> bool:
+    """Whether the background check ``key`` finished with an error."""
+    future = ui.view_future(key)
     return future is not None and future.done() and future.exception() is not None
 
 
 def check_and_estimate(items: tuple) -> tuple[ExperimentConfig, dict]:
-    """Validate (imports torch) and estimate the cost, in the background worker."""
+    """Validate and estimate the cost, in the background worker."""
     config = ExperimentConfig.from_dict(dict(items)).validate()
     return config, ui.estimate(config)
 
 
+items = tuple(sorted(values.items()))
 with estimate_box:
-    checked = ui.deferred_view(("estimate", *sorted(values.items())), check_and_estimate,
-                               tuple(sorted(values.items())), message="Estimating the cost…")
+    checked = ui.deferred_view(("estimate", *items), check_and_estimate, items,
+                               message="Estimating the cost…")
 if checked is not None:
     config, cost = checked
     with estimate_box:
@@ -348,7 +349,7 @@ if checked is not None:
             st.warning("This will take a while; consider fewer steps, pairs 'mst' or a "
                        "smaller K.", icon=":material/schedule:")
 with run_box:
-    invalid = checked is None and bool(estimate_box_error(values))
+    invalid = checked is None and estimate_box_error(("estimate", *items))
     if st.button("Run experiment", type="primary", icon=":material/play_arrow:",
                  disabled=invalid, width="stretch", key="run_experiment"):
         try:

@@ -205,12 +205,13 @@ def test_barcode_limits_cover_every_barcode(barcode):
 
 
 def test_provenance_strings():
+    from lossbarcode.cli import reproduce_command
     from lossbarcode.experiment import ExperimentConfig
 
     config = ExperimentConfig(width=8, k=4, schedule="anneal", device="cpu")
-    assert plots.reproduce_command(config) == ("lossbarcode run --width 8 --minima 4 "
-                                               "--schedule anneal --device cpu")
-    assert plots.reproduce_command(ExperimentConfig()) == "lossbarcode run"
+    assert reproduce_command(config) == ("lossbarcode run --width 8 --minima 4 "
+                                         "--schedule anneal --device cpu")
+    assert reproduce_command(ExperimentConfig()) == "lossbarcode run"
     text = plots.describe_config(config)
     assert "width 8" in text and "K = 4" in text and "anneal" in text and "l2" in text
     assert "widths varied" in plots.describe_config(config, varied=("width",))
