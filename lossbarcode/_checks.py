@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from typing import Any
 
 import numpy as np
@@ -13,3 +14,19 @@ def check_int(value: Any, name: str, minimum: int) -> int:
     if isinstance(value, bool) or not isinstance(value, int | np.integer) or value < minimum:
         raise ValueError(f"{name} must be an integer >= {minimum}, got {value!r}")
     return int(value)
+
+
+def check_positive(value: Any, name: str, hint: str = "") -> float:
+    """``value`` as a ``float`` if it is a finite number > 0 (not bool); else ``ValueError``
+    naming ``name`` (and ``hint``, e.g. a sensible value)."""
+    if not is_positive_number(value):
+        raise ValueError(f"{name} must be a positive finite number, got {value!r}"
+                         + (f"; try {hint}" if hint else ""))
+    return float(value)
+
+
+def is_positive_number(value: Any) -> bool:
+    """True for a finite number > 0 (Python or numpy, not bool)."""
+    return (not isinstance(value, bool) and isinstance(value, int | float | np.integer
+                                                       | np.floating)
+            and math.isfinite(value) and value > 0)

@@ -16,3 +16,16 @@ OPTIMIZERS = ("sgd", "adam")
 SCHEDULES = ("constant", "anneal")
 PATH_METHODS = ("linear", "neb", "bezier")
 PAIRINGS = ("all", "mst")
+
+# The path stopping rule (lossbarcode.paths.connect), read by the config, the CLI help, the
+# dashboard and the cost model. PATHS_VERSION names the path algorithm and is part of every
+# run id: 1 = a fixed step budget (before Dec 2026), 2 = paths optimised until converged.
+PATHS_VERSION = 2
+PATH_TOL = 0.05  # a cycle may lower the barrier by at most this share of the segment ...
+PATH_ATOL = 1e-4  # ... plus this many loss units (the resolution floor of a barrier)
+PATH_MAX_STEPS = 4000  # minibatch steps per path at most
+PATH_FINAL_STEPS = 200  # full-batch (climbing-image) steps per path at most
+PATH_IMAGES = 6
+PATH_EVAL_POINTS = 3
+MINIMA_LR = {"sgd": 0.05, "adam": 1e-3}  # default training learning rate per optimizer
+PATH_LR = {"sgd": 0.05, "adam": 0.01}  # default (initial) path step size per optimizer

@@ -17,6 +17,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+from lossbarcode import choices
 from lossbarcode.choices import DATASETS
 from lossbarcode.experiment import ExperimentConfig
 
@@ -47,15 +48,23 @@ HELP = {
     "heads": "attention heads (transformer)",
     "k": "number of minima K (>= 2)",
     "optimizer": "sgd or adam",
-    "lr": "learning rate (default: 0.05 sgd, 0.001 adam)",
+    "lr": "learning rate (default: " + ", ".join(
+        f"{v:g} {k}" for k, v in choices.MINIMA_LR.items()) + ")",
     "schedule": "constant or anneal (cosine decay to 0)",
     "steps": "training steps per minimum",
     "batch_size": "minibatch size",
+    "polish_steps": "full-batch steps after training, towards true critical points (0: none)",
     "path_method": "linear, neb or bezier",
     "pairs": "all (every pair) or mst (spanning tree first, then shortcuts)",
     "images": "interior images per path",
-    "path_steps": "optimisation steps of the paths",
-    "path_lr": "path step size (default 0.01 with Adam)",
+    "path_steps": "none (optimise each path until converged) or a fixed step budget (the "
+                  "old algorithm; never reported as converged)",
+    "path_max_steps": "minibatch steps per path at most",
+    "path_tol": "stopping rule: a cycle lowers the barrier by at most this share of the "
+                "segment ...",
+    "path_atol": "... plus this many loss units (the resolution of a barrier)",
+    "path_lr": "initial path step size (default: " + ", ".join(
+        f"{v:g} {k}" for k, v in choices.PATH_LR.items()) + "; NEB uses sgd, Bezier adam)",
     "eval_points": "interpolated evaluation points between neighbouring images",
     "eval_subset": "evaluate barriers on a fixed subset of this many training examples",
     "rule": "union_find (exact H0, default) or direct (the paper code's rule)",
@@ -291,9 +300,24 @@ def _cmd_show(args: argparse.Namespace) -> int:
     if g.get("spearman") is not None:
         print(f"segment length vs test error: Spearman {g['spearman']:.3f} "
               f"(p={g['p_value']:.3g}, n={g['n']})")
+    print(f"paths: {paths_summary(result)}")
     print()
     print(_table(result.minima_table()))
+    print()
+    print(_table(result.path_table()))
     return 0
+
+
+def paths_summary(result) -> str:
+    """One line: how the paths were made and how many converged / bars are certified."""
+    if result.paths_version < 2:
+        return (f"made by the old fixed-budget method (path algorithm {result.paths_version}, "
+                f"{result.config.path_steps} steps): barriers not converged, upper bounds only")
+    done, bars = result.certified
+    conv = int(result.path_converged.sum())
+    return (f"{conv}/{len(result.path_converged)} converged "
+            f"(tol {result.config.path_tol:g} x segment + {result.config.path_atol:g}, cap "
+            f"{result.config.path_max_steps} steps); {done}/{bars} finite bars certified")
 
 
 def _cmd_export(args: argparse.Namespace) -> int:
@@ -345,6 +369,18 @@ def _bench_experiment(args: argparse.Namespace) -> int:
     rows = experiment_benchmark(_config_from(args), repeat=args.repeat)
     _print_rows(rows, "Default experiment: cold (empty results folder) vs cached (finished "
                "run re-opened)")
+    return 0
+
+
+def _bench_convergence(args: argparse.Namespace) -> int:
+    from lossbarcode.bench import convergence_benchmark
+
+    rows = convergence_benchmark(tuple(_ints(args.widths) or ()), k=args.minima,
+                                 progress=lambda msg: print(msg, file=sys.stderr, flush=True))
+    print("Mean NEB barrier excess (barrier - higher endpoint loss) on digits fcn depth 2: "
+          "fixed budgets of 1x/4x/16x 300 steps vs the converging default (same minima per "
+          "width)")
+    print(_table(rows, ".3g"))
     return 0
 
 
@@ -442,6 +478,13 @@ def build_parser() -> argparse.ArgumentParser:
                       help="side of the white-noise worst-case grid, 0 to skip (default 1001)")
     topo.add_argument("--repeat", type=int, default=3, help="best of this many runs (default 3)")
     topo.set_defaults(handler=_bench_topology)
+
+    conv = which.add_parser(
+        "convergence", help="barrier excess of fixed path budgets vs the converging default")
+    conv.add_argument("--widths", default="8,32,128,512",
+                      help="comma list of fcn widths (default 8,32,128,512)")
+    conv.add_argument("--minima", type=int, default=4, help="minima K per width (default 4)")
+    conv.set_defaults(handler=_bench_convergence)
 
     engine = which.add_parser(
         "engine", help="batched vs looped training and NEB; GFLOP/s vs a plain matmul")

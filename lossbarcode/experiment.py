@@ -39,6 +39,7 @@ from typing import Any
 import numpy as np
 
 from lossbarcode import choices, topology
+from lossbarcode._checks import is_positive_number
 from lossbarcode.store import ResultStore
 
 DTYPES = ("float32", "float64")
@@ -57,10 +58,14 @@ class ExperimentConfig:
     Data: ``dataset``, ``n_train`` / ``n_test`` (seeded subsets, None = all), ``data_root``.
     Model: ``arch`` in fcn|cnn|resnet|transformer, ``width``, ``depth``, ``heads``.
     Minima: ``k`` networks, ``optimizer`` sgd|adam, ``lr`` (None = optimizer default),
-    ``schedule`` constant|anneal, ``steps``, ``batch_size``.
-    Paths: ``path_method`` linear|neb|bezier, ``pairs`` all|mst, ``images``, ``path_steps``,
-    ``path_lr``, ``eval_points``, ``eval_subset`` (barriers on a fixed training subset; None =
-    the full training set).
+    ``schedule`` constant|anneal, ``steps``, ``batch_size``, ``polish_steps`` (full-batch
+    steps after training, towards true critical points; 0 = none).
+    Paths: ``path_method`` linear|neb|bezier, ``pairs`` all|mst, ``images``, ``path_steps``
+    (None = optimise every path until converged; an integer = that fixed budget, the old
+    algorithm), ``path_max_steps`` (the cap per path), ``path_tol`` / ``path_atol`` (the
+    stopping rule: a cycle lowers the barrier by at most ``path_tol`` x segment +
+    ``path_atol``), ``path_lr`` (initial step size), ``eval_points``, ``eval_subset``
+    (barriers on a fixed training subset; None = the full training set).
     Barcode and score: ``rule`` union_find|direct, ``score_norm``, ``score_normalize``.
     Run: ``seed``, ``device`` (auto|cpu|cuda|cuda:N), ``dtype``.
     """
@@ -79,12 +84,16 @@ class ExperimentConfig:
     schedule: str = "constant"
     steps: int = 2000
     batch_size: int = 64
+    polish_steps: int = 0
     path_method: str = "neb"
     pairs: str = "all"
-    images: int = 6
-    path_steps: int = 300
+    images: int = choices.PATH_IMAGES
+    path_steps: int | None = None
+    path_max_steps: int = choices.PATH_MAX_STEPS
+    path_tol: float = choices.PATH_TOL
+    path_atol: float = choices.PATH_ATOL
     path_lr: float | None = None
-    eval_points: int = 3
+    eval_points: int = choices.PATH_EVAL_POINTS
     eval_subset: int | None = None
     rule: str = "union_find"
     score_norm: str = "l2"
@@ -123,8 +132,10 @@ class ExperimentConfig:
         choice("score_norm", topology.NORMS)
         choice("score_normalize", topology.NORMALIZATIONS)
         choice("dtype", DTYPES)
-        for name in ("width", "depth", "heads", "steps", "batch_size", "path_steps"):
+        for name in ("width", "depth", "heads", "steps", "batch_size", "path_max_steps"):
             positive_int(name)
+        positive_int("path_steps", optional=True)
+        positive_int("polish_steps", minimum=0)
         positive_int("k", minimum=2)
         positive_int("images", minimum=1)
         positive_int("eval_points", minimum=0)
@@ -136,6 +147,11 @@ class ExperimentConfig:
             need(value is None or (isinstance(value, int | float) and math.isfinite(value)
                                    and value > 0),
                  f"{name} must be a positive number (or None for the default), got {value!r}")
+        for name, hint in (("path_tol", choices.PATH_TOL), ("path_atol", choices.PATH_ATOL)):
+            value = getattr(self, name)
+            need(is_positive_number(value),
+                 f"{name} must be a positive finite number, got {value!r}; the default is "
+                 f"{hint}")
         need(self.device == "auto" or self.device == "cpu" or self.device.startswith("cuda"),
              f"device must be 'auto', 'cpu' or 'cuda[:N]', got {self.device!r}")
         if self.arch == "transformer":
@@ -164,8 +180,15 @@ class ExperimentConfig:
     def run_id(self) -> str:
         """A stable 16-hex-digit hash of the validated config (computed once per config;
         an invalid config raises every time)."""
-        canonical = json.dumps(self.validate().to_dict(), sort_keys=True, separators=(",", ":"))
+        canonical = json.dumps(self.validate().identity(), sort_keys=True,
+                               separators=(",", ":"))
         return hashlib.sha256(canonical.encode()).hexdigest()[:16]
+
+    def identity(self) -> dict[str, Any]:
+        """What the run id hashes: every field, plus the path algorithm's version
+        (:data:`~lossbarcode.choices.PATHS_VERSION`), so a result made by an older path
+        algorithm is never returned for a config whose paths are now computed differently."""
+        return {**self.to_dict(), "paths_version": choices.PATHS_VERSION}
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
@@ -192,9 +215,14 @@ def _json_float(x: float) -> float | None:
 class Result:
     """Everything one experiment produced (thetas and path images stay in the store).
 
-    Arrays: ``train_loss`` / ``test_loss`` / ``test_error`` / ``diverged`` are ``(K,)``
-    (NaN where diverged or not defined); ``pairs`` ``(M, 2)``; ``barriers`` ``(K, K)`` with
-    ``np.inf`` where no path was computed; ``profiles`` ``M`` pairs of ``(t, loss)`` arrays.
+    Arrays: ``train_loss`` / ``test_loss`` / ``test_error`` / ``diverged`` / ``grad_norm``
+    are ``(K,)`` (NaN where diverged or not defined); ``pairs`` ``(M, 2)``; ``barriers``
+    ``(K, K)`` with ``np.inf`` where no path was computed; ``profiles`` ``M`` pairs of ``(t,
+    loss)`` arrays. Per path (``(M,)``, or ``M`` arrays): ``path_converged``,
+    ``path_steps_used``, ``path_history`` (barrier after each check),
+    ``path_perp_grad_norm``. ``paths_version``: the path algorithm that made the paths (1 = a
+    fixed step budget, before convergence checks existed; see
+    :data:`~lossbarcode.choices.PATHS_VERSION`).
     """
 
     run_id: str
@@ -215,6 +243,12 @@ class Result:
     n_params: int
     device: str
     versions: dict[str, str] = field(default_factory=dict)
+    grad_norm: np.ndarray = field(default_factory=lambda: np.zeros(0))
+    path_converged: np.ndarray = field(default_factory=lambda: np.zeros(0, dtype=bool))
+    path_steps_used: np.ndarray = field(default_factory=lambda: np.zeros(0, dtype=np.int64))
+    path_history: tuple[np.ndarray, ...] = ()
+    path_perp_grad_norm: np.ndarray = field(default_factory=lambda: np.zeros(0))
+    paths_version: int = choices.PATHS_VERSION
 
     @property
     def k(self) -> int:
@@ -228,6 +262,20 @@ class Result:
     def segment_lengths(self) -> np.ndarray:
         """``(K,)`` segment length of each minimum: NaN if diverged, inf for essential bars."""
         return segment_lengths(self.barcode, self.k)
+
+    def bar_certified(self) -> np.ndarray:
+        """``(n_bars,)`` bool per bar of :attr:`barcode`: True where the bar's death comes
+        from a converged path (the lowest path between the two minima of its saddle edge);
+        False for a death made by an unconverged path, and for the essential bar."""
+        return bar_certified(self.barcode, self.pairs, self.path_barriers,
+                             self.path_converged)
+
+    @property
+    def certified(self) -> tuple[int, int]:
+        """``(certified, finite)``: how many of the finite bars the TO-score sums have a
+        death from a converged path."""
+        finite = np.isfinite(self.barcode.deaths)
+        return int(self.bar_certified()[finite].sum()), int(finite.sum())
 
     def minima_table(self) -> list[dict[str, Any]]:
         """One row per minimum: losses, test error and its bar (None if diverged); NaN where
@@ -249,6 +297,25 @@ class Result:
                 "length": None if bar is None else float(lengths[bar]),
                 "merged_into": None if absorber is None or absorber < 0
                 else int(self.barcode.minima[absorber]),
+                "grad_norm": float(self.grad_norm[i]) if len(self.grad_norm) else float("nan"),
+            })
+        return rows
+
+    def path_table(self) -> list[dict[str, Any]]:
+        """One row per path: its pair, barrier, the straight line's, and its convergence:
+        converged, steps used, the barrier's change over the last check, the final
+        perpendicular gradient norm."""
+        rows = []
+        for m, (i, j) in enumerate(self.pairs.tolist()):
+            hist = self.path_history[m] if m < len(self.path_history) else np.zeros(0)
+            rows.append({
+                "pair": f"{i}-{j}",
+                "barrier": float(self.path_barriers[m]),
+                "linear": float(self.linear_barriers[m]),
+                "converged": bool(self.path_converged[m]),
+                "steps": int(self.path_steps_used[m]),
+                "last_change": float(hist[-2] - hist[-1]) if len(hist) > 1 else float("nan"),
+                "perp_grad": float(self.path_perp_grad_norm[m]),
             })
         return rows
 
@@ -262,8 +329,17 @@ class Result:
                 {"train_loss": _json_float(self.train_loss[i]),
                  "test_loss": _json_float(self.test_loss[i]),
                  "test_error": _json_float(self.test_error[i]),
-                 "diverged": bool(self.diverged[i])}
+                 "diverged": bool(self.diverged[i]),
+                 "grad_norm": _json_float(self.grad_norm[i]) if len(self.grad_norm) else None}
                 for i in range(k)
+            ],
+            "paths_version": self.paths_version,
+            "paths": [
+                {"converged": bool(self.path_converged[m]),
+                 "steps": int(self.path_steps_used[m]),
+                 "barrier_history": [_json_float(b) for b in self.path_history[m]],
+                 "perp_grad_norm": _json_float(self.path_perp_grad_norm[m])}
+                for m in range(len(self.path_converged))
             ],
             "pairs": self.pairs.tolist(),
             "barriers": [[None if not np.isfinite(b) else float(b) for b in row]
@@ -285,6 +361,10 @@ class Result:
         """Inverse of :meth:`to_json`; ``ValueError`` if a key is missing or malformed."""
         try:
             minima = data["minima"]
+            pairs = np.array(data["pairs"], dtype=np.int64).reshape(-1, 2)
+            paths = data.get("paths") or [
+                {"converged": False, "steps": 0, "barrier_history": [], "perp_grad_norm": None}
+                for _ in range(len(pairs))]
 
             def column(key: str) -> np.ndarray:
                 return np.array([np.nan if m[key] is None else m[key] for m in minima],
@@ -297,7 +377,7 @@ class Result:
                 test_loss=column("test_loss"),
                 test_error=column("test_error"),
                 diverged=np.array([bool(m["diverged"]) for m in minima], dtype=bool),
-                pairs=np.array(data["pairs"], dtype=np.int64).reshape(-1, 2),
+                pairs=pairs,
                 barriers=np.array([[np.inf if b is None else b for b in row]
                                    for row in data["barriers"]], dtype=np.float64
                                   ).reshape(len(minima), len(minima)),
@@ -313,6 +393,18 @@ class Result:
                 n_params=int(data["n_params"]),
                 device=str(data["device"]),
                 versions={str(k): str(v) for k, v in data.get("versions", {}).items()},
+                grad_norm=column("grad_norm") if minima and "grad_norm" in minima[0]
+                else np.full(len(minima), np.nan),
+                # Results from before convergence checks (version 1) have no "paths" list.
+                path_converged=np.array([bool(p["converged"]) for p in paths], dtype=bool),
+                path_steps_used=np.array([int(p["steps"]) for p in paths], dtype=np.int64),
+                path_history=tuple(np.array([np.nan if b is None else b
+                                             for b in p["barrier_history"]], dtype=np.float64)
+                                   for p in paths),
+                path_perp_grad_norm=np.array(
+                    [np.nan if p["perp_grad_norm"] is None else p["perp_grad_norm"]
+                     for p in paths], dtype=np.float64),
+                paths_version=int(data.get("paths_version", 1)),
             )
         except (KeyError, TypeError, AttributeError) as err:
             raise ValueError(f"malformed result JSON: {err!r}") from err
@@ -340,6 +432,22 @@ def segment_lengths(barcode: topology.Barcode, k: int) -> np.ndarray:
     lengths = np.full(k, np.nan)
     lengths[barcode.minima] = barcode.lengths()
     return lengths
+
+
+def bar_certified(barcode: topology.Barcode, pairs: np.ndarray, path_barriers: np.ndarray,
+                  converged: np.ndarray) -> np.ndarray:
+    """``(n_bars,)``: whether each bar's death edge ``(i, j)`` has its lowest path among
+    ``pairs`` ``(M, 2)`` (barriers ``(M,)``) converged; False for the essential bar."""
+    best: dict[tuple[int, int], tuple[float, bool]] = {}
+    for (i, j), b, ok in zip(pairs.tolist(), path_barriers, converged, strict=True):
+        key = (min(i, j), max(i, j))
+        if key not in best or b < best[key][0]:
+            best[key] = (float(b), bool(ok))
+    out = np.zeros(len(barcode), dtype=bool)
+    for n, (i, j) in enumerate(np.asarray(barcode.saddle_edges).reshape(-1, 2).tolist()):
+        if i >= 0 and np.isfinite(barcode.deaths[n]):
+            out[n] = best.get((min(i, j), max(i, j)), (0.0, False))[1]
+    return out
 
 
 def generalization_summary(lengths: np.ndarray, test_error: np.ndarray) -> dict[str, Any]:
@@ -453,7 +561,7 @@ def run_experiment(
             found = minima_mod.find_minima(
                 land, config.k, optimizer=config.optimizer, lr=config.lr,
                 schedule=config.schedule, steps=config.steps, batch_size=config.batch_size,
-                seed=config.seed,
+                seed=config.seed, polish_steps=config.polish_steps,
                 progress=lambda step, total, loss: report(
                     "minima", step, total, f"mean minibatch loss {loss:.4g}"),
             )
@@ -475,7 +583,8 @@ def run_experiment(
             connected = paths_mod.connect(
                 land, found, pairs=config.pairs, method=config.path_method,
                 images=config.images, steps=config.path_steps, lr=config.path_lr,
-                eval_points=config.eval_points, seed=config.seed,
+                eval_points=config.eval_points, seed=config.seed, tol=config.path_tol,
+                atol=config.path_atol, max_steps=config.path_max_steps,
                 progress=lambda step, total, info: report(
                     "paths", step, total, str(info.get("stage", ""))),
             )
@@ -548,4 +657,10 @@ def assemble_result(config: ExperimentConfig, found, connected, timings: dict[st
         n_params=found.n_params,
         device=device,
         versions=_versions(),
+        grad_norm=found.grad_norm,
+        path_converged=connected.converged,
+        path_steps_used=connected.steps_used,
+        path_history=connected.barrier_history,
+        path_perp_grad_norm=connected.perp_grad_norm,
+        paths_version=connected.version,
     )

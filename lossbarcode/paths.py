@@ -40,6 +40,7 @@ never paired.
 
 from __future__ import annotations
 
+import dataclasses
 import math
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, replace
@@ -51,14 +52,32 @@ from scipy.sparse.csgraph import minimum_spanning_tree
 from torch import Tensor
 
 from lossbarcode._checks import check_int as _check_int
-from lossbarcode.choices import PAIRINGS, PATH_METHODS
+from lossbarcode._checks import check_positive
+from lossbarcode.choices import (
+    PAIRINGS,
+    PATH_ATOL,
+    PATH_EVAL_POINTS,
+    PATH_FINAL_STEPS,
+    PATH_IMAGES,
+    PATH_LR,
+    PATH_MAX_STEPS,
+    PATH_METHODS,
+    PATH_TOL,
+    PATHS_VERSION,
+)
 from lossbarcode.landscape import Landscape, derive_seed
 from lossbarcode.minima import BatchedOptimizer, Minima
 
 METHODS = PATH_METHODS
-DEFAULT_LR = {"sgd": 0.05, "adam": 0.01}
+DEFAULT_LR = PATH_LR
 Progress = Callable[[int, int, dict[str, Any]], Any]
 _BLOCK_BYTES = 256 * 2**20  # cap on path points materialised at once before evaluation
+CYCLE_STEPS = 50  # minibatch steps between two convergence checks
+_FINAL_CHECK = 10  # full-batch steps between two convergence checks
+_GROW, _SHRINK, _MAX_GROWTH = 1.5, 0.5, 64.0  # step-size adaptation per cycle (bold driver)
+_PATIENCE = 2  # calm checks in a row that make a path converged
+_REFINE_ROUNDS, _REFINE_POINTS = 3, 6  # extra points around the highest one of a profile
+_ROLE_STREAM = {"all": 1, "list": 2, "tree": 3, "shortcut": 4}  # one data stream per stage
 
 
 @dataclass(frozen=True, eq=False)
@@ -79,7 +98,15 @@ class Paths:
         role: ``(M,)`` how the pair was chosen: "all", "list", "tree" or "shortcut".
         minima_loss: ``(K,)`` the minima's training losses (NaN for diverged ones).
         method: "linear", "neb" or "bezier".
-        settings: the remaining arguments of :func:`connect`, JSON-safe.
+        settings: the remaining arguments of :func:`connect`, JSON-safe (``"version"``: the
+            path algorithm, :data:`~lossbarcode.choices.PATHS_VERSION`).
+        converged: ``(M,)`` bool, True where the path met the stopping rule before its step
+            caps (never for a fixed step budget; always for straight lines).
+        steps_used: ``(M,)`` optimisation steps spent on each path (minibatch + full batch).
+        barrier_history: ``M`` arrays: the path's barrier estimate (highest image loss on the
+            evaluation set) at the start and after each cycle / check.
+        perp_grad_norm: ``(M,)`` the largest evaluation-set loss gradient norm perpendicular to
+            the final chain, over its interior images (NaN where unknown).
     """
 
     pairs: np.ndarray
@@ -93,6 +120,15 @@ class Paths:
     minima_loss: np.ndarray
     method: str
     settings: dict[str, Any]
+    converged: np.ndarray
+    steps_used: np.ndarray
+    barrier_history: tuple[np.ndarray, ...]
+    perp_grad_norm: np.ndarray
+
+    @property
+    def version(self) -> int:
+        """The path algorithm that made these paths (1: a fixed step budget)."""
+        return int(self.settings.get("version", 1))
 
     @property
     def k(self) -> int:
@@ -117,12 +153,15 @@ class Paths:
         img, img_off = cat([t.numpy() for t in self.images])
         pt, prof_off = cat(self.profile_t)
         pl, _ = cat(self.profile_loss)
+        hist, hist_off = cat(self.barrier_history)
         return {
             "pairs": self.pairs, "images": img, "image_offsets": img_off, "profile_t": pt,
             "profile_loss": pl, "profile_offsets": prof_off, "barriers": self.barriers,
             "linear_barriers": self.linear_barriers, "fallback": self.fallback,
             "role": self.role.astype(str), "minima_loss": self.minima_loss,
-            "method": np.asarray(self.method),
+            "method": np.asarray(self.method), "converged": self.converged,
+            "steps_used": self.steps_used, "barrier_history": hist,
+            "history_offsets": hist_off, "perp_grad_norm": self.perp_grad_norm,
         }
 
     @classmethod
@@ -140,18 +179,36 @@ class Paths:
             fallback=np.concatenate([p.fallback for p in parts]),
             role=np.concatenate([p.role for p in parts]),
             minima_loss=first.minima_loss, method=first.method, settings=first.settings,
+            converged=np.concatenate([p.converged for p in parts]),
+            steps_used=np.concatenate([p.steps_used for p in parts]),
+            barrier_history=tuple(h for p in parts for h in p.barrier_history),
+            perp_grad_norm=np.concatenate([p.perp_grad_norm for p in parts]),
         )
 
     @classmethod
     def from_arrays(cls, a: Any, settings: dict[str, Any] | None = None) -> Paths:
-        """Inverse of :meth:`to_arrays`."""
+        """Inverse of :meth:`to_arrays`. Paths stored by the fixed-budget algorithm (version
+        1) have no convergence diagnostics: they load as unconverged, history empty."""
+        settings = dict(settings or {})
         try:
             io, po = np.asarray(a["image_offsets"]), np.asarray(a["profile_offsets"])
             img, pt, pl = np.asarray(a["images"]), np.asarray(a["profile_t"]), np.asarray(
                 a["profile_loss"])
             m = len(io) - 1
+            pairs = np.asarray(a["pairs"], dtype=np.int64).reshape(-1, 2)
+            if "converged" in a:
+                ho, hist = np.asarray(a["history_offsets"]), np.asarray(a["barrier_history"])
+                converged = np.asarray(a["converged"], dtype=bool)
+                steps_used = np.asarray(a["steps_used"], dtype=np.int64)
+                history = tuple(hist[ho[i] : ho[i + 1]].astype(np.float64) for i in range(m))
+                perp = np.asarray(a["perp_grad_norm"], dtype=np.float64)
+            else:
+                converged = np.zeros(m, dtype=bool)
+                steps_used = np.full(m, int(settings.get("steps") or 0), dtype=np.int64)
+                history = tuple(np.zeros(0) for _ in range(m))
+                perp = np.full(m, np.nan)
             return cls(
-                pairs=np.asarray(a["pairs"], dtype=np.int64).reshape(-1, 2),
+                pairs=pairs,
                 images=tuple(torch.as_tensor(img[io[i] : io[i + 1]]) for i in range(m)),
                 profile_t=tuple(pt[po[i] : po[i + 1]] for i in range(m)),
                 profile_loss=tuple(pl[po[i] : po[i + 1]] for i in range(m)),
@@ -161,7 +218,9 @@ class Paths:
                 role=np.asarray(a["role"]).astype(str),
                 minima_loss=np.asarray(a["minima_loss"], dtype=np.float64),
                 method=str(a["method"]),
-                settings=dict(settings or {}),
+                settings=settings,
+                converged=converged, steps_used=steps_used, barrier_history=history,
+                perp_grad_norm=perp,
             )
         except KeyError as exc:
             raise ValueError(f"paths arrays lack field {exc}; were they written by "
@@ -207,13 +266,19 @@ def connect(
     minima: Minima,
     pairs: str | Sequence[tuple[int, int]] = "all",
     method: str = "neb",
-    images: int = 6,
-    steps: int = 200,
+    images: int = PATH_IMAGES,
+    steps: int | None = None,
     lr: float | None = None,
-    eval_points: int = 4,
+    eval_points: int = PATH_EVAL_POINTS,
     seed: int = 0,
     progress: Progress | None = None,
     *,
+    tol: float = PATH_TOL,
+    atol: float = PATH_ATOL,
+    max_steps: int = PATH_MAX_STEPS,
+    final_steps: int = PATH_FINAL_STEPS,
+    cycle_steps: int = CYCLE_STEPS,
+    climb: bool = True,
     optimizer: str | None = None,
     batch_size: int | None = 128,
     spring: float = 0.5,
@@ -231,28 +296,37 @@ def connect(
         pairs: ``"all"``, ``"mst"`` (tree first, then shortcuts; see module docstring) or a
             list of ``(i, j)`` index pairs.
         method: ``"linear"``, ``"neb"`` or ``"bezier"``.
-        images: interior images per path at the start (NEB grows it by ``insert`` per cycle;
-            for linear/Bezier it sets the resolution of the reported chain).
-        steps: optimisation steps (NEB, Bezier).
-        lr: step size; default 0.05 for SGD, 0.01 for Adam.
+        images: interior images per path at the start (NEB grows it by ``insert`` in each of
+            its first two cycles; for linear/Bezier it sets the resolution of the chain).
+        steps: ``None`` (default): optimise every path until it converges (see "Stopping"
+            in the module docstring). An integer: a fixed budget of that many steps at a
+            constant step size, no final phase (the algorithm of ``PATHS_VERSION`` 1, kept as
+            a baseline); such paths are never reported as converged.
+        lr: (initial) step size; default 0.05 for SGD, 0.01 for Adam.
         eval_points: interpolated evaluation points between neighbouring images.
         seed: seeds the minibatches and Bezier's random ``t``.
         progress: called as ``progress(step, total, info)``; ``info`` has ``"stage"``
             (``"screen"``, ``"all"``/``"list"``/``"tree"``/``"shortcut"``, ``"profile"``)
-            and, while optimising, ``"mean_loss"``.
+            and, while optimising, ``"mean_loss"`` and ``"active"`` (paths still running).
+        tol, atol: the stopping rule: a path converges when a cycle lowers its barrier by at
+            most ``tol * segment + atol`` (``segment`` = barrier - the higher endpoint loss).
+        max_steps: minibatch steps per path at most; final_steps: full-batch steps at most.
+        cycle_steps: steps between two convergence checks.
+        climb: NEB's final phase moves the highest image up along the path (climbing image).
         optimizer: ``"sgd"`` (momentum 0.9) or ``"adam"``, batched with per-image state;
-            default SGD for NEB and Adam for Bezier (each gave the lower barriers on digits
-            fcn minima in our trials).
-        batch_size: training examples per step (``None``: the whole evaluation set).
+            default SGD for NEB and Adam for Bezier.
+        batch_size: training examples per minibatch step (``None``: the whole evaluation
+            set).
         spring: NEB spacing relaxation in [0, 1] (0 = none, 1 = jump to the midpoint).
-        cycles, insert: AutoNEB refinement cycles and images inserted per pair per cycle.
+        cycles: fixed budget only: AutoNEB cycles the steps are split into.
+        insert: AutoNEB images inserted per pair after each of the first two cycles.
         t_samples: Bezier curve points per pair per step.
         max_shortcuts: ``"mst"`` only: how many non-tree pairs to add (default K-1).
         screen_points: ``"mst"`` only: points per straight segment when ranking all pairs.
 
     Returns:
         :class:`Paths`. Raises ``ValueError`` for an unknown method/pairing, bad indices,
-        pairs involving diverged minima, or fewer than two usable minima.
+        pairs involving diverged minima, fewer than two usable minima, or a bad setting.
     """
     if method not in METHODS:
         raise ValueError(f"method must be one of {METHODS}, got {method!r}")
@@ -260,23 +334,29 @@ def connect(
         optimizer = "adam" if method == "bezier" else "sgd"
     if optimizer not in DEFAULT_LR:
         raise ValueError(f"optimizer must be one of {tuple(DEFAULT_LR)}, got {optimizer!r}")
-    images = _check_int(images, "images", 1 if method == "neb" else 0)
-    steps = _check_int(steps, "steps", 0)
-    eval_points = _check_int(eval_points, "eval_points", 0)
-    cycles = _check_int(cycles, "cycles", 1)
-    insert = _check_int(insert, "insert", 0)
-    t_samples = _check_int(t_samples, "t_samples", 1)
-    screen_points = _check_int(screen_points, "screen_points", 2)
-    seed = _check_int(seed, "seed", 0)
+    if steps is not None:
+        steps = _check_int(steps, "steps", 0)
     if batch_size is not None:
         batch_size = _check_int(batch_size, "batch_size", 1)
     if max_shortcuts is not None:
         max_shortcuts = _check_int(max_shortcuts, "max_shortcuts", 0)
     if not (isinstance(spring, int | float) and 0 <= spring <= 1):
         raise ValueError(f"spring must be a number in [0, 1], got {spring!r}")
-    lr = DEFAULT_LR[optimizer] if lr is None else float(lr)
-    if not (lr > 0 and math.isfinite(lr)):
-        raise ValueError(f"lr must be a positive finite number, got {lr}")
+    lr = DEFAULT_LR[optimizer] if lr is None else lr
+    check_positive(lr, "lr")
+    check_positive(tol, "tol", "0.05: a cycle may lower the barrier by 5% of the segment")
+    check_positive(atol, "atol", "1e-4 loss units")
+    settings = _Settings(
+        method=method, images=_check_int(images, "images", 1 if method == "neb" else 0),
+        fixed_steps=steps, lr=float(lr), eval_points=_check_int(eval_points, "eval_points", 0),
+        seed=_check_int(seed, "seed", 0), optimizer=optimizer, batch_size=batch_size,
+        spring=float(spring), cycles=_check_int(cycles, "cycles", 1),
+        insert=_check_int(insert, "insert", 0), t_samples=_check_int(t_samples, "t_samples", 1),
+        tol=float(tol), atol=float(atol), max_steps=_check_int(max_steps, "max_steps", 1),
+        final_steps=_check_int(final_steps, "final_steps", 0),
+        cycle_steps=_check_int(cycle_steps, "cycle_steps", 1), climb=bool(climb),
+    )
+    screen_points = _check_int(screen_points, "screen_points", 2)
     if isinstance(pairs, str) and pairs not in PAIRINGS:
         raise ValueError(f"pairs must be one of {PAIRINGS} or a list of (i, j), got {pairs!r}")
     if minima.n_params != landscape.n_params:
@@ -289,8 +369,7 @@ def connect(
 
     thetas = landscape.as_thetas(minima.thetas)
     losses = np.asarray(minima.train_loss, dtype=np.float64).copy()
-    run = _Run(landscape, thetas, losses, method, images, steps, lr, eval_points, seed,
-               progress, optimizer, batch_size, spring, cycles, insert, t_samples)
+    run = _Engine(landscape, thetas, losses, settings, progress)
 
     if isinstance(pairs, str):
         all_pairs = np.array([(i, j) for a, i in enumerate(valid) for j in valid[a + 1 :]],
@@ -317,17 +396,11 @@ def connect(
         if len(shortcuts):
             results.append(run.optimise(shortcuts, "shortcut"))
 
-    # Paths contain their endpoints: clamp the round-off that could put a barrier below them.
     res = Paths.concat(results)
-    floor = np.maximum(losses[res.pairs[:, 0]], losses[res.pairs[:, 1]])
-    settings = {
-        "pairs": pairs if isinstance(pairs, str) else "list", "images": images, "steps": steps,
-        "lr": lr, "eval_points": eval_points, "seed": seed, "optimizer": optimizer,
-        "batch_size": batch_size, "spring": spring, "cycles": cycles, "insert": insert,
-        "t_samples": t_samples, "max_shortcuts": max_shortcuts, "screen_points": screen_points,
-    }
-    return replace(res, barriers=np.maximum(res.barriers, floor),
-                   linear_barriers=np.maximum(res.linear_barriers, floor), settings=settings)
+    return replace(res, settings={
+        **settings.to_dict(), "pairs": pairs if isinstance(pairs, str) else "list",
+        "max_shortcuts": max_shortcuts, "screen_points": screen_points,
+    })
 
 
 def barrier_matrix(paths: Paths, k: int | None = None) -> np.ndarray:
@@ -402,32 +475,104 @@ def plane_slice(
 # ------------------------------------------------------------------------------ engine
 
 
-class _Run:
+@dataclass(frozen=True)
+class _Settings:
+    """Every knob of one :func:`connect` call (validated there)."""
+
+    method: str
+    images: int
+    fixed_steps: int | None
+    lr: float
+    eval_points: int
+    seed: int
+    optimizer: str
+    batch_size: int | None
+    spring: float
+    cycles: int
+    insert: int
+    t_samples: int
+    tol: float
+    atol: float
+    max_steps: int
+    final_steps: int
+    cycle_steps: int
+    climb: bool
+
+    def to_dict(self) -> dict[str, Any]:
+        out = dataclasses.asdict(self)
+        out["steps"] = out.pop("fixed_steps")
+        out["version"] = PATHS_VERSION if self.fixed_steps is None else 1
+        return out
+
+
+@dataclass
+class _Track:
+    """Per-path bookkeeping while optimising ``M`` paths: ``(M,)`` arrays and histories."""
+
+    floor: np.ndarray  # the higher endpoint loss
+    barrier: np.ndarray  # barrier estimate at the last accepted check
+    lr: np.ndarray
+    steps: np.ndarray
+    converged: np.ndarray
+    history: list[list[float]]
+    calm: np.ndarray  # consecutive checks without a real improvement
+
+    @classmethod
+    def start(cls, floor: np.ndarray, barrier: np.ndarray, lr: float) -> _Track:
+        m = len(floor)
+        return cls(floor, barrier.copy(), np.full(m, lr), np.zeros(m, dtype=np.int64),
+                   np.zeros(m, dtype=bool), [[float(b)] for b in barrier],
+                   np.zeros(m, dtype=np.int64))
+
+    def check(self, act: np.ndarray, new: np.ndarray, tol: float, atol: float, base_lr: float,
+              steps: int) -> np.ndarray:
+        """One minibatch-phase check of the paths ``act`` whose barriers are now ``new``:
+        keep the cycle where the barrier did not rise (by more than ``atol``), undo it where it
+        rose or is non-finite
+        (the step size halves). A kept cycle that lowered the barrier by at most the
+        tolerance is calm; one that lowered it more resets the count and grows the step size
+        by half. Two calm cycles (undone ones in between do not count) and it is converged.
+        Returns the bool mask over ``act`` of the cycles kept."""
+        # A rise within atol (the resolution) is no rise: the top of a path moves by that much
+        # with any small change of its images, so rejecting it would only stall.
+        ok = np.isfinite(new) & (new <= self.barrier[act] + atol)
+        keep = act[ok]
+        delta = self.barrier[keep] - new[ok]
+        self.barrier[keep] = new[ok]
+        calm = self.quiet(keep, delta, tol, atol)
+        self.calm[keep] = np.where(calm, self.calm[keep] + 1, 0)
+        growing = keep[~calm]
+        self.lr[growing] = np.minimum(self.lr[growing] * _GROW, base_lr * _MAX_GROWTH)
+        self.lr[act[~ok]] *= _SHRINK
+        self.steps[act] += steps
+        for i in act:
+            self.history[i].append(float(self.barrier[i]))
+        self.converged[act[self.calm[act] >= _PATIENCE]] = True
+        return ok
+
+    def quiet(self, rows: np.ndarray, delta: np.ndarray, tol: float, atol: float) -> np.ndarray:
+        """Which of ``rows`` moved their barrier by at most the tolerance in the last check."""
+        return np.abs(delta) <= tol * np.maximum(self.barrier[rows] - self.floor[rows], 0) + atol
+
+
+class _Engine:
     """One call of :func:`connect`: shared settings, data sampling and evaluation."""
 
-    def __init__(self, land: Landscape, thetas: Tensor, minima_loss: np.ndarray, method: str,
-                 images: int, steps: int, lr: float, eval_points: int, seed: int,
-                 progress: Progress | None, optimizer: str, batch_size: int | None,
-                 spring: float, cycles: int, insert: int, t_samples: int):
-        self.land, self.thetas, self.minima_loss, self.method = land, thetas, minima_loss, method
-        self.images, self.steps, self.lr, self.eval_points = images, steps, lr, eval_points
-        self.progress, self.optimizer, self.spring = progress, optimizer, spring
-        self.cycles, self.insert, self.t_samples = cycles, insert, t_samples
-        self.batch_size = batch_size
-        self.seed = seed
-        self.stage_no = 0
+    def __init__(self, land: Landscape, thetas: Tensor, minima_loss: np.ndarray,
+                 settings: _Settings, progress: Progress | None):
+        self.land, self.thetas, self.minima_loss = land, thetas, minima_loss
+        self.s, self.progress = settings, progress
 
     # -- data
     def _batches(self, role: str) -> Callable[[], tuple[Tensor, Tensor]]:
-        """Shared minibatch per step; each stage gets its own seeded stream."""
+        """Shared minibatch per step; each stage (role) has its own seeded stream."""
         land = self.land
-        self.stage_no += 1
         x_all, y_all = land.x_eval, land.y_eval
         n = x_all.shape[0]
-        if self.batch_size is None or self.batch_size >= n:
+        if self.s.batch_size is None or self.s.batch_size >= n:
             return lambda: (x_all, y_all)
-        gen = torch.Generator().manual_seed(derive_seed(self.seed, self.stage_no))
-        bs = self.batch_size
+        gen = torch.Generator().manual_seed(derive_seed(self.s.seed, _ROLE_STREAM[role]))
+        bs = self.s.batch_size
         state = {"perm": torch.empty(0, dtype=torch.long), "pos": n}  # shuffle first
 
         def draw() -> tuple[Tensor, Tensor]:
@@ -456,81 +601,165 @@ class _Run:
         return vals.max(axis=1)
 
     def optimise(self, pairs: np.ndarray, role: str) -> Paths:
-        """Optimised paths for ``pairs`` (barriers not yet clamped, no settings)."""
+        """Optimised paths for ``pairs``, barriers clamped to the endpoints, no settings."""
+        s = self.s
         a, c = self.thetas[pairs[:, 0]], self.thetas[pairs[:, 1]]
-        n_img = self.images + 2
+        floor = np.maximum(self.minima_loss[pairs[:, 0]], self.minima_loss[pairs[:, 1]])
+        n_img = s.images + 2
         lin_chain = _lerp(a[:, None], c[:, None], torch.linspace(
             0, 1, n_img, device=a.device, dtype=a.dtype)[None, :, None])  # (M, n, P)
         lin_t, lin_loss = self._chain_profile(lin_chain)
         lin_bar = lin_loss.max(axis=1)
-        if self.method == "linear" or self.steps == 0:
+        m = len(pairs)
+        track = _Track.start(floor, lin_bar, s.lr)
+        if s.method == "linear" or s.fixed_steps == 0:
             chain, prof_t, prof_loss = lin_chain, lin_t, lin_loss
-        elif self.method == "neb":
-            chain = self._neb(lin_chain, role)
+            track.converged[:] = s.method == "linear"  # the straight line is exact as it is
+        elif s.method == "neb":
+            chain = self._neb(lin_chain, role, track)
             prof_t, prof_loss = self._chain_profile(chain)
         else:
-            bend = self._bezier(a, c, role)
+            bend = self._bezier(a, c, role, track)
             t_img = torch.linspace(0, 1, n_img, device=a.device, dtype=a.dtype)
             chain = _bezier_points(a, bend, c, t_img)
             prof_t, prof_loss = self._bezier_profile(a, bend, c)
         bar = prof_loss.max(axis=1)
         fallback = bar > lin_bar
         imgs, pts, pls = [], [], []
-        for m in range(len(pairs)):
-            use_lin = bool(fallback[m])
-            imgs.append((lin_chain[m] if use_lin else chain[m]).detach().cpu())
-            pts.append(lin_t[m] if use_lin else prof_t[m])
-            pls.append(lin_loss[m] if use_lin else prof_loss[m])
+        for i in range(m):
+            use_lin = bool(fallback[i])
+            imgs.append((lin_chain[i] if use_lin else chain[i]).detach().cpu())
+            pts.append(lin_t[i] if use_lin else prof_t[i])
+            pls.append(lin_loss[i] if use_lin else prof_loss[i])
+        # A path contains its endpoints: the clamp only absorbs round-off below them.
         return Paths(
             pairs=pairs, images=tuple(imgs), profile_t=tuple(pts), profile_loss=tuple(pls),
-            barriers=np.minimum(bar, lin_bar), linear_barriers=lin_bar, fallback=fallback,
-            role=np.full(len(pairs), role), minima_loss=self.minima_loss, method=self.method,
-            settings={},
+            barriers=np.maximum(np.minimum(bar, lin_bar), floor),
+            linear_barriers=np.maximum(lin_bar, floor), fallback=fallback,
+            role=np.full(m, role), minima_loss=self.minima_loss, method=s.method,
+            settings={}, converged=track.converged.copy(), steps_used=track.steps.copy(),
+            barrier_history=tuple(np.asarray(h) for h in track.history),
+            perp_grad_norm=np.where(fallback, self._perp_grad_norm(lin_chain, fallback),
+                                    self._perp_grad_norm(chain, ~fallback)),
         )
 
     # -- NEB
-    def _neb(self, chain: Tensor, role: str) -> Tensor:
-        """Nudged elastic band on ``(M, n, P)`` chains with AutoNEB insertion."""
-        m, _, p = chain.shape
-        draw = self._batches(role)
-        bounds = np.linspace(0, self.steps, self.cycles + 1).round().astype(int)
-        every = max(1, self.steps // 50)
-        chain = chain.clone()
-        for cyc in range(self.cycles):
-            opt = BatchedOptimizer.create(self.optimizer, chain[:, 1:-1].reshape(-1, p), 0.9,
-                                          (0.9, 0.999), 1e-8)
-            for step in range(bounds[cyc], bounds[cyc + 1]):
-                x, y = draw()
-                inner = chain[:, 1:-1].reshape(-1, p)  # (M * (n-2), P), a copy
-                n_in = chain.shape[1] - 2
-                loss, grad = self.land.evaluate_batch(inner, x, y, grad=True)
-                assert grad is not None
-                # In-place arithmetic: with hundreds of images these (M, n, P) passes are
-                # memory-bound and cost as much as the loss evaluation itself.
-                tau = chain[:, 2:] - chain[:, :-2]  # central-difference tangent (M, n-2, P)
-                tau.div_(tau.norm(dim=-1, keepdim=True).clamp_min_(1e-12))
-                g = grad.view(m, n_in, p)
-                g.addcmul_(tau, torch.linalg.vecdot(g, tau).unsqueeze(-1), value=-1.0)
-                torch.nan_to_num_(g, nan=0.0, posinf=0.0, neginf=0.0)
-                chain[:, 1:-1] = opt.step(inner, grad, self.lr).view(m, n_in, p)
-                if self.spring > 0:
-                    # Spring along the tangent: slide towards the midpoint of the neighbours.
-                    d = (chain[:, 1:] - chain[:, :-1]).norm(dim=-1, keepdim=True)
-                    chain[:, 1:-1].addcmul_(tau, d[:, 1:] - d[:, :-1], value=0.5 * self.spring)
-                if step % every == 0 or step == self.steps - 1:
-                    self._report(step + 1, self.steps, {"stage": role, "method": "neb",
-                                                        "mean_loss": float(loss.mean())})
-            if cyc < self.cycles - 1 and self.insert > 0:
-                chain = self._insert(chain)
+    def _neb(self, chain: Tensor, role: str, track: _Track) -> Tensor:
+        """Nudged elastic band on ``(M, n, P)`` chains with AutoNEB insertion: minibatch
+        cycles until the barriers are steady, then full-batch cycles with a climbing image
+        (a path is converged only if both phases met the stopping rule before their caps)."""
+        s = self.s
+        if s.fixed_steps is not None:
+            return self._neb_fixed(chain, role, track)
+        cap = np.full(len(chain), s.max_steps)
+        chain = self._neb_cycles(chain, role, track, self._batches(role), s.cycle_steps, cap,
+                                 climb=False, insert=s.insert)
+        if s.final_steps == 0:
+            return chain
+        # A path whose top is within atol of its higher endpoint has no saddle to resolve:
+        # it is monotone up to the resolution and skips the full-batch phase.
+        flat = track.barrier <= track.floor + s.atol
+        first = track.converged.copy()
+        track.converged &= flat
+        track.calm[:] = 0
+        x, y = self.land.x_eval, self.land.y_eval
+        cap = np.where(flat, track.steps, track.steps + s.final_steps)
+        chain = self._neb_cycles(chain, role, track, lambda: (x, y), _FINAL_CHECK, cap,
+                                 climb=s.climb, insert=0)
+        track.converged &= first
         return chain
 
-    def _insert(self, chain: Tensor) -> Tensor:
+    def _neb_fixed(self, chain: Tensor, role: str, track: _Track) -> Tensor:
+        """The fixed-budget baseline: ``steps`` at a constant step size in ``cycles`` parts."""
+        s, draw = self.s, self._batches(role)
+        steps = int(s.fixed_steps or 0)
+        bounds = np.linspace(0, steps, s.cycles + 1).round().astype(int)
+        chain = chain.clone()
+        lr = torch.full((chain.shape[0], 1, 1), s.lr, dtype=chain.dtype, device=chain.device)
+        for cyc in range(s.cycles):
+            self._neb_steps(chain, lr, draw, bounds[cyc + 1] - bounds[cyc], role,
+                            (bounds[cyc], steps), climb=False)
+            track.steps += bounds[cyc + 1] - bounds[cyc]
+            track.barrier = self._chain_barrier(chain, track.floor)
+            for i, b in enumerate(track.barrier):
+                track.history[i].append(float(b))
+            if cyc < s.cycles - 1 and s.insert > 0:
+                chain, _ = self._insert(chain)
+        return chain
+
+    def _neb_cycles(self, chain: Tensor, role: str, track: _Track,
+                    draw: Callable[[], tuple[Tensor, Tensor]], cycle_steps: int,
+                    cap: np.ndarray, *, climb: bool, insert: int) -> Tensor:
+        """NEB in checked cycles of ``cycle_steps`` steps until each path is converged
+        (:meth:`_Track.check`) or has used ``cap`` ``(M,)`` steps; converged paths leave the
+        batch. ``insert`` images are added after each of the first two cycles."""
+        s = self.s
+        chain = chain.clone()
+        todo = track.steps < cap
+        cycle = 0
+        while todo.any():
+            act = np.flatnonzero(todo)
+            rows = torch.as_tensor(act, device=chain.device)
+            sub = chain.index_select(0, rows)
+            lr = torch.as_tensor(track.lr[act], dtype=chain.dtype, device=chain.device)
+            self._neb_steps(sub, lr.view(-1, 1, 1), draw, cycle_steps, role,
+                            (int(track.steps[act].min()), int(cap.max())), climb=climb,
+                            active=len(act))
+            ok = track.check(act, self._chain_barrier(sub, track.floor[act]), s.tol, s.atol,
+                             s.lr, cycle_steps)
+            kept = torch.as_tensor(np.flatnonzero(ok), device=chain.device)
+            chain[torch.as_tensor(act[ok], device=chain.device)] = sub[kept]
+            todo &= ~track.converged & (track.steps < cap)
+            cycle += 1
+            if cycle <= 2 and insert > 0:
+                chain, mids = self._insert(chain)
+                track.barrier = np.maximum(track.barrier, mids)
+        return chain
+
+    def _neb_steps(self, chain: Tensor, lr: Tensor, draw: Callable[[], tuple[Tensor, Tensor]],
+                   steps: int, role: str, done_total: tuple[int, int], *, climb: bool,
+                   active: int = 0) -> None:
+        """``steps`` NEB steps on ``chain`` ``(M, n, P)`` in place (data from ``draw``),
+        momentum SGD or Adam, step size ``lr`` ``(M, 1, 1)``; with ``climb``, each chain's
+        highest image climbs along the chain instead of relaxing."""
+        s = self.s
+        m, n, p = chain.shape
+        opt = BatchedOptimizer.create(s.optimizer, chain[:, 1:-1].reshape(-1, p), 0.9,
+                                      (0.9, 0.999), 1e-8)
+        lr_rows = lr.expand(m, n - 2, 1).reshape(-1, 1)
+        done, total = done_total
+        every = max(1, steps // 5)
+        for step in range(steps):
+            x, y = draw()
+            inner = chain[:, 1:-1].reshape(-1, p)  # (M * (n-2), P), a copy
+            loss, grad = self.land.evaluate_batch(inner, x, y, grad=True)
+            assert grad is not None
+            g = grad.view(m, n - 2, p)
+            img_loss = loss.view(m, n - 2) if climb else None
+            _, tau = _neb_force(chain, g, img_loss)  # g becomes the NEB force's negative
+            torch.nan_to_num_(g, nan=0.0, posinf=0.0, neginf=0.0)
+            chain[:, 1:-1] = opt.step(inner, grad, lr_rows).view(m, n - 2, p)
+            if s.spring > 0:
+                _spring(chain, tau, s.spring, None if img_loss is None
+                        else img_loss.nan_to_num(nan=-math.inf).argmax(dim=1))
+            if step % every == 0 or step == steps - 1:
+                self._report(done + step + 1, total, {
+                    "stage": role, "method": s.method, "mean_loss": float(loss.mean()),
+                    "active": active or m})
+
+    def _chain_barrier(self, chain: Tensor, floor: np.ndarray) -> np.ndarray:
+        """``(M,)`` barrier of chains ``(M, n, P)`` as it is reported (the top of the dense,
+        refined profile; at least ``floor``); ``inf`` where a loss is NaN."""
+        return np.maximum(self._chain_profile(chain, report=False)[1].max(axis=1), floor)
+
+    def _insert(self, chain: Tensor) -> tuple[Tensor, np.ndarray]:
         """AutoNEB refinement: new images at the midpoints of the ``insert`` segments per
-        chain whose midpoint loss is highest (evaluation set)."""
+        chain whose midpoint loss is highest (evaluation set). Also returns ``(M,)`` the
+        highest inserted loss."""
         m, n, p = chain.shape
         mids = 0.5 * (chain[:, 1:] + chain[:, :-1])  # (M, n-1, P)
         vals = _evaluate_groups(self.land, m, n - 1, lambda g: mids[g])
-        k = min(self.insert, n - 1)
+        k = min(self.s.insert, n - 1)
         top = np.sort(np.argsort(-vals, axis=1, kind="stable")[:, :k], axis=1)  # segment ids
         out = []
         for i in range(m):
@@ -541,19 +770,56 @@ class _Run:
                 last = s + 1
             parts.append(chain[i, last:])
             out.append(torch.cat(parts))
-        return torch.stack(out)
+        return torch.stack(out), np.take_along_axis(vals, top, axis=1).max(axis=1)
 
     # -- Bezier
-    def _bezier(self, a: Tensor, c: Tensor, role: str) -> Tensor:
-        """Train the bend ``(M, P)`` of quadratic Bezier curves on the expected loss."""
+    def _bezier(self, a: Tensor, c: Tensor, role: str, track: _Track) -> Tensor:
+        """Train the bend ``(M, P)`` of quadratic Bezier curves on the expected loss: for a
+        fixed budget, or in checked cycles as NEB's minibatch phase (undo a cycle that raised
+        the barrier at the images and halve the step; stop when the barrier is steady)."""
+        s = self.s
         m, p = a.shape
         draw = self._batches(role)
-        gen = torch.Generator().manual_seed(derive_seed(self.seed, self.stage_no, 7))
+        gen = torch.Generator().manual_seed(derive_seed(s.seed, _ROLE_STREAM[role], 7))
         bend = 0.5 * (a + c)
-        opt = BatchedOptimizer.create(self.optimizer, bend, 0.9, (0.9, 0.999), 1e-8)
-        ns = self.t_samples
-        every = max(1, self.steps // 50)
-        for step in range(self.steps):
+
+        def barrier(rows: np.ndarray, b: Tensor) -> np.ndarray:
+            r = torch.as_tensor(rows, device=a.device)
+            prof = self._bezier_profile(a[r], b, c[r], report=False)[1]
+            return np.maximum(prof.max(axis=1), track.floor[rows])
+
+        if s.fixed_steps is not None:
+            lr = torch.full((m, 1), s.lr, dtype=a.dtype, device=a.device)
+            bend = self._bezier_steps(a, c, bend, lr, draw, gen, s.fixed_steps, role)
+            track.steps += s.fixed_steps
+            track.barrier = barrier(np.arange(m), bend)
+            for i, b in enumerate(track.barrier):
+                track.history[i].append(float(b))
+            return bend
+        track.barrier = barrier(np.arange(m), bend)
+        for i, b in enumerate(track.barrier):
+            track.history[i] = [float(b)]
+        todo = np.ones(m, dtype=bool)
+        while todo.any():
+            act = np.flatnonzero(todo)
+            r = torch.as_tensor(act, device=a.device)
+            lr = torch.as_tensor(track.lr[act], dtype=a.dtype, device=a.device)[:, None]
+            sub = self._bezier_steps(a[r], c[r], bend[r], lr, draw, gen, s.cycle_steps, role)
+            ok = track.check(act, barrier(act, sub), s.tol, s.atol, s.lr, s.cycle_steps)
+            kept = torch.as_tensor(np.flatnonzero(ok), device=a.device)
+            bend[torch.as_tensor(act[ok], device=a.device)] = sub[kept]
+            todo &= ~track.converged & (track.steps < s.max_steps)
+        return bend
+
+    def _bezier_steps(self, a: Tensor, c: Tensor, bend: Tensor, lr: Tensor,
+                      draw: Callable[[], tuple[Tensor, Tensor]], gen: torch.Generator,
+                      steps: int, role: str) -> Tensor:
+        """``steps`` minibatch steps on the bends ``(M, P)``; returns the new bends."""
+        m, p = a.shape
+        ns = self.s.t_samples
+        opt = BatchedOptimizer.create(self.s.optimizer, bend, 0.9, (0.9, 0.999), 1e-8)
+        every = max(1, steps // 5)
+        for step in range(steps):
             x, y = draw()
             # Stratified t: one uniform draw in each of ns equal bins, per pair.
             u = torch.rand(m, ns, generator=gen, dtype=torch.float64)
@@ -564,51 +830,137 @@ class _Run:
             w = (2 * t * (1 - t))[..., None]  # d point / d bend
             g = (w * grad.view(m, ns, p)).mean(dim=1)
             g = torch.nan_to_num(g, nan=0.0, posinf=0.0, neginf=0.0)
-            bend = opt.step(bend, g, self.lr)
-            if step % every == 0 or step == self.steps - 1:
-                self._report(step + 1, self.steps, {"stage": role, "method": "bezier",
-                                                    "mean_loss": float(loss.mean())})
+            bend = opt.step(bend, g, lr)
+            if step % every == 0 or step == steps - 1:
+                self._report(step + 1, steps, {"stage": role, "method": "bezier",
+                                               "mean_loss": float(loss.mean()), "active": m})
         return bend
 
     # -- profiles
-    def _chain_profile(self, chain: Tensor) -> tuple[np.ndarray, np.ndarray]:
+    def _perp_grad_norm(self, chain: Tensor, which: np.ndarray) -> np.ndarray:
+        """``(M,)`` largest norm, over the interior images of chains ``(M, n, P)``, of the
+        evaluation-set loss gradient perpendicular to the chain (0 without interior images);
+        computed for the rows in the bool mask ``which`` only (NaN elsewhere)."""
+        m, n, p = chain.shape
+        out = np.full(m, np.nan)
+        rows = np.flatnonzero(which)
+        if n <= 2:
+            out[rows] = 0.0
+            return out
+        group = _items_per_block(self.land, n)
+        for s0 in range(0, len(rows), group):
+            idx = rows[s0 : s0 + group]
+            sub = chain[torch.as_tensor(idx, device=chain.device)]
+            _, grad = self.land.evaluate_batch(sub[:, 1:-1].reshape(-1, p), self.land.x_eval,
+                                               self.land.y_eval, grad=True)
+            assert grad is not None
+            g = grad.view(sub.shape[0], n - 2, p)
+            _neb_force(sub, g, None)
+            norms = g.norm(dim=-1).max(dim=1).values.to("cpu", torch.float64).numpy()
+            out[idx] = np.where(np.isnan(norms), np.inf, norms)
+        return out
+
+    def _chain_profile(self, chain: Tensor, report: bool = True
+                       ) -> tuple[np.ndarray, np.ndarray]:
         """Dense loss along polygonal chains ``(M, n, P)``: ``t (M, L)`` (normalised arc
-        length) and ``loss (M, L)`` with ``L = (n-1)(eval_points+1)+1``."""
+        length) and ``loss (M, L)``. ``eval_points`` points between neighbouring images, then
+        ``_REFINE_ROUNDS`` rounds of ``_REFINE_POINTS`` more on each side of the highest point,
+        so the reported maximum is the loss at a point of the chain, close to its true top."""
         m, n, _ = chain.shape
-        e = self.eval_points
-        f = torch.arange(e + 1, device=chain.device, dtype=chain.dtype) / (e + 1)
-
-        def make(g: np.ndarray) -> Tensor:
-            c = chain[g]
-            seg = _lerp(c[:, :-1, None], c[:, 1:, None], f[None, None, :, None])
-            return torch.cat([seg.flatten(1, 2), c[:, -1:]], dim=1)
-
-        length = (n - 1) * (e + 1) + 1
-        self._report(0, 1, {"stage": "profile", "points": m * length})
-        vals = _evaluate_groups(self.land, m, length, make)
         seg_len = (chain[:, 1:] - chain[:, :-1]).to(torch.float64).norm(dim=-1)  # (M, n-1)
         cum = torch.cat([torch.zeros(m, 1, dtype=torch.float64, device=chain.device),
                          seg_len.cumsum(1)], dim=1).cpu().numpy()  # (M, n)
-        frac = f.to(torch.float64).cpu().numpy()
-        t = np.concatenate([
-            (cum[:, :-1, None] + (cum[:, 1:, None] - cum[:, :-1, None]) * frac).reshape(m, -1),
-            cum[:, -1:],
-        ], axis=1)
+
+        def points(g: np.ndarray, u: np.ndarray) -> Tensor:  # u in [0, n-1], shape (g, L)
+            s = np.minimum(np.floor(u), n - 2).astype(np.int64)
+            f = torch.as_tensor(u - s, device=chain.device, dtype=chain.dtype)[..., None]
+            gi = torch.as_tensor(g, device=chain.device)[:, None]
+            si = torch.as_tensor(s, device=chain.device)
+            return _lerp(chain[gi, si], chain[gi, si + 1], f)
+
+        u, vals = self._profile(m, np.linspace(0, n - 1, (n - 1) * (self.s.eval_points + 1)
+                                              + 1), points, report)
+        s = np.minimum(np.floor(u), n - 2).astype(np.int64)
+        pos = np.take_along_axis(cum, s, 1) + (u - s) * np.take_along_axis(np.diff(cum, axis=1),
+                                                                            s, 1)
         total = cum[:, -1:]
-        t = np.where(total > 0, t / np.where(total > 0, total, 1.0),
-                     np.linspace(0, 1, length)[None])
+        t = np.where(total > 0, pos / np.where(total > 0, total, 1.0), u / (n - 1))
         return t, vals
 
-    def _bezier_profile(self, a: Tensor, bend: Tensor, c: Tensor
+    def _bezier_profile(self, a: Tensor, bend: Tensor, c: Tensor, report: bool = True
                         ) -> tuple[np.ndarray, np.ndarray]:
-        length = (self.images + 1) * (self.eval_points + 1) + 1
-        t = torch.linspace(0, 1, length, device=a.device, dtype=a.dtype)
-        vals = _evaluate_groups(self.land, a.shape[0], length,
-                                lambda g: _bezier_points(a[g], bend[g], c[g], t))
-        return np.broadcast_to(t.cpu().numpy().astype(np.float64), vals.shape).copy(), vals
+        length = (self.s.images + 1) * (self.s.eval_points + 1) + 1
+
+        def points(g: np.ndarray, u: np.ndarray) -> Tensor:
+            t = torch.as_tensor(u, device=a.device, dtype=a.dtype)
+            return _bezier_points(a[g], bend[g], c[g], t)
+
+        return self._profile(a.shape[0], np.linspace(0, 1, length), points, report)
+
+    def _profile(self, m: int, u0: np.ndarray, points: Callable[[np.ndarray, np.ndarray], Tensor],
+                 report: bool) -> tuple[np.ndarray, np.ndarray]:
+        """Loss at path coordinates ``u0`` ``(L,)`` for ``m`` paths, refined around each
+        path's highest point: ``u (m, L')`` sorted, and ``loss (m, L')``."""
+        u = np.broadcast_to(u0, (m, len(u0))).copy()
+        if report:
+            self._report(0, 1, {"stage": "profile", "points": m * len(u0)})
+        vals = _evaluate_groups(self.land, m, u.shape[1],
+                                lambda g: points(g, u[g]))
+        rows = np.arange(m)[:, None]
+        for _ in range(_REFINE_ROUNDS):
+            if u.shape[1] < 2 or m == 0:
+                break
+            top = np.argmax(vals, axis=1)
+            lo = u[np.arange(m), np.maximum(top - 1, 0)]
+            mid = u[np.arange(m), top]
+            hi = u[np.arange(m), np.minimum(top + 1, u.shape[1] - 1)]
+            f = np.arange(1, _REFINE_POINTS + 1) / (_REFINE_POINTS + 1)
+            new = np.concatenate([lo[:, None] + (mid - lo)[:, None] * f,
+                                  mid[:, None] + (hi - mid)[:, None] * f], axis=1)
+            new_vals = _evaluate_groups(self.land, m, new.shape[1],
+                                        lambda g, new=new: points(g, new[g]))
+            u = np.concatenate([u, new], axis=1)
+            vals = np.concatenate([vals, new_vals], axis=1)
+            order = np.argsort(u, axis=1, kind="stable")
+            u, vals = u[rows, order], vals[rows, order]
+        return u, vals
 
 
 # ------------------------------------------------------------------------------ helpers
+
+
+def _neb_force(chain: Tensor, grad: Tensor, climb_loss: Tensor | None
+               ) -> tuple[Tensor, Tensor]:
+    """Turn ``grad`` ``(M, n-2, P)`` (loss gradients at the interior images of chains ``(M, n,
+    P)``) into the NEB force's negative in place: the gradient with its component along the
+    chain tangent removed -- or, with ``climb_loss`` ``(M, n-2)``, reversed at each chain's
+    highest image (the climbing image). Returns it and the unit tangents ``(M, n-2, P)``."""
+    # In-place arithmetic: with hundreds of images these (M, n, P) passes are memory-bound
+    # and cost as much as the loss evaluation itself.
+    tau = chain[:, 2:] - chain[:, :-2]  # central-difference tangent
+    tau.div_(tau.norm(dim=-1, keepdim=True).clamp_min_(1e-12))
+    along = torch.linalg.vecdot(grad, tau).unsqueeze(-1)
+    if climb_loss is None:
+        grad.addcmul_(tau, along, value=-1.0)
+    else:
+        top = torch.zeros_like(climb_loss, dtype=torch.bool)
+        top.scatter_(1, climb_loss.argmax(dim=1, keepdim=True), True)
+        grad.addcmul_(tau, along * torch.where(top, 2.0, 1.0).unsqueeze(-1).to(grad.dtype),
+                      value=-1.0)
+    return grad, tau
+
+
+def _spring(chain: Tensor, tau: Tensor, strength: float, climbing: Tensor | None) -> None:
+    """Slide every interior image of ``chain`` ``(M, n, P)`` along its tangent towards the
+    arc-length midpoint of its neighbours, in place (``climbing`` ``(M,)``: image indices
+    among the interior ones that stay where they are)."""
+    d = (chain[:, 1:] - chain[:, :-1]).norm(dim=-1, keepdim=True)
+    shift = 0.5 * strength * (d[:, 1:] - d[:, :-1])
+    if climbing is not None:
+        shift.scatter_(1, climbing.view(-1, 1, 1), 0.0)
+    chain[:, 1:-1].addcmul_(tau, shift)
+
+
 
 
 def _lerp(a: Tensor, c: Tensor, f: Tensor) -> Tensor:

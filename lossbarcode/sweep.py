@@ -142,6 +142,10 @@ def sweep_records(results: Sequence[Result]) -> list[dict[str, Any]]:
             "test_error": float(np.nanmean(r.test_error)) if np.isfinite(r.test_error).any()
             else None,
             "n_diverged": int(r.diverged.sum()),
+            "paths_version": r.paths_version,
+            "paths_converged": int(r.path_converged.sum()), "n_paths": len(r.path_converged),
+            "bars_certified": r.certified[0], "bars_finite": r.certified[1],
+            "path_atol": r.config.path_atol,
         }
         for r in results
     ]

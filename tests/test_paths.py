@@ -9,6 +9,7 @@ import pytest
 import torch
 
 from lossbarcode import data, models
+from lossbarcode import paths as paths_mod
 from lossbarcode.landscape import Landscape
 from lossbarcode.minima import find_minima
 from lossbarcode.paths import Paths, barrier_matrix, connect, plane_slice
@@ -53,7 +54,8 @@ def test_linear_paths(land, mins, linear):
         torch.testing.assert_close(chain[0], mins.thetas[i])
         torch.testing.assert_close(chain[-1], mins.thetas[j])
         np.testing.assert_allclose(loss[[0, -1]], mins.train_loss[[i, j]], rtol=1e-5)
-    assert len(linear.profile_t[0]) == (FAST["images"] + 1) * (FAST["eval_points"] + 1) + 1
+    assert len(linear.profile_t[0]) == (FAST["images"] + 1) * (FAST["eval_points"] + 1) + 1 + (
+        paths_mod._REFINE_ROUNDS * 2 * paths_mod._REFINE_POINTS)
     # Straight segments between trained minima cross a real barrier on digits.
     assert np.all(linear.barriers > np.maximum(mins.train_loss[linear.pairs[:, 0]],
                                                mins.train_loss[linear.pairs[:, 1]]) + 0.05)
