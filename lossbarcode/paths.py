@@ -150,6 +150,7 @@ class Paths:
             img, pt, pl = np.asarray(a["images"]), np.asarray(a["profile_t"]), np.asarray(
                 a["profile_loss"])
             m = len(io) - 1
+            _check_arrays(a, io, po, img, pt, pl)
             return cls(
                 pairs=np.asarray(a["pairs"], dtype=np.int64).reshape(-1, 2),
                 images=tuple(torch.as_tensor(img[io[i] : io[i + 1]]) for i in range(m)),
@@ -166,6 +167,34 @@ class Paths:
         except KeyError as exc:
             raise ValueError(f"paths arrays lack field {exc}; were they written by "
                              "Paths.to_arrays?") from exc
+
+
+def _check_arrays(a: Any, io: np.ndarray, po: np.ndarray, img: np.ndarray, pt: np.ndarray,
+                  pl: np.ndarray) -> None:
+    """``ValueError`` unless stored path arrays fit together: (M, 2) pairs ``i < j`` of the K
+    minima, offsets that cut the images and profiles into M pieces, finite (n, P) images."""
+    pairs, k = np.asarray(a["pairs"]), np.asarray(a["minima_loss"]).shape
+    if len(k) != 1:
+        raise ValueError(f"minima_loss must have shape (K,), got {k}")
+    for name, off, total in (("image_offsets", io, len(img)), ("profile_offsets", po, len(pt))):
+        if (off.ndim != 1 or len(off) < 1 or not np.issubdtype(off.dtype, np.integer)
+                or off[0] != 0 or off[-1] != total or np.any(np.diff(off) < 0)):
+            raise ValueError(f"{name} must rise from 0 to {total}")
+    m = len(io) - 1
+    if (not np.issubdtype(pairs.dtype, np.integer) or pairs.shape != (m, 2)
+            or (m and (pairs.min() < 0 or pairs.max() >= k[0]
+                       or np.any(pairs[:, 0] >= pairs[:, 1])))):
+        raise ValueError(f"pairs must be {m} integer pairs i < j of the {k[0]} minima, got "
+                         f"shape {pairs.shape}")
+    if len(po) != m + 1 or pl.shape != pt.shape:
+        raise ValueError("profile_t, profile_loss and profile_offsets disagree")
+    if m and (img.ndim != 2 or np.any(np.diff(io) < 2)):
+        raise ValueError(f"images must be (n, P) chains of at least 2, got shape {img.shape}")
+    if not np.all(np.isfinite(img)):
+        raise ValueError("path images hold NaN or infinite parameters")
+    for name in ("barriers", "linear_barriers", "fallback", "role"):
+        if np.asarray(a[name]).shape != (m,):
+            raise ValueError(f"{name} must have shape ({m},), got {np.asarray(a[name]).shape}")
 
 
 @dataclass(frozen=True, eq=False)
