@@ -183,7 +183,8 @@ def _cmd_run(args: argparse.Namespace) -> int:
 
     config = _config_from(args)
     result = run_experiment(config, _store(args), progress=_progress_bars(args.quiet),
-                            lock_timeout=args.lock_timeout, on_wait=_say)
+                            lock_timeout=args.lock_timeout,
+                            on_wait=(lambda message: None) if args.quiet else _say)
     if not args.quiet:
         print(f"TO-score ({config.score_variant}): {result.score:.6g}   minima: {result.k}   "
               f"stages: " + ", ".join(f"{k} {v:.1f}s" for k, v in result.timings.items()))
@@ -208,6 +209,9 @@ def _cmd_sweep(args: argparse.Namespace) -> int:
     from lossbarcode.sweep import summarize, sweep, sweep_records
 
     config = _config_from(args)
+    widths, depths, seeds = _ints(args.widths), _ints(args.depths), _ints(args.seeds)
+    if args.output and args.append and Path(args.output).is_file():
+        _read_sweep_file(Path(args.output))  # refuse a wrong file before computing anything
     bar = None
     if not args.quiet:
         from tqdm import tqdm
@@ -221,8 +225,8 @@ def _cmd_sweep(args: argparse.Namespace) -> int:
             bar.set_postfix_str(f"width {cfg.width} depth {cfg.depth} seed {cfg.seed}")
             bar.refresh()
 
-    results = sweep(config, widths=_ints(args.widths), depths=_ints(args.depths),
-                    seeds=_ints(args.seeds), executor=args.executor, store=_store(args),
+    results = sweep(config, widths=widths, depths=depths, seeds=seeds,
+                    executor=args.executor, store=_store(args),
                     ray_address=args.ray_address, progress=progress, design=args.design,
                     ray_timeout=args.ray_timeout, lock_timeout=args.lock_timeout)
     if bar is not None:

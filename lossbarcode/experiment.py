@@ -527,12 +527,13 @@ def check_device(device: str):
 # Working copies per stored parameter vector while training: parameters, new parameters,
 # gradient and optimizer state (two moments for Adam).
 _TRAIN_COPIES = {"sgd": 4, "adam": 5}
+SLOW_RUN_S = 600.0
 
 
 def check_size(config: ExperimentConfig, device) -> dict[str, Any]:
     """Refuse a run whose parameters alone cannot fit in the free memory of ``device``
-    (``ValueError`` with the estimate), before anything is allocated; warn when the cost model
-    expects it to take more than a minute. Returns the estimate (see ``jobs.estimate_cost``)."""
+    (``ValueError`` with the estimate), before anything is allocated. Returns the cost
+    estimate (see ``jobs.estimate_cost``)."""
     from lossbarcode.jobs import estimate_cost
     from lossbarcode.landscape import available_memory
 
@@ -551,12 +552,17 @@ def check_size(config: ExperimentConfig, device) -> dict[str, Any]:
                 f"{n_bytes / 2**30:,.1f} GiB for {k:,} minima of {p:,} parameters"
                 + (f" and {m:,} paths" if stage == "paths" else "")
                 + f", but {device} has {free / 2**30:,.1f} GiB free; {hint}")
-    if cost["seconds"] > 60:
-        warnings.warn(f"run {config.run_id} is estimated to take about "
-                      f"{cost['seconds'] / 60:,.0f} min ({k:,} minima of {p:,} parameters, "
-                      f"{m:,} paths); it saves each stage as it finishes", RuntimeWarning,
-                      stacklevel=3)
     return cost
+
+
+def _warn_if_slow(config: ExperimentConfig, cost: dict[str, Any]) -> None:
+    """Say so before a run the cost model (an order-of-magnitude estimate) expects to take
+    more than :data:`SLOW_RUN_S`."""
+    if cost["seconds"] > SLOW_RUN_S:
+        warnings.warn(f"run {config.run_id} is estimated to take about "
+                      f"{cost['seconds'] / 60:,.0f} min ({config.k:,} minima of "
+                      f"{cost['n_params']:,} parameters, {cost['n_pairs']:,} paths); it saves "
+                      "each stage as it finishes", RuntimeWarning, stacklevel=4)
 
 
 def _load_data(config: ExperimentConfig):
@@ -567,9 +573,10 @@ def _load_data(config: ExperimentConfig):
     from lossbarcode.landscape import Landscape
 
     device = check_device(config.device)
-    check_size(config, device)
+    cost = check_size(config, device)
     dataset = data.load(config.dataset, root=config.data_root, n_train=config.n_train,
                         n_test=config.n_test, seed=config.seed)
+    _warn_if_slow(config, cost)
     model = models.build(config.arch, config.width, config.depth, dataset.input_shape,
                          dataset.n_outputs, heads=config.heads, seed=config.seed)
     land = Landscape.from_dataset(model, dataset, device=device,
@@ -719,9 +726,10 @@ def run_experiment(
     data_fp = config.identity()["data"]
     report = progress or (lambda *args: None)
 
-    # A verified finished result is final: read without the lock (a read-only folder works).
+    # A verified finished result is final: read without the lock (a read-only folder works),
+    # unless a crash left temp files, which the locked path below cleans up.
     done = load_result(store, run_id, warn=False)
-    if done is not None:
+    if done is not None and not store.has_temp(run_id):
         return done
     with store.lock(run_id, timeout=lock_timeout, on_wait=on_wait or _warn_wait):
         store.clean_temp(run_id)
@@ -761,8 +769,13 @@ def run_experiment(
             store.save_stage(run_id, "minima", meta, found.to_arrays())
             return meta, found
 
-        stored = _usable_stage(store, run_id, "minima", data_fp,
-                               lambda meta, arrays: minima_mod.Minima.from_arrays(arrays))
+        def parse_minima(meta: dict[str, Any], arrays: dict[str, np.ndarray]):
+            found = minima_mod.Minima.from_arrays(arrays)
+            if found.k != config.k:
+                raise ValueError(f"they hold {found.k} minima, the config asks for {config.k}")
+            return found
+
+        stored = _usable_stage(store, run_id, "minima", data_fp, parse_minima)
         minima_meta, found = stored if stored is not None else compute_minima()
         timings["minima"] = float(minima_meta["seconds"])
         device = str(minima_meta["device"])
@@ -779,9 +792,10 @@ def run_experiment(
         stored = _usable_stage(store, run_id, "paths", data_fp, parse_paths)
         if stored is None:
             landscape()
-            if minima_meta.get("tensors") != tensors:  # minima of other tensors: redo them
-                warnings.warn(f"stored minima of run {run_id} were trained on other data "
-                              "tensors; recomputing them", RuntimeWarning, stacklevel=2)
+            if minima_meta.get("tensors") != tensors or found.n_params != land.n_params:
+                warnings.warn(f"stored minima of run {run_id} are unusable (trained on other "
+                              "data tensors or another model); recomputing them",
+                              RuntimeWarning, stacklevel=2)
                 minima_meta, found = compute_minima()
                 device = str(minima_meta["device"])
             _drop_derived(store, run_id, "paths")

@@ -81,8 +81,8 @@ class CorruptResultError(ValueError):
         self.path = path
         self.reason = reason
         super().__init__(
-            f"stored result {path} is unusable ({reason}); the next 'lossbarcode run' of it recomputes it -- "
-            f"or delete the folder {path.parent} by hand"
+            f"stored result {path} is unusable ({reason}); the next 'lossbarcode run' of it "
+            f"recomputes it -- or delete the folder {path.parent} by hand"
         )
 
 
@@ -166,7 +166,10 @@ def atomic_write_bytes(path: str | os.PathLike[str], data: bytes) -> None:
         raise ValueError(f"{target} is a directory; give a file name")
     if not target.parent.is_dir():
         raise ValueError(f"folder {target.parent} does not exist; create it first")
-    _atomic_write(target, lambda f: f.write(data))
+    try:
+        _atomic_write(target, lambda f: f.write(data))
+    except OSError as err:  # name the file asked for, not the temp file
+        raise OSError(err.errno, err.strerror, str(target)) from None
 
 
 def _atomic_write(path: Path, write: Callable[[IO[bytes]], None]) -> None:
@@ -399,6 +402,11 @@ class ResultStore:
                               "recomputes it", RuntimeWarning, stacklevel=4)
             return None
 
+    def has_temp(self, run_id: str) -> bool:
+        """Whether a crash mid-write left temp files in the run's folder."""
+        run_dir = self._run_dir(run_id)
+        return run_dir.is_dir() and any(_TEMP.fullmatch(p.name) for p in run_dir.iterdir())
+
     def clean_temp(self, run_id: str) -> list[str]:
         """Remove the temp files a crash mid-write left in a run's folder; returns their names.
         Call it holding the run's lock (every writer of a run holds it)."""
@@ -515,9 +523,10 @@ class ResultStore:
                 f"(waited {timeout:g} s; lock file {path}); try again later or raise "
                 "--lock-timeout"
             ) from None
-        except PermissionError as err:
+        except OSError as err:  # e.g. a read-only file system
             raise ValueError(f"results folder {self.root} is not writable ({err.strerror}); "
-                             "use --results with a writable folder") from None
+                             "a finished run can still be read, but nothing can be computed "
+                             "there: use --results with a writable folder") from None
         key = (str(path), threading.get_ident())
         info_path = path.with_suffix(".lock.json")
         try:

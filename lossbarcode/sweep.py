@@ -11,6 +11,7 @@ back as JSON, which the driver saves in its store.
 from __future__ import annotations
 
 import itertools
+import logging
 import threading
 from collections.abc import Callable, Sequence
 from typing import Any
@@ -78,7 +79,8 @@ def _connect_ray(address: str | None, timeout: float):
 
     def connect() -> None:
         try:
-            ray.init(address=address, include_dashboard=False, log_to_driver=False)
+            ray.init(address=address, include_dashboard=False, log_to_driver=False,
+                     logging_level=logging.ERROR)
             outcome.append(None)
         except BaseException as err:  # reported to the caller below
             outcome.append(err)
