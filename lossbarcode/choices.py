@@ -25,6 +25,9 @@ PATH_TOL = 0.05  # a cycle may lower the barrier by at most this share of the se
 PATH_ATOL = 1e-4  # ... plus this many loss units (the resolution floor of a barrier)
 PATH_MAX_STEPS = 4000  # minibatch steps per path at most
 PATH_FINAL_STEPS = 200  # full-batch (climbing-image) steps per path at most
+PATH_CYCLE_STEPS = 50  # minibatch steps between two convergence checks
+# A profile's top is refined in this many rounds of this many points on each side.
+PATH_REFINE_ROUNDS, PATH_REFINE_POINTS = 3, 6
 PATH_IMAGES = 6
 PATH_EVAL_POINTS = 3
 MINIMA_LR = {"sgd": 0.05, "adam": 1e-3}  # default training learning rate per optimizer

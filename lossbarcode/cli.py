@@ -1,7 +1,8 @@
 """Command-line interface: ``lossbarcode`` / ``python -m lossbarcode``.
 
 Subcommands: ``run``, ``sweep``, ``list``, ``show``, ``export``, ``bench``, ``app``. Bad input
-exits with status 2 and a one-line reason.
+(flags, config files, results folders, files to write) exits with status 2 and a one-line reason
+on stderr, never a traceback; warnings are one line each too.
 """
 
 from __future__ import annotations
@@ -11,8 +12,10 @@ import csv
 import dataclasses
 import io
 import json
+import os
 import sys
 import tomllib
+import warnings
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -76,15 +79,29 @@ HELP = {
 }
 
 
-def _parse_value(text: str, kind: str) -> Any:
+CONFIG_SUFFIXES = (".json", ".toml")
+
+
+class _Parser(argparse.ArgumentParser):
+    """argparse with one-line errors (argparse prints the whole usage first)."""
+
+    def error(self, message: str):  # type: ignore[override]
+        self.exit(2, f"{self.prog}: error: {message} (see '{self.prog} --help')\n")
+
+
+def _value_type(kind: str):
+    """The argparse ``type`` of a config field annotated ``kind`` ("int | None", ...); named
+    so argparse says "invalid int value: 'x'"."""
     optional = "None" in kind
-    if optional and text.lower() in ("none", "null", ""):
-        return None
-    if kind.startswith("int"):
-        return int(text)
-    if kind.startswith("float"):
-        return float(text)
-    return text
+    base = kind.split("|")[0].strip()
+
+    def parse(text: str) -> Any:
+        if optional and text.lower() in ("none", "null", ""):
+            return None
+        return {"int": int, "float": float}.get(base, str)(text)
+
+    parse.__name__ = base
+    return parse
 
 
 def _add_config_flags(parser: argparse.ArgumentParser) -> None:
@@ -94,22 +111,44 @@ def _add_config_flags(parser: argparse.ArgumentParser) -> None:
         kind = str(f.type)
         group.add_argument(
             f"--{FLAG_NAMES.get(f.name, f.name).replace('_', '-')}", dest=f"cfg_{f.name}",
-            type=lambda text, kind=kind: _parse_value(text, kind), default=None,
+            type=_value_type(kind), default=None,
             metavar=kind.split(" ")[0].upper(),
             help=f"{HELP.get(f.name, f.name)} (default {getattr(defaults, f.name)!r})")
+
+
+def read_config_file(path: Path) -> dict[str, Any]:
+    """The field values in a JSON or TOML config file; ``ValueError`` naming the file (and the
+    field) for anything else: a missing file, a folder, another format, bytes that are not
+    UTF-8 text, a document that is not an object, values of the wrong type."""
+    if path.suffix.lower() not in CONFIG_SUFFIXES:
+        raise ValueError(f"config file {path}: unsupported format {path.suffix or '(none)'!r}; "
+                         f"use JSON (.json) or TOML (.toml)")
+    if path.is_dir():
+        raise ValueError(f"config file {path} is a directory, not a file")
+    try:
+        text = path.read_bytes().decode("utf-8")
+    except FileNotFoundError:
+        raise ValueError(f"config file {path} does not exist") from None
+    except UnicodeDecodeError:
+        raise ValueError(f"config file {path} is not UTF-8 text (a binary file?)") from None
+    try:
+        values = tomllib.loads(text) if path.suffix.lower() == ".toml" else json.loads(text)
+    except (json.JSONDecodeError, tomllib.TOMLDecodeError) as err:
+        raise ValueError(f"config file {path} is not valid {path.suffix[1:]}: {err}") from err
+    if not isinstance(values, dict):
+        raise ValueError(f"config file {path} must hold an object of field: value pairs, got "
+                         f"{type(values).__name__} {str(values)[:40]}")
+    try:
+        ExperimentConfig.from_dict(values)  # types and names first, per file
+    except ValueError as err:
+        raise ValueError(f"config file {path}: {err}") from None
+    return values
 
 
 def _config_from(args: argparse.Namespace) -> ExperimentConfig:
     values: dict[str, Any] = {}
     if getattr(args, "config", None):
-        path = Path(args.config)
-        if not path.is_file():
-            raise ValueError(f"config file {path} does not exist")
-        text = path.read_text()
-        try:
-            values = tomllib.loads(text) if path.suffix == ".toml" else json.loads(text)
-        except (json.JSONDecodeError, tomllib.TOMLDecodeError) as err:
-            raise ValueError(f"config file {path} is not valid {path.suffix[1:]}: {err}") from err
+        values = read_config_file(Path(args.config))
     for f in dataclasses.fields(ExperimentConfig):
         flag = getattr(args, f"cfg_{f.name}")
         if flag is not None:
@@ -152,12 +191,18 @@ def _cmd_run(args: argparse.Namespace) -> int:
     from lossbarcode.experiment import run_experiment
 
     config = _config_from(args)
-    result = run_experiment(config, _store(args), progress=_progress_bars(args.quiet))
+    result = run_experiment(config, _store(args), progress=_progress_bars(args.quiet),
+                            lock_timeout=args.lock_timeout,
+                            on_wait=(lambda message: None) if args.quiet else _say)
     if not args.quiet:
         print(f"TO-score ({config.score_variant}): {result.score:.6g}   minima: {result.k}   "
               f"stages: " + ", ".join(f"{k} {v:.1f}s" for k, v in result.timings.items()))
     print(result.run_id)
     return 0
+
+
+def _say(message: str) -> None:
+    print(f"lossbarcode: {message}", file=sys.stderr, flush=True)
 
 
 def _ints(text: str | None) -> list[int] | None:
@@ -173,6 +218,9 @@ def _cmd_sweep(args: argparse.Namespace) -> int:
     from lossbarcode.sweep import summarize, sweep, sweep_records
 
     config = _config_from(args)
+    widths, depths, seeds = _ints(args.widths), _ints(args.depths), _ints(args.seeds)
+    if args.output and args.append and Path(args.output).is_file():
+        _read_sweep_file(Path(args.output))  # refuse a wrong file before computing anything
     bar = None
     if not args.quiet:
         from tqdm import tqdm
@@ -186,9 +234,10 @@ def _cmd_sweep(args: argparse.Namespace) -> int:
             bar.set_postfix_str(f"width {cfg.width} depth {cfg.depth} seed {cfg.seed}")
             bar.refresh()
 
-    results = sweep(config, widths=_ints(args.widths), depths=_ints(args.depths),
-                    seeds=_ints(args.seeds), executor=args.executor, store=_store(args),
-                    ray_address=args.ray_address, progress=progress, design=args.design)
+    results = sweep(config, widths=widths, depths=depths, seeds=seeds,
+                    executor=args.executor, store=_store(args),
+                    ray_address=args.ray_address, progress=progress, design=args.design,
+                    ray_timeout=args.ray_timeout, lock_timeout=args.lock_timeout)
     if bar is not None:
         bar.close()
     records = sweep_records(results)
@@ -200,17 +249,41 @@ def _cmd_sweep(args: argparse.Namespace) -> int:
     return 0
 
 
+def _read_sweep_file(path: Path) -> dict[str, Any]:
+    """An existing sweep file for ``--append``; ``ValueError`` unless it has the shape
+    :func:`_write_sweep` writes (records with run ids, barcodes, commands)."""
+    try:
+        old = json.loads(path.read_bytes().decode("utf-8"))
+    except (json.JSONDecodeError, UnicodeDecodeError) as err:
+        raise ValueError(f"--append: {path} is not a sweep JSON file ({err})") from None
+    keys = ("run_id", "arch", "width", "depth", "seed", "to_score", "n_params", "test_error")
+    problem = None
+    if not isinstance(old, dict):
+        problem = f"it holds a {type(old).__name__}, not an object"
+    elif not isinstance(old.get("records"), list):
+        problem = "it has no list of 'records'"
+    elif not all(isinstance(r, dict) and all(k in r for k in keys)
+                 and isinstance(r["run_id"], str) for r in old["records"]):
+        problem = f"a record lacks one of {list(keys)}"
+    elif not isinstance(old.get("barcodes", {}), dict):
+        problem = "'barcodes' is not an object"
+    elif not isinstance(old.get("command", []), str | list):
+        problem = "'command' is not a string or a list"
+    if problem:
+        raise ValueError(f"--append: {path} is not a lossbarcode sweep file ({problem}); "
+                         "give another --output or drop --append")
+    return old
+
+
 def _write_sweep(path: Path, results, records: list[dict], append: bool) -> list[dict]:
     """Write a sweep file (records, summary, barcodes, the commands that made it); with
     ``append``, merge into an existing one (same run ids are replaced). Returns all records."""
+    from lossbarcode.store import atomic_write_bytes
     from lossbarcode.sweep import summarize
 
     old: dict[str, Any] = {"records": [], "barcodes": {}, "command": []}
     if append and path.is_file():
-        try:
-            old = json.loads(path.read_text())
-        except json.JSONDecodeError as err:
-            raise ValueError(f"--append: {path} is not a sweep JSON file ({err})") from err
+        old = _read_sweep_file(path)
     new_ids = {r["run_id"] for r in records}
     merged = [r for r in old["records"] if r["run_id"] not in new_ids] + records
     commands = old.get("command", [])
@@ -227,9 +300,7 @@ def _write_sweep(path: Path, results, records: list[dict], append: bool) -> list
         "barcodes": {**old.get("barcodes", {}),
                      **{r.run_id: r.barcode.to_dict() for r in results}},
     }
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(json.dumps(document, indent=1, allow_nan=False))
-    tmp.replace(path)
+    atomic_write_bytes(path, json.dumps(document, indent=1, allow_nan=False).encode())
     return merged
 
 
@@ -257,12 +328,21 @@ def _table(rows: Sequence[dict[str, Any]], float_format: str = ".5g") -> str:
 
 
 def _cmd_list(args: argparse.Namespace) -> int:
-    from lossbarcode.experiment import load_result
+    from lossbarcode.experiment import read_result
+    from lossbarcode.store import CorruptResultError, NewerFormatError
 
     store = _store(args)
     rows = []
     for run_id in store.list():
-        result = load_result(store, run_id)
+        try:
+            result = read_result(store, run_id)
+        except CorruptResultError as err:  # one bad run must not hide the others
+            rows.append({"run_id": run_id, "status": f"unusable result ({err.reason}); "
+                                                     "'lossbarcode run' recomputes it"})
+            continue
+        except NewerFormatError:
+            rows.append({"run_id": run_id, "status": "made by a newer lossbarcode"})
+            continue
         if result is None:
             rows.append({"run_id": run_id, "status": "partial: " + ",".join(
                 store.stages(run_id))})
@@ -276,10 +356,10 @@ def _cmd_list(args: argparse.Namespace) -> int:
 
 
 def _load(args: argparse.Namespace):
-    from lossbarcode.experiment import load_result
+    from lossbarcode.experiment import read_result
 
     store = _store(args)
-    result = load_result(store, args.run)
+    result = read_result(store, args.run)
     if result is None:
         raise ValueError(f"no finished run {args.run!r} in {store.root} "
                          "(see 'lossbarcode list')")
@@ -332,7 +412,9 @@ def _cmd_export(args: argparse.Namespace) -> int:
         writer.writerows(rows)
         text = buffer.getvalue()
     if args.output:
-        Path(args.output).write_text(text)
+        from lossbarcode.store import atomic_write_bytes
+
+        atomic_write_bytes(args.output, text.encode("utf-8"))
     else:
         sys.stdout.write(text if text.endswith("\n") else text + "\n")
     return 0
@@ -400,13 +482,29 @@ def _bench_app(args: argparse.Namespace) -> int:
     return 0
 
 
+def _seconds(text: str) -> float:
+    value = float(text)
+    if not value >= 0:
+        raise ValueError(text)
+    return value
+
+
+_seconds.__name__ = "seconds (>= 0)"
+
+
+def _add_lock_timeout(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--lock-timeout", type=_seconds, default=None, metavar="SECONDS",
+                        help="when another process is computing the same run, wait at most "
+                             "this long for it (default: wait until it finishes)")
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The argument parser with every subcommand."""
-    parser = argparse.ArgumentParser(
+    parser = _Parser(
         prog="lossbarcode",
         description="Loss barcodes and TO-scores of neural-network loss landscapes.",
     )
-    sub = parser.add_subparsers(dest="command", required=True)
+    sub = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
 
     def with_results(p: argparse.ArgumentParser) -> argparse.ArgumentParser:
         p.add_argument("--results", metavar="DIR", default=None,
@@ -419,6 +517,7 @@ def build_parser() -> argparse.ArgumentParser:
                     "and TO-score. A finished run is loaded, an interrupted one resumed."))
     run.add_argument("--config", metavar="FILE", help="JSON or TOML config; flags override it")
     run.add_argument("-q", "--quiet", action="store_true", help="print only the run id")
+    _add_lock_timeout(run)
     _add_config_flags(run)
     run.set_defaults(handler=_cmd_run)
 
@@ -442,7 +541,10 @@ def build_parser() -> argparse.ArgumentParser:
     sw.add_argument("--append", action="store_true",
                     help="merge into an existing --output file instead of replacing it")
     sw.add_argument("--config", metavar="FILE", help="base config (JSON or TOML)")
+    sw.add_argument("--ray-timeout", type=float, default=30.0, metavar="SECONDS",
+                    help="give up connecting to Ray after this long (default 30)")
     sw.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
+    _add_lock_timeout(sw)
     _add_config_flags(sw)
     sw.set_defaults(handler=_cmd_sweep)
 
@@ -511,16 +613,47 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _one_line(text: str) -> str:
+    return " ".join(str(text).split())
+
+
+def _show_warning(message, category, filename, lineno, file=None, line=None) -> None:
+    print(f"lossbarcode: warning: {_one_line(message)}", file=sys.stderr, flush=True)
+
+
+def _os_error(err: OSError) -> str:
+    where = f" {err.filename}" if err.filename else ""
+    what = err.strerror or str(err)
+    return f"could not read or write{where}: {what}; finished stages are kept"
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Run the CLI; returns the process exit code."""
     parser = build_parser()
     args = parser.parse_args(argv)
+    warnings.showwarning = _show_warning
     try:
         return args.handler(args)
-    except (ValueError, FileNotFoundError, TimeoutError) as err:  # bad input: one line
-        print(f"lossbarcode: error: {err}", file=sys.stderr)
+    except (ValueError, TimeoutError) as err:  # bad input: one line
+        print(f"lossbarcode: error: {_one_line(err)}", file=sys.stderr)
+        return 2
+    except FileNotFoundError as err:
+        print(f"lossbarcode: error: {_one_line(err)}", file=sys.stderr)
+        return 2
+    except OSError as err:  # a full disk, a read-only folder, a file in the way
+        print(f"lossbarcode: error: {_one_line(_os_error(err))}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print("lossbarcode: interrupted; finished stages are saved and will be reused",
               file=sys.stderr)
         return 130
+    except MemoryError:
+        print("lossbarcode: error: out of memory; use fewer --minima or a smaller model",
+              file=sys.stderr)
+        return 2
+    except Exception as err:  # a bug: still one line; LOSSBARCODE_DEBUG=1 shows the traceback
+        if os.environ.get("LOSSBARCODE_DEBUG"):
+            raise
+        print(f"lossbarcode: internal error: {type(err).__name__}: {_one_line(err)} (set "
+              "LOSSBARCODE_DEBUG=1 for the traceback, and please report it)", file=sys.stderr)
+        return 1

@@ -32,6 +32,7 @@ from __future__ import annotations
 
 import dataclasses
 import gzip
+import hashlib
 import json
 import math
 import pickle
@@ -45,6 +46,13 @@ import torch
 import torch.nn.functional as F
 
 from lossbarcode.choices import DATASETS, TASKS
+from lossbarcode.datafiles import CIFAR as _CIFAR
+from lossbarcode.datafiles import DEFAULT_ROOT, fingerprint, text_files
+from lossbarcode.datafiles import MNIST_FILES as _MNIST_FILES
+from lossbarcode.datafiles import MNIST_FOLDERS as _MNIST_FOLDERS
+from lossbarcode.datafiles import SVHN_FILES as _SVHN_FILES
+from lossbarcode.datafiles import TEXT_SUFFIXES as _TEXT_SUFFIXES
+from lossbarcode.datafiles import data_root as _root
 
 __all__ = [
     "DATASETS",
@@ -54,10 +62,11 @@ __all__ = [
     "TASKS",
     "load",
     "task_error",
+    "fingerprint",
+    "tensor_digest",
     "task_loss",
 ]
 
-DEFAULT_ROOT = "./data"
 IGNORE_INDEX = -100
 
 _SYNTHETIC_DEFAULT_N = 512
@@ -106,6 +115,18 @@ class Dataset:
             x_test=self.x_test.to(device),
             y_test=self.y_test.to(device),
         )
+
+
+def tensor_digest(dataset: Dataset) -> str:
+    """sha256 of the tensors a run trains on (shapes, dtypes and bytes of the four splits,
+    plus task and output count): stored with every stage and compared on resume, so stages
+    made from different data are never mixed."""
+    digest = hashlib.sha256(f"{dataset.task}:{dataset.n_outputs}".encode())
+    for tensor in (dataset.x_train, dataset.y_train, dataset.x_test, dataset.y_test):
+        array = np.ascontiguousarray(tensor.detach().cpu().numpy())
+        digest.update(f"|{array.dtype.str}{array.shape}|".encode())
+        digest.update(array.data)
+    return digest.hexdigest()
 
 
 # --------------------------------------------------------------------------- public entry point
@@ -489,7 +510,6 @@ def _load_modadd(
 
 # ---------------------------------------------------------------------------------- local text
 
-_TEXT_SUFFIXES = (".txt", ".jsonl", ".txt.gz", ".jsonl.gz")
 _TEXT_DEFAULT_TRAIN = 4096
 _TEXT_DEFAULT_TEST = 1024
 
@@ -577,16 +597,12 @@ def _read_text(path: Path, max_chars: int) -> str:
             f"text source {path} does not exist; pass root=<a .txt or .jsonl file, or a folder "
             "of them (e.g. an OSCAR shard)>"
         )
+    files = text_files(path)
     if path.is_dir():
-        files = sorted(
-            p for p in path.rglob("*") if p.is_file() and p.name.endswith(_TEXT_SUFFIXES)
-        )
         if not files:
             raise FileNotFoundError(
                 f"no text files under {path}; expected files ending in {', '.join(_TEXT_SUFFIXES)}"
             )
-    else:
-        files = [path]
     parts: list[str] = []
     size = 0
     for file in files:
@@ -623,24 +639,11 @@ def _read_text_file(path: Path):
 # -------------------------------------------------------------------------- torchvision sets
 
 
-def _root(root: str | Path | None) -> Path:
-    return Path(DEFAULT_ROOT if root is None else root).expanduser()
-
-
 def _missing(name: str, root: Path, where: str) -> FileNotFoundError:
     return FileNotFoundError(
         f"dataset {name!r} not found under {root}. Put {where}, or call "
         f"load({name!r}, root={str(root)!r}, download=True) on a machine with a network."
     )
-
-
-_MNIST_FOLDERS = {"mnist": "MNIST", "fashion_mnist": "FashionMNIST"}
-_MNIST_FILES = (
-    "train-images-idx3-ubyte",
-    "train-labels-idx1-ubyte",
-    "t10k-images-idx3-ubyte",
-    "t10k-labels-idx1-ubyte",
-)
 
 
 def _load_mnist(name: str, root, download, n_train, n_test, seed) -> Dataset:
@@ -671,18 +674,6 @@ def _load_mnist(name: str, root, download, n_train, n_test, seed) -> Dataset:
             raise _missing(name, base, f"the four idx-ubyte files in {raw}/") from err
         splits.append((ds.data.numpy()[:, None], ds.targets.numpy()))
     return _images(name, splits[0], splits[1], 10, 255.0, n_train, n_test, seed)
-
-
-_CIFAR = {
-    "cifar10": (
-        "cifar-10-batches-py",
-        [f"data_batch_{i}" for i in range(1, 6)],
-        ["test_batch"],
-        "labels",
-        10,
-    ),
-    "cifar100": ("cifar-100-python", ["train"], ["test"], "fine_labels", 100),
-}
 
 
 def _load_cifar(name: str, root, download, n_train, n_test, seed) -> Dataset:
@@ -773,7 +764,7 @@ def _load_svhn(name: str, root, download, n_train, n_test, seed) -> Dataset:
     means digit 0, as in torchvision.
     """
     base = _root(root)
-    files = {"train": base / "train_32x32.mat", "test": base / "test_32x32.mat"}
+    files = {split: base / name for split, name in _SVHN_FILES.items()}
     if download and not all(f.is_file() for f in files.values()):
         from torchvision import datasets
 

@@ -19,7 +19,14 @@ On-disk format of a run, ``<results>/<run_id>/``:
 * ``result.json``: :meth:`Result.to_json` (keys ``run_id``, ``config``, ``minima``, ``pairs``,
   ``barriers`` (K x K, ``null`` = not connected), ``barcode``, ``to_score``, ``timings``, ...).
 
-Every JSON file records the sha256 of its ``.npz``; nothing is ever pickled.
+Every JSON file records the sha256 of its ``.npz`` and of itself; nothing is ever pickled. Every
+stage records the fingerprint of the data it was made from (``data``; the minima and paths
+also the hash of the loaded tensors, ``tensors``), checked before a stage is reused.
+
+The run id hashes :meth:`ExperimentConfig.identity`: every config field except ``device``
+(results are device-independent up to floating-point round-off) and ``data_root`` (replaced by
+the content fingerprint of the data files, :func:`lossbarcode.datafiles.fingerprint`), with
+``heads`` ignored outside transformers and ``eval_subset >= n_train`` written as None.
 """
 
 from __future__ import annotations
@@ -30,9 +37,10 @@ import hashlib
 import json
 import math
 import platform
+import re
 import time
 import warnings
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -40,7 +48,8 @@ import numpy as np
 
 from lossbarcode import choices, topology
 from lossbarcode._checks import is_positive_number
-from lossbarcode.store import ResultStore
+from lossbarcode.datafiles import fingerprint
+from lossbarcode.store import CorruptResultError, ResultStore
 
 DTYPES = ("float32", "float64")
 Progress = Callable[[str, int, int, str], Any]
@@ -49,6 +58,40 @@ Progress = Callable[[str, int, int, str], Any]
 
 class Cancelled(Exception):
     """Raised (by a progress callback) to stop a run; finished stages stay saved."""
+
+
+_DEVICE = re.compile(r"auto|cpu|cuda(:[0-9]+)?")
+# Python types a config field may hold, by its annotation's parts (bool is never an int here).
+_KINDS: dict[str, tuple[type, ...]] = {"str": (str,), "int": (int,), "float": (int, float)}
+_KIND_NAMES = {"str": "a string", "int": "an integer", "float": "a number"}
+
+
+def _type_problems(values: Mapping[str, Any]) -> list[str]:
+    """One message per config value of the wrong Python type (e.g. ``"heads": "4"``)."""
+    problems = []
+    for f in dataclasses.fields(ExperimentConfig):
+        if f.name not in values:
+            continue
+        value = values[f.name]
+        parts = [part.strip() for part in str(f.type).split("|")]
+        optional = "None" in parts
+        kinds = [part for part in parts if part != "None"]
+        if value is None and optional:
+            continue
+        ok = not isinstance(value, bool) and isinstance(
+            value, tuple(t for kind in kinds for t in _KINDS[kind]))
+        if not ok:
+            wanted = " or ".join(_KIND_NAMES[kind] for kind in kinds) + (
+                " or null" if optional else "")
+            problems.append(f"field {f.name!r} must be {wanted}, got {value!r} "
+                            f"({type(value).__name__})")
+    return problems
+
+
+def identity_hash(identity: Mapping[str, Any]) -> str:
+    """The 16-hex-digit run id of an identity dict (:meth:`ExperimentConfig.identity`)."""
+    canonical = json.dumps(identity, sort_keys=True, separators=(",", ":"), allow_nan=False)
+    return hashlib.sha256(canonical.encode()).hexdigest()[:16]
 
 
 @dataclass(frozen=True)
@@ -105,7 +148,10 @@ class ExperimentConfig:
     def validate(self) -> ExperimentConfig:
         """Return ``self`` if every value is possible, else raise ``ValueError`` listing all
         problems, each with what to do."""
-        problems = []
+        # Types first: the checks below compare and do arithmetic on the values.
+        problems = _type_problems(self.to_dict())
+        if problems:
+            raise ValueError("invalid experiment config: " + "; ".join(problems))
 
         def need(ok: bool, message: str) -> None:
             if not ok:
@@ -152,7 +198,7 @@ class ExperimentConfig:
             need(is_positive_number(value),
                  f"{name} must be a positive finite number, got {value!r}; the default is "
                  f"{hint}")
-        need(self.device == "auto" or self.device == "cpu" or self.device.startswith("cuda"),
+        need(_DEVICE.fullmatch(self.device) is not None,
              f"device must be 'auto', 'cpu' or 'cuda[:N]', got {self.device!r}")
         if self.arch == "transformer":
             need(self.dataset in choices.SEQUENCE_DATASETS,
@@ -176,30 +222,53 @@ class ExperimentConfig:
         """Name of the TO-score variant this config reports (``"l2"``, ``"max_range"``...)."""
         return score_variant(self.score_norm, self.score_normalize)
 
+    def identity(self, data: str | None = None) -> dict[str, Any]:
+        """The dict the run id hashes: what determines the computation, canonicalised.
+
+        Every field but ``device`` (same results on any device up to round-off), plus
+        ``paths_version`` (:data:`~lossbarcode.choices.PATHS_VERSION`), with
+        ``data_root`` replaced by ``data``, the content fingerprint of the data files
+        (computed from ``data_root`` when not given), ``heads`` at its default outside
+        transformers, and ``eval_subset`` None when it covers all ``n_train`` examples.
+        """
+        values = self.validate().to_dict()
+        del values["device"]
+        if self.arch != "transformer":
+            values["heads"] = ExperimentConfig.heads
+        if (self.eval_subset is not None and self.n_train is not None
+                and self.eval_subset >= self.n_train):
+            values["eval_subset"] = None
+        values["data_root"] = None
+        values["data"] = fingerprint(self.dataset, self.data_root) if data is None else data
+        # The path algorithm: a result made by an older one is never returned for a config
+        # whose paths are now computed differently.
+        values["paths_version"] = choices.PATHS_VERSION
+        return values
+
     @functools.cached_property
     def run_id(self) -> str:
-        """A stable 16-hex-digit hash of the validated config (computed once per config;
-        an invalid config raises every time)."""
-        canonical = json.dumps(self.validate().identity(), sort_keys=True,
-                               separators=(",", ":"))
-        return hashlib.sha256(canonical.encode()).hexdigest()[:16]
+        """A stable 16-hex-digit hash of :meth:`identity` (computed once per config; an
+        invalid config raises every time)."""
+        return identity_hash(self.identity())
 
-    def identity(self) -> dict[str, Any]:
-        """What the run id hashes: every field, plus the path algorithm's version
-        (:data:`~lossbarcode.choices.PATHS_VERSION`), so a result made by an older path
-        algorithm is never returned for a config whose paths are now computed differently."""
-        return {**self.to_dict(), "paths_version": choices.PATHS_VERSION}
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
 
     @classmethod
-    def from_dict(cls, values: dict[str, Any]) -> ExperimentConfig:
-        """Build from a dict (e.g. a JSON/TOML file); unknown keys are an error."""
+    def from_dict(cls, values: Mapping[str, Any]) -> ExperimentConfig:
+        """Build from a dict (e.g. a JSON/TOML file); ``ValueError`` naming the field for an
+        unknown key or a value of the wrong type."""
+        if not isinstance(values, Mapping):
+            raise ValueError(f"a config must be an object of field: value pairs, got "
+                             f"{type(values).__name__}")
         known = {f.name for f in dataclasses.fields(cls)}
-        unknown = sorted(set(values) - known)
+        unknown = sorted(str(k) for k in set(values) - known)
         if unknown:
             raise ValueError(f"unknown config keys {unknown}; known keys: {sorted(known)}")
+        problems = _type_problems(values)
+        if problems:
+            raise ValueError("invalid experiment config: " + "; ".join(problems))
         return cls(**values)
 
     def replace(self, **changes: Any) -> ExperimentConfig:
@@ -207,8 +276,13 @@ class ExperimentConfig:
 
 
 def _json_float(x: float) -> float | None:
-    """NaN (diverged, or no test error for regression) becomes null in JSON."""
-    return None if math.isnan(x) else float(x)
+    """NaN (diverged, or no test error for regression) and inf (an overflowing loss) become
+    null in JSON."""
+    return float(x) if math.isfinite(x) else None
+
+
+def _json_floats(values: Any) -> list[float | None]:
+    return [_json_float(float(v)) for v in np.asarray(values, dtype=np.float64).reshape(-1)]
 
 
 @dataclass(frozen=True, eq=False)
@@ -249,6 +323,7 @@ class Result:
     path_history: tuple[np.ndarray, ...] = ()
     path_perp_grad_norm: np.ndarray = field(default_factory=lambda: np.zeros(0))
     paths_version: int = choices.PATHS_VERSION
+    data_fingerprint: str | None = None  # the identity's "data": content of the data files
 
     @property
     def k(self) -> int:
@@ -344,70 +419,147 @@ class Result:
             "pairs": self.pairs.tolist(),
             "barriers": [[None if not np.isfinite(b) else float(b) for b in row]
                          for row in self.barriers],
-            "path_barriers": self.path_barriers.tolist(),
-            "linear_barriers": self.linear_barriers.tolist(),
-            "profiles": [{"t": t.tolist(), "loss": loss.tolist()} for t, loss in self.profiles],
+            "path_barriers": _json_floats(self.path_barriers),
+            "linear_barriers": _json_floats(self.linear_barriers),
+            "profiles": [{"t": _json_floats(t), "loss": _json_floats(loss)}
+                         for t, loss in self.profiles],
             "barcode": self.barcode.to_dict(),
-            "to_score": dict(self.to_score),
-            "generalization": dict(self.generalization),
+            "to_score": {k: _json_float(v) for k, v in self.to_score.items()},
+            "generalization": {k: _json_float(v) if isinstance(v, float) else v
+                               for k, v in self.generalization.items()},
             "timings": dict(self.timings),
             "n_params": self.n_params,
             "device": self.device,
             "versions": dict(self.versions),
+            "data_fingerprint": self.data_fingerprint,
         }
 
     @classmethod
     def from_json(cls, data: dict[str, Any]) -> Result:
-        """Inverse of :meth:`to_json`; ``ValueError`` if a key is missing or malformed."""
+        """Inverse of :meth:`to_json`; ``ValueError`` naming the first key that is missing or
+        malformed (types, shapes, index ranges, the config itself)."""
         try:
-            minima = data["minima"]
-            pairs = np.array(data["pairs"], dtype=np.int64).reshape(-1, 2)
-            paths = data.get("paths") or [
-                {"converged": False, "steps": 0, "barrier_history": [], "perp_grad_norm": None}
-                for _ in range(len(pairs))]
-
-            def column(key: str) -> np.ndarray:
-                return np.array([np.nan if m[key] is None else m[key] for m in minima],
-                                dtype=np.float64)
-
-            return cls(
-                run_id=str(data["run_id"]),
-                config=ExperimentConfig.from_dict(data["config"]),
-                train_loss=column("train_loss"),
-                test_loss=column("test_loss"),
-                test_error=column("test_error"),
-                diverged=np.array([bool(m["diverged"]) for m in minima], dtype=bool),
-                pairs=pairs,
-                barriers=np.array([[np.inf if b is None else b for b in row]
-                                   for row in data["barriers"]], dtype=np.float64
-                                  ).reshape(len(minima), len(minima)),
-                path_barriers=np.array(data["path_barriers"], dtype=np.float64),
-                linear_barriers=np.array(data["linear_barriers"], dtype=np.float64),
-                profiles=tuple((np.array(p["t"], dtype=np.float64),
-                                np.array(p["loss"], dtype=np.float64))
-                               for p in data["profiles"]),
-                barcode=topology.Barcode.from_dict(data["barcode"]),
-                to_score={str(k): float(v) for k, v in data["to_score"].items()},
-                generalization=dict(data["generalization"]),
-                timings={str(k): float(v) for k, v in data["timings"].items()},
-                n_params=int(data["n_params"]),
-                device=str(data["device"]),
-                versions={str(k): str(v) for k, v in data.get("versions", {}).items()},
-                grad_norm=column("grad_norm") if minima and "grad_norm" in minima[0]
-                else np.full(len(minima), np.nan),
-                # Results from before convergence checks (version 1) have no "paths" list.
-                path_converged=np.array([bool(p["converged"]) for p in paths], dtype=bool),
-                path_steps_used=np.array([int(p["steps"]) for p in paths], dtype=np.int64),
-                path_history=tuple(np.array([np.nan if b is None else b
-                                             for b in p["barrier_history"]], dtype=np.float64)
-                                   for p in paths),
-                path_perp_grad_norm=np.array(
-                    [np.nan if p["perp_grad_norm"] is None else p["perp_grad_norm"]
-                     for p in paths], dtype=np.float64),
-                paths_version=int(data.get("paths_version", 1)),
-            )
-        except (KeyError, TypeError, AttributeError) as err:
+            return _result_from_json(cls, data)
+        except (KeyError, TypeError, AttributeError, OverflowError, IndexError) as err:
             raise ValueError(f"malformed result JSON: {err!r}") from err
+
+
+def _floats(value: Any, where: str, shape: tuple[int, ...] | None = None) -> np.ndarray:
+    """A float64 array of JSON numbers (null = NaN), checked against ``shape``."""
+    def number(v: Any) -> float:
+        if v is None:
+            return np.nan
+        if isinstance(v, bool) or not isinstance(v, int | float):
+            raise ValueError(f"result {where} must hold numbers, got {v!r}")
+        return float(v)
+
+    def walk(v: Any) -> Any:
+        return [walk(x) for x in v] if isinstance(v, list) else number(v)
+
+    if not isinstance(value, list):
+        raise ValueError(f"result {where} must be a list, got {type(value).__name__}")
+    array = np.array(walk(value), dtype=np.float64)
+    if shape is not None and array.shape != shape and not (array.size == 0 and 0 in shape):
+        raise ValueError(f"result {where} has shape {array.shape}, expected {shape}")
+    return array.reshape(shape) if shape is not None else array
+
+
+def _result_from_json(cls: type[Result], data: dict[str, Any]) -> Result:
+    if not isinstance(data, dict):
+        raise ValueError("a result must be a JSON object")
+    run_id = data["run_id"]
+    if not isinstance(run_id, str):
+        raise ValueError(f"result run_id must be a string, got {run_id!r}")
+    config = ExperimentConfig.from_dict(data["config"]).validate()
+    minima = data["minima"]
+    if not isinstance(minima, list) or not all(isinstance(m, dict) for m in minima):
+        raise ValueError("result minima must be a list of objects")
+    k = len(minima)
+
+    def column(key: str) -> np.ndarray:
+        return _floats([m[key] for m in minima], f"minima {key}", (k,))
+
+    diverged = [m["diverged"] for m in minima]
+    if not all(isinstance(d, bool) for d in diverged):
+        raise ValueError("result minima diverged flags must be true/false")
+    pairs_list = data["pairs"]
+    if not isinstance(pairs_list, list) or not all(
+            isinstance(p, list) and len(p) == 2 and all(
+                isinstance(i, int) and not isinstance(i, bool) and 0 <= i < k for i in p)
+            for p in pairs_list):
+        raise ValueError(f"result pairs must be [i, j] minima indices in [0, {k})")
+    m = len(pairs_list)
+    profiles = data["profiles"]
+    if not isinstance(profiles, list) or len(profiles) != m:
+        raise ValueError(f"result profiles must be a list of {m} (one per pair)")
+    parsed_profiles = []
+    for i, prof in enumerate(profiles):
+        t = _floats(prof["t"], f"profiles[{i}].t")
+        parsed_profiles.append((t, _floats(prof["loss"], f"profiles[{i}].loss", t.shape)))
+    barcode = topology.Barcode.from_dict(data["barcode"])
+    if len(barcode) and (barcode.minima.min() < 0 or barcode.minima.max() >= k):
+        raise ValueError(f"result barcode minima must index the {k} minima")
+    to_score = data["to_score"]
+    if not isinstance(to_score, dict) or set(to_score) != set(SCORE_VARIANTS):
+        raise ValueError(f"result to_score must hold the variants {list(SCORE_VARIANTS)}")
+    generalization = data["generalization"]
+    timings = data["timings"]
+    versions = data.get("versions", {})
+    fingerprint_ = data.get("data_fingerprint")
+    if not (isinstance(generalization, dict) and isinstance(timings, dict)
+            and isinstance(versions, dict)):
+        raise ValueError("result generalization, timings and versions must be objects")
+    n_params, device = data["n_params"], data["device"]
+    if isinstance(n_params, bool) or not isinstance(n_params, int) or n_params < 1:
+        raise ValueError(f"result n_params must be a positive integer, got {n_params!r}")
+    if not isinstance(device, str) or not (fingerprint_ is None or isinstance(fingerprint_, str)):
+        raise ValueError("result device and data_fingerprint must be strings")
+    # Results from before convergence checks (path algorithm 1) have no "paths" list and no
+    # gradient norms: unconverged, unknown.
+    version = data.get("paths_version", 1)
+    if isinstance(version, bool) or not isinstance(version, int) or not (
+            1 <= version <= choices.PATHS_VERSION):
+        raise ValueError(f"result paths_version must be an integer in [1, "
+                         f"{choices.PATHS_VERSION}], got {version!r}")
+    paths = data.get("paths", [{"converged": False, "steps": 0, "barrier_history": [],
+                                "perp_grad_norm": None}] * m)
+    if not isinstance(paths, list) or len(paths) != m or not all(
+            isinstance(p, dict) and isinstance(p["converged"], bool)
+            and isinstance(p["steps"], int) and not isinstance(p["steps"], bool)
+            and p["steps"] >= 0 for p in paths):
+        raise ValueError(f"result paths must be {m} objects with converged (bool) and steps "
+                         "(int >= 0)")
+    return cls(
+        run_id=run_id,
+        config=config,
+        train_loss=column("train_loss"),
+        test_loss=column("test_loss"),
+        test_error=column("test_error"),
+        diverged=np.array(diverged, dtype=bool).reshape(k),
+        pairs=np.array(pairs_list, dtype=np.int64).reshape(-1, 2),
+        barriers=np.where(np.isnan(b := _floats(data["barriers"], "barriers", (k, k))), np.inf, b),
+        path_barriers=_floats(data["path_barriers"], "path_barriers", (m,)),
+        linear_barriers=_floats(data["linear_barriers"], "linear_barriers", (m,)),
+        profiles=tuple(parsed_profiles),
+        barcode=barcode,
+        to_score={str(key): float(_floats([v], f"to_score {key}")[0])
+                  for key, v in to_score.items()},
+        generalization=dict(generalization),
+        timings={str(key): float(_floats([v], f"timings {key}")[0]) for key, v in timings.items()},
+        n_params=n_params,
+        device=device,
+        versions={str(key): str(v) for key, v in versions.items()},
+        data_fingerprint=fingerprint_,
+        grad_norm=column("grad_norm") if all("grad_norm" in m for m in minima)
+        else np.full(k, np.nan),
+        path_converged=np.array([p["converged"] for p in paths], dtype=bool).reshape(m),
+        path_steps_used=np.array([p["steps"] for p in paths], dtype=np.int64).reshape(m),
+        path_history=tuple(_floats(p["barrier_history"], f"paths[{i}].barrier_history")
+                           for i, p in enumerate(paths)),
+        path_perp_grad_norm=_floats([p["perp_grad_norm"] for p in paths], "paths perp_grad_norm",
+                                    (m,)),
+        paths_version=version,
+    )
 
 
 def score_variant(norm: str, normalize: str | None) -> str:
@@ -466,21 +618,90 @@ def generalization_summary(lengths: np.ndarray, test_error: np.ndarray) -> dict[
 # --------------------------------------------------------------------------- building blocks
 
 
-def build_landscape(config: ExperimentConfig):
-    """The :class:`~lossbarcode.landscape.Landscape` a config describes (data + model)."""
+def check_device(device: str):
+    """The ``torch.device`` a config's ``device`` names, after checking that it exists here
+    (``ValueError`` saying what to use instead) -- before any data is loaded."""
+    import torch
+
+    if device == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if device == "cpu":
+        return torch.device("cpu")
+    if not torch.cuda.is_available():
+        raise ValueError(f"device {device!r} was asked for, but this machine has no usable CUDA "
+                         "GPU (torch.cuda.is_available() is False); use --device cpu or auto")
+    index = int(device.partition(":")[2] or 0)
+    count = torch.cuda.device_count()
+    if index >= count:
+        raise ValueError(f"device {device!r} does not exist: this machine has {count} CUDA "
+                         f"GPU(s) (cuda:0 .. cuda:{count - 1})")
+    return torch.device(device)
+
+
+# Working copies per stored parameter vector while training: parameters, new parameters,
+# gradient and optimizer state (two moments for Adam).
+_TRAIN_COPIES = {"sgd": 4, "adam": 5}
+SLOW_RUN_S = 600.0
+
+
+def check_size(config: ExperimentConfig, device) -> dict[str, Any]:
+    """Refuse a run whose parameters alone cannot fit in the free memory of ``device``
+    (``ValueError`` with the estimate), before anything is allocated. Returns the cost
+    estimate (see ``jobs.estimate_cost``)."""
+    from lossbarcode.jobs import estimate_cost
+    from lossbarcode.landscape import available_memory
+
+    cost = estimate_cost(config)
+    width = np.dtype(config.dtype).itemsize
+    p, k, m = cost["n_params"], config.k, cost["n_pairs"]
+    need = {"minima": _TRAIN_COPIES[config.optimizer] * k * p * width,
+            "paths": 2 * m * (config.images + 2) * p * width}  # chains + their gradients
+    free = available_memory(device)
+    for stage, n_bytes in need.items():
+        if n_bytes > free:
+            hint = ("use --pairs mst or fewer --minima" if stage == "paths"
+                    else "use fewer --minima or a smaller --width/--depth")
+            raise ValueError(
+                f"this run cannot fit in memory: its {stage} stage needs about "
+                f"{n_bytes / 2**30:,.1f} GiB for {k:,} minima of {p:,} parameters"
+                + (f" and {m:,} paths" if stage == "paths" else "")
+                + f", but {device} has {free / 2**30:,.1f} GiB free; {hint}")
+    return cost
+
+
+def _warn_if_slow(config: ExperimentConfig, cost: dict[str, Any]) -> None:
+    """Say so before a run the cost model (an order-of-magnitude estimate) expects to take
+    more than :data:`SLOW_RUN_S`."""
+    if cost["seconds"] > SLOW_RUN_S:
+        warnings.warn(f"run {config.run_id} is estimated to take about "
+                      f"{cost['seconds'] / 60:,.0f} min ({config.k:,} minima of "
+                      f"{cost['n_params']:,} parameters, {cost['n_pairs']:,} paths); it saves "
+                      "each stage as it finishes", RuntimeWarning, stacklevel=4)
+
+
+def _load_data(config: ExperimentConfig):
+    """``(landscape, tensor digest)``: device and size checked before the data is loaded."""
     import torch
 
     from lossbarcode import data, models
-    from lossbarcode.landscape import Landscape, default_device
+    from lossbarcode.landscape import Landscape
 
-    device = default_device(None if config.device == "auto" else config.device)
+    device = check_device(config.device)
+    cost = check_size(config, device)
     dataset = data.load(config.dataset, root=config.data_root, n_train=config.n_train,
                         n_test=config.n_test, seed=config.seed)
+    _warn_if_slow(config, cost)
     model = models.build(config.arch, config.width, config.depth, dataset.input_shape,
                          dataset.n_outputs, heads=config.heads, seed=config.seed)
-    return Landscape.from_dataset(model, dataset, device=device,
+    land = Landscape.from_dataset(model, dataset, device=device,
                                   dtype=getattr(torch, config.dtype),
                                   eval_subset=config.eval_subset)
+    return land, data.tensor_digest(dataset)
+
+
+def build_landscape(config: ExperimentConfig):
+    """The :class:`~lossbarcode.landscape.Landscape` a config describes (data + model)."""
+    return _load_data(config)[0]
 
 
 def _versions() -> dict[str, str]:
@@ -493,34 +714,105 @@ def _versions() -> dict[str, str]:
             "scipy": scipy.__version__, "python": platform.python_version()}
 
 
-def load_result(store: ResultStore, run_id: str) -> Result | None:
-    """The finished :class:`Result` of ``run_id``, or None if it is not (validly) stored."""
-    stored = store.load_or_drop(run_id, "result")
+def _parse_result(meta: dict[str, Any], run_id: str) -> Result:
+    """The Result in a result stage's meta; ``ValueError`` if malformed or not this run's."""
+    result = Result.from_json(meta)
+    if result.run_id != run_id:
+        raise ValueError(f"it holds run {result.run_id!r}")
+    if identity_hash(result.config.identity(result.data_fingerprint or "")) != run_id:
+        raise ValueError("its config and data fingerprint do not hash to the run id: edited, "
+                         "or made by another lossbarcode version")
+    return result
+
+
+def read_result(store: ResultStore, run_id: str) -> Result | None:
+    """The finished :class:`Result` of ``run_id``; None if it has none. ``ValueError`` (a
+    :class:`~lossbarcode.store.CorruptResultError`, or ``NewerFormatError``) saying why a
+    stored one is unusable. Never changes the store."""
+    try:
+        stored = store.load_stage(run_id, "result")
+    except CorruptResultError:
+        # Maybe caught mid-replacement: read() waits for the writer, then re-reads.
+        stored = store.read(run_id, "result", warn=False)
+        if stored is None:
+            store.load_stage(run_id, "result")  # still unusable: raise why
     if stored is None:
         return None
     try:
-        return Result.from_json(stored[0])
+        return _parse_result(stored[0], run_id)
     except ValueError as err:
-        warnings.warn(f"result of run {run_id} is unreadable ({err}); recomputing",
-                      RuntimeWarning, stacklevel=2)
-        store.drop_stage(run_id, "result")
+        raise CorruptResultError(store.root / run_id / "result.json", str(err)) from None
+
+
+def load_result(store: ResultStore, run_id: str, warn: bool = True) -> Result | None:
+    """The finished :class:`Result` of ``run_id``, or None if it is not (validly) stored (with
+    a ``RuntimeWarning`` saying why when ``warn``). Never deletes: ``run_experiment``
+    recomputes an unusable result. A result made by a newer lossbarcode raises
+    ``NewerFormatError``."""
+    try:
+        return read_result(store, run_id)
+    except CorruptResultError as err:
+        if warn:
+            warnings.warn(f"{err.path} is unusable ({err.reason}); 'lossbarcode run' "
+                          "recomputes it", RuntimeWarning, stacklevel=2)
         return None
 
 
 def load_minima(store: ResultStore, run_id: str):
-    """The stored :class:`~lossbarcode.minima.Minima` of a run, or None."""
+    """The stored :class:`~lossbarcode.minima.Minima` of a run, or None (never deletes)."""
     from lossbarcode.minima import Minima
 
-    stored = store.load_or_drop(run_id, "minima")
-    return None if stored is None else Minima.from_arrays(stored[1])
+    stored = store.read(run_id, "minima")
+    try:
+        return None if stored is None else Minima.from_arrays(stored[1])
+    except ValueError as err:
+        warnings.warn(f"stored minima of run {run_id} are unusable ({err})", RuntimeWarning,
+                      stacklevel=2)
+        return None
 
 
 def load_paths(store: ResultStore, run_id: str):
-    """The stored :class:`~lossbarcode.paths.Paths` of a run, or None."""
+    """The stored :class:`~lossbarcode.paths.Paths` of a run, or None (never deletes)."""
     from lossbarcode.paths import Paths
 
-    stored = store.load_or_drop(run_id, "paths")
-    return None if stored is None else Paths.from_arrays(stored[1], stored[0].get("settings"))
+    stored = store.read(run_id, "paths")
+    try:
+        return None if stored is None else Paths.from_arrays(stored[1], stored[0].get("settings"))
+    except ValueError as err:
+        warnings.warn(f"stored paths of run {run_id} are unusable ({err})", RuntimeWarning,
+                      stacklevel=2)
+        return None
+
+
+def save_result(store: ResultStore, result: Result) -> None:
+    """Store a finished result as its run's "result" stage (holding the run's lock)."""
+    if not store.holds_lock(result.run_id):
+        raise RuntimeError(f"save_result({result.run_id!r}) needs the run's lock")
+    store.save_stage(result.run_id, "result", {**result.to_json(), "data": result.data_fingerprint})
+
+
+def _warn_wait(message: str) -> None:
+    warnings.warn(message + "; it computes the run, this process then loads it",
+                  RuntimeWarning, stacklevel=4)
+
+
+def _usable_stage(store: ResultStore, run_id: str, stage: str, data: str,
+                  parse: Callable[[dict[str, Any], dict[str, np.ndarray]], Any]):
+    """``(meta, parsed)`` of a stored stage, or None after dropping it (with a warning) when it
+    is corrupt, inconsistent or made from other data. Holding the run's lock."""
+    stored = store.load_or_drop(run_id, stage)
+    if stored is None:
+        return None
+    meta, arrays = stored
+    try:
+        if meta.get("data") != data:
+            raise ValueError(f"it was made from other data ({meta.get('data')!r}, now {data!r})")
+        return meta, parse(meta, arrays)
+    except (ValueError, KeyError, TypeError) as err:
+        warnings.warn(f"stored {stage} of run {run_id} are unusable ({err}); recomputing them",
+                      RuntimeWarning, stacklevel=3)
+        store.drop_stage(run_id, stage)
+        return None
 
 
 def run_experiment(
@@ -528,6 +820,7 @@ def run_experiment(
     store: ResultStore | None = None,
     progress: Progress | None = None,
     lock_timeout: float | None = None,
+    on_wait: Callable[[str], Any] | None = None,
 ) -> Result:
     """Run (or resume, or load) one experiment and return its :class:`Result`.
 
@@ -536,50 +829,91 @@ def run_experiment(
         store: where stages are saved (default: ``ResultStore()``, i.e. ``./results`` or
             ``$LOSSBARCODE_RESULTS``).
         progress: ``progress(stage, done, total, message)``; may raise :class:`Cancelled`.
-        lock_timeout: seconds to wait for another process computing the same run.
+        lock_timeout: seconds to wait for another process computing the same run
+            (``TimeoutError`` after that, naming the lock's holder).
+        on_wait: ``on_wait(message)`` when the run is locked by another process (who and since
+            when); default: a ``RuntimeWarning``.
     """
     config = config.validate()
     store = store or ResultStore()
     run_id = config.run_id
+    data_fp = config.identity()["data"]
     report = progress or (lambda *args: None)
 
-    with store.lock(run_id, timeout=lock_timeout):
-        done = load_result(store, run_id)
-        if done is not None:
-            return done
+    # A verified finished result is final: read without the lock (a read-only folder works),
+    # unless a crash left temp files, which the locked path below cleans up.
+    done = load_result(store, run_id, warn=False)
+    if done is not None and not store.has_temp(run_id):
+        return done
+    with store.lock(run_id, timeout=lock_timeout, on_wait=on_wait or _warn_wait):
+        store.clean_temp(run_id)
+        finished = _usable_stage(store, run_id, "result", data_fp,
+                                 lambda meta, _: _parse_result(meta, run_id))
+        if finished is not None:
+            return finished[1]
         from lossbarcode import minima as minima_mod
         from lossbarcode import paths as paths_mod
 
-        land = None
+        land, tensors = None, None
         timings: dict[str, float] = {}
 
-        stored = store.load_or_drop(run_id, "minima")
-        if stored is None:
+        def landscape():
+            nonlocal land, tensors
+            if land is None:
+                land, tensors = _load_data(config)
+                # The run id named the files' content when it was computed: still the same?
+                if config.identity()["data"] != data_fp:
+                    raise ValueError(f"the data files of run {run_id} changed while it started "
+                                     f"({config.data_root}); run it again")
+            return land
+
+        def compute_minima():
             _drop_derived(store, run_id, "minima")
             start = time.perf_counter()
-            land = build_landscape(config)
             found = minima_mod.find_minima(
-                land, config.k, optimizer=config.optimizer, lr=config.lr,
+                landscape(), config.k, optimizer=config.optimizer, lr=config.lr,
                 schedule=config.schedule, steps=config.steps, batch_size=config.batch_size,
                 seed=config.seed, polish_steps=config.polish_steps,
                 progress=lambda step, total, loss: report(
                     "minima", step, total, f"mean minibatch loss {loss:.4g}"),
             )
             timings["minima"] = time.perf_counter() - start
-            device = str(land.device)
-            store.save_stage(run_id, "minima", {"seconds": timings["minima"], "device": device},
-                             found.to_arrays())
-        else:
-            found = minima_mod.Minima.from_arrays(stored[1])
-            timings["minima"] = float(stored[0]["seconds"])
-            device = str(stored[0]["device"])
+            meta = {"seconds": timings["minima"], "device": str(land.device), "data": data_fp,
+                    "tensors": tensors}
+            store.save_stage(run_id, "minima", meta, found.to_arrays())
+            return meta, found
+
+        def parse_minima(meta: dict[str, Any], arrays: dict[str, np.ndarray]):
+            found = minima_mod.Minima.from_arrays(arrays)
+            if found.k != config.k:
+                raise ValueError(f"they hold {found.k} minima, the config asks for {config.k}")
+            return found
+
+        stored = _usable_stage(store, run_id, "minima", data_fp, parse_minima)
+        minima_meta, found = stored if stored is not None else compute_minima()
+        timings["minima"] = float(minima_meta["seconds"])
+        device = str(minima_meta["device"])
         report("minima", 1, 1, "done")
 
-        stored = store.load_or_drop(run_id, "paths")
+        def parse_paths(meta: dict[str, Any], arrays: dict[str, np.ndarray]):
+            connected = paths_mod.Paths.from_arrays(arrays, meta.get("settings"))
+            if connected.k != found.k or any(img.shape[1] != found.n_params
+                                             for img in connected.images):
+                raise ValueError(f"they join {connected.k} minima of other shapes than the "
+                                 f"{found.k} stored minima")
+            return connected
+
+        stored = _usable_stage(store, run_id, "paths", data_fp, parse_paths)
         if stored is None:
+            landscape()
+            if minima_meta.get("tensors") != tensors or found.n_params != land.n_params:
+                warnings.warn(f"stored minima of run {run_id} are unusable (trained on other "
+                              "data tensors or another model); recomputing them",
+                              RuntimeWarning, stacklevel=2)
+                minima_meta, found = compute_minima()
+                device = str(minima_meta["device"])
             _drop_derived(store, run_id, "paths")
             start = time.perf_counter()
-            land = land or build_landscape(config)
             connected = paths_mod.connect(
                 land, found, pairs=config.pairs, method=config.path_method,
                 images=config.images, steps=config.path_steps, lr=config.path_lr,
@@ -590,15 +924,17 @@ def run_experiment(
             )
             timings["paths"] = time.perf_counter() - start
             store.save_stage(run_id, "paths", {"seconds": timings["paths"],
-                                               "settings": connected.settings},
+                                               "settings": connected.settings,
+                                               "data": data_fp, "tensors": tensors},
                              connected.to_arrays())
         else:
-            connected = paths_mod.Paths.from_arrays(stored[1], stored[0].get("settings"))
+            connected = stored[1]
             timings["paths"] = float(stored[0]["seconds"])
         report("paths", 1, 1, "done")
 
-        result = assemble_result(config, found, connected, timings, device)
-        store.save_stage(run_id, "result", result.to_json())
+        result = dataclasses.replace(assemble_result(config, found, connected, timings, device),
+                                     data_fingerprint=data_fp)
+        save_result(store, result)
         report("result", 1, 1, f"TO-score {result.score:.4g}")
         return result
 
@@ -623,6 +959,9 @@ def assemble_result(config: ExperimentConfig, found, connected, timings: dict[st
     from lossbarcode.paths import barrier_matrix
 
     valid = found.valid
+    if valid.size == 0:
+        raise ValueError(f"all {found.k} training runs diverged, so there is no barcode; lower "
+                         "the learning rate (--lr) or use --schedule anneal")
     barriers = barrier_matrix(connected, found.k)
     barcode = topology.minima_barcode(found.train_loss[valid],
                                       barriers[np.ix_(valid, valid)], rule=config.rule)

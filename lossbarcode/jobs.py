@@ -33,7 +33,12 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from lossbarcode.choices import VECTOR_DATASETS
+from lossbarcode.choices import (
+    PATH_CYCLE_STEPS,
+    PATH_REFINE_POINTS,
+    PATH_REFINE_ROUNDS,
+    VECTOR_DATASETS,
+)
 from lossbarcode.experiment import Cancelled, ExperimentConfig, run_experiment
 from lossbarcode.store import ResultStore
 from lossbarcode.sweep import sweep_configs
@@ -512,6 +517,10 @@ _PATH_STEP_OVERHEAD_S = {"cpu": 3e-3, "cuda": 2e-3}  # dispatch per path optimis
 _SETUP_S = 1.0  # data loading, landscape, saving
 # connect()'s defaults, which run_experiment does not override.
 _PATH_BATCH, _NEB_CYCLES, _NEB_INSERT, _BEZIER_T, _SCREEN_POINTS = 128, 3, 2, 4, 9
+_REFINE = 2 * PATH_REFINE_ROUNDS * PATH_REFINE_POINTS  # added around a profile's top
+# Converging paths, measured on the default digits fcn runs at widths 4-256: minibatch steps
+# per path, and the share of paths that need the full-batch phase and its typical length.
+_EXPECTED_PATH_STEPS, _FINAL_SHARE, _FINAL_STEPS_TYPICAL = 800, 0.5, 20
 
 _throughput_cache: dict[tuple[str, str], float] = {}
 _throughput_lock = threading.Lock()
@@ -558,26 +567,39 @@ def _cost_parts(config: ExperimentConfig) -> dict[str, Any]:
     def chain_points(n: int) -> int:  # loss profile points along a chain of n images
         return (n - 1) * (e + 1) + 1
 
-    evals = n_pairs * chain_points(img + 2)  # the straight line is always profiled
-    train_points = 0.0  # interior image-steps of the optimisation
+    evals = n_pairs * (chain_points(img + 2) + _REFINE)  # the straight line is always profiled
+    train_points = 0.0  # interior image-steps of the optimisation (minibatch)
+    full_points = 0.0  # the same on the whole evaluation set (NEB's final phase)
+    fixed = config.path_steps
+    # Converging paths stop when their barrier is steady: typically after about
+    # _EXPECTED_PATH_STEPS minibatch steps (never more than the cap).
+    steps = fixed if fixed is not None else min(config.path_max_steps, _EXPECTED_PATH_STEPS)
+    checks = 3 if fixed is not None else steps / PATH_CYCLE_STEPS
     if config.path_method == "neb":
-        bounds = [round(config.path_steps * c / _NEB_CYCLES) for c in range(_NEB_CYCLES + 1)]
-        for c in range(_NEB_CYCLES):
-            train_points += (img + _NEB_INSERT * c) * (bounds[c + 1] - bounds[c])
-        final = img + 2 + _NEB_INSERT * (_NEB_CYCLES - 1)
-        evals += n_pairs * (chain_points(final) + sum(
-            img + 1 + _NEB_INSERT * c for c in range(_NEB_CYCLES - 1)))  # + insertion checks
+        final = img + 2 + 2 * _NEB_INSERT
+        if fixed is not None:
+            bounds = [round(fixed * c / _NEB_CYCLES) for c in range(_NEB_CYCLES + 1)]
+            train_points = sum((img + _NEB_INSERT * c) * (bounds[c + 1] - bounds[c])
+                               for c in range(_NEB_CYCLES))
+        else:
+            train_points = (final - 2) * steps
+            full_points = (final - 2) * _FINAL_SHARE * _FINAL_STEPS_TYPICAL
+            checks += _FINAL_SHARE * _FINAL_STEPS_TYPICAL / 10
+        evals += n_pairs * ((checks + 1) * (chain_points(final) + _REFINE)
+                            + 2 * (final - 1))  # + insertion checks
+        evals += n_pairs * (final - 2) * 3  # the final perpendicular gradient (with backward)
     elif config.path_method == "bezier":
-        train_points = _BEZIER_T * config.path_steps
-        evals += n_pairs * chain_points(img + 2)
+        train_points = _BEZIER_T * steps
+        evals += n_pairs * (checks + 1) * (chain_points(img + 2) + _REFINE)
     if config.pairs == "mst" and k > 2:
         evals += n_all * _SCREEN_POINTS
-    paths_flops = 3 * fwd * path_batch * n_pairs * train_points + fwd * n_eval * evals
+    paths_flops = (3 * fwd * n_pairs * (path_batch * train_points + n_eval * full_points)
+                   + fwd * n_eval * evals)
 
     device = _device(config)
     rate = _throughput(device, config.dtype) * _EFFICIENCY.get(config.arch, _AUTOGRAD_EFFICIENCY)
     kind = "cuda" if device.startswith("cuda") else "cpu"
-    path_steps = config.path_steps if config.path_method != "linear" else 0
+    path_steps = steps if config.path_method != "linear" else 0
     return {
         "minima_s": _SETUP_S + minima_flops / rate + _STEP_OVERHEAD_S[kind] * config.steps,
         "paths_s": paths_flops / rate + _PATH_STEP_OVERHEAD_S[kind] * path_steps,

@@ -281,8 +281,8 @@ def _save_map(store: ResultStore, run_id: str, stage: str, m: MinimaMap, n_point
 
 def _load_map(store: ResultStore, run_id: str, stage: str) -> tuple[MinimaMap | None, int]:
     """A cached map and the number of points it was made from; ``(None, 0)`` if absent or
-    unreadable (an unreadable one is dropped, to be recomputed)."""
-    stored = store.load_or_drop(run_id, stage, warn=False)
+    unreadable (an unreadable one is recomputed, and the new one replaces it)."""
+    stored = store.read(run_id, stage, warn=False)
     if stored is None:
         return None, 0
     meta, a = stored
@@ -299,7 +299,6 @@ def _load_map(store: ResultStore, run_id: str, stage: str) -> tuple[MinimaMap | 
         )
         return m, int(meta["n_points"])
     except (KeyError, TypeError, ValueError, IndexError):
-        store.drop_stage(run_id, stage)
         return None, 0
 
 

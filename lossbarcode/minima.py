@@ -12,7 +12,10 @@ dropped). Network ``i`` therefore follows the same trajectory whatever K is.
 
 Runs whose loss, gradient or parameters become NaN/inf are *diverged*: they are frozen at their
 last finite parameters, reported in ``Minima.diverged`` with a warning, and their losses are
-NaN; training of the others goes on. Downstream code (paths, barcodes) leaves them out.
+NaN; training of the others goes on. A run that ends with a higher training loss than it
+started with (e.g. ``lr=1e3``: losses in the thousands) has diverged too, to large finite
+values, and is reported and left out the same way. Downstream code (paths, barcodes) leaves them
+out.
 """
 
 from __future__ import annotations
@@ -117,6 +120,7 @@ class Minima:
         except KeyError as exc:
             raise ValueError(f"minima arrays lack field {exc}; were they written by "
                              "Minima.to_arrays?") from exc
+        _check_arrays(a)
         return cls(
             thetas=torch.as_tensor(a["thetas"]),
             train_loss=a["train_loss"].astype(np.float64),
@@ -135,6 +139,29 @@ class Minima:
             arrays else np.full(a["thetas"].shape[0], np.nan),
             polish_steps=int(arrays["polish_steps"]) if "polish_steps" in arrays else 0,
         )
+
+
+def _check_arrays(a: dict[str, np.ndarray]) -> None:
+    """``ValueError`` unless stored minima arrays fit together: (K, P) finite float thetas,
+    (K,) per-minimum columns, (R, K) history, numeric 0-d settings."""
+    thetas = a["thetas"]
+    if thetas.ndim != 2 or thetas.shape[0] < 1 or thetas.shape[1] < 1 or not np.issubdtype(
+            thetas.dtype, np.floating):
+        raise ValueError(f"thetas must be a (K, P) float array, got {thetas.dtype} "
+                         f"{thetas.shape}")
+    k = thetas.shape[0]
+    if not np.all(np.isfinite(thetas)):
+        raise ValueError("thetas hold NaN or infinite parameters")
+    for name in ("train_loss", "test_loss", "test_error", "diverged", "seeds"):
+        if a[name].shape != (k,):
+            raise ValueError(f"{name} must have shape ({k},), got {a[name].shape}")
+    steps = a["history_steps"]
+    if steps.ndim != 1 or a["history_loss"].shape not in ((steps.shape[0], k), (0,)):
+        raise ValueError(f"history_loss must have shape ({steps.shape[0]}, {k}), got "
+                         f"{a['history_loss'].shape}")
+    for name in ("lr", "steps", "batch_size", "momentum", "weight_decay", "seed"):
+        if a[name].shape != () or not np.issubdtype(a[name].dtype, np.number):
+            raise ValueError(f"{name} must be a number, got {a[name]!r}")
 
 
 _ARRAY_FIELDS = (
@@ -221,6 +248,7 @@ def find_minima(
     sampler = _Sampler(landscape.n_train, batch_size, seeds, dev)
     state = BatchedOptimizer.create(optimizer, thetas, momentum, betas, eps)
     active = torch.ones(k, dtype=torch.bool, device=dev)
+    initial_loss = landscape.loss(thetas).to("cpu", torch.float64).numpy()
     hist_steps: list[int] = []
     hist_loss: list[Tensor] = []
 
@@ -259,11 +287,16 @@ def find_minima(
                       else te.to("cpu", torch.float64).numpy())
     else:
         test_loss, test_error = np.full(k, np.nan), np.full(k, np.nan)
-    diverged = ~active.cpu().numpy() | ~np.isfinite(train_loss)
+    # Not a minimum if training made the loss worse than at the random start.
+    worse = np.isfinite(train_loss) & (train_loss > initial_loss)
+    diverged = ~active.cpu().numpy() | ~np.isfinite(train_loss) | worse
     if diverged.any():
+        rose = "".join(f"; run {i}: loss {initial_loss[i]:.4g} at the start, "
+                       f"{train_loss[i]:.4g} at the end" for i in np.flatnonzero(worse)[:3])
         warnings.warn(
-            f"{int(diverged.sum())} of {k} training runs diverged (NaN/inf) and are excluded: "
-            f"indices {np.flatnonzero(diverged).tolist()}; lower lr ({lr:g}) if this is "
+            f"{int(diverged.sum())} of {k} training runs diverged (NaN/inf, or a final loss "
+            f"above the initial one) and are excluded: indices "
+            f"{np.flatnonzero(diverged).tolist()}{rose}; lower lr ({lr:g}) if this is "
             "unexpected",
             RuntimeWarning,
             stacklevel=2,

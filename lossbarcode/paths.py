@@ -56,12 +56,15 @@ from lossbarcode._checks import check_positive
 from lossbarcode.choices import (
     PAIRINGS,
     PATH_ATOL,
+    PATH_CYCLE_STEPS,
     PATH_EVAL_POINTS,
     PATH_FINAL_STEPS,
     PATH_IMAGES,
     PATH_LR,
     PATH_MAX_STEPS,
     PATH_METHODS,
+    PATH_REFINE_POINTS,
+    PATH_REFINE_ROUNDS,
     PATH_TOL,
     PATHS_VERSION,
 )
@@ -72,11 +75,11 @@ METHODS = PATH_METHODS
 DEFAULT_LR = PATH_LR
 Progress = Callable[[int, int, dict[str, Any]], Any]
 _BLOCK_BYTES = 256 * 2**20  # cap on path points materialised at once before evaluation
-CYCLE_STEPS = 50  # minibatch steps between two convergence checks
+CYCLE_STEPS = PATH_CYCLE_STEPS
 _FINAL_CHECK = 10  # full-batch steps between two convergence checks
 _GROW, _SHRINK, _MAX_GROWTH = 1.5, 0.5, 64.0  # step-size adaptation per cycle (bold driver)
 _PATIENCE = 2  # calm checks in a row that make a path converged
-_REFINE_ROUNDS, _REFINE_POINTS = 3, 6  # extra points around the highest one of a profile
+_REFINE_ROUNDS, _REFINE_POINTS = PATH_REFINE_ROUNDS, PATH_REFINE_POINTS
 _ROLE_STREAM = {"all": 1, "list": 2, "tree": 3, "shortcut": 4}  # one data stream per stage
 
 
@@ -195,13 +198,19 @@ class Paths:
             img, pt, pl = np.asarray(a["images"]), np.asarray(a["profile_t"]), np.asarray(
                 a["profile_loss"])
             m = len(io) - 1
+            _check_arrays(a, io, po, img, pt, pl)
             pairs = np.asarray(a["pairs"], dtype=np.int64).reshape(-1, 2)
             if "converged" in a:
                 ho, hist = np.asarray(a["history_offsets"]), np.asarray(a["barrier_history"])
                 converged = np.asarray(a["converged"], dtype=bool)
                 steps_used = np.asarray(a["steps_used"], dtype=np.int64)
-                history = tuple(hist[ho[i] : ho[i + 1]].astype(np.float64) for i in range(m))
                 perp = np.asarray(a["perp_grad_norm"], dtype=np.float64)
+                if (converged.shape != (m,) or steps_used.shape != (m,) or perp.shape != (m,)
+                        or ho.shape != (m + 1,) or (m and (ho[0] != 0 or ho[-1] != len(hist)
+                                                           or np.any(np.diff(ho) < 0)))):
+                    raise ValueError("path diagnostics (converged, steps_used, "
+                                     "perp_grad_norm, barrier_history) disagree with the pairs")
+                history = tuple(hist[ho[i] : ho[i + 1]].astype(np.float64) for i in range(m))
             else:
                 converged = np.zeros(m, dtype=bool)
                 steps_used = np.full(m, int(settings.get("steps") or 0), dtype=np.int64)
@@ -225,6 +234,34 @@ class Paths:
         except KeyError as exc:
             raise ValueError(f"paths arrays lack field {exc}; were they written by "
                              "Paths.to_arrays?") from exc
+
+
+def _check_arrays(a: Any, io: np.ndarray, po: np.ndarray, img: np.ndarray, pt: np.ndarray,
+                  pl: np.ndarray) -> None:
+    """``ValueError`` unless stored path arrays fit together: (M, 2) pairs ``i < j`` of the K
+    minima, offsets that cut the images and profiles into M pieces, finite (n, P) images."""
+    pairs, k = np.asarray(a["pairs"]), np.asarray(a["minima_loss"]).shape
+    if len(k) != 1:
+        raise ValueError(f"minima_loss must have shape (K,), got {k}")
+    for name, off, total in (("image_offsets", io, len(img)), ("profile_offsets", po, len(pt))):
+        if (off.ndim != 1 or len(off) < 1 or not np.issubdtype(off.dtype, np.integer)
+                or off[0] != 0 or off[-1] != total or np.any(np.diff(off) < 0)):
+            raise ValueError(f"{name} must rise from 0 to {total}")
+    m = len(io) - 1
+    if (not np.issubdtype(pairs.dtype, np.integer) or pairs.shape != (m, 2)
+            or (m and (pairs.min() < 0 or pairs.max() >= k[0]
+                       or np.any(pairs[:, 0] >= pairs[:, 1])))):
+        raise ValueError(f"pairs must be {m} integer pairs i < j of the {k[0]} minima, got "
+                         f"shape {pairs.shape}")
+    if len(po) != m + 1 or pl.shape != pt.shape:
+        raise ValueError("profile_t, profile_loss and profile_offsets disagree")
+    if m and (img.ndim != 2 or np.any(np.diff(io) < 2)):
+        raise ValueError(f"images must be (n, P) chains of at least 2, got shape {img.shape}")
+    if not np.all(np.isfinite(img)):
+        raise ValueError("path images hold NaN or infinite parameters")
+    for name in ("barriers", "linear_barriers", "fallback", "role"):
+        if np.asarray(a[name]).shape != (m,):
+            raise ValueError(f"{name} must have shape ({m},), got {np.asarray(a[name]).shape}")
 
 
 @dataclass(frozen=True, eq=False)

@@ -177,8 +177,8 @@ def _save_slice(store: ResultStore, run_id: str, stage: str, s: ResultSlice) -> 
 
 
 def _load_slice(store: ResultStore, run_id: str, stage: str) -> ResultSlice | None:
-    """The cached slice, or None if absent or unreadable (then dropped, to be recomputed)."""
-    stored = store.load_or_drop(run_id, stage, warn=False)
+    """The cached slice, or None if absent or unreadable (then recomputed, and replaced)."""
+    stored = store.read(run_id, stage, warn=False)
     if stored is None:
         return None
     meta, a = stored
@@ -190,5 +190,4 @@ def _load_slice(store: ResultStore, run_id: str, stage: str) -> ResultSlice | No
             resolution=int(meta["resolution"]), margin=float(meta["margin"]),
         )
     except (KeyError, TypeError, ValueError):
-        store.drop_stage(run_id, stage)
         return None

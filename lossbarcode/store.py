@@ -5,12 +5,19 @@ Layout under the root (``./results``, ``$LOSSBARCODE_RESULTS``, or an explicit p
     <root>/<run_id>/<stage>.json     metadata, format version, names + sha256 of the arrays
     <root>/<run_id>/<stage>.npz      named numpy arrays (optional)
     <root>/.locks/<run_id>.lock      inter-process lock of a run
+    <root>/.locks/<run_id>.lock.json who holds it: pid, host, since when, command
 
 Every file is written atomically (temp file in the same directory, fsync, ``os.replace``), the
 ``.npz`` before the ``.json``, so a stage exists exactly when its JSON does and a crash mid-write
-leaves the stage absent, never half-written. Loading checks the JSON against the ``.npz`` bytes and
-refuses anything it cannot verify with :class:`CorruptResultError`. Arrays are read with
-``allow_pickle=False``, so a shared results folder can never execute code.
+leaves the stage absent, never half-written. Each JSON records the sha256 of its ``.npz`` and a
+sha256 of its own content. Loading checks both and refuses anything it cannot verify with
+:class:`CorruptResultError` (or :class:`NewerFormatError` for a file a newer lossbarcode wrote).
+Arrays are read with ``allow_pickle=False``, so a shared results folder can never execute code.
+
+Reading never deletes: :meth:`ResultStore.read` reports an unusable stage and returns None.
+Only a holder of the run's lock may drop a stage (:meth:`ResultStore.load_or_drop`), so a reader
+never removes a file a writer is replacing; a reader that sees a stage mid-replacement re-reads it
+once it can take the lock (or after a short wait, in a read-only folder).
 
     store = ResultStore()
     with store.lock(run_id):
@@ -30,6 +37,10 @@ import os
 import re
 import secrets
 import shutil
+import socket
+import sys
+import threading
+import time
 import warnings
 import zipfile
 from collections.abc import Callable, Iterator, Mapping
@@ -39,7 +50,8 @@ from typing import IO, Any
 import filelock
 import numpy as np
 
-__all__ = ["ENV_VAR", "FORMAT_VERSION", "CorruptResultError", "ResultStore"]
+__all__ = ["ENV_VAR", "FORMAT_VERSION", "CorruptResultError", "NewerFormatError", "ResultStore",
+           "atomic_write_bytes"]
 
 ENV_VAR = "LOSSBARCODE_RESULTS"
 DEFAULT_ROOT = "results"
@@ -50,6 +62,16 @@ _FORMAT = "lossbarcode.store"
 _NAME = re.compile(r"[A-Za-z0-9_-]{1,64}")
 # Array names only live inside the zip; dots are allowed for names like "layer.0.weight".
 _ARRAY_NAME = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_.-]{0,127}")
+# Temp files of _atomic_write: ".<name>.<16 hex>.tmp".
+_TEMP = re.compile(r"\..+\.[0-9a-f]{16}\.tmp")
+# How long a reader that saw a stage mid-replacement waits for the writer's lock before it
+# re-reads anyway (a run holds its lock for minutes while it computes the next stage).
+READ_RETRY_S = 2.0
+
+# (lock file, thread id) of every run lock held in this process: only a holder may drop stages,
+# and a holder's own reads must not wait for the lock it holds.
+_HELD: set[tuple[str, int]] = set()
+_HELD_GUARD = threading.Lock()
 
 
 class CorruptResultError(ValueError):
@@ -57,9 +79,23 @@ class CorruptResultError(ValueError):
 
     def __init__(self, path: Path, reason: str) -> None:
         self.path = path
+        self.reason = reason
         super().__init__(
-            f"stored result {path} is unusable ({reason}); it will be recomputed -- "
-            f"or delete the folder {path.parent} by hand"
+            f"stored result {path} is unusable ({reason}); the next 'lossbarcode run' of it "
+            f"recomputes it -- or delete the folder {path.parent} by hand"
+        )
+
+
+class NewerFormatError(ValueError):
+    """A stored stage was written by a newer lossbarcode (a later format version). It is left
+    alone: never read, never dropped, never overwritten."""
+
+    def __init__(self, path: Path, version: int) -> None:
+        self.path = path
+        super().__init__(
+            f"stored result {path} was made by a newer lossbarcode (format version {version}; "
+            f"this one reads version {FORMAT_VERSION}); upgrade lossbarcode to use it, or use "
+            "another results folder -- nothing was changed"
         )
 
 
@@ -114,6 +150,28 @@ def _fsync_dir(directory: Path) -> None:
         os.close(fd)
 
 
+def _record_digest(record: Mapping[str, Any]) -> str:
+    """sha256 of a stage record (without its own ``sha256`` key), in a canonical form."""
+    body = {key: value for key, value in record.items() if key != "sha256"}
+    text = json.dumps(body, sort_keys=True, separators=(",", ":"), allow_nan=False)
+    return hashlib.sha256(text.encode("utf-8")).hexdigest()
+
+
+def atomic_write_bytes(path: str | os.PathLike[str], data: bytes) -> None:
+    """Write ``data`` to ``path`` atomically (temp file next to it, fsync, rename): a crash or
+    a full disk leaves the old file intact, never a half-written one. ``ValueError`` if
+    ``path`` is a directory or its folder does not exist; ``OSError`` if it cannot be written."""
+    target = Path(path)
+    if target.is_dir():
+        raise ValueError(f"{target} is a directory; give a file name")
+    if not target.parent.is_dir():
+        raise ValueError(f"folder {target.parent} does not exist; create it first")
+    try:
+        _atomic_write(target, lambda f: f.write(data))
+    except OSError as err:  # name the file asked for, not the temp file
+        raise OSError(err.errno, err.strerror, str(target)) from None
+
+
 def _atomic_write(path: Path, write: Callable[[IO[bytes]], None]) -> None:
     # Temp name starts with "." and ends with ".tmp", so it is never mistaken for a stage.
     tmp = path.with_name(f".{path.name}.{secrets.token_hex(8)}.tmp")
@@ -156,6 +214,9 @@ class ResultStore:
             root = os.environ.get(ENV_VAR) or DEFAULT_ROOT
         # Absolute now, so a later chdir does not move the store. Created lazily on first write.
         self.root: Path = Path(root).expanduser().absolute()
+        if self.root.exists() and not self.root.is_dir():
+            raise ValueError(f"results folder {self.root} is a file, not a folder; pass "
+                             "--results with a folder (it is created if missing)")
 
     def __repr__(self) -> str:
         return f"ResultStore({str(self.root)!r})"
@@ -219,6 +280,7 @@ class ResultStore:
         else:
             npz_path.unlink(missing_ok=True)
         record["meta"] = meta
+        record["sha256"] = _record_digest(record)
         text = json.dumps(record, allow_nan=False, indent=2) + "\n"
         _atomic_write(json_path, lambda f: f.write(text.encode("utf-8")))
 
@@ -228,7 +290,8 @@ class ResultStore:
         """Return ``(meta, arrays)`` of a stage, or None if it was never (fully) saved.
 
         Raises CorruptResultError if the stage is present but truncated, edited, written by
-        another format version, or holds anything that would need pickle to read.
+        an older format version, or holds anything that would need pickle to read;
+        NewerFormatError if a newer lossbarcode wrote it. Never changes any file.
         """
         json_path, npz_path = self._paths(run_id, stage)
         try:
@@ -241,10 +304,20 @@ class ResultStore:
             raise CorruptResultError(json_path, f"unreadable JSON: {exc}") from None
         if not isinstance(record, dict) or record.get("format") != _FORMAT:
             raise CorruptResultError(json_path, "not a lossbarcode result file")
-        if record.get("version") != FORMAT_VERSION:
+        version = record.get("version")
+        if isinstance(version, int) and not isinstance(version, bool) and version > FORMAT_VERSION:
+            raise NewerFormatError(json_path, version)
+        if version != FORMAT_VERSION:
             raise CorruptResultError(
-                json_path, f"format version {record.get('version')!r}, expected {FORMAT_VERSION}"
+                json_path, f"format version {version!r}, expected {FORMAT_VERSION}"
             )
+        try:
+            digest = _record_digest(record)
+        except ValueError as exc:  # a value JSON without NaN cannot hold
+            raise CorruptResultError(json_path, f"unreadable JSON: {exc}") from None
+        if record.get("sha256") != digest:
+            raise CorruptResultError(json_path, "its checksum does not match: edited or "
+                                                "damaged")
         if record.get("stage") != stage or record.get("run_id") != run_id:
             raise CorruptResultError(
                 json_path, f"it belongs to {record.get('run_id')!r}/{record.get('stage')!r}"
@@ -283,15 +356,70 @@ class ResultStore:
     def load_or_drop(self, run_id: str, stage: str, warn: bool = True
                      ) -> tuple[dict[str, Any], dict[str, np.ndarray]] | None:
         """Like :meth:`load_stage`, but a corrupt stage is dropped (so it gets recomputed) and
-        read as absent, with a ``RuntimeWarning`` that says so when ``warn``."""
+        read as absent, with a ``RuntimeWarning`` that says so when ``warn``.
+
+        Only for the holder of the run's lock (``RuntimeError`` otherwise): a reader without it
+        could delete a file that a writer is replacing. A stage of a newer format version is
+        never dropped: :class:`NewerFormatError` propagates."""
+        if not self.holds_lock(run_id):
+            raise RuntimeError(f"load_or_drop({run_id!r}, {stage!r}) needs the run's lock; "
+                               "use read() to read without it")
         try:
             return self.load_stage(run_id, stage)
         except CorruptResultError as err:
             if warn:
-                warnings.warn(f"{err}; recomputing stage {stage!r}", RuntimeWarning,
-                              stacklevel=3)
+                warnings.warn(f"{err.path} is unusable ({err.reason}); recomputing stage "
+                              f"{stage!r}", RuntimeWarning, stacklevel=3)
             self.drop_stage(run_id, stage)
             return None
+
+    def read(self, run_id: str, stage: str, warn: bool = True
+             ) -> tuple[dict[str, Any], dict[str, np.ndarray]] | None:
+        """Like :meth:`load_stage`, but an unusable stage reads as absent (None), with a
+        ``RuntimeWarning`` when ``warn``; nothing is ever deleted or written.
+
+        A stage that fails its checks may be in the middle of being replaced by the run's
+        writer, so it is read again once the run's lock is free (or after
+        :data:`READ_RETRY_S` seconds, or at once in a read-only folder) before it is judged
+        unusable. :class:`NewerFormatError` propagates."""
+        try:
+            return self.load_stage(run_id, stage)
+        except CorruptResultError:
+            if self.holds_lock(run_id):  # nobody else can be writing it
+                return self._report(run_id, stage, warn)
+        with contextlib.suppress(TimeoutError, OSError, ValueError):
+            with self.lock(run_id, timeout=READ_RETRY_S):
+                pass
+        return self._report(run_id, stage, warn)
+
+    def _report(self, run_id: str, stage: str, warn: bool
+                ) -> tuple[dict[str, Any], dict[str, np.ndarray]] | None:
+        try:
+            return self.load_stage(run_id, stage)
+        except CorruptResultError as err:
+            if warn:
+                warnings.warn(f"{err.path} is unusable ({err.reason}); 'lossbarcode run' "
+                              "recomputes it", RuntimeWarning, stacklevel=4)
+            return None
+
+    def has_temp(self, run_id: str) -> bool:
+        """Whether a crash mid-write left temp files in the run's folder."""
+        run_dir = self._run_dir(run_id)
+        return run_dir.is_dir() and any(_TEMP.fullmatch(p.name) for p in run_dir.iterdir())
+
+    def clean_temp(self, run_id: str) -> list[str]:
+        """Remove the temp files a crash mid-write left in a run's folder; returns their names.
+        Call it holding the run's lock (every writer of a run holds it)."""
+        if not self.holds_lock(run_id):
+            raise RuntimeError(f"clean_temp({run_id!r}) needs the run's lock")
+        run_dir = self._run_dir(run_id)
+        removed = []
+        with contextlib.suppress(FileNotFoundError):
+            for p in run_dir.iterdir():
+                if _TEMP.fullmatch(p.name) and p.is_file():
+                    p.unlink(missing_ok=True)
+                    removed.append(p.name)
+        return removed
 
     def has_stage(self, run_id: str, stage: str) -> bool:
         """Whether the stage's JSON exists (cheap; :meth:`load_stage` does the validation)."""
@@ -337,29 +465,82 @@ class ResultStore:
 
     # -- locking -----------------------------------------------------------------------------
 
+    def _lock_path(self, run_id: str) -> Path:
+        return self.root / ".locks" / f"{_check_name(run_id, 'run id')}.lock"
+
+    def holds_lock(self, run_id: str) -> bool:
+        """Whether this thread holds the run's lock (taken with :meth:`lock`)."""
+        with _HELD_GUARD:
+            return (str(self._lock_path(run_id)), threading.get_ident()) in _HELD
+
+    def lock_holder(self, run_id: str) -> str:
+        """Who holds the run's lock, as a phrase ("pid 12 on host since 10:02:03 (40 s ago),
+        running '...'"), from the side file its holder wrote; "" if unknown."""
+        info_path = self._lock_path(run_id).with_suffix(".lock.json")
+        try:
+            info = json.loads(info_path.read_text(encoding="utf-8"))
+            since = float(info["since"])
+            clock = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(since))
+            text = (f"pid {int(info['pid'])} on {info['host']} since {clock} "
+                    f"({time.time() - since:.0f} s ago)")
+            return text + (f", running {info['command']!r}" if info.get("command") else "")
+        except (OSError, ValueError, KeyError, TypeError):
+            return ""
+
     @contextlib.contextmanager
-    def lock(self, run_id: str, timeout: float | None = None) -> Iterator[None]:
+    def lock(self, run_id: str, timeout: float | None = None,
+             on_wait: Callable[[str], Any] | None = None) -> Iterator[None]:
         """Hold an exclusive lock on a run id, across processes and threads.
 
-        Blocks until the lock is free, or raises TimeoutError after ``timeout`` seconds. Use it
-        around "check, compute, save" so concurrent requests for one run compute it only once.
+        Blocks until the lock is free, or raises TimeoutError after ``timeout`` seconds; if it
+        has to wait, ``on_wait(message)`` is called first with who holds the lock and since
+        when. Use it around "check, compute, save" so concurrent requests for one run compute
+        it only once. ``ValueError`` if the results folder is not writable.
         """
-        _check_name(run_id, "run id")
-        if timeout is not None and timeout < 0:
+        if timeout is not None and (not isinstance(timeout, int | float) or timeout < 0):
             raise ValueError(f"timeout must be >= 0 or None, got {timeout}")
-        lock_dir = self.root / ".locks"
-        lock_dir.mkdir(parents=True, exist_ok=True)
-        path = lock_dir / f"{run_id}.lock"
-        # A fresh FileLock per call: separate file descriptors also exclude threads of one process.
-        file_lock = filelock.FileLock(path, timeout=-1 if timeout is None else timeout)
+        path = self._lock_path(run_id)
         try:
-            file_lock.acquire()
+            path.parent.mkdir(parents=True, exist_ok=True)
+        except OSError as err:
+            raise ValueError(f"results folder {self.root} is not writable ({err.strerror}); "
+                             "a finished run can still be read, but nothing can be computed "
+                             "there: use --results with a writable folder") from None
+        # A fresh FileLock per call: separate file descriptors also exclude threads of one process.
+        file_lock = filelock.FileLock(path, timeout=0)
+        try:
+            try:
+                file_lock.acquire(timeout=0)
+            except filelock.Timeout:
+                holder = self.lock_holder(run_id) or "another process or session"
+                if on_wait is not None:
+                    limit = "" if timeout is None else f" (at most {timeout:g} s)"
+                    on_wait(f"waiting for run {run_id}, locked by {holder}{limit}")
+                file_lock.acquire(timeout=-1 if timeout is None else timeout)
         except filelock.Timeout:
             raise TimeoutError(
-                f"run {run_id} is locked by another process or session (waited {timeout} s; "
-                f"lock file {path})"
+                f"run {run_id} is locked by {self.lock_holder(run_id) or 'another process'} "
+                f"(waited {timeout:g} s; lock file {path}); try again later or raise "
+                "--lock-timeout"
             ) from None
+        except OSError as err:  # e.g. a read-only file system
+            raise ValueError(f"results folder {self.root} is not writable ({err.strerror}); "
+                             "a finished run can still be read, but nothing can be computed "
+                             "there: use --results with a writable folder") from None
+        key = (str(path), threading.get_ident())
+        info_path = path.with_suffix(".lock.json")
         try:
+            with _HELD_GUARD:
+                _HELD.add(key)
+            info = {"pid": os.getpid(), "host": socket.gethostname(), "since": time.time(),
+                    "command": " ".join(sys.argv)}
+            # Best effort: the side file only informs waiters.
+            with contextlib.suppress(OSError):
+                _atomic_write(info_path, lambda f: f.write(json.dumps(info).encode()))
             yield
         finally:
+            with contextlib.suppress(OSError):
+                info_path.unlink(missing_ok=True)
+            with _HELD_GUARD:
+                _HELD.discard(key)
             file_lock.release()

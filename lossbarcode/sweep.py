@@ -11,6 +11,8 @@ back as JSON, which the driver saves in its store.
 from __future__ import annotations
 
 import itertools
+import logging
+import threading
 from collections.abc import Callable, Sequence
 from typing import Any
 
@@ -21,10 +23,12 @@ from lossbarcode.experiment import (
     Result,
     load_result,
     run_experiment,
+    save_result,
 )
 from lossbarcode.store import ResultStore
 
 EXECUTORS = ("local", "ray")
+RAY_CONNECT_TIMEOUT_S = 30.0
 DESIGNS = ("grid", "cross")
 RunProgress = Callable[[int, int, ExperimentConfig], Any]
 """``progress(done, total, config)`` after each run of a sweep."""
@@ -62,35 +66,73 @@ def _run_remote(config: dict[str, Any], root: str | None) -> dict[str, Any]:
     return run_experiment(ExperimentConfig.from_dict(config), ResultStore(root)).to_json()
 
 
-def _run_on_ray(configs: list[ExperimentConfig], store: ResultStore, address: str | None,
-                progress: RunProgress | None) -> list[Result]:
+def _connect_ray(address: str | None, timeout: float):
+    """``ray`` after ``ray.init(address=...)``, or ``ValueError`` if it does not connect
+    within ``timeout`` seconds (ray.init itself would retry for minutes)."""
     try:
         import ray
     except ImportError as err:
         raise ValueError("executor 'ray' needs Ray: pip install 'lossbarcode[ray]'") from err
-    if not ray.is_initialized():
-        ray.init(address=address, include_dashboard=False, log_to_driver=False)
-    gpus = 1 if ray.cluster_resources().get("GPU", 0) > 0 else 0
-    task = ray.remote(num_gpus=gpus)(_run_remote)
-    todo = {}
+    if ray.is_initialized():
+        return ray
+    outcome: list[BaseException | None] = []
+
+    def connect() -> None:
+        try:
+            ray.init(address=address, include_dashboard=False, log_to_driver=False,
+                     logging_level=logging.ERROR)
+            outcome.append(None)
+        except BaseException as err:  # reported to the caller below
+            outcome.append(err)
+
+    thread = threading.Thread(target=connect, name="ray-connect", daemon=True)
+    thread.start()
+    thread.join(timeout)
+    where = f"the Ray cluster at {address}" if address else "a local Ray instance"
+    if not outcome:
+        raise ValueError(f"could not connect to {where} within {timeout:g} s; check "
+                         "--ray-address (e.g. HOST:6379, from 'ray start --head') or raise "
+                         "--ray-timeout")
+    if outcome[0] is not None:
+        raise ValueError(f"could not connect to {where}: {str(outcome[0]).splitlines()[0]}")
+    return ray
+
+
+def _run_on_ray(configs: list[ExperimentConfig], store: ResultStore, address: str | None,
+                progress: RunProgress | None, timeout: float = RAY_CONNECT_TIMEOUT_S
+                ) -> list[Result]:
+    # Cached runs first: a sweep that is already finished needs no cluster at all.
     results: dict[str, Result] = {}
     for config in configs:
         done = load_result(store, config.run_id)
         if done is not None:
             results[config.run_id] = done
-        else:
-            todo[task.remote(config.to_dict(), str(store.root))] = config
+    missing = [c for c in configs if c.run_id not in results]
+    if not missing:
+        if progress:
+            progress(len(configs), len(configs), configs[-1])
+        return [results[c.run_id] for c in configs]
+    ray = _connect_ray(address, timeout)
+    gpus = 1 if ray.cluster_resources().get("GPU", 0) > 0 else 0
+    task = ray.remote(num_gpus=gpus)(_run_remote)
+    todo = {task.remote(config.to_dict(), str(store.root)): config for config in missing}
     finished = len(results)
     pending = list(todo)
     while pending:
         ready, pending = ray.wait(pending, num_returns=1)
+        config = todo[ready[0]]
         result = Result.from_json(ray.get(ready[0]))
-        if not store.exists(result.run_id):
-            store.save_stage(result.run_id, "result", result.to_json())
+        if result.run_id != config.run_id:
+            raise ValueError(f"a Ray worker computed run {config.run_id} as {result.run_id}: "
+                             "its data files differ from this machine's; give every worker "
+                             "the same data")
+        with store.lock(result.run_id):
+            if load_result(store, result.run_id, warn=False) is None:
+                save_result(store, result)
         results[result.run_id] = result
         finished += 1
         if progress:
-            progress(finished, len(configs), todo[ready[0]])
+            progress(finished, len(configs), config)
     return [results[c.run_id] for c in configs]
 
 
@@ -104,6 +146,8 @@ def sweep(
     ray_address: str | None = None,
     progress: RunProgress | None = None,
     design: str = "grid",
+    ray_timeout: float = RAY_CONNECT_TIMEOUT_S,
+    lock_timeout: float | None = None,
 ) -> list[Result]:
     """Run (or load) every run of the grid; returns their Results in grid order.
 
@@ -115,16 +159,18 @@ def sweep(
         ray_address: cluster address for ``ray.init`` (None: start a local instance).
         progress: ``progress(done, total, config)`` after each run.
         design: ``"grid"`` or ``"cross"`` (see :func:`sweep_configs`).
+        ray_timeout: seconds to wait for ``ray.init`` to connect (``ValueError`` after).
+        lock_timeout: seconds to wait for a run another process is computing (local).
     """
     if executor not in EXECUTORS:
         raise ValueError(f"executor must be one of {EXECUTORS}, got {executor!r}")
     configs = sweep_configs(base, widths, depths, seeds, design)
     store = store or ResultStore()
     if executor == "ray":
-        return _run_on_ray(configs, store, ray_address, progress)
+        return _run_on_ray(configs, store, ray_address, progress, ray_timeout)
     results = []
     for i, config in enumerate(configs):
-        results.append(run_experiment(config, store))
+        results.append(run_experiment(config, store, lock_timeout=lock_timeout))
         if progress:
             progress(i + 1, len(configs), config)
     return results

@@ -106,7 +106,7 @@ def test_truncated_npz_is_corrupt(store: ResultStore) -> None:
     npz.write_bytes(npz.read_bytes()[:-100])
     with pytest.raises(CorruptResultError, match="minima.npz") as info:
         store.load_stage(RUN, "minima")
-    assert "recomputed" in str(info.value) and info.value.path == npz
+    assert "recomputes" in str(info.value) and info.value.path == npz
 
 
 def test_missing_npz_is_corrupt(store: ResultStore) -> None:
@@ -129,7 +129,8 @@ def test_edited_npz_is_corrupt(store: ResultStore) -> None:
 @pytest.mark.parametrize(
     "edit",
     [
-        lambda r: r.update(version=99),
+        lambda r: r.update(version=0),
+        lambda r: r["meta"].update(n=4),  # caught by the record's own checksum
         lambda r: r.update(stage="paths"),
         lambda r: r.update(run_id="other"),
         lambda r: r.update(format="something-else"),
@@ -138,7 +139,7 @@ def test_edited_npz_is_corrupt(store: ResultStore) -> None:
         lambda r: r["arrays"].update(sha256="0" * 64),
         lambda r: r.update(arrays="x"),
     ],
-    ids=["version", "stage", "run_id", "format", "meta", "names", "sha", "arrays"],
+    ids=["version", "meta-value", "stage", "run_id", "format", "meta", "names", "sha", "arrays"],
 )
 def test_edited_json_is_corrupt(store: ResultStore, edit) -> None:
     _save_default(store)
@@ -180,6 +181,7 @@ def test_pickle_bomb_is_refused_not_executed(store: ResultStore, tmp_path, monke
     path = store.root / RUN / "minima.json"
     record = json.loads(path.read_text())
     record["arrays"]["sha256"] = hashlib.sha256(npz.read_bytes()).hexdigest()
+    record["sha256"] = store_mod._record_digest(record)  # forge the record checksum too
     path.write_text(json.dumps(record))
     with pytest.raises(CorruptResultError, match="unreadable arrays"):
         store.load_stage(RUN, "minima")
@@ -194,6 +196,7 @@ def test_npz_with_non_array_member_is_corrupt(store: ResultStore) -> None:
     path = store.root / RUN / "minima.json"
     record = json.loads(path.read_text())
     record["arrays"]["sha256"] = hashlib.sha256(npz.read_bytes()).hexdigest()
+    record["sha256"] = store_mod._record_digest(record)  # forge the record checksum too
     path.write_text(json.dumps(record))
     with pytest.raises(CorruptResultError):
         store.load_stage(RUN, "minima")
