@@ -380,24 +380,12 @@ def _cmd_show(args: argparse.Namespace) -> int:
     if g.get("spearman") is not None:
         print(f"segment length vs test error: Spearman {g['spearman']:.3f} "
               f"(p={g['p_value']:.3g}, n={g['n']})")
-    print(f"paths: {paths_summary(result)}")
+    print(f"paths: {result.paths_note()}")
     print()
     print(_table(result.minima_table()))
     print()
     print(_table(result.path_table()))
     return 0
-
-
-def paths_summary(result) -> str:
-    """One line: how the paths were made and how many converged / bars are certified."""
-    if result.paths_version < 2:
-        return (f"made by the old fixed-budget method (path algorithm {result.paths_version}, "
-                f"{result.config.path_steps} steps): barriers not converged, upper bounds only")
-    done, bars = result.certified
-    conv = int(result.path_converged.sum())
-    return (f"{conv}/{len(result.path_converged)} converged "
-            f"(tol {result.config.path_tol:g} x segment + {result.config.path_atol:g}, cap "
-            f"{result.config.path_max_steps} steps); {done}/{bars} finite bars certified")
 
 
 def _cmd_export(args: argparse.Namespace) -> int:

@@ -293,7 +293,8 @@ class Result:
     are ``(K,)`` (NaN where diverged or not defined); ``pairs`` ``(M, 2)``; ``barriers``
     ``(K, K)`` with ``np.inf`` where no path was computed; ``profiles`` ``M`` pairs of ``(t,
     loss)`` arrays. Per path (``(M,)``, or ``M`` arrays): ``path_converged``,
-    ``path_steps_used``, ``path_history`` (barrier after each check),
+    ``path_steps_used``, ``path_history`` (barrier after each check) and
+    ``path_history_steps`` (the steps used at each check),
     ``path_perp_grad_norm``. ``paths_version``: the path algorithm that made the paths (1 = a
     fixed step budget, before convergence checks existed; see
     :data:`~lossbarcode.choices.PATHS_VERSION`).
@@ -321,6 +322,7 @@ class Result:
     path_converged: np.ndarray = field(default_factory=lambda: np.zeros(0, dtype=bool))
     path_steps_used: np.ndarray = field(default_factory=lambda: np.zeros(0, dtype=np.int64))
     path_history: tuple[np.ndarray, ...] = ()
+    path_history_steps: tuple[np.ndarray, ...] = ()
     path_perp_grad_norm: np.ndarray = field(default_factory=lambda: np.zeros(0))
     paths_version: int = choices.PATHS_VERSION
     data_fingerprint: str | None = None  # the identity's "data": content of the data files
@@ -376,6 +378,19 @@ class Result:
             })
         return rows
 
+    def paths_note(self) -> str:
+        """One line: how the paths were made, how many converged, how many bars certified."""
+        c = self.config
+        if self.paths_version < 2:
+            return (f"made by the old fixed-budget method (path algorithm {self.paths_version},"
+                    f" {c.path_steps} steps): barriers not converged, upper bounds only")
+        done, bars = self.certified
+        budget = (f"fixed budget of {c.path_steps} steps, never certified" if c.path_steps
+                  else f"tol {c.path_tol:g} x segment + {c.path_atol:g}, cap "
+                       f"{c.path_max_steps} steps")
+        return (f"{int(self.path_converged.sum())}/{len(self.path_converged)} converged "
+                f"({budget}); {done}/{bars} finite bars certified")
+
     def path_table(self) -> list[dict[str, Any]]:
         """One row per path: its pair, barrier, the straight line's, and its convergence:
         converged, steps used, the barrier's change over the last check, the final
@@ -413,6 +428,7 @@ class Result:
                 {"converged": bool(self.path_converged[m]),
                  "steps": int(self.path_steps_used[m]),
                  "barrier_history": [_json_float(b) for b in self.path_history[m]],
+                 "history_steps": [int(s) for s in self.path_history_steps[m]],
                  "perp_grad_norm": _json_float(self.path_perp_grad_norm[m])}
                 for m in range(len(self.path_converged))
             ],
@@ -442,6 +458,15 @@ class Result:
             return _result_from_json(cls, data)
         except (KeyError, TypeError, AttributeError, OverflowError, IndexError) as err:
             raise ValueError(f"malformed result JSON: {err!r}") from err
+
+
+def _history_steps(path: dict[str, Any]) -> np.ndarray:
+    """A stored path's ``history_steps``, one int >= 0 per barrier_history entry."""
+    steps = path.get("history_steps", [0] * len(path["barrier_history"]))
+    if not isinstance(steps, list) or len(steps) != len(path["barrier_history"]) or not all(
+            isinstance(s, int) and not isinstance(s, bool) and s >= 0 for s in steps):
+        raise ValueError("result paths history_steps must be one step count per barrier")
+    return np.array(steps, dtype=np.int64)
 
 
 def _floats(value: Any, where: str, shape: tuple[int, ...] | None = None) -> np.ndarray:
@@ -556,6 +581,7 @@ def _result_from_json(cls: type[Result], data: dict[str, Any]) -> Result:
         path_steps_used=np.array([p["steps"] for p in paths], dtype=np.int64).reshape(m),
         path_history=tuple(_floats(p["barrier_history"], f"paths[{i}].barrier_history")
                            for i, p in enumerate(paths)),
+        path_history_steps=tuple(_history_steps(p) for p in paths),
         path_perp_grad_norm=_floats([p["perp_grad_norm"] for p in paths], "paths perp_grad_norm",
                                     (m,)),
         paths_version=version,
@@ -725,13 +751,33 @@ def _parse_result(meta: dict[str, Any], run_id: str) -> Result:
     return result
 
 
+def _parse_legacy_result(meta: dict[str, Any], run_id: str) -> Result:
+    """A result written before results were checksummed and before paths converged (path
+    algorithm 1): its stored config must hash to the run id the old way (the plain config
+    dict), and it must not claim a newer path algorithm. Shown labelled as the old method."""
+    if "paths_version" in meta or not isinstance(meta.get("config"), dict):
+        raise ValueError("a result without a checksum must be an old (path algorithm 1) one")
+    if identity_hash(meta["config"]) != run_id:
+        raise ValueError("its config does not hash to the run id: edited")
+    result = Result.from_json(meta)
+    if result.run_id != run_id:
+        raise ValueError(f"it holds run {result.run_id!r}")
+    return result
+
+
 def read_result(store: ResultStore, run_id: str) -> Result | None:
     """The finished :class:`Result` of ``run_id``; None if it has none. ``ValueError`` (a
     :class:`~lossbarcode.store.CorruptResultError`, or ``NewerFormatError``) saying why a
     stored one is unusable. Never changes the store."""
     try:
         stored = store.load_stage(run_id, "result")
-    except CorruptResultError:
+    except CorruptResultError as err:
+        legacy = store.load_legacy_meta(run_id, "result")
+        if legacy is not None:
+            try:
+                return _parse_legacy_result(legacy, run_id)
+            except ValueError as why:
+                raise CorruptResultError(err.path, str(why)) from None
         # Maybe caught mid-replacement: read() waits for the writer, then re-reads.
         stored = store.read(run_id, "result", warn=False)
         if stored is None:
@@ -1000,6 +1046,7 @@ def assemble_result(config: ExperimentConfig, found, connected, timings: dict[st
         path_converged=connected.converged,
         path_steps_used=connected.steps_used,
         path_history=connected.barrier_history,
+        path_history_steps=connected.history_steps,
         path_perp_grad_norm=connected.perp_grad_norm,
         paths_version=connected.version,
     )

@@ -106,8 +106,9 @@ class Paths:
         converged: ``(M,)`` bool, True where the path met the stopping rule before its step
             caps (never for a fixed step budget; always for straight lines).
         steps_used: ``(M,)`` optimisation steps spent on each path (minibatch + full batch).
-        barrier_history: ``M`` arrays: the path's barrier estimate (highest image loss on the
+        barrier_history: ``M`` arrays: the path's barrier (the top of its dense profile on the
             evaluation set) at the start and after each cycle / check.
+        history_steps: ``M`` int arrays, the same lengths: the steps used at those checks.
         perp_grad_norm: ``(M,)`` the largest evaluation-set loss gradient norm perpendicular to
             the final chain, over its interior images (NaN where unknown).
     """
@@ -127,6 +128,7 @@ class Paths:
     steps_used: np.ndarray
     barrier_history: tuple[np.ndarray, ...]
     perp_grad_norm: np.ndarray
+    history_steps: tuple[np.ndarray, ...]
 
     @property
     def version(self) -> int:
@@ -157,6 +159,7 @@ class Paths:
         pt, prof_off = cat(self.profile_t)
         pl, _ = cat(self.profile_loss)
         hist, hist_off = cat(self.barrier_history)
+        hist_steps, _ = cat(self.history_steps)
         return {
             "pairs": self.pairs, "images": img, "image_offsets": img_off, "profile_t": pt,
             "profile_loss": pl, "profile_offsets": prof_off, "barriers": self.barriers,
@@ -165,6 +168,7 @@ class Paths:
             "method": np.asarray(self.method), "converged": self.converged,
             "steps_used": self.steps_used, "barrier_history": hist,
             "history_offsets": hist_off, "perp_grad_norm": self.perp_grad_norm,
+            "history_steps": hist_steps,
         }
 
     @classmethod
@@ -186,6 +190,7 @@ class Paths:
             steps_used=np.concatenate([p.steps_used for p in parts]),
             barrier_history=tuple(h for p in parts for h in p.barrier_history),
             perp_grad_norm=np.concatenate([p.perp_grad_norm for p in parts]),
+            history_steps=tuple(h for p in parts for h in p.history_steps),
         )
 
     @classmethod
@@ -211,10 +216,16 @@ class Paths:
                     raise ValueError("path diagnostics (converged, steps_used, "
                                      "perp_grad_norm, barrier_history) disagree with the pairs")
                 history = tuple(hist[ho[i] : ho[i + 1]].astype(np.float64) for i in range(m))
+                hsteps = (np.asarray(a["history_steps"], dtype=np.int64) if "history_steps" in a
+                          else np.zeros(len(hist), dtype=np.int64))
+                if hsteps.shape != hist.shape:
+                    raise ValueError("history_steps and barrier_history disagree")
+                history_steps = tuple(hsteps[ho[i] : ho[i + 1]] for i in range(m))
             else:
                 converged = np.zeros(m, dtype=bool)
                 steps_used = np.full(m, int(settings.get("steps") or 0), dtype=np.int64)
                 history = tuple(np.zeros(0) for _ in range(m))
+                history_steps = tuple(np.zeros(0, dtype=np.int64) for _ in range(m))
                 perp = np.full(m, np.nan)
             return cls(
                 pairs=pairs,
@@ -229,7 +240,7 @@ class Paths:
                 method=str(a["method"]),
                 settings=settings,
                 converged=converged, steps_used=steps_used, barrier_history=history,
-                perp_grad_norm=perp,
+                perp_grad_norm=perp, history_steps=history_steps,
             )
         except KeyError as exc:
             raise ValueError(f"paths arrays lack field {exc}; were they written by "
@@ -553,13 +564,20 @@ class _Track:
     converged: np.ndarray
     history: list[list[float]]
     calm: np.ndarray  # consecutive checks without a real improvement
+    history_steps: list[list[int]]
 
     @classmethod
     def start(cls, floor: np.ndarray, barrier: np.ndarray, lr: float) -> _Track:
         m = len(floor)
         return cls(floor, barrier.copy(), np.full(m, lr), np.zeros(m, dtype=np.int64),
                    np.zeros(m, dtype=bool), [[float(b)] for b in barrier],
-                   np.zeros(m, dtype=np.int64))
+                   np.zeros(m, dtype=np.int64), [[0] for _ in range(m)])
+
+    def record(self, rows: Sequence[int] | np.ndarray) -> None:
+        """Append the current barrier and step count of ``rows`` to their histories."""
+        for i in rows:
+            self.history[i].append(float(self.barrier[i]))
+            self.history_steps[i].append(int(self.steps[i]))
 
     def check(self, act: np.ndarray, new: np.ndarray, tol: float, atol: float, base_lr: float,
               steps: int) -> np.ndarray:
@@ -582,8 +600,7 @@ class _Track:
         self.lr[growing] = np.minimum(self.lr[growing] * _GROW, base_lr * _MAX_GROWTH)
         self.lr[act[~ok]] *= _SHRINK
         self.steps[act] += steps
-        for i in act:
-            self.history[i].append(float(self.barrier[i]))
+        self.record(act)
         self.converged[act[self.calm[act] >= _PATIENCE]] = True
         return ok
 
@@ -676,6 +693,7 @@ class _Engine:
             role=np.full(m, role), minima_loss=self.minima_loss, method=s.method,
             settings={}, converged=track.converged.copy(), steps_used=track.steps.copy(),
             barrier_history=tuple(np.asarray(h) for h in track.history),
+            history_steps=tuple(np.asarray(h, dtype=np.int64) for h in track.history_steps),
             perp_grad_norm=np.where(fallback, self._perp_grad_norm(lin_chain, fallback),
                                     self._perp_grad_norm(chain, ~fallback)),
         )
@@ -718,8 +736,7 @@ class _Engine:
                             (bounds[cyc], steps), climb=False)
             track.steps += bounds[cyc + 1] - bounds[cyc]
             track.barrier = self._chain_barrier(chain, track.floor)
-            for i, b in enumerate(track.barrier):
-                track.history[i].append(float(b))
+            track.record(range(len(chain)))
             if cyc < s.cycles - 1 and s.insert > 0:
                 chain, _ = self._insert(chain)
         return chain
@@ -830,8 +847,7 @@ class _Engine:
             bend = self._bezier_steps(a, c, bend, lr, draw, gen, s.fixed_steps, role)
             track.steps += s.fixed_steps
             track.barrier = barrier(np.arange(m), bend)
-            for i, b in enumerate(track.barrier):
-                track.history[i].append(float(b))
+            track.record(range(m))
             return bend
         track.barrier = barrier(np.arange(m), bend)
         for i, b in enumerate(track.barrier):
@@ -918,10 +934,14 @@ class _Engine:
         u, vals = self._profile(m, np.linspace(0, n - 1, (n - 1) * (self.s.eval_points + 1)
                                               + 1), points, report)
         s = np.minimum(np.floor(u), n - 2).astype(np.int64)
-        pos = np.take_along_axis(cum, s, 1) + (u - s) * np.take_along_axis(np.diff(cum, axis=1),
-                                                                            s, 1)
+        # A trial chain that blew up (inf parameters) has no arc length; its barrier is inf
+        # and the cycle is undone, so its positions only need to be defined, not meaningful.
+        with np.errstate(invalid="ignore", over="ignore"):
+            pos = np.take_along_axis(cum, s, 1) + (u - s) * np.take_along_axis(
+                np.diff(cum, axis=1), s, 1)
         total = cum[:, -1:]
-        t = np.where(total > 0, pos / np.where(total > 0, total, 1.0), u / (n - 1))
+        usable = np.isfinite(total) & (total > 0)
+        t = np.where(usable, pos / np.where(usable, total, 1.0), u / (n - 1))
         return t, vals
 
     def _bezier_profile(self, a: Tensor, bend: Tensor, c: Tensor, report: bool = True

@@ -110,6 +110,7 @@ def barcode_figure(
     colors: Sequence[str] | None = None,
     highlight: int | None = None,
     x_range: tuple[float, float] | None = None,
+    certified: Sequence[bool] | np.ndarray | None = None,
 ) -> go.Figure:
     """Horizontal bars ``[birth, death)``, one per minimum, the global minimum on top.
 
@@ -124,6 +125,9 @@ def barcode_figure(
             numbers on the axis, ``"minimum m"`` in the hover).
         highlight: a minimum (vertex) index: its bar is outlined, the others faded.
         x_range: the loss axis range (default: fitted to this barcode).
+        certified: ``n`` bools (see ``Result.bar_certified``): a finite bar whose death
+            comes from an unconverged path (False) is hatched, and its hover says that its
+            death is an upper bound. None: no marking.
 
     Trace 0 is the bars (``customdata[i] = [minimum, bar index]``, so a selected point names
     its minimum); bars too short to see (zero-length segments) get a marker at their birth in
@@ -136,10 +140,15 @@ def barcode_figure(
     ends = np.where(essential, hi, barcode.deaths)
     names = list(labels) if labels is not None else [f"minimum {m}" for m in barcode.minima]
     lengths = barcode.lengths()
+    sure = np.ones(n, dtype=bool) if certified is None else np.asarray(certified, dtype=bool)
+    if sure.shape != (n,):
+        raise ValueError(f"certified must have one entry per bar ({n}), got {sure.size}")
+    unsure = ~sure & ~essential
     hover = [
         f"{names[i]}<br>birth {barcode.births[i]:.6g}<br>death "
         + (INFINITY_MARK if essential[i] else f"{barcode.deaths[i]:.6g}")
         + ("" if essential[i] else f"<br>length {lengths[i]:.6g}")
+        + ("<br><b>unconverged path</b>: the death is an upper bound" if unsure[i] else "")
         for i in range(n)
     ]
     bar_color = list(colors) if colors is not None else bar_colors(n)
@@ -158,7 +167,9 @@ def barcode_figure(
             base=barcode.births,
             orientation="h",
             marker={"color": bar_color, "opacity": opacity,
-                    "line": {"color": NEUTRAL, "width": outline}},
+                    "line": {"color": NEUTRAL, "width": outline},
+                    "pattern": {"shape": ["/" if u else "" for u in unsure],
+                                "fgcolor": NEUTRAL, "solidity": 0.35}},
             customdata=customdata.tolist(),
             hovertext=hover,
             hoverinfo="text",
@@ -497,6 +508,7 @@ def scaling_figure(
     log_y: bool = False,
     score_variant: str | None = None,
     title: str | None = None,
+    floor: float | None = None,
 ) -> go.Figure:
     """TO-score vs width (one line per depth) or vs depth (one line per width).
 
@@ -505,8 +517,11 @@ def scaling_figure(
             ``n_params``, ``to_score_mean``, ``to_score_std``, ``to_score_seeds``, ``seeds``).
         x: ``"width"`` or ``"depth"``; lines group the rows by ``arch`` and the other axis
             (groups with a single scale are left out when some group has several).
-        log_x, log_y: logarithmic axes.
+        log_x, log_y: logarithmic axes (see :func:`spans_decades` to choose ``log_y``).
         score_variant: named on the y axis (e.g. ``"l2"``).
+        floor: the resolution floor (``to_score_floor``): drawn as a dashed line; on a log
+            axis, scores below it (zeros included) are drawn on it as open down-triangles,
+            "below what the paths resolve".
 
     Traces: per group, the mean with a ±1 std error bar (lines+markers, legend entry), then
     every seed's score as small open markers. Rows whose mean is not finite are left out
@@ -530,6 +545,8 @@ def scaling_figure(
         rows = sorted(groups[key], key=lambda r: r[x])
         mean = np.array([r["to_score_mean"] for r in rows], dtype=np.float64)
         std = np.array([r.get("to_score_std") or 0.0 for r in rows], dtype=np.float64)
+        if floor is not None and log_y:  # below the resolution: drawn on the floor
+            mean = np.where(mean < floor, floor, mean)
         ok = np.isfinite(mean) & (mean > 0 if log_y else True)
         xs = np.array([r[x] for r in rows])[ok]
         label = (f"{key[0]} " if len(archs) > 1 else "") + f"{other} {key[1]}"
@@ -550,6 +567,8 @@ def scaling_figure(
         for r in rows:
             for seed, score in zip(r.get("seeds") or [], r.get("to_score_seeds") or [],
                                    strict=False):
+                if floor is not None and log_y and score is not None and score < floor:
+                    score = floor
                 if score is not None and np.isfinite(score) and (score > 0 or not log_y):
                     px_.append(r[x])
                     py_.append(score)
@@ -561,6 +580,11 @@ def scaling_figure(
             hovertemplate=f"{x} %{{x}}<br>seed %{{customdata}}<br>TO-score %{{y:.4g}}"
                           "<extra></extra>",
         ))
+    if floor is not None and floor > 0:
+        fig.add_hline(y=floor, line={"color": NEUTRAL, "dash": "dash", "width": 1.2},
+                      annotation_text="resolution floor: below it, not resolved from 0",
+                      annotation_position="bottom right",
+                      annotation_font={"color": NEUTRAL, "size": 11})
     y_title = "TO-score" + (f" ({score_variant})" if score_variant else "")
     ticks = sorted({row[x] for row in summary})
     fig.update_layout(
@@ -570,6 +594,74 @@ def scaling_figure(
         yaxis={"title": y_title, "type": "log" if log_y else "linear"},
         margin=MARGIN, height=420, legend={"orientation": "h", "y": -0.18},
     )
+    return fig
+
+
+def spans_decades(values: Sequence[float] | np.ndarray, floor: float | None = None,
+                  decades: float = 1.5) -> bool:
+    """Whether positive ``values`` (at least ``floor``) span more than ``decades`` powers of
+    ten: then a log axis shows them and a linear one flattens the small ones."""
+    v = np.asarray([x for x in values if x is not None and np.isfinite(x)], dtype=np.float64)
+    if floor is not None and floor > 0:
+        v = np.maximum(v, floor)
+    v = v[v > 0]
+    return bool(v.size >= 2 and np.log10(v.max() / v.min()) > decades)
+
+
+def path_history_figure(
+    histories: Sequence[np.ndarray],
+    steps: Sequence[np.ndarray],
+    pairs: np.ndarray,
+    converged: Sequence[bool] | np.ndarray,
+    floors: Sequence[float] | np.ndarray | None = None,
+    colors: Sequence[str] | None = None,
+    highlight: int | None = None,
+    title: str = "Barrier against optimisation step",
+) -> go.Figure:
+    """How each path's barrier moved while it was optimised.
+
+    Args:
+        histories: ``M`` arrays, the barrier at each convergence check.
+        steps: ``M`` int arrays of the same lengths, the steps used at those checks.
+        pairs: ``(M, 2)`` endpoint minima.
+        converged: ``(M,)``: unconverged paths are dashed and say so in the legend.
+        floors: ``(M,)`` the higher endpoint loss of each path: with it the y axis is the
+            *excess* (barrier - floor), on a log axis when positive values span decades.
+        colors, highlight: as in :func:`profiles_figure`.
+    """
+    pairs = np.asarray(pairs, dtype=np.int64).reshape(-1, 2)
+    m = len(histories)
+    colors = list(colors) if colors is not None else [NEUTRAL] * m
+    fig = go.Figure()
+    ys = []
+    for p in range(m):
+        h = np.asarray(histories[p], dtype=np.float64)
+        y = h - float(floors[p]) if floors is not None else h
+        ys.append(y)
+    positive = [v for y in ys for v in y if v > 0]
+    log_y = floors is not None and spans_decades(positive)
+    tiny = min(positive) / 2 if positive else 1e-12
+    for p in range(m):
+        i, j = (int(v) for v in pairs[p])
+        ok = bool(converged[p])
+        chosen = highlight == p
+        y = np.where(ys[p] > 0, ys[p], tiny) if log_y else ys[p]
+        fig.add_trace(go.Scatter(
+            x=np.asarray(steps[p]), y=y, mode="lines+markers",
+            name=f"{i}–{j}" + ("" if ok else " (unconverged)"),
+            line={"color": colors[p], "width": 4 if chosen else 2,
+                  "dash": "solid" if ok else "dash"},
+            marker={"size": 4}, opacity=0.25 if highlight is not None and not chosen else 0.9,
+            hovertemplate=f"path {i}–{j}" + ("" if ok else " (unconverged)")
+                          + "<br>step %{x}<br>" + ("excess" if floors is not None else "barrier")
+                          + " %{y:.4g}<extra></extra>",
+            showlegend=m <= 12,
+        ))
+    fig.update_layout(
+        title=title, xaxis_title="optimisation steps used",
+        yaxis={"title": "barrier - higher endpoint loss" if floors is not None else "barrier",
+               "type": "log" if log_y else "linear"},
+        margin=MARGIN, height=380, legend={"title": "pair"}, hovermode="closest")
     return fig
 
 

@@ -373,6 +373,24 @@ class ResultStore:
             self.drop_stage(run_id, stage)
             return None
 
+    def load_legacy_meta(self, run_id: str, stage: str) -> dict[str, Any] | None:
+        """The metadata of a stage written before stage records carried their own checksum
+        (format version 1 without ``sha256``), or None if the stage is not such a record.
+        Such a record cannot be verified here: the caller must check its content (the
+        result of an old run is checked against its run id). Never changes any file."""
+        json_path, _ = self._paths(run_id, stage)
+        try:
+            record = json.loads(json_path.read_bytes().decode("utf-8"),
+                                parse_constant=_reject_constant)
+        except (OSError, ValueError):
+            return None
+        if (not isinstance(record, dict) or record.get("format") != _FORMAT
+                or record.get("version") != 1 or "sha256" in record
+                or record.get("stage") != stage or record.get("run_id") != run_id
+                or record.get("arrays") is not None or not isinstance(record.get("meta"), dict)):
+            return None
+        return record["meta"]
+
     def read(self, run_id: str, stage: str, warn: bool = True
              ) -> tuple[dict[str, Any], dict[str, np.ndarray]] | None:
         """Like :meth:`load_stage`, but an unusable stage reads as absent (None), with a

@@ -18,6 +18,7 @@ from typing import Any
 
 import numpy as np
 
+from lossbarcode import topology
 from lossbarcode.experiment import (
     ExperimentConfig,
     Result,
@@ -197,6 +198,24 @@ def sweep_records(results: Sequence[Result]) -> list[dict[str, Any]]:
     ]
 
 
+def _resolution(recs: Sequence[dict[str, Any]]) -> dict[str, Any]:
+    """Convergence of a scale's runs: certified bars, converged paths, and the TO-score that
+    bars each as long as the path tolerance would give (``to_score_floor``; None for a
+    range-normalised variant or records made before path convergence was checked)."""
+    if not all("bars_finite" in r for r in recs):
+        return {"to_score_floor": None}
+    variant = recs[0]["score_variant"]
+    floor = None if variant.endswith("_range") else topology.to_score_floor(
+        max(r["path_atol"] for r in recs), max(r["bars_finite"] for r in recs), variant)
+    return {
+        "to_score_floor": floor,
+        "bars_certified": int(sum(r["bars_certified"] for r in recs)),
+        "bars_finite": int(sum(r["bars_finite"] for r in recs)),
+        "paths_converged": int(sum(r["paths_converged"] for r in recs)),
+        "n_paths": int(sum(r["n_paths"] for r in recs)),
+    }
+
+
 def summarize(records: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
     """Per (arch, width, depth): TO-score mean / std / per-seed values and mean test error.
 
@@ -216,5 +235,6 @@ def summarize(records: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
             "to_score_std": float(scores.std(ddof=1)) if len(scores) > 1 else 0.0,
             "to_score_seeds": scores.tolist(), "seeds": [r["seed"] for r in recs],
             "test_error_mean": float(np.mean(errors)) if errors else None,
+            **_resolution(recs),
         })
     return rows

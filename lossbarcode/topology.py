@@ -685,6 +685,26 @@ def sublevel_components(values: Any, level: float, connectivity: str = "full") -
 # --------------------------------------------------------------------------- scores
 
 
+def length_norm(lengths: np.ndarray, norm: str) -> float:
+    """The TO-score norm (:data:`NORMS`) of segment lengths ``(n,)`` with ``n >= 1``."""
+    x = np.asarray(lengths, dtype=np.float64)
+    return {
+        "l2": lambda: float(np.sqrt(np.sum(x**2))),
+        "sum": lambda: float(np.sum(x)),
+        "max": lambda: float(np.max(x)),
+        "mean": lambda: float(np.mean(x)),
+    }[norm]()
+
+
+def to_score_floor(resolution: float, n_bars: int, norm: str = "l2") -> float:
+    """The TO-score of ``n_bars`` finite segments each as long as ``resolution`` (a path's
+    barrier is resolved to about that much, e.g. ``path_atol``): a score below it is not
+    resolved from zero. ``0.0`` without finite bars."""
+    if norm not in NORMS:
+        raise ValueError(f"norm must be one of {NORMS}, got {norm!r}")
+    return length_norm(np.full(n_bars, float(resolution)), norm) if n_bars > 0 else 0.0
+
+
 def to_score(barcode: Barcode, norm: str = "l2", normalize: str | None = None) -> float:
     """TO-score: a norm of the finite segment lengths of a barcode (arXiv:2012.15834).
 
@@ -705,12 +725,7 @@ def to_score(barcode: Barcode, norm: str = "l2", normalize: str | None = None) -
     lengths = barcode.lengths()[finite]
     if lengths.size == 0:
         return 0.0
-    score = {
-        "l2": lambda x: float(np.sqrt(np.sum(x**2))),
-        "sum": lambda x: float(np.sum(x)),
-        "max": lambda x: float(np.max(x)),
-        "mean": lambda x: float(np.mean(x)),
-    }[norm](lengths)
+    score = length_norm(lengths, norm)
     if normalize == "range":
         span = float(barcode.deaths[finite].max() - barcode.births.min())
         return score / span if span > 0 else 0.0

@@ -24,7 +24,8 @@ PRESETS = {
     "spirals": ("Spirals, fcn 16×2, K = 10", {"dataset": "spirals", "width": 16, "k": 10}),
 }
 OPTIONAL = {"n_train": 0, "n_test": 0, "lr": 0.0, "path_lr": 0.0, "eval_subset": 0,
-            "data_root": "", "score_normalize": "none"}  # widget value that means None
+            "data_root": "", "score_normalize": "none",
+            "path_steps": 0}  # widget value that means None
 NEEDS_ROOT = ("text", "mnist", "fashion_mnist", "cifar10", "cifar100", "svhn")
 
 
@@ -120,7 +121,11 @@ with st.sidebar:
         c1.number_input("Learning rate", min_value=0.0, format="%.4g", key="cfg_lr",
                         help="0 = the optimizer's default (0.05 sgd, 0.001 adam).")
         c2.number_input("Steps", min_value=1, step=50, key="cfg_steps")
-        st.number_input("Batch size", min_value=1, step=16, key="cfg_batch_size")
+        c1, c2 = st.columns(2)
+        c1.number_input("Batch size", min_value=1, step=16, key="cfg_batch_size")
+        c2.number_input("Polish steps", min_value=0, step=50, key="cfg_polish_steps",
+                        help="Full-batch steps after training, towards true critical points "
+                             "(each minimum's gradient norm is shown in the table). 0 = none.")
     with st.expander("Paths and score", icon=":material/route:"):
         st.selectbox("Path method", ui.PATH_METHODS, key="cfg_path_method",
                      help="linear: straight line (upper bound); neb: nudged elastic band; "
@@ -130,7 +135,19 @@ with st.sidebar:
                       "large K).")
         c1, c2 = st.columns(2)
         c1.number_input("Images per path", min_value=1, max_value=64, key="cfg_images")
-        c2.number_input("Path steps", min_value=1, step=25, key="cfg_path_steps")
+        c2.number_input("Fixed path steps", min_value=0, step=25, key="cfg_path_steps",
+                        help="0 = optimise every path until it converges (default). A number "
+                             "runs that fixed budget instead: the old method, never certified.")
+        c1, c2 = st.columns(2)
+        c1.number_input("Path tolerance", min_value=1e-6, format="%.3g", key="cfg_path_tol",
+                        help="A path stops when a cycle lowers its barrier by at most this "
+                             "share of its segment (plus the resolution), twice in a row.")
+        c2.number_input("Resolution (loss)", min_value=1e-9, format="%.2g",
+                        key="cfg_path_atol",
+                        help="Barriers are resolved to about this much training loss.")
+        st.number_input("Path step cap", min_value=1, step=500, key="cfg_path_max_steps",
+                        help="Minibatch steps per path at most; a path that reaches it is "
+                             "reported unconverged.")
         st.radio("Barcode rule", ui.RULES, key="cfg_rule", horizontal=True,
                  help="union_find: exact H0 (default); direct: the paper code's rule.")
         c1, c2 = st.columns(2)
@@ -201,8 +218,11 @@ if r is not None:
     lengths = r.segment_lengths()
     finite = np.isfinite(lengths)
     cols = st.columns(5)
+    certified, finite_bars = r.certified
     cols[0].metric(f"TO-score ({variant})", f"{r.score:.4g}",
-                   help="Norm of the finite segment lengths (arXiv:2012.15834). Other "
+                   delta=f"{certified}/{finite_bars} bars certified", delta_color="off",
+                   help="Norm of the finite segment lengths (arXiv:2012.15834). A bar is "
+                        "certified when the path that ends it converged. Other "
                         "variants: " + ", ".join(f"{k} {v:.3g}" for k, v in r.to_score.items()))
     cols[1].metric("Minima", f"{r.k - int(r.diverged.sum())} / {r.k}",
                    help="Converged / trained; diverged minima are left out of the barcode.")
@@ -213,6 +233,18 @@ if r is not None:
                    + f" on {r.device}")
     st.caption(f"`{r.run_id}` · {plots.describe_config(c)}  \n"
                f"Reproduce: `{ui.reproduce_command(c)}`")
+    st.caption(f"Paths: {r.paths_note()}")
+    unconverged = int((~r.path_converged).sum())
+    if r.paths_version < 2:
+        st.warning("These paths were made by the old fixed-budget method: their barriers "
+                   "were not optimised to convergence and overstate the segments (upper "
+                   "bounds). Run the config again to get converged paths.",
+                   icon=":material/history:")
+    elif unconverged:
+        st.warning(f"{unconverged} of {len(r.path_converged)} paths hit their step cap before "
+                   "converging: their barriers are upper bounds, and the bars they end are "
+                   "hatched. Raise the path step cap (`--path-max-steps`) to converge them.",
+                   icon=":material/warning:")
     if r.diverged.any():
         st.warning(f"{int(r.diverged.sum())} of {r.k} minima diverged (NaN/inf loss) and are "
                    "left out. Lower the learning rate to keep them.", icon=":material/warning:")
@@ -242,7 +274,8 @@ if r is not None:
     with left:
         ui.chart(plots.barcode_figure(barcode, colors=colors, labels=labels, highlight=highlight,
                                       title=f"Loss barcode · TO-score ({variant}) "
-                                            f"{r.score:.4g}", xaxis_title="training loss"),
+                                            f"{r.score:.4g}", xaxis_title="training loss",
+                                      certified=r.bar_certified()),
                  key="pick_barcode", name=f"barcode_{r.run_id}", on_select=lambda: pick(
                      "pick_barcode"), selection_mode="points")
     with right:
@@ -254,6 +287,23 @@ if r is not None:
                                    title=f"Training loss along each {c.path_method} path "
                                          f"({len(r.pairs)} pairs, {c.pairs})"),
              key="profiles", name=f"profiles_{r.run_id}")
+    with st.expander("Convergence of the paths: barrier against optimisation step",
+                     icon=":material/monitoring:", expanded=bool(unconverged)):
+        path_names = [f"{i}–{j}" for i, j in r.pairs.tolist()]
+        shown = st.selectbox("Path", [None, *range(len(path_names))], index=0,
+                             format_func=lambda p: "all" if p is None else path_names[p],
+                             help="Highlight one path's history.")
+        floors = np.maximum(r.train_loss[r.pairs[:, 0]], r.train_loss[r.pairs[:, 1]])
+        ui.chart(plots.path_history_figure(
+            r.path_history, r.path_history_steps, r.pairs, r.path_converged, floors=floors,
+            colors=plots.path_colors(barcode, r.pairs),
+            highlight=shown if shown is not None else pair), key="path_history",
+            name=f"path_history_{r.run_id}")
+        st.dataframe(r.path_table(), hide_index=True, width="stretch")
+        st.caption(f"A path stops when a cycle lowers its barrier by at most "
+                   f"{c.path_tol:g} × its segment + {c.path_atol:g} twice in a row, first on "
+                   "minibatches, then on the whole evaluation set with a climbing image; "
+                   "`perp_grad` is the largest loss gradient perpendicular to the final chain.")
 
     table = pd.DataFrame(r.minima_table())
     table["length"] = table["length"].astype(float)

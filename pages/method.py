@@ -43,6 +43,16 @@ record each path's barrier — the highest training loss along it. The barcode o
 minima is computed exactly (union-find with the elder rule), so a minimum may escape *through*
 other minima.
 
+**Paths run until they converge.** Any path is an upper bound on the true barrier, so a path
+stopped early overstates its segment — by a similar amount at every width, which would make wide
+networks look alike. Each path is therefore optimised in checked cycles until its barrier stops
+falling (two cycles in a row lower it by at most `path_tol` × segment + `path_atol`), first on
+minibatches and then on the whole training set with a *climbing image* that sits on the saddle;
+the barrier is measured densely along the final path, at a point of the path. A path that hits
+its step cap is reported **unconverged**, and the bar it ends is marked as not certified.
+`path_atol` is the resolution: a TO-score on the Scaling page's dashed floor is "below what we
+can resolve", not a measured zero.
+
 **TO-score** (Topological Obstructions score): one number from the barcode, a norm of the
 vector of finite segment lengths. The dashboard uses the **L2 norm of the raw lengths
 (variant `l2`)** unless a run asks for another: `sum` (L1), `max` (L∞), `mean`, each optionally

@@ -82,7 +82,8 @@ with st.sidebar:
                               format_func=lambda k: sources[k]["label"])
         st.query_params["sweep"] = source
     log_x = st.toggle("Log-scale width/depth axis", value=True)
-    log_y = st.toggle("Log-scale TO-score axis", value=False)
+    y_axis = st.radio("TO-score axis", ["auto", "linear", "log"], horizontal=True,
+                      help="auto: a log axis when the scores span more than 1.5 decades")
 
 if job_id is not None and st.session_state.get("sweep_job") == job_id:
     ui.job_progress(job_id, "Sweep running", cancel_key="cancel_sweep")
@@ -109,6 +110,20 @@ if data is not None:
     for command in ui.sweep_commands(data):
         about += f"  \nReproduce: `{command}`"
     st.caption(f"{about}  \nTO-score variant: **{variant}** · {len(records)} runs")
+    floors = [row["to_score_floor"] for row in summary if row.get("to_score_floor")]
+    floor = max(floors) if floors else None
+    log_y = y_axis == "log" or (y_axis == "auto" and plots.spans_decades(
+        [row["to_score_mean"] for row in summary], floor))
+    certified = sum(row.get("bars_certified", 0) for row in summary)
+    finite_bars = sum(row.get("bars_finite", 0) for row in summary)
+    if floor is None:
+        st.warning("This sweep was made before paths were optimised to convergence: its "
+                   "TO-scores are upper bounds set partly by the path budget.",
+                   icon=":material/history:")
+    else:
+        st.caption(f"{certified}/{finite_bars} finite bars certified (their paths converged). "
+                   f"Dashed line: the resolution floor, the score of bars each as long as the "
+                   f"path tolerance; a score on it reads as \"below what we can resolve\".")
     widths = sorted({row["width"] for row in summary})
     depths = sorted({row["depth"] for row in summary})
     for column, axis, values in zip(st.columns(2), ("width", "depth"), (widths, depths),
@@ -116,7 +131,7 @@ if data is not None:
         with column:
             if len(values) > 1:
                 ui.chart(plots.scaling_figure(summary, x=axis, log_x=log_x, log_y=log_y,
-                                              score_variant=variant),
+                                              score_variant=variant, floor=floor),
                          key=f"vs_{axis}", name=f"to_score_vs_{axis}")
             else:
                 st.info(f"This sweep has a single {axis} ({values[0]}).", icon=":material/info:")

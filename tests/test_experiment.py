@@ -340,3 +340,104 @@ def test_the_shipped_demo_sweep_is_reproducible_by_its_command():
     # the paper's first finding, as the shipped data shows it: TO-score falls with scale
     by_scale = {(r["width"], r["depth"]): r["to_score_mean"] for r in document["summary"]}
     assert by_scale[(4, 2)] > by_scale[(32, 2)] and by_scale[(32, 1)] > by_scale[(32, 4)]
+
+
+# --------------------------------------------------------------------------- converged paths
+
+
+def test_converged_run_stores_and_shows_path_diagnostics(store, capsys):
+    config = TINY.replace(path_steps=None, path_max_steps=150)
+    result = run_experiment(config, store)
+    assert result.paths_version == 2
+    m = len(result.pairs)
+    assert result.path_converged.shape == (m,) and result.path_steps_used.shape == (m,)
+    assert all(len(h) == len(s) >= 2 for h, s in zip(result.path_history,
+                                                       result.path_history_steps, strict=True))
+    assert np.all(result.path_steps_used <= 150 + 200)
+    assert np.isfinite(result.grad_norm).all() and (result.grad_norm > 0).all()
+    done, bars = result.certified
+    assert bars == int(np.isfinite(result.barcode.deaths).sum()) and 0 <= done <= bars
+    # A bar is certified exactly when its death's path converged.
+    for n, (i, j) in enumerate(result.barcode.saddle_edges.tolist()):
+        if np.isfinite(result.barcode.deaths[n]):
+            (p,) = np.flatnonzero((result.pairs == sorted((i, j))).all(axis=1))
+            assert result.bar_certified()[n] == result.path_converged[p]
+    data = json.loads(json.dumps(result.to_json()))
+    assert data["paths_version"] == 2 and len(data["paths"]) == m
+    assert {"converged", "steps", "barrier_history", "history_steps",
+            "perp_grad_norm"} <= set(data["paths"][0])
+    back = load_result(store, result.run_id)
+    np.testing.assert_array_equal(back.path_converged, result.path_converged)
+    np.testing.assert_array_equal(back.path_history_steps[0], result.path_history_steps[0])
+    assert main(["show", result.run_id, "--results", str(store.root)]) == 0
+    out = capsys.readouterr().out
+    assert f"{int(result.path_converged.sum())}/{m} converged" in out
+    assert "perp_grad" in out and "last_change" in out and "bars certified" in out
+
+
+def test_a_capped_path_is_reported_unconverged_and_its_bar_uncertified(store):
+    result = run_experiment(TINY.replace(path_steps=None, path_max_steps=50), store)
+    assert not result.path_converged.all()
+    assert result.certified[0] < result.certified[1] or not result.certified[1]
+    assert "converged" in result.paths_note()
+
+
+def test_fixed_budget_paths_are_never_certified(tiny_result):
+    _, result = tiny_result
+    assert result.config.path_steps == 10 and not result.path_converged.any()
+    assert result.certified[0] == 0
+    assert "fixed-budget" in result.paths_note()
+
+
+def test_the_path_algorithm_version_is_part_of_the_run_id(monkeypatch):
+    from lossbarcode import choices
+
+    before = ExperimentConfig().run_id
+    assert ExperimentConfig().identity()["paths_version"] == choices.PATHS_VERSION
+    monkeypatch.setattr(choices, "PATHS_VERSION", choices.PATHS_VERSION + 1)
+    assert ExperimentConfig().run_id != before  # cached_property: a fresh config
+
+
+@pytest.mark.parametrize(("changes", "flag"), [
+    ({"path_tol": 0}, "path_tol"), ({"path_tol": float("nan")}, "path_tol"),
+    ({"path_atol": -1e-4}, "path_atol"), ({"path_max_steps": 0}, "path_max_steps"),
+    ({"path_steps": 0}, "path_steps"), ({"polish_steps": -1}, "polish_steps"),
+])
+def test_bad_stopping_rule_in_the_config(changes, flag, tmp_path, capsys):
+    with pytest.raises(ValueError, match=flag):
+        TINY.replace(**changes).validate()
+    cli_flag = "--" + flag.replace("_", "-")
+    value = str(next(iter(changes.values())))
+    assert main(["run", cli_flag, value, "--results", str(tmp_path)]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and flag in err[0] and "Traceback" not in err[0]
+
+
+def test_old_fixed_budget_results_still_load_and_show_labelled(tmp_path, capsys):
+    import shutil
+
+    from lossbarcode.experiment import read_result
+    from lossbarcode.store import CorruptResultError
+
+    # Made by lossbarcode before paths converged (c06c849): no checksums, no diagnostics.
+    old = tmp_path / "results"
+    shutil.copytree(ROOT / "tests" / "data" / "v1_results", old)
+    run_id = "db030e61f1c9f060"
+    result = read_result(ResultStore(old), run_id)
+    assert result.paths_version == 1 and not result.path_converged.any()
+    assert result.certified[0] == 0 and np.isnan(result.grad_norm).all()
+    assert main(["show", run_id, "--results", str(old)]) == 0
+    assert "old fixed-budget method" in capsys.readouterr().out
+    # Without a checksum, the config must still hash to the run id, and it may not claim the
+    # new path algorithm.
+    path = old / run_id / "result.json"
+    record = json.loads(path.read_text())
+    for edit in ({"width": 16}, None):
+        bad = json.loads(json.dumps(record))
+        if edit:
+            bad["meta"]["config"].update(edit)
+        else:
+            bad["meta"]["paths_version"] = 2
+        path.write_text(json.dumps(bad))
+        with pytest.raises(CorruptResultError):
+            read_result(ResultStore(old), run_id)

@@ -148,3 +148,20 @@ def test_to_arrays_roundtrip(land, tmp_path):
 def test_bad_input(land, kwargs, match):
     with pytest.raises(ValueError, match=match):
         find_minima(land, **kwargs)
+
+
+def test_gradient_norms_are_stored_and_polish_lowers_them(land):
+    plain = find_minima(land, 3, steps=60, batch_size=32, lr=0.05)
+    full = torch.stack([land.grad(plain.thetas[i]).reshape(-1) for i in range(3)])
+    np.testing.assert_allclose(plain.grad_norm, full.double().norm(dim=1).numpy(), rtol=1e-4)
+    polished = find_minima(land, 3, steps=60, batch_size=32, lr=0.05, polish_steps=40)
+    assert polished.polish_steps == 40
+    # Full-batch steps with backtracking never raise the loss and bring the networks closer
+    # to critical points.
+    assert np.all(polished.train_loss <= plain.train_loss + 1e-7)
+    assert np.all(polished.grad_norm < plain.grad_norm)
+    back = Minima.from_arrays(polished.to_arrays())
+    np.testing.assert_array_equal(back.grad_norm, polished.grad_norm)
+    assert back.polish_steps == 40
+    with pytest.raises(ValueError, match="polish_steps"):
+        find_minima(land, 2, steps=5, polish_steps=-1)

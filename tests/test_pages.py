@@ -11,8 +11,10 @@ import numpy as np
 import pytest
 from streamlit.testing.v1 import AppTest
 
+from lossbarcode import plots
 from lossbarcode.experiment import ExperimentConfig, run_experiment
 from lossbarcode.store import ResultStore
+from lossbarcode.sweep import summarize
 
 ROOT = Path(__file__).resolve().parents[1]
 TINY = ExperimentConfig(n_train=200, n_test=100, width=8, depth=1, k=4, steps=30, batch_size=32,
@@ -31,7 +33,9 @@ def store(tmp_path_factory):
     records = [{"run_id": f"demo{w}{d}{s}", "dataset": "digits", "arch": "fcn", "width": w,
                 "depth": d, "seed": s, "k": 4, "n_params": 100 * w * d,
                 "to_score": 1.0 / (w * d) + 0.01 * s, "score_variant": "l2",
-                "train_loss": 0.1, "test_error": 0.2, "n_diverged": 0}
+                "train_loss": 0.1, "test_error": 0.2, "n_diverged": 0, "paths_version": 2,
+                "paths_converged": 6, "n_paths": 6, "bars_certified": 3, "bars_finite": 3,
+                "path_atol": 1e-4}
                for w in (4, 8, 16) for d in (1, 2) for s in (0, 1)]
     demo = root.parent / "demo_sweep.json"
     demo.write_text(json.dumps({
@@ -103,9 +107,17 @@ def test_explore_shows_the_latest_run_and_highlights_a_minimum(store):
     assert at.query_params["run"] == run.run_id
     assert at.metric[0].label == "TO-score (l2)"
     figures = charts(at)
-    assert len(figures) == 3  # barcode, diagram, profiles
+    assert len(figures) == 4  # barcode, diagram, profiles, barrier against step
     assert len(figures[2]["data"]) == len(run.pairs) + 1
-    assert len(at.dataframe) == 1 and len(at.dataframe[0].value) == run.k
+    assert len(figures[3]["data"]) == len(run.pairs)  # one history per path
+    done, bars = run.certified
+    assert f"{done}/{bars} bars certified" in at.metric[0].delta
+    assert "converged" in texts(at.caption)
+    # The minima table and the paths' convergence table.
+    tables = {"pair" in d.value.columns: d.value for d in at.dataframe}
+    assert len(at.dataframe) == 2 and set(tables) == {True, False}
+    assert len(tables[False]) == run.k and len(tables[True]) == len(run.pairs)
+    assert {"converged", "steps", "perp_grad"} <= set(tables[True].columns)
     assert "Estimated" in texts(at.sidebar.caption)
     assert len(at.get("download_button")) == 4
     at.selectbox(key="highlight").set_value(1).run()
@@ -161,7 +173,7 @@ def test_explore_live_progress_then_result(store):
     at.run()
     assert not at.exception
     assert at.selectbox(key="picker_run").value == config.run_id
-    assert len(charts(at)) == 3
+    assert len(charts(at)) == 4  # barcode, diagram, profiles, barrier against step
 
 
 def test_two_sessions_asking_for_one_run_compute_it_once(store):
@@ -180,7 +192,7 @@ def test_two_sessions_asking_for_one_run_compute_it_once(store):
     for at in sessions:
         at.run()
         assert at.selectbox(key="picker_run").value == config.run_id
-        assert len(charts(at)) == 3
+        assert len(charts(at)) == 4  # barcode, diagram, profiles, barrier against step
 
 
 def test_explore_cancel_a_running_job(store):
@@ -216,9 +228,21 @@ def test_scaling_reads_the_demo_sweep_and_overlays_barcodes(store):
     assert len(figures[0]["data"]) == 4  # 2 depths x (mean, seeds)
     assert figures[0]["layout"]["xaxis"]["type"] == "log"
     assert [t["name"] for t in figures[2]["data"][:3]] == ["width 4", "width 8", "width 16"]
-    at.sidebar.toggle[1].set_value(True).run()
+    # auto: a log TO-score axis exactly when the curves span decades.
+    summary = summarize(json.loads(store["demo"].read_text())["records"])
+    floor = summary[0]["to_score_floor"]
+    assert floor == pytest.approx(1e-4 * 3**0.5)  # three bars, each resolved to path_atol
+    spans = plots.spans_decades([r["to_score_mean"] for r in summary], floor)
+    expected = "log" if spans else "linear"
+    # The resolution floor is drawn, and the certified bars are counted.
+    assert any(s.get("y0") == pytest.approx(floor) for s in figures[0]["layout"]["shapes"])
+    assert "36/36 finite bars certified" in texts(at.caption)
+    assert figures[0]["layout"]["yaxis"]["type"] == expected
+    at.sidebar.radio[0].set_value("log").run()
     assert charts(at)[0]["layout"]["yaxis"]["type"] == "log"
-    at.radio[0].set_value("depth").run()
+    at.sidebar.radio[0].set_value("linear").run()
+    assert charts(at)[0]["layout"]["yaxis"]["type"] == "linear"
+    at.main.radio[0].set_value("depth").run()
     assert not at.exception
     assert [t["name"] for t in charts(at)[2]["data"][:2]] == ["depth 1", "depth 2"]
     at.text_input(key="sw_widths").set_value("4,x").run()

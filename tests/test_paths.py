@@ -11,7 +11,7 @@ import torch
 from lossbarcode import data, models
 from lossbarcode import paths as paths_mod
 from lossbarcode.landscape import Landscape
-from lossbarcode.minima import find_minima
+from lossbarcode.minima import Minima, find_minima
 from lossbarcode.paths import Paths, barrier_matrix, connect, plane_slice
 
 FAST = {"images": 4, "steps": 60, "batch_size": 64, "eval_points": 2}
@@ -194,3 +194,152 @@ def test_plane_slice(land, mins):
         plane_slice(land, a, a, c)
     with pytest.raises(ValueError, match="resolution"):
         plane_slice(land, a, b, c, resolution=1)
+
+
+# ---------------------------------------------------------------- converged paths (version 2)
+
+
+class _Point(torch.nn.Module):
+    """A model that is a point: its output is its own parameters, whatever the input."""
+
+    def __init__(self, dim: int):
+        super().__init__()
+        self.theta = torch.nn.Parameter(torch.zeros(dim))
+
+    def forward(self, x):
+        return self.theta.expand(x.shape[0], -1)
+
+
+def _camel(x, y):
+    return 2 * x**2 - 1.05 * x**4 + x**6 / 6 + x * y + y**2
+
+
+def _quartic(x):
+    return x**4 - x**2 + 0.1 * x
+
+
+def _analytic(fn, points):
+    """A two-/one-parameter Landscape whose loss is ``fn`` (it ignores the data), and its
+    minima at ``points`` (the bring-your-own-model API)."""
+    dim = len(points[0])
+    land = Landscape.from_tensors(_Point(dim), torch.zeros(1, 1), torch.zeros(1),
+                                  loss_fn=lambda out, y: fn(*out[0]), dtype=torch.float64,
+                                  device="cpu")
+    thetas = torch.tensor(points, dtype=torch.float64)
+    k = len(points)
+    mins = Minima(thetas=thetas, train_loss=land.loss(thetas).numpy(),
+                  test_loss=np.full(k, np.nan), test_error=np.full(k, np.nan),
+                  diverged=np.zeros(k, dtype=bool), seeds=np.arange(k),
+                  history_steps=np.zeros(0, dtype=np.int64), history_loss=np.zeros((0, k)),
+                  optimizer="sgd", lr=0.05, schedule="constant", steps=0, batch_size=1,
+                  momentum=0.9, weight_decay=0.0, seed=0, grad_norm=np.zeros(k))
+    return land, mins
+
+
+# design.md §1: exact values of the closed-form landscapes.
+CAMEL_SADDLE = 0.8773615577631402
+QUARTIC_MAX = 0.0025063134550511322
+
+
+@pytest.mark.parametrize("method", ["neb", "linear", "bezier"])
+def test_three_hump_camel_barrier_is_the_saddle(method):
+    land, mins = _analytic(_camel, [[1.747552, -0.873776], [0.0, 0.0], [-1.747552, 0.873776]])
+    paths = connect(land, mins, [(0, 1), (1, 2), (0, 2)], method)
+    # Every path between the basins crosses the saddle level: never below it (a barrier is
+    # measured at a point of the path), and the optimised ones find it to 1e-3.
+    assert np.all(paths.barriers >= CAMEL_SADDLE - 1e-6)
+    np.testing.assert_allclose(paths.barriers, CAMEL_SADDLE, atol=1e-3)
+    assert paths.converged.all()
+    assert np.all(paths.barriers <= paths.linear_barriers)
+    assert np.all(paths.barriers >= np.maximum(mins.train_loss[paths.pairs[:, 0]],
+                                               mins.train_loss[paths.pairs[:, 1]]))
+    for t, _ in paths.profiles:
+        assert np.all(np.diff(t) >= 0)
+    # The reported barrier is a value on the profile, measured at a point of the path.
+    assert max(loss.max() for _, loss in paths.profiles) == pytest.approx(
+        paths.barriers.max(), abs=1e-12)
+
+
+def test_three_hump_camel_neb_from_a_bent_start_climbs_to_the_saddle():
+    # Minima chosen so that the straight line misses the saddle: NEB must bend onto it.
+    land, mins = _analytic(_camel, [[1.747552, -0.873776], [0.3, 0.6]])
+    linear = connect(land, mins, [(0, 1)], "linear")
+    neb = connect(land, mins, [(0, 1)], "neb")
+    assert linear.barriers[0] > CAMEL_SADDLE + 0.1
+    assert CAMEL_SADDLE - 1e-6 <= neb.barriers[0] <= CAMEL_SADDLE + 1e-3
+    assert neb.converged[0] and not neb.fallback[0]
+
+
+@pytest.mark.parametrize("method", ["neb", "linear", "bezier"])
+def test_quartic_barrier_is_its_maximum(method):
+    land, mins = _analytic(_quartic, [[-0.730893], [0.680639]])
+    paths = connect(land, mins, [(0, 1)], method)
+    assert QUARTIC_MAX - 1e-7 <= paths.barriers[0] <= QUARTIC_MAX + 1e-4
+    assert paths.converged[0]
+
+
+def test_default_paths_converge_with_diagnostics(land, mins):
+    calls = []
+    # Minimum 3 moved next to minimum 0: their path is flat at once and leaves the batch early.
+    near = mins.thetas.clone()
+    gen = torch.Generator().manual_seed(0)
+    near[3] = near[0] + 1e-4 * torch.randn(near.shape[1], generator=gen)
+    mins = dataclasses.replace(mins, thetas=near, train_loss=land.loss(near).double().numpy())
+    paths = connect(land, mins, "all", "neb", progress=lambda s, t, info: calls.append(info))
+    assert paths.converged.all() and paths.version == 2
+    assert paths.settings["version"] == 2 and paths.settings["steps"] is None
+    for hist, steps, used in zip(paths.barrier_history, paths.history_steps, paths.steps_used,
+                                 strict=True):
+        assert len(hist) == len(steps) >= 3  # the start and at least two calm checks
+        assert steps[0] == 0 and np.all(np.diff(steps) > 0) and steps[-1] == used
+        # The last two checks are calm: within the stated tolerance.
+        assert abs(hist[-1] - hist[-2]) <= 0.05 * hist[-1] + 1e-4
+    assert np.all(paths.steps_used <= 4000 + 200)
+    assert np.all(np.isfinite(paths.perp_grad_norm)) and np.all(paths.perp_grad_norm >= 0)
+    # Paths leave the batch as they converge: the batch shrinks during the run.
+    active = [c["active"] for c in calls if "active" in c]
+    assert max(active) == paths.m and min(active) < paths.m
+    # Converged paths are better than (or equal to) a short fixed budget on the same minima.
+    short = connect(land, mins, "all", "neb", steps=60, batch_size=64)
+    assert not short.converged.any() and short.version == 1
+    assert paths.barriers.mean() <= short.barriers.mean() + 1e-4
+
+
+def test_a_path_that_hits_its_cap_is_unconverged(land, mins):
+    paths = connect(land, mins, [(0, 1), (2, 3)], "neb", max_steps=50, final_steps=0)
+    assert not paths.converged.any()
+    np.testing.assert_array_equal(paths.steps_used, [50, 50])
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "match"),
+    [({"tol": 0}, "tol"), ({"tol": float("nan")}, "tol"), ({"tol": -0.1}, "tol"),
+     ({"atol": 0.0}, "atol"), ({"atol": float("inf")}, "atol"), ({"max_steps": 0}, "max_steps"),
+     ({"final_steps": -1}, "final_steps"), ({"cycle_steps": 0}, "cycle_steps"),
+     ({"tol": True}, "tol")],
+)
+def test_bad_stopping_rule(land, mins, kwargs, match):
+    with pytest.raises(ValueError, match=match):
+        connect(land, mins, [(0, 1)], "neb", **kwargs)
+
+
+def test_diagnostics_roundtrip_and_old_paths_load_unconverged(land, mins, tmp_path):
+    paths = connect(land, mins, [(0, 1), (1, 3)], "neb", max_steps=100, final_steps=10)
+    np.savez(tmp_path / "p.npz", **paths.to_arrays())
+    with np.load(tmp_path / "p.npz") as f:
+        back = Paths.from_arrays(f, paths.settings)
+    np.testing.assert_array_equal(back.converged, paths.converged)
+    np.testing.assert_array_equal(back.steps_used, paths.steps_used)
+    np.testing.assert_array_equal(back.perp_grad_norm, paths.perp_grad_norm)
+    for a, b in zip(back.barrier_history, paths.barrier_history, strict=True):
+        np.testing.assert_array_equal(a, b)
+    for a, b in zip(back.history_steps, paths.history_steps, strict=True):
+        np.testing.assert_array_equal(a, b)
+    # Paths stored by the fixed-budget algorithm have no diagnostics.
+    old = {k: v for k, v in paths.to_arrays().items()
+           if k not in ("converged", "steps_used", "barrier_history", "history_offsets",
+                        "perp_grad_norm", "history_steps")}
+    legacy = Paths.from_arrays(old, {"steps": 300})
+    assert legacy.version == 1 and not legacy.converged.any()
+    np.testing.assert_array_equal(legacy.steps_used, [300, 300])
+    assert np.isnan(legacy.perp_grad_norm).all()

@@ -231,3 +231,49 @@ def test_scaling_figure_of_a_cross_sweep_draws_only_the_curves():
     assert [t.name for t in vs_depth.data if t.mode == "lines+markers"] == ["width 8"]
     single = plots.scaling_figure([row(4, 2), row(8, 3)], x="width")
     assert len([t for t in single.data if t.mode == "lines+markers"]) == 2  # nothing to drop
+
+
+def test_scaling_figure_puts_unresolved_scores_on_the_floor():
+    rows = [dict(SUMMARY[0], to_score_mean=0.0, to_score_seeds=[0.0, 1e-6]), SUMMARY[1]]
+    fig = plots.scaling_figure(rows, log_y=True, floor=1e-4)
+    # A zero (and a score below the floor) is drawn on the floor, not dropped.
+    assert list(fig.data[0].x) == [4, 8] and fig.data[0].y[0] == pytest.approx(1e-4)
+    assert sorted(fig.data[1].y)[:2] == pytest.approx([1e-4, 1e-4])
+    assert [s.y0 for s in fig.layout.shapes] == [pytest.approx(1e-4)]
+    linear = plots.scaling_figure(rows, floor=1e-4)
+    assert linear.data[0].y[0] == 0.0  # on a linear axis the value itself
+
+
+def test_spans_decades():
+    assert plots.spans_decades([0.3, 0.002])
+    assert not plots.spans_decades([0.3, 0.05])
+    assert not plots.spans_decades([0.3, 0.0, 0.05])  # zeros carry no scale
+    assert not plots.spans_decades([0.01, 0.0], floor=0.005)  # a zero sits on the floor
+    assert plots.spans_decades([0.3, 0.0], floor=1e-4)
+
+
+def test_barcode_figure_hatches_bars_from_unconverged_paths(barcode):
+    certified = np.array([False, True, False])  # bar 0 is essential: never hatched
+    fig = plots.barcode_figure(barcode, certified=certified)
+    shapes = list(fig.data[0].marker.pattern.shape)
+    essential = np.isinf(barcode.deaths)
+    assert [s == "/" for s in shapes] == list(~certified & ~essential)
+    assert all(("unconverged" in h) == (s == "/") for h, s in zip(fig.data[0].hovertext,
+                                                                    shapes, strict=True))
+    assert set(plots.barcode_figure(barcode).data[0].marker.pattern.shape) == {""}
+    with pytest.raises(ValueError, match="certified"):
+        plots.barcode_figure(barcode, certified=[True])
+
+
+def test_path_history_figure_dashes_unconverged_paths():
+    hist = [np.array([1.0, 0.5, 0.2001, 0.2]), np.array([2.0, 1.0, 0.6])]
+    steps = [np.array([0, 50, 100, 150]), np.array([0, 50, 100])]
+    fig = plots.path_history_figure(hist, steps, PAIRS[:2], [True, False],
+                                    floors=np.array([0.2, 0.0]))
+    assert [t.name for t in fig.data] == ["0–1", "0–2 (unconverged)"]
+    assert [t.line.dash for t in fig.data] == ["solid", "dash"]
+    assert list(fig.data[0].x) == [0, 50, 100, 150]
+    assert fig.layout.yaxis.type == "log"  # excesses from 1e-4 to 2 span decades
+    assert fig.data[0].y[-1] > 0  # a zero excess is drawn at the bottom, not dropped
+    plain = plots.path_history_figure(hist, steps, PAIRS[:2], [True, True])
+    assert plain.layout.yaxis.type == "linear" and list(plain.data[1].y) == [2.0, 1.0, 0.6]
