@@ -312,10 +312,11 @@ def _print_rows(rows: list[dict], title: str) -> None:
 
 
 def _table(rows: Sequence[dict[str, Any]], float_format: str = ".5g") -> str:
-    """The rows as an aligned text table (columns: the first row's keys)."""
+    """The rows as an aligned text table (columns: every key, in order of first use; a row
+    without a key shows "-")."""
     if not rows:
         return "(nothing)"
-    keys = list(rows[0])
+    keys = list(dict.fromkeys(k for r in rows for k in r))
 
     def cell(v: Any) -> str:
         return f"{v:{float_format}}" if isinstance(v, float) else "-" if v is None else str(v)
@@ -350,7 +351,10 @@ def _cmd_list(args: argparse.Namespace) -> int:
         c = result.config
         rows.append({"run_id": run_id, "status": "done", "dataset": c.dataset, "arch": c.arch,
                      "width": c.width, "depth": c.depth, "k": result.k, "seed": c.seed,
-                     "method": c.path_method, "to_score": result.score})
+                     "method": c.path_method, "to_score": result.score,
+                     "paths": "old fixed budget" if result.paths_version < 2 else
+                     f"{int(result.path_converged.sum())}/{len(result.path_converged)} "
+                     "converged"})
     print(_table(rows) if rows else f"no runs in {store.root}")
     return 0
 

@@ -563,7 +563,7 @@ class _Track:
     steps: np.ndarray
     converged: np.ndarray
     history: list[list[float]]
-    calm: np.ndarray  # consecutive checks without a real improvement
+    calm: np.ndarray  # calm checks in a row (see check)
     history_steps: list[list[int]]
 
     @classmethod
@@ -581,13 +581,13 @@ class _Track:
 
     def check(self, act: np.ndarray, new: np.ndarray, tol: float, atol: float, base_lr: float,
               steps: int) -> np.ndarray:
-        """One minibatch-phase check of the paths ``act`` whose barriers are now ``new``:
-        keep the cycle where the barrier did not rise (by more than ``atol``), undo it where it
-        rose or is non-finite
-        (the step size halves). A kept cycle that lowered the barrier by at most the
-        tolerance is calm; one that lowered it more resets the count and grows the step size
-        by half. Two calm cycles (undone ones in between do not count) and it is converged.
-        Returns the bool mask over ``act`` of the cycles kept."""
+        """One check of the paths ``act`` (rows) after a cycle; ``new`` their barriers now.
+
+        Keep the cycle where the barrier did not rise by more than ``atol``; undo it where it
+        rose or is non-finite (the step size halves). A kept cycle that lowered the barrier
+        by at most the tolerance is calm; one that lowered it more resets the count and grows
+        the step size by half. Two calm cycles (undone ones in between do not count) and the
+        path is converged. Returns the bool mask over ``act`` of the cycles kept."""
         # A rise within atol (the resolution) is no rise: the top of a path moves by that much
         # with any small change of its images, so rejecting it would only stall.
         ok = np.isfinite(new) & (new <= self.barrier[act] + atol)
@@ -708,7 +708,7 @@ class _Engine:
             return self._neb_fixed(chain, role, track)
         cap = np.full(len(chain), s.max_steps)
         chain = self._neb_cycles(chain, role, track, self._batches(role), s.cycle_steps, cap,
-                                 climb=False, insert=s.insert)
+                                 climb=False, insert=s.insert, phase=0)
         if s.final_steps == 0:
             return chain
         # A path whose top is within atol of its higher endpoint has no saddle to resolve:
@@ -720,7 +720,7 @@ class _Engine:
         x, y = self.land.x_eval, self.land.y_eval
         cap = np.where(flat, track.steps, track.steps + s.final_steps)
         chain = self._neb_cycles(chain, role, track, lambda: (x, y), _FINAL_CHECK, cap,
-                                 climb=s.climb, insert=0)
+                                 climb=s.climb, insert=0, phase=1)
         track.converged &= first
         return chain
 
@@ -743,10 +743,11 @@ class _Engine:
 
     def _neb_cycles(self, chain: Tensor, role: str, track: _Track,
                     draw: Callable[[], tuple[Tensor, Tensor]], cycle_steps: int,
-                    cap: np.ndarray, *, climb: bool, insert: int) -> Tensor:
+                    cap: np.ndarray, *, climb: bool, insert: int, phase: int) -> Tensor:
         """NEB in checked cycles of ``cycle_steps`` steps until each path is converged
         (:meth:`_Track.check`) or has used ``cap`` ``(M,)`` steps; converged paths leave the
-        batch. ``insert`` images are added after each of the first two cycles."""
+        batch. ``insert`` images are added after each of the first two cycles. Progress is
+        reported in finished paths: ``phase * M + finished`` of ``2 M`` (two phases)."""
         s = self.s
         chain = chain.clone()
         todo = track.steps < cap
@@ -757,8 +758,8 @@ class _Engine:
             sub = chain.index_select(0, rows)
             lr = torch.as_tensor(track.lr[act], dtype=chain.dtype, device=chain.device)
             self._neb_steps(sub, lr.view(-1, 1, 1), draw, cycle_steps, role,
-                            (int(track.steps[act].min()), int(cap.max())), climb=climb,
-                            active=len(act))
+                            (phase * len(chain) + len(chain) - len(act), 2 * len(chain)),
+                            climb=climb, active=len(act), count_steps=False)
             ok = track.check(act, self._chain_barrier(sub, track.floor[act]), s.tol, s.atol,
                              s.lr, cycle_steps)
             kept = torch.as_tensor(np.flatnonzero(ok), device=chain.device)
@@ -772,10 +773,11 @@ class _Engine:
 
     def _neb_steps(self, chain: Tensor, lr: Tensor, draw: Callable[[], tuple[Tensor, Tensor]],
                    steps: int, role: str, done_total: tuple[int, int], *, climb: bool,
-                   active: int = 0) -> None:
+                   active: int = 0, count_steps: bool = True) -> None:
         """``steps`` NEB steps on ``chain`` ``(M, n, P)`` in place (data from ``draw``),
         momentum SGD or Adam, step size ``lr`` ``(M, 1, 1)``; with ``climb``, each chain's
-        highest image climbs along the chain instead of relaxing."""
+        highest image climbs along the chain instead of relaxing. Progress is reported as
+        ``done_total``, plus the steps taken here when ``count_steps``."""
         s = self.s
         m, n, p = chain.shape
         opt = BatchedOptimizer.create(s.optimizer, chain[:, 1:-1].reshape(-1, p), 0.9,
@@ -797,7 +799,7 @@ class _Engine:
                 _spring(chain, tau, s.spring, None if img_loss is None
                         else img_loss.nan_to_num(nan=-math.inf).argmax(dim=1))
             if step % every == 0 or step == steps - 1:
-                self._report(done + step + 1, total, {
+                self._report(done + (step + 1 if count_steps else 0), total, {
                     "stage": role, "method": s.method, "mean_loss": float(loss.mean()),
                     "active": active or m})
 

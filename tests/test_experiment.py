@@ -428,6 +428,8 @@ def test_old_fixed_budget_results_still_load_and_show_labelled(tmp_path, capsys)
     assert result.certified[0] == 0 and np.isnan(result.grad_norm).all()
     assert main(["show", run_id, "--results", str(old)]) == 0
     assert "old fixed-budget method" in capsys.readouterr().out
+    assert main(["list", "--results", str(old)]) == 0
+    assert "old fixed budget" in capsys.readouterr().out
     # Without a checksum, the config must still hash to the run id, and it may not claim the
     # new path algorithm.
     path = old / run_id / "result.json"
@@ -441,3 +443,12 @@ def test_old_fixed_budget_results_still_load_and_show_labelled(tmp_path, capsys)
         path.write_text(json.dumps(bad))
         with pytest.raises(CorruptResultError):
             read_result(ResultStore(old), run_id)
+
+
+def test_text_tables_show_every_column_even_when_the_first_row_lacks_it():
+    from lossbarcode.cli import _table
+
+    lines = _table([{"run_id": "a", "status": "partial"},
+                    {"run_id": "b", "status": "done", "width": 8}]).splitlines()
+    assert lines[0].split() == ["run_id", "status", "width"]
+    assert lines[1].split() == ["a", "partial", "-"] and lines[2].split() == ["b", "done", "8"]
