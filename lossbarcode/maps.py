@@ -223,8 +223,7 @@ def minima_map(
             minima=minima, paths=tuple(paths), pairs=np.asarray(connected.pairs, np.int64),
             method=proj.method, explained=proj.explained,
             minima_loss=np.asarray(found.train_loss, dtype=np.float64),
-            path_loss=tuple(_image_losses(img, loss) for img, loss in zip(
-                images, connected.profile_loss, strict=True)),
+            path_loss=tuple(connected.image_losses()),
         )
         _save_map(store, run_id, _stage_name(attempt, dim, seed), result, len(points), method)
         return result
@@ -235,15 +234,6 @@ def _require_stages(store: ResultStore, run_id: str) -> None:
         if not store.has_stage(run_id, stage):
             raise ValueError(f"run {run_id} has no stored {stage} stage yet; run the "
                              "experiment (at least up to its paths) before mapping it")
-
-
-def _image_losses(images: np.ndarray, profile: np.ndarray) -> np.ndarray:
-    """Loss at each of ``n`` images from a profile of ``(n - 1) * step + 1`` points that
-    includes them (every ``step``-th point), else NaN ``(n,)``."""
-    n, length = len(images), len(profile)
-    if n >= 2 and length >= n and (length - 1) % (n - 1) == 0:
-        return np.asarray(profile[:: (length - 1) // (n - 1)], dtype=np.float64)
-    return np.full(n, np.nan)
 
 
 def _stage_name(method: str, dim: int, seed: int) -> str:

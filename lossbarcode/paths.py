@@ -148,6 +148,26 @@ class Paths:
         """Per pair ``(t, loss)``, both ``(L_m,)``."""
         return list(zip(self.profile_t, self.profile_loss, strict=True))
 
+    def image_losses(self) -> list[np.ndarray]:
+        """Per path ``(n_m,)``: the loss at each image, read off the profile (which holds
+        every image); NaN where an image's position is not on the profile."""
+        out = []
+        for chain, t, loss in zip(self.images, self.profile_t, self.profile_loss,
+                                  strict=True):
+            n = chain.shape[0]
+            if self.method == "bezier":  # images at evenly spaced curve parameters
+                at = np.linspace(0.0, 1.0, n)
+            else:  # images at their normalised arc length along the chain
+                seg = (chain[1:] - chain[:-1]).to(torch.float64).norm(dim=-1).numpy()
+                cum = np.concatenate([[0.0], np.cumsum(seg)])
+                at = cum / cum[-1] if cum[-1] > 0 else np.linspace(0.0, 1.0, n)
+            idx = np.clip(np.searchsorted(t, at), 0, len(t) - 1)
+            prev = np.clip(idx - 1, 0, len(t) - 1)
+            idx = np.where(np.abs(t[prev] - at) < np.abs(t[idx] - at), prev, idx)
+            hit = np.abs(t[idx] - at) <= 1e-6
+            out.append(np.where(hit, loss[idx], np.nan).astype(np.float64))
+        return out
+
     def to_arrays(self) -> dict[str, np.ndarray]:
         """Flat numpy arrays for ``np.savez`` (ragged per-pair data concatenated, with
         ``*_offsets`` of shape ``(M + 1,)``); settings go to JSON separately."""

@@ -343,3 +343,11 @@ def test_diagnostics_roundtrip_and_old_paths_load_unconverged(land, mins, tmp_pa
     assert legacy.version == 1 and not legacy.converged.any()
     np.testing.assert_array_equal(legacy.steps_used, [300, 300])
     assert np.isnan(legacy.perp_grad_norm).all()
+
+
+@pytest.mark.parametrize("method", ["linear", "neb", "bezier"])
+def test_image_losses_are_read_off_the_refined_profile(land, mins, method):
+    paths = connect(land, mins, [(0, 1), (2, 3)], method, max_steps=100, final_steps=10)
+    for chain, at_images in zip(paths.images, paths.image_losses(), strict=True):
+        np.testing.assert_allclose(at_images, land.loss(chain).double().numpy(), rtol=1e-4,
+                                   atol=1e-6)
