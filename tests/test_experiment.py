@@ -337,9 +337,14 @@ def test_the_shipped_demo_sweep_is_reproducible_by_its_command():
                             cli._ints(args.depths), cli._ints(args.seeds), args.design)
     assert sorted(c.run_id for c in configs) == sorted(r["run_id"] for r in document["records"])
     assert set(document["barcodes"]) == {r["run_id"] for r in document["records"]}
-    # the paper's first finding, as the shipped data shows it: TO-score falls with scale
+    # Made by converged paths (path algorithm 2), so every scale has a resolution floor.
+    assert all(r["paths_version"] == 2 for r in document["records"])
+    assert all(r["to_score_floor"] > 0 for r in document["summary"])
+    # The paper's first finding along width, as the shipped data shows it. (Along depth at
+    # width 32 the converged data does not fall: the scores rise from 0 at depth 1 to the
+    # resolution floor at depths 4-5 and above it at depth 6; the data is shipped as it is.)
     by_scale = {(r["width"], r["depth"]): r["to_score_mean"] for r in document["summary"]}
-    assert by_scale[(4, 2)] > by_scale[(32, 2)] and by_scale[(32, 1)] > by_scale[(32, 4)]
+    assert by_scale[(4, 2)] > by_scale[(8, 2)] > by_scale[(16, 2)] > by_scale[(32, 2)]
 
 
 # --------------------------------------------------------------------------- converged paths
