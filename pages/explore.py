@@ -242,8 +242,9 @@ if r is not None:
                    icon=":material/history:")
     elif unconverged:
         st.warning(f"{unconverged} of {len(r.path_converged)} paths hit their step cap before "
-                   "converging: their barriers are upper bounds, and the bars they end are "
-                   "hatched. Raise the path step cap (`--path-max-steps`) to converge them.",
+                   f"converging: their barriers are upper bounds. {finite_bars - certified} of "
+                   f"the {finite_bars} finite bars end on such a path (hatched in the barcode). "
+                   "Raise the path step cap (`--path-max-steps`) to converge them.",
                    icon=":material/warning:")
     if r.diverged.any():
         st.warning(f"{int(r.diverged.sum())} of {r.k} minima diverged (NaN/inf loss) and are "
