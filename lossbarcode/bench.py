@@ -145,7 +145,8 @@ def convergence_benchmark(
     ``budgets`` (the algorithm of path version 1), and with the new default (converge, then
     stop). The *excess* of a path is its barrier minus the higher endpoint loss; every row
     gives the mean over pairs. ``target`` checks the convergence goal: the default's excess is
-    at most ``max(2 x, x + 3e-4)`` of the largest budget's excess ``x``.
+    at most ``max(2 x, x + 3e-4)`` of the largest budget's excess ``x`` (the goal is stated for
+    16x; a smaller largest budget makes a weaker check).
     """
     from lossbarcode.experiment import build_landscape
     from lossbarcode.minima import find_minima
@@ -177,8 +178,9 @@ def convergence_benchmark(
                 row["converged"] = f"{int(paths.converged.sum())}/{paths.m}"
             if progress:
                 progress(f"width {width}: {name} excess {excess:.5f} in {seconds:.1f} s")
-        ref = row[f"excess_{budgets[-1]}x"]
-        row["target"] = max(2 * ref, ref + 3e-4)
-        row["meets_target"] = row["excess_default"] <= row["target"]
+        if budgets:  # the goal is stated against the largest budget that was run
+            ref = row[f"excess_{max(budgets)}x"]
+            row["target"] = max(2 * ref, ref + 3e-4)
+            row["meets_target"] = row["excess_default"] <= row["target"]
         rows.append(row)
     return rows

@@ -453,6 +453,7 @@ def _bench_convergence(args: argparse.Namespace) -> int:
     from lossbarcode.bench import convergence_benchmark
 
     rows = convergence_benchmark(tuple(_ints(args.widths) or ()), k=args.minima,
+                                 budgets=tuple(_ints(args.budgets) or ()),
                                  progress=lambda msg: print(msg, file=sys.stderr, flush=True))
     print("Mean NEB barrier excess (barrier - higher endpoint loss) on digits fcn depth 2: "
           "fixed budgets of 1x/4x/16x 300 steps vs the converging default (same minima per "
@@ -581,6 +582,9 @@ def build_parser() -> argparse.ArgumentParser:
     conv.add_argument("--widths", default="8,32,128,512",
                       help="comma list of fcn widths (default 8,32,128,512)")
     conv.add_argument("--minima", type=int, default=4, help="minima K per width (default 4)")
+    conv.add_argument("--budgets", default="1,4,16",
+                      help="fixed budgets to compare, in multiples of 300 steps (default "
+                           "1,4,16; the goal is stated against 16)")
     conv.set_defaults(handler=_bench_convergence)
 
     engine = which.add_parser(

@@ -64,3 +64,15 @@ def test_one_at_a_time_baseline_computes_the_same_paths():
     kw = {"method": "neb", "steps": 6, "images": 2, "batch_size": 32}
     fast, slow = connect(land, mins, [(0, 2)], **kw), connect(one, mins, [(0, 2)], **kw)
     np.testing.assert_allclose(fast.barriers, slow.barriers, rtol=1e-4)
+
+
+def test_convergence_benchmark_compares_budgets_on_the_same_minima():
+    from lossbarcode.bench import convergence_benchmark
+
+    (row,) = convergence_benchmark(widths=(4,), k=2, budgets=(1, 2), base_steps=20)
+    assert row["width"] == 4 and row["pairs"] == 1
+    for name in ("1x", "2x", "default"):
+        assert row[f"excess_{name}"] >= 0 and row[f"seconds_{name}"] > 0
+    assert row["converged"] in ("0/1", "1/1") and row["steps_default"] >= 100
+    assert row["target"] == max(2 * row["excess_2x"], row["excess_2x"] + 3e-4)
+    assert row["meets_target"] == (row["excess_default"] <= row["target"])
