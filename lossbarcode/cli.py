@@ -292,10 +292,7 @@ def _write_sweep(path: Path, results, records: list[dict], append: bool) -> list
     base = results[0].config
     document = {
         "description": f"TO-score sweep on {base.dataset} ({base.arch}), K={base.k} minima, "
-                       f"{base.path_method} paths ({base.pairs} pairs), "
-                       + (f"a fixed budget of {base.path_steps} steps" if base.path_steps else
-                          f"optimised until converged (tol {base.path_tol:g} x segment + "
-                          f"{base.path_atol:g}, cap {base.path_max_steps} steps)"),
+                       f"{base.path_method} paths ({base.pairs} pairs), {base.path_rule}",
         "score_variant": base.score_variant,
         "command": commands,
         "records": merged,

@@ -218,6 +218,14 @@ class ExperimentConfig:
         return self
 
     @property
+    def path_rule(self) -> str:
+        """How this config's paths stop, in words (for captions, notes and sweep files)."""
+        if self.path_steps is not None:
+            return f"a fixed budget of {self.path_steps} steps"
+        return (f"optimised until converged (tol {self.path_tol:g} x segment + "
+                f"{self.path_atol:g}, cap {self.path_max_steps} steps)")
+
+    @property
     def score_variant(self) -> str:
         """Name of the TO-score variant this config reports (``"l2"``, ``"max_range"``...)."""
         return score_variant(self.score_norm, self.score_normalize)
@@ -385,11 +393,8 @@ class Result:
             return (f"made by the old fixed-budget method (path algorithm {self.paths_version},"
                     f" {c.path_steps} steps): barriers not converged, upper bounds only")
         done, bars = self.certified
-        budget = (f"fixed budget of {c.path_steps} steps, never certified" if c.path_steps
-                  else f"tol {c.path_tol:g} x segment + {c.path_atol:g}, cap "
-                       f"{c.path_max_steps} steps")
-        return (f"{int(self.path_converged.sum())}/{len(self.path_converged)} converged "
-                f"({budget}); {done}/{bars} finite bars certified")
+        return (f"{int(self.path_converged.sum())}/{len(self.path_converged)} converged, "
+                f"{c.path_rule}; {done}/{bars} finite bars certified")
 
     def path_table(self) -> list[dict[str, Any]]:
         """One row per path: its pair, barrier, the straight line's, and its convergence:

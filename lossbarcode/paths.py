@@ -764,32 +764,49 @@ class _Engine:
     def _neb_cycles(self, chain: Tensor, role: str, track: _Track,
                     draw: Callable[[], tuple[Tensor, Tensor]], cycle_steps: int,
                     cap: np.ndarray, *, climb: bool, insert: int, phase: int) -> Tensor:
-        """NEB in checked cycles of ``cycle_steps`` steps until each path is converged
-        (:meth:`_Track.check`) or has used ``cap`` ``(M,)`` steps; converged paths leave the
-        batch. ``insert`` images are added after each of the first two cycles. Progress is
-        reported in finished paths: ``phase * M + finished`` of ``2 M`` (two phases)."""
-        s = self.s
-        chain = chain.clone()
+        """NEB in checked cycles (:meth:`_cycles`) of ``cycle_steps`` steps; ``insert`` images
+        are added after each of the first two cycles. Progress is reported in finished paths:
+        ``phase * M + finished`` of ``2 M`` (two phases)."""
+        m = len(chain)
+
+        def run(act: np.ndarray, sub: Tensor, lr: Tensor) -> tuple[Tensor, np.ndarray]:
+            self._neb_steps(sub, lr.view(-1, 1, 1), draw, cycle_steps, role,
+                            (phase * m + m - len(act), 2 * m), climb=climb, active=len(act),
+                            count_steps=False)
+            return sub, self._chain_barrier(sub, track.floor[act])
+
+        def refine(cycle: int, state: Tensor) -> Tensor:
+            if cycle > 2 or insert == 0:
+                return state
+            state, mids = self._insert(state)
+            track.barrier = np.maximum(track.barrier, mids)
+            return state
+
+        return self._cycles(chain.clone(), track, cycle_steps, cap, run, refine)
+
+    def _cycles(self, state: Tensor, track: _Track, cycle_steps: int, cap: np.ndarray,
+                run: Callable[[np.ndarray, Tensor, Tensor], tuple[Tensor, np.ndarray]],
+                after: Callable[[int, Tensor], Tensor] | None = None) -> Tensor:
+        """Checked cycles on per-path states ``(M, ...)`` (NEB chains, Bezier bends) until
+        each path is converged (:meth:`_Track.check`) or has used ``cap`` ``(M,)`` steps.
+        ``run(rows, states, lr)`` runs one cycle of the still active paths and returns their
+        new states and barriers; a kept cycle's state replaces the old one, converged paths
+        leave the batch. ``after(cycle, state)`` may change every state after a cycle."""
+        s, dev = self.s, state.device
         todo = track.steps < cap
         cycle = 0
         while todo.any():
             act = np.flatnonzero(todo)
-            rows = torch.as_tensor(act, device=chain.device)
-            sub = chain.index_select(0, rows)
-            lr = torch.as_tensor(track.lr[act], dtype=chain.dtype, device=chain.device)
-            self._neb_steps(sub, lr.view(-1, 1, 1), draw, cycle_steps, role,
-                            (phase * len(chain) + len(chain) - len(act), 2 * len(chain)),
-                            climb=climb, active=len(act), count_steps=False)
-            ok = track.check(act, self._chain_barrier(sub, track.floor[act]), s.tol, s.atol,
-                             s.lr, cycle_steps)
-            kept = torch.as_tensor(np.flatnonzero(ok), device=chain.device)
-            chain[torch.as_tensor(act[ok], device=chain.device)] = sub[kept]
+            lr = torch.as_tensor(track.lr[act], dtype=state.dtype, device=dev)
+            sub, new = run(act, state.index_select(0, torch.as_tensor(act, device=dev)), lr)
+            ok = track.check(act, new, s.tol, s.atol, s.lr, cycle_steps)
+            state[torch.as_tensor(act[ok], device=dev)] = sub[torch.as_tensor(
+                np.flatnonzero(ok), device=dev)]
             todo &= ~track.converged & (track.steps < cap)
             cycle += 1
-            if cycle <= 2 and insert > 0:
-                chain, mids = self._insert(chain)
-                track.barrier = np.maximum(track.barrier, mids)
-        return chain
+            if after is not None:
+                state = after(cycle, state)
+        return state
 
     def _neb_steps(self, chain: Tensor, lr: Tensor, draw: Callable[[], tuple[Tensor, Tensor]],
                    steps: int, role: str, done_total: tuple[int, int], *, climb: bool,
@@ -874,17 +891,14 @@ class _Engine:
         track.barrier = barrier(np.arange(m), bend)
         for i, b in enumerate(track.barrier):
             track.history[i] = [float(b)]
-        todo = np.ones(m, dtype=bool)
-        while todo.any():
-            act = np.flatnonzero(todo)
+
+        def run(act: np.ndarray, sub: Tensor, lr: Tensor) -> tuple[Tensor, np.ndarray]:
             r = torch.as_tensor(act, device=a.device)
-            lr = torch.as_tensor(track.lr[act], dtype=a.dtype, device=a.device)[:, None]
-            sub = self._bezier_steps(a[r], c[r], bend[r], lr, draw, gen, s.cycle_steps, role)
-            ok = track.check(act, barrier(act, sub), s.tol, s.atol, s.lr, s.cycle_steps)
-            kept = torch.as_tensor(np.flatnonzero(ok), device=a.device)
-            bend[torch.as_tensor(act[ok], device=a.device)] = sub[kept]
-            todo &= ~track.converged & (track.steps < s.max_steps)
-        return bend
+            sub = self._bezier_steps(a[r], c[r], sub, lr[:, None], draw, gen, s.cycle_steps,
+                                     role)
+            return sub, barrier(act, sub)
+
+        return self._cycles(bend, track, s.cycle_steps, np.full(m, s.max_steps), run)
 
     def _bezier_steps(self, a: Tensor, c: Tensor, bend: Tensor, lr: Tensor,
                       draw: Callable[[], tuple[Tensor, Tensor]], gen: torch.Generator,

@@ -301,10 +301,10 @@ if r is not None:
             highlight=shown if shown is not None else pair), key="path_history",
             name=f"path_history_{r.run_id}")
         st.dataframe(r.path_table(), hide_index=True, width="stretch")
-        st.caption(f"A path stops when a cycle lowers its barrier by at most "
-                   f"{c.path_tol:g} × its segment + {c.path_atol:g} twice in a row, first on "
-                   "minibatches, then on the whole evaluation set with a climbing image; "
-                   "`perp_grad` is the largest loss gradient perpendicular to the final chain.")
+        st.caption(f"Paths {c.path_rule}: a path stops after two cycles in a row within "
+                   "that tolerance, first on minibatches, then on the whole evaluation set "
+                   "with a climbing image; `perp_grad` is the largest loss gradient "
+                   "perpendicular to the final chain.")
 
     table = pd.DataFrame(r.minima_table())
     table["length"] = table["length"].astype(float)
