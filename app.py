@@ -6,6 +6,8 @@ imported here (no torch, no umap), so the app starts fast.
 
 import streamlit as st
 
+from pages._common import presentation_controls
+
 st.set_page_config(page_title="Loss Barcode Explorer", page_icon=":material/stacked_bar_chart:",
                    layout="wide")
 
@@ -30,4 +32,6 @@ PAGES = {
                 url_path="method"),
     ],
 }
-st.navigation(PAGES).run()
+page = st.navigation(PAGES)
+presentation_controls()
+page.run()

@@ -111,3 +111,21 @@ def fingerprint(name: str, root: str | os.PathLike[str] | None) -> str:
         except (OSError, EOFError):  # unreadable or a broken .gz: loading reports it
             return MISSING
     return "sha256:" + digest.hexdigest()
+
+
+def missing_files(name: str, root: str | os.PathLike[str] | None) -> str | None:
+    """None when dataset ``name`` has its files under ``root``, else a sentence that says which
+    files to put where (checked before a run starts; nothing is read or downloaded)."""
+    if name == "text":
+        if root is None or not text_files(Path(root).expanduser()):
+            return ("the 'text' dataset needs a data folder or file: a .txt/.jsonl file, or a "
+                    f"folder of files ending in {', '.join(TEXT_SUFFIXES)}")
+        return None
+    base, files = source_files(name, root)
+    absent = [f for f in files if not f.is_file()]
+    if not absent:
+        return None
+    folders = sorted({str(f.parent) for f in absent})
+    return (f"{name} is not under {base}: put {', '.join(f.name for f in absent)} in "
+            f"{' and '.join(folders)} (or set the data folder to where they are); nothing is "
+            "downloaded here")

@@ -710,8 +710,10 @@ def _warn_if_slow(config: ExperimentConfig, cost: dict[str, Any]) -> None:
                       "each stage as it finishes", RuntimeWarning, stacklevel=4)
 
 
-def _load_data(config: ExperimentConfig):
-    """``(landscape, tensor digest)``: device and size checked before the data is loaded."""
+def _load_data(config: ExperimentConfig, warn_slow: bool = False):
+    """``(landscape, tensor digest)``: device and size checked before the data is loaded;
+    ``warn_slow``: warn when the whole run is expected to be slow (when it is about to run,
+    not when a view of a finished run rebuilds its landscape)."""
     import torch
 
     from lossbarcode import data, models
@@ -721,7 +723,8 @@ def _load_data(config: ExperimentConfig):
     cost = check_size(config, device)
     dataset = data.load(config.dataset, root=config.data_root, n_train=config.n_train,
                         n_test=config.n_test, seed=config.seed)
-    _warn_if_slow(config, cost)
+    if warn_slow:
+        _warn_if_slow(config, cost)
     model = models.build(config.arch, config.width, config.depth, dataset.input_shape,
                          dataset.n_outputs, heads=config.heads, seed=config.seed)
     land = Landscape.from_dataset(model, dataset, device=device,
@@ -911,7 +914,7 @@ def run_experiment(
         def landscape():
             nonlocal land, tensors
             if land is None:
-                land, tensors = _load_data(config)
+                land, tensors = _load_data(config, warn_slow=True)
                 # The run id named the files' content when it was computed: still the same?
                 if config.identity()["data"] != data_fp:
                     raise ValueError(f"the data files of run {run_id} changed while it started "

@@ -26,6 +26,7 @@ from lossbarcode.experiment import (
     run_experiment,
     save_result,
 )
+from lossbarcode.health import run_health
 from lossbarcode.store import ResultStore
 
 EXECUTORS = ("local", "ray")
@@ -178,7 +179,8 @@ def sweep(
 
 
 def sweep_records(results: Sequence[Result]) -> list[dict[str, Any]]:
-    """One flat record per run: scale, seed, TO-score (config variant), mean errors."""
+    """One flat record per run: scale, seed, TO-score (config variant), mean errors, and its
+    health (:func:`lossbarcode.health.run_health`: ``health`` summary, ``broken``)."""
     return [
         {
             "run_id": r.run_id, "dataset": r.config.dataset, "arch": r.config.arch,
@@ -193,8 +195,9 @@ def sweep_records(results: Sequence[Result]) -> list[dict[str, Any]]:
             "paths_converged": int(r.path_converged.sum()), "n_paths": len(r.path_converged),
             "bars_certified": r.certified[0], "bars_finite": r.certified[1],
             "path_atol": r.config.path_atol,
+            "health": health.summary(), "broken": health.broken,
         }
-        for r in results
+        for r, health in ((r, run_health(r)) for r in results)
     ]
 
 
@@ -216,14 +219,22 @@ def _resolution(recs: Sequence[dict[str, Any]]) -> dict[str, Any]:
     }
 
 
-def summarize(records: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
+def summarize(records: Sequence[dict[str, Any]], include_broken: bool = False
+              ) -> list[dict[str, Any]]:
     """Per (arch, width, depth): TO-score mean / std / per-seed values and mean test error.
 
-    Rows are sorted by arch, depth, width.
+    Records of broken runs (``broken``: diverged minima, paths far below their minima) are
+    left out unless ``include_broken``; each row counts them in ``runs_left_out``. A scale
+    with only broken runs has no row. Rows are sorted by arch, depth, width.
     """
     groups: dict[tuple, list[dict[str, Any]]] = {}
+    left_out: dict[tuple, int] = {}
     for rec in records:
-        groups.setdefault((rec["arch"], rec["width"], rec["depth"]), []).append(rec)
+        scale = (rec["arch"], rec["width"], rec["depth"])
+        if rec.get("broken") and not include_broken:
+            left_out[scale] = left_out.get(scale, 0) + 1
+        else:
+            groups.setdefault(scale, []).append(rec)
     rows = []
     for (arch, width, depth), recs in sorted(groups.items(), key=lambda g: (g[0][0], g[0][2],
                                                                             g[0][1])):
@@ -235,6 +246,7 @@ def summarize(records: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
             "to_score_std": float(scores.std(ddof=1)) if len(scores) > 1 else 0.0,
             "to_score_seeds": scores.tolist(), "seeds": [r["seed"] for r in recs],
             "test_error_mean": float(np.mean(errors)) if errors else None,
+            "runs_left_out": left_out.get((arch, width, depth), 0),
             **_resolution(recs),
         })
     return rows

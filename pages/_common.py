@@ -30,12 +30,17 @@ from lossbarcode.choices import (  # noqa: F401  (the widgets' choices, read as 
 )
 from lossbarcode.cli import reproduce_command
 from lossbarcode.experiment import ExperimentConfig, Result, load_result
+from lossbarcode.health import RunHealth, run_health
 from lossbarcode.store import ResultStore
 from lossbarcode.topology import NORMALIZATIONS, NORMS, RULES  # noqa: F401
 
 ROOT = Path(__file__).resolve().parents[1]
 DEMO_SWEEP_ENV = "LOSSBARCODE_DEMO_SWEEP"
 DEMO_SWEEP = ROOT / "assets" / "demo_sweep.json"
+DEMO_RUNS_ENV = "LOSSBARCODE_DEMO_RUNS"
+DEMO_RUNS = ROOT / "assets" / "demo_runs"
+# How the shipped demo run was made (the default config); a test checks that it is current.
+DEMO_RUN_COMMAND = "lossbarcode run --results assets/demo_runs"
 PLOTLY_CONFIG = {"displaylogo": False,
                  "toImageButtonOptions": {"format": "png", "scale": 2}}
 
@@ -94,6 +99,77 @@ def manager():
     return _manager(str(store().root))
 
 
+def demo_runs_path() -> Path | None:
+    """The shipped demo runs (``assets/demo_runs``; ``$LOSSBARCODE_DEMO_RUNS`` overrides it,
+    an empty value turns them off)."""
+    value = os.environ.get(DEMO_RUNS_ENV)
+    if value is None:
+        return DEMO_RUNS
+    return Path(value) if value else None
+
+
+@st.cache_resource(show_spinner=False)
+def _demo_store(source: str) -> ResultStore | None:
+    """A private copy of the demo runs: views derived from them (maps, slices) are cached
+    next to a run, and the shipped folder stays as it was committed."""
+    import shutil
+    import tempfile
+
+    if not Path(source).is_dir():
+        return None
+    copy = Path(tempfile.mkdtemp(prefix="lossbarcode-demo-")) / "runs"
+    shutil.copytree(source, copy, ignore=shutil.ignore_patterns(".locks", ".trash-*"))
+    return ResultStore(copy)
+
+
+def demo_store() -> ResultStore | None:
+    """The store of the shipped demo runs, or None when there are none."""
+    path = demo_runs_path()
+    return None if path is None else _demo_store(str(path))
+
+
+def _finished(s: ResultStore) -> list[str]:
+    """Ids of the finished runs of ``s``, most recent first."""
+    try:
+        ids = [r for r in s.list() if s.exists(r)]
+    except OSError:
+        return []
+
+    def mtime(run_id: str) -> float:
+        try:
+            return (s.root / run_id / "result.json").stat().st_mtime
+        except OSError:
+            return 0.0
+
+    return sorted(ids, key=mtime, reverse=True)
+
+
+def finished_runs() -> list[str]:
+    """Ids of the finished runs, most recent first: the results folder's, or, until it has
+    one, the shipped demo runs."""
+    own = _finished(store())
+    if own:
+        return own
+    demo = demo_store()
+    return _finished(demo) if demo is not None else []
+
+
+def run_store(run_id: str) -> ResultStore:
+    """The store that holds ``run_id``: the results folder, or the demo runs."""
+    own = store()
+    if not own.exists(run_id):
+        demo = demo_store()
+        if demo is not None and demo.exists(run_id):
+            return demo
+    return own
+
+
+def is_demo(run_id: str) -> bool:
+    """Whether ``run_id`` is shown from the shipped demo runs."""
+    demo = demo_store()
+    return demo is not None and run_store(run_id).root == demo.root
+
+
 # cache_resource: one shared (frozen) Result per run instead of an unpickled copy per call;
 # run pickers format every option through run_label() on each rerun.
 @st.cache_resource(show_spinner=False, max_entries=256)
@@ -109,42 +185,41 @@ def result(run_id: str | None) -> Result | None:
     if not run_id:
         return None
     try:
-        return _result(str(store().root), run_id)
+        return _result(str(run_store(run_id).root), run_id)
     except (LookupError, ValueError):
         return None
 
 
-def finished_runs() -> list[str]:
-    """Ids of the finished runs, most recent first."""
-    s = store()
-    try:
-        ids = [r for r in s.list() if s.exists(r)]
-    except OSError:
-        return []
+@st.cache_resource(show_spinner=False, max_entries=256)
+def health(root: str, run_id: str) -> RunHealth:
+    """:func:`lossbarcode.health.run_health` of a stored run (cached by folder + run id)."""
+    return run_health(_result(root, run_id))
 
-    def mtime(run_id: str) -> float:
-        try:
-            return (s.root / run_id / "result.json").stat().st_mtime
-        except OSError:
-            return 0.0
 
-    return sorted(ids, key=mtime, reverse=True)
+def run_health_of(r: Result) -> RunHealth:
+    return health(str(run_store(r.run_id).root), r.run_id)
 
 
 def run_label(run_id: str) -> str:
-    """``"a1b2c3d4 · digits fcn 32×2 · K=8 · TO 0.0123"`` for pickers."""
+    """``"a1b2c3d4 · digits fcn 32×2 · K=8 · TO 0.0123"`` for pickers (``demo`` and
+    ``broken`` marked)."""
     r = result(run_id)
     if r is None:
         return f"{run_id} (not finished)"
     c = r.config
+    marks = (" · demo" if is_demo(run_id) else "") + (
+        " · ⚠ broken" if run_health_of(r).broken else "")
     return (f"{run_id[:8]} · {c.dataset} {c.arch} {c.width}×{c.depth} · K={r.k} · "
-            f"{c.schedule} lr · {c.path_method} · TO {c.score_variant} {r.score:.4g}")
+            f"{c.schedule} lr · {c.path_method} · TO {c.score_variant} {r.score:.4g}{marks}")
 
 
-def remember_run(run_id: str, param: str = "run") -> None:
-    """Make ``run_id`` the current run of this session and of the URL."""
+def remember_run(run_id: str, param: str = "run", chosen: bool = True) -> None:
+    """Make ``run_id`` the current run of this session and of the URL (``chosen``: by the
+    user or a finished job, which ends the report of a bad link)."""
     st.session_state[f"current_{param}"] = run_id
     st.query_params[param] = run_id
+    if chosen:
+        st.session_state.pop(f"_missing_{param}", None)
 
 
 NO_RUNS = ("No finished runs yet. Start one on the **Explore** page (or from the CLI: "
@@ -172,10 +247,13 @@ def run_picker(label: str = "Run", param: str = "run", pending: Sequence[str] = 
     where = container or st
     runs = finished_runs()
     key = f"picker_{param}"
+    missing_key = f"_missing_{param}"  # a bad link stays reported until another run is picked
     from_url = st.query_params.get(param)
     if from_url and from_url not in runs and from_url not in pending:
-        missing_run_message(from_url)
+        st.session_state[missing_key] = from_url
     if not runs:
+        if st.session_state.get(missing_key):
+            missing_run_message(st.session_state[missing_key])
         if not pending:
             where.info(empty_message, icon=":material/info:")
         return None
@@ -184,17 +262,111 @@ def run_picker(label: str = "Run", param: str = "run", pending: Sequence[str] = 
         st.session_state[key] = wanted
     elif st.session_state.get(key) not in runs:
         st.session_state[key] = runs[min(default_index, len(runs) - 1)]
+
     choice = where.selectbox(label, runs, key=key, format_func=run_label,
                              on_change=lambda: remember_run(st.session_state[key], param))
+    if st.session_state.get(missing_key):
+        missing_run_message(st.session_state[missing_key], instead=choice)
     if from_url not in pending:  # keep a shared link to a running job until it finishes
-        remember_run(choice, param)
+        remember_run(choice, param, chosen=False)
     return choice
 
 
-def missing_run_message(run_id: str) -> None:
-    st.warning(f"Run `{run_id}` is not in the results folder `{store().root}`. Check the link, "
-               "or copy the run's folder there (it is plain JSON + npz), or start it on the "
-               "Explore page.", icon=":material/search_off:")
+def missing_run_message(run_id: str, instead: str | None = None) -> None:
+    shown = f" Showing `{instead}` instead." if instead else ""
+    st.warning(f"Run `{run_id}` is not in the results folder `{store().root}`.{shown} Check the "
+               "link, or copy the run's folder there (it is plain JSON + npz), or start it on "
+               "the Explore page.", icon=":material/search_off:")
+
+
+def health_banner(r: Result) -> RunHealth:
+    """The run's health at the top of a page: an error box for a broken run, a warning per
+    caution, nothing for a healthy run. Returns the health."""
+    found = run_health_of(r)
+    for problem in found.problems:
+        if problem.severity == "broken":
+            st.error(f"**Broken run** · {problem.message} Its numbers are not a property of "
+                     "the network: pooled statistics leave it out unless you include it.",
+                     icon=":material/report:")
+        else:
+            st.warning(problem.message, icon=":material/warning:")
+    return found
+
+
+def demo_notice(run_id: str) -> None:
+    """Say that ``run_id`` is the shipped demo run, how it was made, and where to start."""
+    if not is_demo(run_id):
+        return
+    st.info("You are looking at the **demo run** shipped with the app (the default config: "
+            f"digits, fcn 32×2, K = 8; made by `{DEMO_RUN_COMMAND}`). Your own runs replace "
+            "it as soon as you have one.", icon=":material/school:")
+
+
+def start_here() -> None:
+    """The teacher's path through the app: toy landscape → one network → the scaling curve."""
+    with st.container(border=True):
+        st.markdown("**Start here** · three steps for a lecture or a first look")
+        cols = columns(3)
+        cols[0].page_link("pages/toy_landscapes.py", label="1 · A toy landscape",
+                          icon=":material/landscape:", query_params={"toy": "three_hump_camel"})
+        cols[0].caption("Sublevel sets, minima and saddles on a 2-D function; press play.")
+        cols[1].page_link("pages/explore.py", label="2 · One network's barcode",
+                          icon=":material/science:")
+        cols[1].caption("Eight trained minima, the paths between them, their barcode.")
+        cols[2].page_link("pages/scaling.py", label="3 · The scaling curve",
+                          icon=":material/trending_down:", query_params={"sweep": "demo"})
+        cols[2].caption("Wider networks have shallower traps: TO-score vs width and depth.")
+
+
+# --------------------------------------------------------------------------- presentation
+
+
+PRESENT_PARAM = "present"
+PRESENT_FONT = 20  # chart font size on a projector
+PRESENT_CSS = """<style>
+html, body, [data-testid="stAppViewContainer"] { font-size: 22px; }
+[data-testid="stSidebar"], [data-testid="stSidebarCollapsedControl"] { display: none; }
+h1 { font-size: 2.6rem !important; }
+[data-testid="stMetricValue"] { font-size: 2.6rem; }
+[data-testid="stCaptionContainer"] { font-size: 1rem; }
+</style>"""
+
+
+def presenting() -> bool:
+    """Whether the app is in presentation mode (``?present=1``): large fonts, charts stacked
+    one per row, no sidebar. A page switch drops the URL's parameters, so the session
+    remembers it too."""
+    if st.query_params.get(PRESENT_PARAM) == "1":
+        st.session_state["_present"] = True
+    return bool(st.session_state.get("_present"))
+
+
+def presentation_controls() -> None:
+    """The presentation-mode switch (sidebar, or a button at the top while presenting); kept
+    in the URL so that every page and a shared link agree. Called by ``app.py``."""
+    if presenting():
+        st.query_params[PRESENT_PARAM] = "1"
+        st.html(PRESENT_CSS)
+        if st.button("Exit presentation mode", icon=":material/close_fullscreen:",
+                     key="exit_present"):
+            st.session_state["_present"] = False
+            st.query_params.pop(PRESENT_PARAM, None)
+            st.rerun()
+    elif st.sidebar.button("Presentation mode", icon=":material/slideshow:",
+                           key="enter_present", width="stretch",
+                           help="Large fonts, charts stacked for a projector, no sidebar."):
+        st.session_state["_present"] = True
+        st.query_params[PRESENT_PARAM] = "1"
+        st.rerun()
+
+
+def columns(spec: int | Sequence[float], **kwargs: Any) -> list[Any]:
+    """``st.columns(spec)``, or the same number of stacked full-width containers when
+    presenting."""
+    n = spec if isinstance(spec, int) else len(spec)
+    if presenting():
+        return [st.container() for _ in range(n)]
+    return st.columns(spec, **kwargs)
 
 
 # --------------------------------------------------------------------------- background views
@@ -269,6 +441,19 @@ def await_view(future: Future, message: str, quiet: bool = False) -> Any:
         show_error(error)
         return None
     return future.result()
+
+
+def await_with_interim(primary: Future, interim: Future, message: str) -> tuple[Any, bool]:
+    """``(value, is_interim)``: the primary view when it is done, else the interim one (a quick
+    stand-in, e.g. PCA while UMAP compiles) once that is done, else ``(None, False)``. Polls
+    until the primary is done, with ``message`` as a caption."""
+    if primary.done():
+        return await_view(primary, message), False
+    shown = interim.done()
+    _poll(lambda: primary.done() or (not shown and interim.done()), message, quiet=True)
+    if shown and interim.exception() is None:
+        return interim.result(), True
+    return None, False
 
 
 def _poll(ready: Callable[[], bool], message: str, quiet: bool) -> None:
@@ -517,6 +702,8 @@ def downloads(items: Sequence[tuple[str, str, str, str]], container: Any = None)
 def chart(fig: Any, key: str, name: str, container: Any = None, **kwargs: Any) -> Any:
     """``st.plotly_chart`` with a PNG download (toolbar camera) named after the view."""
     where = container or st
+    if presenting():
+        fig.update_layout(font_size=PRESENT_FONT, title_font_size=PRESENT_FONT + 4)
     config = {**PLOTLY_CONFIG,
               "toImageButtonOptions": {**PLOTLY_CONFIG["toImageButtonOptions"],
                                        "filename": name}}

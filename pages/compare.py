@@ -34,7 +34,7 @@ if run_a == run_b:
     st.info("Both sides show the same run: pick another Run B.", icon=":material/info:")
 
 x_range = plots.barcode_limits(a.barcode, b.barcode)
-d = distances(str(ui.store().root), run_a, run_b)
+d = distances(str(ui.run_store(run_a).root), run_a, run_b)
 cols = st.columns(4)
 cols[0].metric(f"TO-score A ({a.config.score_variant})", f"{a.score:.4g}")
 cols[1].metric(f"TO-score B ({b.config.score_variant})", f"{b.score:.4g}",
@@ -48,9 +48,14 @@ if a.config.score_variant != b.config.score_variant:
     st.warning("The two runs use different TO-score variants; compare the barcodes, not the "
                "scores.", icon=":material/warning:")
 
-for side, (name, r) in zip(st.columns(2), (("A", a), ("B", b)), strict=True):
+for side, (name, r) in zip(ui.columns(2), (("A", a), ("B", b)), strict=True):
     with side:
         st.caption(f"**{name}** · `{r.run_id}` · {plots.describe_config(r.config)}")
+        found = ui.run_health_of(r)
+        if not found.healthy:
+            (st.error if found.broken else st.warning)(
+                f"Run {name}: {found.summary()}. Open it on Explore for details.",
+                icon=":material/report:" if found.broken else ":material/warning:")
         colors = plots.minimum_colors(r.barcode.minima)
         ui.chart(plots.barcode_figure(r.barcode, colors=colors, x_range=x_range,
                                       labels=[f"minimum {m}" for m in r.barcode.minima],

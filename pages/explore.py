@@ -7,6 +7,8 @@ import pandas as pd
 import streamlit as st
 
 from lossbarcode import plots
+from lossbarcode.choices import MINIMA_LR
+from lossbarcode.datafiles import missing_files
 from lossbarcode.experiment import ExperimentConfig
 from pages import _common as ui
 
@@ -23,29 +25,34 @@ PRESETS = {
     "annealed": ("Annealed learning rate", {"schedule": "anneal"}),
     "spirals": ("Spirals, fcn 16×2, K = 10", {"dataset": "spirals", "width": 16, "k": 10}),
 }
-OPTIONAL = {"n_train": 0, "n_test": 0, "lr": 0.0, "path_lr": 0.0, "eval_subset": 0,
-            "data_root": "", "score_normalize": "none",
-            "path_steps": 0}  # widget value that means None
+# Widgets whose "no value" means None in the config (empty text, "none").
+BLANK = {"data_root": "", "score_normalize": "none"}
 NEEDS_ROOT = ("text", "mnist", "fashion_mnist", "cifar10", "cifar100", "svhn")
+CUSTOM = "custom"
 
 
 def to_widgets(values: dict) -> dict:
-    return {f"cfg_{k}": (OPTIONAL[k] if v is None and k in OPTIONAL else v)
-            for k, v in values.items()}
+    return {f"cfg_{k}": (BLANK[k] if v is None and k in BLANK else v) for k, v in values.items()}
 
 
 def from_widgets() -> dict:
     values = {}
     for name in ExperimentConfig().to_dict():
         value = st.session_state.get(f"cfg_{name}")
-        if name in OPTIONAL and value == OPTIONAL[name]:
+        if name in BLANK and value == BLANK[name]:
             value = None
         values[name] = value
     return values
 
 
+def preset_values(name: str) -> dict:
+    return ExperimentConfig(**PRESETS[name][1]).to_dict()
+
+
 def apply_preset() -> None:
-    values = ExperimentConfig(**PRESETS[st.session_state.preset][1]).to_dict()
+    if st.session_state.preset == CUSTOM:
+        return
+    values = preset_values(st.session_state.preset)
     st.session_state.explore_config = values
     st.session_state.update(to_widgets(values))
 
@@ -81,49 +88,66 @@ if "preset" not in st.session_state:
     if st.session_state.preset not in PRESETS:
         st.session_state.preset = "default"
 if "explore_config" not in st.session_state:
-    st.session_state.explore_config = ExperimentConfig(
-        **PRESETS[st.session_state.preset][1]).to_dict()
+    st.session_state.explore_config = preset_values(st.session_state.preset)
 for key, value in to_widgets(st.session_state.explore_config).items():
     st.session_state.setdefault(key, value)
+# An edited preset is no longer that preset: say so instead of keeping its name.
+if st.session_state.preset != CUSTOM and from_widgets() != preset_values(st.session_state.preset):
+    st.session_state.preset = CUSTOM
 
+D = ExperimentConfig()  # the defaults the help texts name
 with st.sidebar:
     st.header("New experiment")
-    st.selectbox("Preset", list(PRESETS), key="preset", on_change=apply_preset,
-                 format_func=lambda p: PRESETS[p][0])
+    st.selectbox("Preset", [*PRESETS, CUSTOM], key="preset", on_change=apply_preset,
+                 format_func=lambda p: "Custom (edited)" if p == CUSTOM else PRESETS[p][0],
+                 help="A starting point; editing any setting makes it a custom config.")
     with st.expander("Data and model", expanded=True, icon=":material/dataset:"):
-        dataset = st.selectbox("Dataset", ui.DATASETS, key="cfg_dataset")
+        dataset = st.selectbox("Dataset", ui.DATASETS, key="cfg_dataset",
+                               help="digits (8×8 handwritten, bundled) is the default; "
+                                    "spirals/blobs/teacher are synthetic; torchvision sets are "
+                                    "read from the data folder, never downloaded here.")
         if dataset in NEEDS_ROOT:
             st.text_input("Data folder / text file", key="cfg_data_root",
                           placeholder="./data" if dataset != "text" else "path/to/text",
                           help="torchvision layout for image sets (files are never downloaded "
                                "here); a .txt/.jsonl file or folder for 'text'.")
-        arch = st.selectbox("Architecture", ui.ARCHS, key="cfg_arch")
+        arch = st.selectbox("Architecture", ui.ARCHS, key="cfg_arch",
+                            help="fcn: fully connected; cnn: convolutional; resnet: residual "
+                                 "blocks; transformer: for the sequence sets (modadd, text).")
         c1, c2 = st.columns(2)
-        c1.number_input("Width", min_value=1, max_value=4096, step=1, key="cfg_width",
+        c1.number_input("Width", step=1, key="cfg_width",
                         help="Hidden units (fcn), channels (cnn/resnet) or d_model.")
-        c2.number_input("Depth", min_value=1, max_value=64, step=1, key="cfg_depth",
+        c2.number_input("Depth", step=1, key="cfg_depth",
                         help="Hidden layers, conv layers, residual blocks or layers.")
         if arch == "transformer":
-            st.number_input("Heads", min_value=1, max_value=64, key="cfg_heads")
+            st.number_input("Heads", step=1, key="cfg_heads",
+                            help="Attention heads; must divide the width.")
         c1, c2 = st.columns(2)
-        c1.number_input("Train examples", min_value=0, step=100, key="cfg_n_train",
-                        help="0 = the whole training split.")
-        c2.number_input("Test examples", min_value=0, step=100, key="cfg_n_test",
-                        help="0 = the whole test split.")
+        c1.number_input("Train examples", step=100, value=None, key="cfg_n_train",
+                        placeholder="all",
+                        help="Empty = the whole training split (synthetic sets: 512).")
+        c2.number_input("Test examples", step=100, value=None, key="cfg_n_test",
+                        placeholder="all", help="Empty = the whole test split.")
     with st.expander("Minima", icon=":material/south:"):
-        st.number_input("Minima K", min_value=2, max_value=64, key="cfg_k",
-                        help="Networks trained from K seeds, all at once.")
+        st.number_input("Minima K", step=1, key="cfg_k",
+                        help="Networks trained from K seeds, all at once; the barcode has K "
+                             "bars and the paths join K(K-1)/2 pairs (pairs 'all').")
         c1, c2 = st.columns(2)
-        c1.radio("Optimizer", ui.OPTIMIZERS, key="cfg_optimizer")
+        c1.radio("Optimizer", ui.OPTIMIZERS, key="cfg_optimizer",
+                 help="How the K networks are trained: SGD with momentum, or Adam.")
         c2.radio("Schedule", ui.SCHEDULES, key="cfg_schedule",
                  help="constant small lr, or annealed (cosine decay to 0).")
         c1, c2 = st.columns(2)
-        c1.number_input("Learning rate", min_value=0.0, format="%.4g", key="cfg_lr",
-                        help="0 = the optimizer's default (0.05 sgd, 0.001 adam).")
-        c2.number_input("Steps", min_value=1, step=50, key="cfg_steps")
+        c1.number_input("Learning rate", value=None, format="%.4g", key="cfg_lr",
+                        placeholder="default",
+                        help="Empty = the optimizer's default ("
+                             + ", ".join(f"{v:g} {k}" for k, v in MINIMA_LR.items()) + ").")
+        c2.number_input("Steps", step=50, key="cfg_steps",
+                        help=f"Minibatch training steps per network (default {D.steps}).")
         c1, c2 = st.columns(2)
-        c1.number_input("Batch size", min_value=1, step=16, key="cfg_batch_size")
-        c2.number_input("Polish steps", min_value=0, step=50, key="cfg_polish_steps",
+        c1.number_input("Batch size", step=16, key="cfg_batch_size",
+                        help=f"Examples per training step (default {D.batch_size}).")
+        c2.number_input("Polish steps", step=50, key="cfg_polish_steps",
                         help="Full-batch steps after training, towards true critical points "
                              "(each minimum's gradient norm is shown in the table). 0 = none.")
     with st.expander("Paths and score", icon=":material/route:"):
@@ -134,29 +158,42 @@ with st.sidebar:
                  help="all pairs, or a spanning tree first plus shortcuts (cheaper for "
                       "large K).")
         c1, c2 = st.columns(2)
-        c1.number_input("Images per path", min_value=1, max_value=64, key="cfg_images")
-        c2.number_input("Fixed path steps", min_value=0, step=25, key="cfg_path_steps",
-                        help="0 = optimise every path until it converges (default). A number "
-                             "runs that fixed budget instead: the old method, never certified.")
+        c1.number_input("Images per path", step=1, key="cfg_images",
+                        help=f"Movable points of each NEB chain (default {D.images}); more "
+                             "follow a bent valley more closely.")
+        c2.number_input("Fixed path steps", step=25, value=None, key="cfg_path_steps",
+                        placeholder="until converged",
+                        help="Empty = optimise every path until it converges (default). A "
+                             "number runs that fixed budget instead: the old method, never "
+                             "certified.")
         c1, c2 = st.columns(2)
-        c1.number_input("Path tolerance", min_value=1e-6, format="%.3g", key="cfg_path_tol",
+        c1.number_input("Path tolerance", format="%.3g", key="cfg_path_tol",
                         help="A path stops when a cycle lowers its barrier by at most this "
-                             "share of its segment (plus the resolution), twice in a row.")
-        c2.number_input("Resolution (loss)", min_value=1e-9, format="%.2g",
-                        key="cfg_path_atol",
-                        help="Barriers are resolved to about this much training loss.")
-        st.number_input("Path step cap", min_value=1, step=500, key="cfg_path_max_steps",
+                             f"share of its segment (plus the resolution), twice in a row "
+                             f"(default {D.path_tol:g}).")
+        c2.number_input("Resolution (loss)", format="%.2g", key="cfg_path_atol",
+                        help="Barriers are resolved to about this much training loss "
+                             f"(default {D.path_atol:g}).")
+        st.number_input("Path step cap", step=500, key="cfg_path_max_steps",
                         help="Minibatch steps per path at most; a path that reaches it is "
-                             "reported unconverged.")
+                             f"reported unconverged (default {D.path_max_steps}).")
         st.radio("Barcode rule", ui.RULES, key="cfg_rule", horizontal=True,
                  help="union_find: exact H0 (default); direct: the paper code's rule.")
         c1, c2 = st.columns(2)
-        c1.selectbox("TO-score norm", ui.NORMS, key="cfg_score_norm")
-        c2.selectbox("Normalize", ["none", "range"], key="cfg_score_normalize")
+        c1.selectbox("TO-score norm", ui.NORMS, key="cfg_score_norm",
+                     help="How the finite segment lengths are combined: l2 (default, the "
+                          "paper's), sum, max or mean.")
+        c2.selectbox("Normalize", ["none", "range"], key="cfg_score_normalize",
+                     help="none: in loss units (default); range: divided by the spread of "
+                          "the minima's losses, to compare different tasks.")
     with st.expander("Run", icon=":material/settings:"):
         c1, c2 = st.columns(2)
-        c1.number_input("Seed", min_value=0, key="cfg_seed")
-        c2.selectbox("Device", ["auto", "cpu", "cuda"], key="cfg_device")
+        c1.number_input("Seed", step=1, key="cfg_seed",
+                        help="Seeds the data split and the K initialisations; another seed "
+                             "gives another sample of minima.")
+        c2.selectbox("Device", ["auto", "cpu", "cuda"], key="cfg_device",
+                     help="auto: CUDA when present, else CPU. Results do not depend on it "
+                          "(up to round-off), so it is not part of the run id.")
     estimate_box = st.container()
     run_box = st.container()
 
@@ -173,15 +210,25 @@ if job is not None:
         del st.session_state["explore_job"]
         if status is not None and status.state == "done":
             ui.remember_run(job)  # show the new result
-        elif status is not None:
-            st.session_state.explore_failure = job, status.state, status.error or status.message
+        else:  # back to the run that was open before, so that the URL names what is shown
+            before = st.session_state.pop("explore_before", None)
+            if before and ui.result(before) is not None:
+                ui.remember_run(before)
+            else:
+                st.query_params.pop("run", None)
+                st.session_state.pop("current_run", None)
+            if status is not None:
+                st.session_state.explore_failure = (job, status.state,
+                                                    status.error or status.message)
 failure = st.session_state.get("explore_failure")
 if failure is not None:
+    shown = st.session_state.get("current_run")
+    after = f" Showing `{shown}`, the run you had open." if shown else ""
     if failure[1] == "failed":
-        st.error(f"Run `{failure[0]}` failed: {failure[2]}", icon=":material/error:")
+        st.error(f"Run `{failure[0]}` failed: {failure[2]}.{after}", icon=":material/error:")
     else:
         st.info(f"Run `{failure[0]}` was cancelled. Finished stages are kept: running it again "
-                "resumes from there.", icon=":material/cancel:")
+                f"resumes from there.{after}", icon=":material/cancel:")
 running = []
 for job_id in dict.fromkeys([st.session_state.get("explore_job"), st.query_params.get("run")]):
     status = jm.status(job_id) if job_id else None
@@ -197,6 +244,9 @@ run_id = ui.run_picker(
                   "persistence diagram, the loss along every path and the table of minima "
                   "appear here.")
 r = ui.result(run_id)
+if r is not None and ui.is_demo(r.run_id):
+    ui.start_here()
+    ui.demo_notice(r.run_id)
 
 if r is not None:
     c = r.config
@@ -225,7 +275,9 @@ if r is not None:
                         "certified when the path that ends it converged. Other "
                         "variants: " + ", ".join(f"{k} {v:.3g}" for k, v in r.to_score.items()))
     cols[1].metric("Minima", f"{r.k - int(r.diverged.sum())} / {r.k}",
-                   help="Converged / trained; diverged minima are left out of the barcode.")
+                   delta=ui.run_health_of(r).summary(), delta_color="off",
+                   help="Trained without diverging / trained; diverged minima are left out "
+                        "of the barcode. Below: the run's health (see the boxes above).")
     cols[2].metric("Longest segment", f"{lengths[finite].max():.4g}" if finite.any() else "—")
     cols[3].metric("Parameters", f"{r.n_params:,}")
     cols[4].metric("Compute time", ui.format_seconds(sum(r.timings.values())),
@@ -235,20 +287,7 @@ if r is not None:
                f"Reproduce: `{ui.reproduce_command(c)}`")
     st.caption(f"Paths: {r.paths_note()}")
     unconverged = int((~r.path_converged).sum())
-    if r.paths_version < 2:
-        st.warning("These paths were made by the old fixed-budget method: their barriers "
-                   "were not optimised to convergence and overstate the segments (upper "
-                   "bounds). Run the config again to get converged paths.",
-                   icon=":material/history:")
-    elif unconverged:
-        st.warning(f"{unconverged} of {len(r.path_converged)} paths hit their step cap before "
-                   f"converging: their barriers are upper bounds. {finite_bars - certified} of "
-                   f"the {finite_bars} finite bars end on such a path (hatched in the barcode). "
-                   "Raise the path step cap (`--path-max-steps`) to converge them.",
-                   icon=":material/warning:")
-    if r.diverged.any():
-        st.warning(f"{int(r.diverged.sum())} of {r.k} minima diverged (NaN/inf loss) and are "
-                   "left out. Lower the learning rate to keep them.", icon=":material/warning:")
+    ui.health_banner(r)
 
     options = [None, *range(r.k)]
     st.selectbox("Highlighted minimum", options, key="highlight",
@@ -271,7 +310,7 @@ if r is not None:
 
     colors = plots.minimum_colors(barcode.minima)
     labels = [f"minimum {m}" for m in barcode.minima]
-    left, right = st.columns([3, 2])
+    left, right = ui.columns([3, 2])
     with left:
         ui.chart(plots.barcode_figure(barcode, colors=colors, labels=labels, highlight=highlight,
                                       title=f"Loss barcode · TO-score ({variant}) "
@@ -383,10 +422,23 @@ def check_and_estimate(items: tuple) -> tuple[ExperimentConfig, dict]:
     return config, ui.estimate(config)
 
 
+def problems_now(values: dict) -> str | None:
+    """What is wrong with the sidebar's config, checked at once (no torch): the config's own
+    checks, then the data files it needs."""
+    try:
+        config = ExperimentConfig.from_dict(values).validate()
+    except (ValueError, TypeError) as err:
+        return str(err)
+    return missing_files(config.dataset, config.data_root)
+
+
 items = tuple(sorted(values.items()))
+problem = problems_now(values)
+if problem is not None:
+    estimate_box.error(problem, icon=":material/error:")
 with estimate_box:
-    checked = ui.deferred_view(("estimate", *items), check_and_estimate, items,
-                               message="Estimating the cost…")
+    checked = None if problem is not None else ui.deferred_view(
+        ("estimate", *items), check_and_estimate, items, message="Estimating the cost…")
 if checked is not None:
     config, cost = checked
     with estimate_box:
@@ -400,7 +452,8 @@ if checked is not None:
             st.warning("This will take a while; consider fewer steps, pairs 'mst' or a "
                        "smaller K.", icon=":material/schedule:")
 with run_box:
-    invalid = checked is None and estimate_box_error(("estimate", *items))
+    invalid = problem is not None or (checked is None
+                                      and estimate_box_error(("estimate", *items)))
     if st.button("Run experiment", type="primary", icon=":material/play_arrow:",
                  disabled=invalid, width="stretch", key="run_experiment"):
         try:
@@ -409,6 +462,7 @@ with run_box:
             st.error(str(err), icon=":material/error:")
         else:
             st.session_state.explore_job = job
+            st.session_state.explore_before = run_id  # shown again if the run is cancelled
             st.session_state.pop("explore_failure", None)
             ui.remember_run(job)
             st.rerun()

@@ -29,6 +29,8 @@ st.caption(
 )
 
 r = ui.picked_result("Run")
+ui.demo_notice(r.run_id)
+ui.health_banner(r)
 valid = [i for i in range(r.k) if not r.diverged[i]]
 if len(valid) < 3:
     st.warning(f"This run has {len(valid)} converged minima; a plane needs three. Run it with "
@@ -59,7 +61,7 @@ if len(chosen) != 3:
 minima = tuple(sorted(int(m) for m in chosen))
 st.query_params["minima"] = ",".join(map(str, minima))
 
-root = str(ui.store().root)
+root = str(ui.run_store(r.run_id).root)
 future = ui.background(("slice", root, r.run_id, minima, resolution, float(margin)),
                        compute_slice, root, r.run_id, minima, resolution, float(margin))
 grid = ui.await_view(future, f"Evaluating the loss on a {resolution}×{resolution} grid through "

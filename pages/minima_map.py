@@ -10,8 +10,7 @@ from pages import _common as ui
 ui.use_navigation()
 
 COLOR_BY = ("minimum", "train loss", "test error", "segment length")
-METHODS = {"auto": "auto (UMAP when there are enough points, else PCA)", "umap": "UMAP",
-           "pca": "PCA"}
+METHODS = {"auto": "auto", "umap": "UMAP", "pca": "PCA"}
 
 
 def compute_map(root: str, run_id: str, dim: int, method: str, seed: int):
@@ -31,6 +30,8 @@ st.caption(
 )
 
 r = ui.picked_result("Run")
+ui.demo_notice(r.run_id)
+ui.health_banner(r)
 
 with st.sidebar:
     dims = {"2": 2, "3": 3}
@@ -40,20 +41,33 @@ with st.sidebar:
                         format_func=lambda d: f"{d}-D")]
     st.query_params["dim"] = str(dim)
     method = st.selectbox("Projection", list(METHODS), format_func=METHODS.get,
-                          help="UMAP is imported and compiled on first use (15–35 s on a cold "
-                               "machine); the map is then kept for this run.")
+                          help="auto: UMAP when there are enough points (about 20), else PCA. "
+                               "UMAP is imported and compiled on first use (15–35 s on a cold "
+                               "machine; PCA is shown meanwhile); the map is then kept for "
+                               "this run.")
     color_by = st.selectbox("Colour minima by", COLOR_BY,
                             help="'minimum' uses each minimum's own colour, as on every page.")
     seed = st.number_input("Projection seed", min_value=0, value=0)
 
-root = str(ui.store().root)
+root = str(ui.run_store(r.run_id).root)
 retry = st.sidebar.button("Recompute", icon=":material/refresh:",
                           help="Try again after an error (e.g. after installing umap-learn).")
-future = ui.background(("map", root, r.run_id, dim, method, int(seed)), compute_map, root,
-                       r.run_id, dim, method, int(seed), retry=retry)
-projection = ui.await_view(
-    future, f"Projecting {r.k} minima and their path images ({METHODS[method]})… the page "
-            "updates by itself.")
+key = ("map", root, r.run_id, dim, method, int(seed))
+interim = None
+if method != "pca" and ui.view_future(key) is None:  # PCA first: it is ready in a moment
+    interim = ui.background(("map", root, r.run_id, dim, "pca", 0), compute_map, root,
+                            r.run_id, dim, "pca", 0)
+future = ui.background(key, compute_map, root, r.run_id, dim, method, int(seed), retry=retry)
+if interim is None and method != "pca" and not future.done():
+    interim = ui.view_future(("map", root, r.run_id, dim, "pca", 0))
+message = (f"Projecting {r.k} minima and their path images ({METHODS[method]})… the page "
+           "updates by itself.")
+if interim is not None:
+    projection, provisional = ui.await_with_interim(
+        future, interim, message + " UMAP is imported and compiled on first use (15–35 s on "
+        "a cold machine): PCA is shown until it is ready.")
+else:
+    projection, provisional = ui.await_view(future, message), False
 if projection is None:
     st.stop()
 
@@ -75,7 +89,9 @@ about = f"method: **{projection.method.upper()}**"
 if explained is not None and np.size(explained):
     shares = np.atleast_1d(np.asarray(explained, dtype=float))
     about += " · variance explained " + ", ".join(f"{100 * v:.1f}%" for v in shares)
-if method == "umap" and projection.method != "umap":
+if provisional:
+    about += " (shown while UMAP is computed)"
+elif method == "umap" and projection.method != "umap":
     about += " (UMAP was not possible here, so PCA was used)"
 st.caption(f"`{r.run_id}` · {plots.describe_config(r.config)}  \n{about} · a path drawn in a "
            "minimum's colour is the one on which that minimum's bar died")

@@ -6,6 +6,7 @@ import streamlit as st
 
 from lossbarcode import plots
 from lossbarcode.experiment import ExperimentConfig
+from lossbarcode.sweep import summarize
 from lossbarcode.topology import Barcode
 from pages import _common as ui
 
@@ -99,7 +100,19 @@ else:
     data = sources[source]
 
 if data is not None:
-    records, summary = data["records"], data["summary"]
+    records = data["records"]
+    broken = [r for r in records if r.get("broken")]
+    include_broken = bool(broken) and st.sidebar.toggle(
+        f"Include {len(broken)} broken runs", value=False,
+        help="Runs with diverged minima or paths far below their minima measure the "
+             "training, not the network; they are left out of the curves unless included.")
+    summary = summarize(records, include_broken=include_broken)
+    if broken:
+        st.warning(f"{len(broken)} of {len(records)} runs are broken ("
+                   + "; ".join(sorted({r['health'] for r in broken}))
+                   + (") and included in the curves." if include_broken else
+                      ") and left out of the curves; the sidebar can include them."),
+                   icon=":material/report:")
     variant = data.get("score_variant") or (records[0].get("score_variant") if records else None)
     archs = sorted({row["arch"] for row in summary})
     if len(archs) > 1:

@@ -62,7 +62,7 @@ def app(page: str | None = None, **params: str) -> AppTest:
 def settle(at: AppTest, timeout: float = 90) -> AppTest:
     """Rerun until the page's background view (map, slice) has finished."""
     deadline = time.time() + timeout
-    while (any("updates by itself" in e.value for e in at.info)
+    while (any("updates by itself" in e.value for e in [*at.info, *at.caption])
            or any("Estimating the cost" in e.value for e in at.caption)):
         assert time.time() < deadline, "background view did not finish"
         time.sleep(0.3)
@@ -352,6 +352,7 @@ def test_toy_page_state_in_the_url():
 def test_pages_without_runs_say_what_to_do(tmp_path, monkeypatch):
     monkeypatch.setenv("LOSSBARCODE_RESULTS", str(tmp_path / "empty"))
     monkeypatch.setenv("LOSSBARCODE_DEMO_SWEEP", str(tmp_path / "missing.json"))
+    monkeypatch.setenv("LOSSBARCODE_DEMO_RUNS", "")
     for page in ("explore", "scaling", "minima_map", "landscape_slice", "generalization",
                  "compare"):
         at = app(None if page == "explore" else page)
@@ -370,3 +371,113 @@ def test_app_start_and_toy_page_do_not_import_torch():
         "assert not bad, bad\n"
     )
     subprocess.run([sys.executable, "-c", code], cwd=ROOT, check=True, timeout=120)
+
+
+def test_every_page_opens_on_the_demo_run_until_there_are_runs(tmp_path, monkeypatch):
+    from pages import _common as ui
+
+    monkeypatch.setenv("LOSSBARCODE_RESULTS", str(tmp_path / "empty"))
+    monkeypatch.delenv("LOSSBARCODE_DEMO_RUNS", raising=False)
+    demo_id = ui._finished(ResultStore(ui.DEMO_RUNS))[0]
+    at = app()
+    assert not at.exception
+    assert at.selectbox(key="picker_run").value == demo_id
+    assert "demo run" in texts(at.info) and ui.DEMO_RUN_COMMAND in texts(at.info)
+    assert "Start here" in texts(at.markdown)
+    assert len(charts(at)) == 4  # barcode, diagram, profiles, barrier against step
+    for page in ("minima_map", "landscape_slice", "compare"):
+        at = settle(app(page))
+        assert not at.exception, page
+        assert charts(at), page
+    assert not (tmp_path / "empty").exists()  # reading the demo writes nothing there
+    assert not list(ui.DEMO_RUNS.glob("*/map-*")), "derived views went into assets/"
+
+
+def test_the_shipped_demo_run_is_the_current_default():
+    from lossbarcode.experiment import load_result
+    from pages import _common as ui
+
+    demo = ResultStore(ui.DEMO_RUNS)
+    (run_id,) = demo.list()
+    default = ExperimentConfig()
+    assert run_id == default.run_id, (
+        f"the default config changed: regenerate the demo run with `{ui.DEMO_RUN_COMMAND}` "
+        "(and delete the old folder)")
+    r = load_result(demo, run_id)
+    assert r.config.identity() == default.identity() and r.paths_version >= 2
+
+
+def test_health_banner_on_a_broken_run(store, tmp_path, monkeypatch):
+    import dataclasses
+
+    from lossbarcode.experiment import save_result
+
+    run = store["runs"][0]
+    diverged = np.zeros(run.k, dtype=bool)
+    diverged[1] = True
+    broken = dataclasses.replace(run, diverged=diverged)
+    results = ResultStore(tmp_path)
+    with results.lock(broken.run_id):
+        save_result(results, broken)
+    monkeypatch.setenv("LOSSBARCODE_RESULTS", str(tmp_path))
+    for page in (None, "minima_map", "landscape_slice", "compare"):
+        at = app(page, run=broken.run_id)
+        assert not at.exception, page
+        assert "broken" in texts(at.error).lower(), page
+    at = app(run=broken.run_id)
+    assert "diverged" in texts(at.error) and "broken" in at.selectbox(key="picker_run").format_func(
+        broken.run_id)
+
+
+def test_explore_checks_the_config_in_the_sidebar_before_run(store):
+    at = settle(app(preset="tiny"))
+    at.sidebar.selectbox(key="cfg_dataset").set_value("mnist").run()
+    assert not at.exception
+    error = texts(at.sidebar.error)
+    assert "mnist is not under" in error and "train-images-idx3-ubyte" in error
+    assert at.sidebar.button(key="run_experiment").disabled
+    at.sidebar.selectbox(key="cfg_dataset").set_value("digits").run()
+    at.sidebar.number_input(key="cfg_k").set_value(1).run()  # out of range: said, not clamped
+    assert "k must be an integer >= 2" in texts(at.sidebar.error)
+    assert at.sidebar.button(key="run_experiment").disabled
+
+
+def test_explore_preset_turns_custom_when_edited_and_blanks_mean_default(store):
+    at = settle(app())
+    assert at.sidebar.selectbox(key="preset").value == "default"
+    assert at.sidebar.number_input(key="cfg_n_train").value is None  # "all"
+    assert at.sidebar.number_input(key="cfg_lr").value is None  # the optimizer's default
+    at.sidebar.number_input(key="cfg_width").set_value(64).run()
+    assert at.sidebar.selectbox(key="preset").value == "custom"
+    at.sidebar.selectbox(key="preset").set_value("wide").run()
+    assert at.sidebar.number_input(key="cfg_width").value == 128
+    assert at.sidebar.selectbox(key="preset").value == "wide"
+
+
+def test_explore_settings_all_have_help():
+    source = (ROOT / "pages" / "explore.py").read_text()
+    import ast
+
+    calls = [node for node in ast.walk(ast.parse(source)) if isinstance(node, ast.Call)
+             and getattr(node.func, "attr", "") in ("number_input", "selectbox", "radio",
+                                                    "text_input")
+             and any(k.arg == "key" and isinstance(k.value, ast.Constant)
+                     and str(k.value.value).startswith(("cfg_", "preset")) for k in node.keywords)]
+    assert len(calls) >= 22
+    missing = [ast.unparse(c.args[0]) for c in calls if not any(k.arg == "help"
+                                                                 for k in c.keywords)]
+    assert not missing, f"settings without help: {missing}"
+
+
+def test_minima_map_warns_about_an_unknown_run_link(store):
+    at = app("minima_map")
+    at.query_params["run"] = "0123456789abcdef"
+    at.run()
+    assert not at.exception
+    assert "0123456789abcdef` is not in the results folder" in texts(at.warning)
+    shown = at.selectbox(key="picker_run").value
+    assert at.query_params["run"] == shown  # the URL names what is shown
+    settle(at.run())  # reruns (e.g. when the map is ready) keep saying so
+    assert "0123456789abcdef` is not in the results folder" in texts(at.warning)
+    at.selectbox(key="picker_run").set_value(store["runs"][1].run_id).run()
+    assert "not in the results folder" not in texts(at.warning)
