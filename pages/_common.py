@@ -325,7 +325,7 @@ PRESENT_PARAM = "present"
 PRESENT_FONT = 20  # chart font size on a projector
 PRESENT_CSS = """<style>
 html, body, [data-testid="stAppViewContainer"] { font-size: 22px; }
-[data-testid="stSidebar"], [data-testid="stSidebarCollapsedControl"] { display: none; }
+[data-testid="stSidebarUserContent"] { display: none; }
 h1 { font-size: 2.6rem !important; }
 [data-testid="stMetricValue"] { font-size: 2.6rem; }
 [data-testid="stCaptionContainer"] { font-size: 1rem; }
@@ -334,8 +334,8 @@ h1 { font-size: 2.6rem !important; }
 
 def presenting() -> bool:
     """Whether the app is in presentation mode (``?present=1``): large fonts, charts stacked
-    one per row, no sidebar. A page switch drops the URL's parameters, so the session
-    remembers it too."""
+    one per row, a sidebar with the page list only. A page switch drops the URL's
+    parameters, so the session remembers it too."""
     if st.query_params.get(PRESENT_PARAM) == "1":
         st.session_state["_present"] = True
     return bool(st.session_state.get("_present"))
@@ -354,7 +354,8 @@ def presentation_controls() -> None:
             st.rerun()
     elif st.sidebar.button("Presentation mode", icon=":material/slideshow:",
                            key="enter_present", width="stretch",
-                           help="Large fonts, charts stacked for a projector, no sidebar."):
+                           help="Large fonts, charts stacked for a projector, the sidebar "
+                                "reduced to the page list."):
         st.session_state["_present"] = True
         st.query_params[PRESENT_PARAM] = "1"
         st.rerun()

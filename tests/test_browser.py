@@ -82,18 +82,34 @@ def screenshot(page, name: str) -> None:
     page.set_viewport_size(size)
 
 
+def url_run(page) -> str | None:
+    return page.evaluate("new URLSearchParams(location.search).get('run')")
+
+
+def shown_run(page) -> str | None:
+    """The run id of the result on screen: the caption under the metrics starts with it."""
+    import re
+
+    found = re.search(r"\b([0-9a-f]{16}) · ", page.locator('[data-testid="stMain"]').inner_text())
+    return found.group(1) if found else None
+
+
 def test_run_an_experiment_click_a_bar_and_visit_every_page(playwright_api, app_env):
     with serve_app(app_env) as (url, _), playwright_api.sync_playwright() as p:
         browser = launch(p)
         page = browser.new_page(viewport={"width": 1400, "height": 1000})
         page.goto(f"{url}/?preset=tiny", wait_until="domcontentloaded")
-        page.wait_for_function("document.body.innerText.includes('No finished runs')",
-                               timeout=60_000)
+        wait_ready(page, "Explore a run", charts=3, timeout=120)  # the demo run
+        demo_id = url_run(page)
         page.get_by_role("button", name="Run experiment").click()
+        page.wait_for_function(f"new URLSearchParams(location.search).get('run') != '{demo_id}'"
+                               " && !document.body.innerText.includes('Running experiment')",
+                               timeout=180_000)
         wait_ready(page, "Explore a run", charts=3, timeout=180)
         no_exception(page, "explore")
-        run_id = page.evaluate("new URLSearchParams(location.search).get('run')")
-        assert run_id and len(run_id) == 16
+        run_id = url_run(page)
+        assert run_id and len(run_id) == 16 and run_id != demo_id
+        assert shown_run(page) == run_id
 
         # Click the barcode's first bar (the lowest minimum: the essential bar, drawn wide).
         barcode = page.locator(".js-plotly-plot").first
@@ -133,4 +149,100 @@ def test_a_shared_link_is_the_first_request_of_a_fresh_server(playwright_api, ap
         assert "toy=himmelblau" in page.url
         assert page.locator(".js-plotly-plot .gtitle").first.text_content() == "Himmelblau"
         no_exception(page, "toy page")
+        browser.close()
+
+
+def test_first_open_shows_the_demo_run_and_where_to_start(playwright_api, app_env):
+    with serve_app(app_env) as (url, _), playwright_api.sync_playwright() as p:
+        browser = launch(p)
+        page = browser.new_page(viewport={"width": 1440, "height": 900})
+        page.goto(url, wait_until="domcontentloaded")
+        wait_ready(page, "Explore a run", charts=3, timeout=120)
+        text = page.locator('[data-testid="stMain"]').inner_text()
+        assert "demo run" in text and "Start here" in text
+        assert url_run(page) == shown_run(page) and url_run(page) is not None
+        no_exception(page, "first open")
+        page.get_by_role("link", name="3 · The scaling curve").click()
+        wait_ready(page, "Scaling", charts=2, timeout=60)
+        no_exception(page, "scaling from start here")
+        browser.close()
+
+
+def test_the_url_names_the_shown_run_after_a_fast_run_and_after_cancel(playwright_api,
+                                                                         tmp_path):
+    env = {"LOSSBARCODE_RESULTS": str(tmp_path / "results"), "LOSSBARCODE_DEMO_RUNS": ""}
+    with serve_app(env) as (url, _), playwright_api.sync_playwright() as p:
+        browser = launch(p)
+        page = browser.new_page(viewport={"width": 1440, "height": 900})
+        page.goto(f"{url}/?preset=tiny", wait_until="domcontentloaded")
+        page.wait_for_function("document.body.innerText.includes('No finished runs')",
+                               timeout=60_000)
+        shown = []
+        for seed in (1, 2):  # a fast run, then another one while a result is shown
+            seed_box = page.get_by_label("Seed", exact=True)
+            if not seed_box.is_visible():
+                page.get_by_text("Run", exact=True).last.click()  # open the Run expander
+            seed_box.fill(str(seed))
+            seed_box.press("Enter")
+            page.wait_for_timeout(800)
+            page.get_by_role("button", name="Run experiment").click()
+            page.wait_for_function(
+                "(() => { const r = new URLSearchParams(location.search).get('run');"
+                f" return r && !{json.dumps(shown)}.includes(r)"
+                " && document.body.innerText.includes(r + ' · ')"
+                " && !document.body.innerText.includes('Running experiment'); })()",
+                timeout=180_000)
+            wait_ready(page, "Explore a run", charts=3, timeout=60)
+            if url_run(page) != shown_run(page):
+                screenshot(page, "url_mismatch")
+                print(page.locator('[data-testid="stMain"]').inner_text()[:3000])
+            assert url_run(page) == shown_run(page), "the URL and the shown run differ"
+            shown.append(url_run(page))
+            page.reload(wait_until="domcontentloaded")  # a reload opens the same run
+            wait_ready(page, "Explore a run", charts=3, timeout=60)
+            assert shown_run(page) == shown[-1]
+
+        page.get_by_text("Minima", exact=True).first.click()  # open the Minima expander
+        steps = page.get_by_label("Steps", exact=True)
+        steps.fill("200000")  # long enough to cancel
+        steps.press("Enter")
+        page.wait_for_timeout(800)
+        page.get_by_role("button", name="Run experiment").click()
+        page.get_by_role("button", name="Cancel").click(timeout=60_000)
+        page.wait_for_function("document.body.innerText.includes('was cancelled')",
+                               timeout=60_000)
+        wait_ready(page, "Explore a run", charts=3, timeout=60)
+        text = page.locator('[data-testid="stMain"]').inner_text()
+        assert "not in the results folder" not in text
+        assert url_run(page) == shown_run(page) == shown[-1], "after cancel: the open run"
+        no_exception(page, "after cancel")
+        browser.close()
+
+
+def test_presentation_mode_stacks_charts_in_large_type(playwright_api, app_env):
+    with serve_app(app_env) as (url, _), playwright_api.sync_playwright() as p:
+        browser = launch(p)
+        page = browser.new_page(viewport={"width": 1440, "height": 900})
+        page.goto(url, wait_until="domcontentloaded")
+        wait_ready(page, "Explore a run", charts=3, timeout=120)
+        page.get_by_role("button", name="Presentation mode").click()
+        page.get_by_role("button", name="Exit presentation mode").wait_for(timeout=30_000)
+        wait_ready(page, "Explore a run", charts=3, timeout=60)
+        assert "present=1" in page.url
+        assert not page.get_by_role("button", name="Run experiment").is_visible()
+        size = page.evaluate("parseFloat(getComputedStyle(document.querySelector("
+                             "'[data-testid=stMarkdownContainer] p') || document.body).fontSize)")
+        assert size >= 20
+        boxes = [page.locator(".js-plotly-plot").nth(i).bounding_box() for i in range(2)]
+        assert boxes[1]["y"] >= boxes[0]["y"] + boxes[0]["height"] - 1, "charts not stacked"
+        fonts = page.evaluate("[...document.querySelectorAll('.js-plotly-plot .gtitle')]"
+                              ".map(t => parseFloat(t.style.fontSize))")
+        assert fonts and min(fonts) >= 20
+        screenshot(page, "presentation")
+        page.locator('[data-testid="stSidebarNav"] a', has_text="Scaling").first.click()
+        wait_ready(page, "Scaling", charts=2, timeout=60)
+        assert "present=1" in page.url  # the mode survives a page switch
+        page.get_by_role("button", name="Exit presentation mode").click()
+        page.get_by_role("button", name="Presentation mode").wait_for(timeout=30_000)
+        assert "present=1" not in page.url
         browser.close()
