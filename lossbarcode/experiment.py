@@ -574,7 +574,10 @@ def _result_from_json(cls: type[Result], data: dict[str, Any]) -> Result:
         barcode=barcode,
         to_score={str(key): float(_floats([v], f"to_score {key}")[0])
                   for key, v in to_score.items()},
-        generalization=dict(generalization),
+        # Results stored before permutation p-values (no "method") had spearmanr's
+        # asymptotic p, wrong for few minima: recomputed from their own data.
+        generalization=dict(generalization) if "method" in generalization
+        else generalization_summary(segment_lengths(barcode, k), column("test_error")),
         timings={str(key): float(_floats([v], f"timings {key}")[0]) for key, v in timings.items()},
         n_params=n_params,
         device=device,
@@ -634,16 +637,15 @@ def bar_certified(barcode: topology.Barcode, pairs: np.ndarray, path_barriers: n
 
 
 def generalization_summary(lengths: np.ndarray, test_error: np.ndarray) -> dict[str, Any]:
-    """Spearman rank correlation of segment length vs test error over the minima where both
-    are finite (essential and diverged minima left out): ``{"spearman", "p_value", "n"}``."""
-    from scipy.stats import spearmanr
+    """Spearman rank correlation of segment length vs test error (both ``(K,)``) over the
+    minima where both are finite (essential and diverged minima left out), with its exact or
+    Monte Carlo permutation p-value (:func:`lossbarcode.stats.spearman_test`):
+    ``{"spearman", "p_value", "n", "method", "n_permutations"}``, None where undefined."""
+    from lossbarcode.stats import spearman_test  # scipy.stats: 0.4 s, only when needed
 
-    ok = np.isfinite(lengths) & np.isfinite(test_error)
-    n = int(ok.sum())
-    if n < 3 or np.ptp(lengths[ok]) == 0 or np.ptp(test_error[ok]) == 0:
-        return {"spearman": None, "p_value": None, "n": n}
-    rho, p = spearmanr(lengths[ok], test_error[ok])
-    return {"spearman": float(rho), "p_value": float(p), "n": n}
+    test = spearman_test(lengths, test_error)
+    return {"spearman": test.rho, "p_value": test.p_value, "n": test.n, "method": test.method,
+            "n_permutations": test.n_permutations}
 
 
 # --------------------------------------------------------------------------- building blocks
