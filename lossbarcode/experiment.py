@@ -364,13 +364,16 @@ class Result:
 
     def minima_table(self) -> list[dict[str, Any]]:
         """One row per minimum: losses, test error and its bar (None if diverged); NaN where
-        undefined, ``merged_into`` as the absorbing minimum's index."""
+        undefined. ``merged_into_minimum``: the minimum whose bar absorbed this one's (None
+        if essential or diverged), as in :meth:`Barcode.to_dict
+        <lossbarcode.topology.Barcode.to_dict>`."""
         bar_of = {int(m): i for i, m in enumerate(self.barcode.minima)}
         rows = []
         lengths = self.barcode.lengths()
+        absorbers = self.barcode.merged_into_minimum()
         for i in range(self.k):
             bar = bar_of.get(i)
-            absorber = None if bar is None else int(self.barcode.merged_into[bar])
+            absorber = None if bar is None else int(absorbers[bar])
             rows.append({
                 "minimum": i,
                 "train_loss": float(self.train_loss[i]),
@@ -380,8 +383,7 @@ class Result:
                 "birth": None if bar is None else float(self.barcode.births[bar]),
                 "death": None if bar is None else float(self.barcode.deaths[bar]),
                 "length": None if bar is None else float(lengths[bar]),
-                "merged_into": None if absorber is None or absorber < 0
-                else int(self.barcode.minima[absorber]),
+                "merged_into_minimum": None if absorber is None or absorber < 0 else absorber,
                 "grad_norm": float(self.grad_norm[i]) if len(self.grad_norm) else float("nan"),
             })
         return rows

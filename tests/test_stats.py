@@ -88,10 +88,12 @@ def _brute_force_stratified(groups):
     permutation, each group's rho from scipy's spearmanr."""
     sizes = np.array([len(x) for x, _ in groups], dtype=float)
     weights = sizes / sizes.sum()
-    observed = sum(w * sp.spearmanr(x, y).statistic for w, (x, y) in zip(weights, groups))
+    observed = sum(w * sp.spearmanr(x, y).statistic
+                   for w, (x, y) in zip(weights, groups, strict=True))
     rhos = [[sp.spearmanr(x, np.asarray(y)[list(p)]).statistic
              for p in permutations(range(len(x)))] for x, y in groups]
-    null = np.array([sum(w * r for w, r in zip(weights, joint)) for joint in product(*rhos)])
+    null = np.array([sum(w * r for w, r in zip(weights, joint, strict=True))
+                     for joint in product(*rhos)])
     return observed, _two_sided(null, observed)
 
 
