@@ -40,7 +40,7 @@ import platform
 import re
 import time
 import warnings
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -281,6 +281,22 @@ class ExperimentConfig:
 
     def replace(self, **changes: Any) -> ExperimentConfig:
         return dataclasses.replace(self, **changes)
+
+
+def setting_differences(configs: Sequence[ExperimentConfig]) -> dict[str, list[Any]]:
+    """The knobs on which ``configs`` differ, ``name -> distinct values`` (first-seen order;
+    empty if they agree): the fields of :meth:`ExperimentConfig.identity` (so ``device`` and
+    knobs that change nothing are not differences) other than ``seed`` and the data
+    fingerprint. Runs pooled across such a difference confound it with what is compared."""
+    values: dict[str, list[Any]] = {}
+    for config in configs:
+        identity = config.identity(data="")  # the data files' fingerprint is not a knob
+        del identity["seed"]  # seeds differ by design
+        for name, value in identity.items():
+            values.setdefault(name, [])
+            if value not in values[name]:
+                values[name].append(value)
+    return {name: seen for name, seen in values.items() if len(seen) > 1}
 
 
 def _json_float(x: float) -> float | None:

@@ -68,12 +68,12 @@ class SpearmanTest:
     reason: str = ""
 
     def p_text(self) -> str:
-        """The p-value for a reader: ``"0.333"``; for a Monte Carlo test that found no
-        permutation as extreme, the bound it actually supports (never ``"0"``)."""
+        """The p-value for a reader: ``"0.333"``; ``"≤ 0.0002"`` for a Monte Carlo test that
+        found no permutation as extreme (the bound it supports; never ``"0"``)."""
         if self.p_value is None:
             return "—"
         if self.method == "monte carlo" and self.n_extreme == 0:
-            return f"≤ {self.p_value:.2g} (none of {self.n_permutations:,} permutations as extreme)"
+            return f"≤ {self.p_value:.2g}"
         return f"{self.p_value:.3g}"
 
     def describe(self) -> str:
@@ -82,8 +82,10 @@ class SpearmanTest:
             return (f"exact permutation test: all {self.n_permutations:,} permutations "
                     f"of n = {self.n}, two-sided")
         if self.method == "monte carlo":
+            none = (f"; none of the {self.n_permutations:,} was as extreme, so p ≤ "
+                    f"2 / ({self.n_permutations:,} + 1)" if self.n_extreme == 0 else "")
             return (f"Monte Carlo permutation test: {self.n_permutations:,} random "
-                    f"permutations (seed {SEED}) of n = {self.n}, two-sided")
+                    f"permutations (seed {SEED}) of n = {self.n}, two-sided{none}")
         return f"undefined: {self.reason}"
 
     def to_dict(self) -> dict[str, Any]:
