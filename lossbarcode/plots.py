@@ -867,14 +867,14 @@ def generalization_figure(
                           f"<br>{y_label} %{{y:.4g}}<extra></extra>",
         ))
     lines = [title + (f" ({dropped} essential/diverged minima left out)" if dropped else "")]
-    if tests:
-        lines.append("<sup>" + " · ".join(
-            f"{name}: not enough varied finite points (n = {t.n})" if t.rho is None
-            else f"{name}: Spearman ρ = {t.rho:.3f}, p {_p_relation(t)} ({t.method}), n = {t.n}"
-            for name, t in tests.items()) + "</sup>")
-    fig.update_layout(title={"text": "<br>".join(lines)}, yaxis_title=y_label,
-                      xaxis_title="segment length (death − birth)",
-                      margin={**MARGIN, "t": MARGIN["t"] + 30 * (len(lines) - 1)}, height=460,
+    lines += [f"<sup>{name}: not enough varied finite points (n = {t.n})</sup>" if t.rho is None
+              else f"<sup>{name}: Spearman ρ = {t.rho:.3f}, p {_p_relation(t)} ({t.method}), "
+                   f"n = {t.n}</sup>" for name, t in (tests or {}).items()]
+    # Lines hang from the top of the figure; the top margin grows with them.
+    fig.update_layout(title={"text": "<br>".join(lines), "yref": "container", "y": 1,
+                             "yanchor": "top", "pad": {"t": 12}},
+                      yaxis_title=y_label, xaxis_title="segment length (death − birth)",
+                      margin={**MARGIN, "t": MARGIN["t"] + 18 * (len(lines) - 1)}, height=460,
                       legend={"orientation": "h", "y": -0.18})
     return fig
 
