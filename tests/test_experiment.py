@@ -101,6 +101,17 @@ def test_result_is_complete_and_consistent(tiny_result):
     assert store.stages(result.run_id) == ["minima", "paths", "result"]
 
 
+def test_old_asymptotic_p_values_are_recomputed_on_load(tiny_result):
+    _, result = tiny_result
+    data = json.loads(json.dumps(result.to_json()))
+    assert data["generalization"]["method"] in ("exact", "monte carlo", "undefined")
+    data["generalization"] = {"spearman": -1.0, "p_value": 0.0, "n": 3}  # spearmanr's, stored
+    loaded = Result.from_json(data).generalization
+    assert loaded == experiment.generalization_summary(result.segment_lengths(),
+                                                       result.test_error)
+    assert loaded["p_value"] != 0.0 and "method" in loaded
+
+
 def test_finished_run_is_loaded_not_recomputed(tiny_result, monkeypatch):
     store, result = tiny_result
 
