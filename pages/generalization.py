@@ -18,7 +18,8 @@ st.caption(
     "barrier gradient descent must climb to escape it), y its error on held-out data. The "
     "paper (arXiv:2012.15834) reports that in some settings longer segments go with worse "
     "test error. Pool the minima of several runs — e.g. the same network trained with a "
-    "constant and an annealed learning rate — and read the rank correlation."
+    "constant and an annealed learning rate — and read the rank correlation, pooled and "
+    "within each run (which differences between the runs cannot make)."
 )
 
 runs = ui.finished_runs()
