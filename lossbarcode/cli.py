@@ -383,7 +383,8 @@ def _cmd_show(args: argparse.Namespace) -> int:
     g = result.generalization
     if g.get("spearman") is not None:
         print(f"segment length vs test error: Spearman {g['spearman']:.3f} "
-              f"(p={g['p_value']:.3g}, n={g['n']})")
+              f"(p={g['p_value']:.3g}, {g['method']} permutation test over "
+              f"{g['n_permutations']:,} permutations, n={g['n']})")
     print(f"paths: {result.paths_note()}")
     print()
     print(_table(result.minima_table()))

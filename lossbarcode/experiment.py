@@ -40,7 +40,7 @@ import platform
 import re
 import time
 import warnings
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -283,6 +283,22 @@ class ExperimentConfig:
         return dataclasses.replace(self, **changes)
 
 
+def setting_differences(configs: Sequence[ExperimentConfig]) -> dict[str, list[Any]]:
+    """The knobs on which ``configs`` differ, ``name -> distinct values`` (first-seen order;
+    empty if they agree): the fields of :meth:`ExperimentConfig.identity` (so ``device`` and
+    knobs that change nothing are not differences) other than ``seed`` and the data
+    fingerprint. Runs pooled across such a difference confound it with what is compared."""
+    values: dict[str, list[Any]] = {}
+    for config in configs:
+        identity = config.identity(data="")  # the data files' fingerprint is not a knob
+        del identity["seed"]  # seeds differ by design
+        for name, value in identity.items():
+            values.setdefault(name, [])
+            if value not in values[name]:
+                values[name].append(value)
+    return {name: seen for name, seen in values.items() if len(seen) > 1}
+
+
 def _json_float(x: float) -> float | None:
     """NaN (diverged, or no test error for regression) and inf (an overflowing loss) become
     null in JSON."""
@@ -364,13 +380,16 @@ class Result:
 
     def minima_table(self) -> list[dict[str, Any]]:
         """One row per minimum: losses, test error and its bar (None if diverged); NaN where
-        undefined, ``merged_into`` as the absorbing minimum's index."""
+        undefined. ``merged_into_minimum``: the minimum whose bar absorbed this one's (None
+        if essential or diverged), as in :meth:`Barcode.to_dict
+        <lossbarcode.topology.Barcode.to_dict>`."""
         bar_of = {int(m): i for i, m in enumerate(self.barcode.minima)}
         rows = []
         lengths = self.barcode.lengths()
+        absorbers = self.barcode.merged_into_minimum()
         for i in range(self.k):
             bar = bar_of.get(i)
-            absorber = None if bar is None else int(self.barcode.merged_into[bar])
+            absorber = None if bar is None else int(absorbers[bar])
             rows.append({
                 "minimum": i,
                 "train_loss": float(self.train_loss[i]),
@@ -380,8 +399,7 @@ class Result:
                 "birth": None if bar is None else float(self.barcode.births[bar]),
                 "death": None if bar is None else float(self.barcode.deaths[bar]),
                 "length": None if bar is None else float(lengths[bar]),
-                "merged_into": None if absorber is None or absorber < 0
-                else int(self.barcode.minima[absorber]),
+                "merged_into_minimum": None if absorber is None or absorber < 0 else absorber,
                 "grad_norm": float(self.grad_norm[i]) if len(self.grad_norm) else float("nan"),
             })
         return rows
@@ -574,7 +592,10 @@ def _result_from_json(cls: type[Result], data: dict[str, Any]) -> Result:
         barcode=barcode,
         to_score={str(key): float(_floats([v], f"to_score {key}")[0])
                   for key, v in to_score.items()},
-        generalization=dict(generalization),
+        # Results stored before permutation p-values (no "method") had spearmanr's
+        # asymptotic p, wrong for few minima: recomputed from their own data.
+        generalization=dict(generalization) if "method" in generalization
+        else generalization_summary(segment_lengths(barcode, k), column("test_error")),
         timings={str(key): float(_floats([v], f"timings {key}")[0]) for key, v in timings.items()},
         n_params=n_params,
         device=device,
@@ -634,16 +655,15 @@ def bar_certified(barcode: topology.Barcode, pairs: np.ndarray, path_barriers: n
 
 
 def generalization_summary(lengths: np.ndarray, test_error: np.ndarray) -> dict[str, Any]:
-    """Spearman rank correlation of segment length vs test error over the minima where both
-    are finite (essential and diverged minima left out): ``{"spearman", "p_value", "n"}``."""
-    from scipy.stats import spearmanr
+    """Spearman rank correlation of segment length vs test error (both ``(K,)``) over the
+    minima where both are finite (essential and diverged minima left out), with its exact or
+    Monte Carlo permutation p-value (:func:`lossbarcode.stats.spearman_test`):
+    ``{"spearman", "p_value", "n", "method", "n_permutations"}``, None where undefined."""
+    from lossbarcode.stats import spearman_test  # scipy.stats: 0.4 s, only when needed
 
-    ok = np.isfinite(lengths) & np.isfinite(test_error)
-    n = int(ok.sum())
-    if n < 3 or np.ptp(lengths[ok]) == 0 or np.ptp(test_error[ok]) == 0:
-        return {"spearman": None, "p_value": None, "n": n}
-    rho, p = spearmanr(lengths[ok], test_error[ok])
-    return {"spearman": float(rho), "p_value": float(p), "n": n}
+    test = spearman_test(lengths, test_error)
+    return {"spearman": test.rho, "p_value": test.p_value, "n": test.n, "method": test.method,
+            "n_permutations": test.n_permutations}
 
 
 # --------------------------------------------------------------------------- building blocks

@@ -17,12 +17,16 @@ Every function is pure: data in, :class:`plotly.graph_objects.Figure` out.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
+from typing import TYPE_CHECKING
 
 import numpy as np
 import plotly.graph_objects as go
 
 from lossbarcode.topology import Barcode
+
+if TYPE_CHECKING:  # scipy.stats costs 0.4 s to import; only the type is needed here
+    from lossbarcode.stats import SpearmanTest
 
 PALETTE = (
     "#1f77b4", "#ff7f0e", "#2ca02c", "#d62728", "#9467bd", "#8c564b", "#e377c2", "#17becf",
@@ -822,7 +826,7 @@ def projection_figure(
 def generalization_figure(
     groups: dict[str, tuple[np.ndarray, np.ndarray]] | Sequence[tuple[str, np.ndarray,
                                                                       np.ndarray]],
-    stats: dict | None = None,
+    tests: Mapping[str, SpearmanTest] | None = None,
     y_label: str = "test error",
     minima_ids: dict[str, np.ndarray] | None = None,
     title: str = "Segment length vs generalization",
@@ -832,9 +836,10 @@ def generalization_figure(
     Args:
         groups: ``label -> (lengths, errors)``, two ``(K,)`` arrays per run. Points where
             either is not finite (essential bars, diverged minima, regression without an
-            error) are left out and counted in the subtitle.
-        stats: ``{"spearman", "p_value", "n"}`` (see
-            :func:`lossbarcode.experiment.generalization_summary`), annotated on the plot.
+            error) are left out and counted in the title.
+        tests: ``name -> test`` (e.g. ``{"pooled": ..., "within runs": ...}`` from
+            :mod:`lossbarcode.stats`), written under the title, outside the plotting area, so
+            no point is ever covered.
         minima_ids: ``label -> (K,)`` minimum index of each point (default ``0..K-1``).
 
     Traces: one per group, in order (possibly empty).
@@ -861,20 +866,23 @@ def generalization_figure(
             hovertemplate=f"{label}<br>minimum %{{customdata}}<br>segment length %{{x:.5g}}"
                           f"<br>{y_label} %{{y:.4g}}<extra></extra>",
         ))
-    if stats is not None:
-        if stats.get("spearman") is None:
-            text = f"Spearman: not enough varied finite points (n = {stats.get('n', 0)})"
-        else:
-            text = (f"Spearman ρ = {stats['spearman']:.3f}, p = {stats['p_value']:.3g}, "
-                    f"n = {stats['n']}")
-        fig.add_annotation(text=text, xref="paper", yref="paper", x=0.01, y=0.99,
-                           showarrow=False, xanchor="left", yanchor="top",
-                           bgcolor="rgba(128,128,128,0.15)", borderpad=4)
-    subtitle = f" ({dropped} essential/diverged minima left out)" if dropped else ""
-    fig.update_layout(title=title + subtitle, xaxis_title="segment length (death − birth)",
-                      yaxis_title=y_label, margin=MARGIN, height=460,
+    lines = [title + (f" ({dropped} essential/diverged minima left out)" if dropped else "")]
+    lines += [f"<sup>{name}: not enough varied finite points (n = {t.n})</sup>" if t.rho is None
+              else f"<sup>{name}: Spearman ρ = {t.rho:.3f}, p {_p_relation(t)} ({t.method}), "
+                   f"n = {t.n}</sup>" for name, t in (tests or {}).items()]
+    # Lines hang from the top of the figure; the top margin grows with them.
+    fig.update_layout(title={"text": "<br>".join(lines), "yref": "container", "y": 1,
+                             "yanchor": "top", "pad": {"t": 12}},
+                      yaxis_title=y_label, xaxis_title="segment length (death − birth)",
+                      margin={**MARGIN, "t": MARGIN["t"] + 18 * (len(lines) - 1)}, height=460,
                       legend={"orientation": "h", "y": -0.18})
     return fig
+
+
+def _p_relation(test: SpearmanTest) -> str:
+    """``"= 0.333"``, or ``"≤ 0.0002"`` where a Monte Carlo test found nothing as extreme."""
+    text = test.p_text()
+    return text if text.startswith("≤") else f"= {text}"
 
 
 def slice_bar_colors(

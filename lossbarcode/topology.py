@@ -57,7 +57,9 @@ class Barcode:
             vertex index of the saddle (the higher end of the merging edge; flat index for grids);
             for :func:`minima_barcode` the flat index ``i * K + j`` (``i < j``) of the barrier
             matrix entry whose path killed it.
-        merged_into: index (into this barcode) of the bar that absorbed it, ``-1`` if essential.
+        merged_into: *bar index* (position in these arrays) of the bar that absorbed it, ``-1``
+            if essential. Not a minimum id: :meth:`merged_into_minimum` gives the minimum
+            (vertex) where that bar was born, the ``merged_into_minimum`` of exports and tables.
         saddle_edges: the two vertices of the edge where the bar died, ``(-1, -1)`` if essential.
     """
 
@@ -155,6 +157,11 @@ class Barcode:
         """All bars as an ``(n, 2)`` array of (birth, death), ``np.inf`` deaths included."""
         return np.column_stack([self.births, self.deaths]).reshape(-1, 2)
 
+    def merged_into_minimum(self) -> np.ndarray:
+        """``(n,)`` the minimum (``minima`` entry) of the bar that absorbed each bar, ``-1``
+        for an essential bar: ``minima[merged_into]``."""
+        return np.where(self.merged_into >= 0, self.minima[np.maximum(self.merged_into, 0)], -1)
+
     def filter(self, min_length: float) -> Barcode:
         """Keep essential bars and finite bars of length ``>= min_length``.
 
@@ -179,20 +186,26 @@ class Barcode:
         )
 
     def to_dict(self) -> dict[str, list]:
-        """A JSON-safe dict; infinite deaths are written as the string ``"inf"``."""
+        """A JSON-safe dict; infinite deaths are written as the string ``"inf"``.
+
+        ``merged_into`` holds bar indices (as the attribute); ``merged_into_minimum`` the
+        absorbing bar's minimum (:meth:`merged_into_minimum`), for readers of the file."""
         return {
             "births": [float(b) for b in self.births],
             "deaths": ["inf" if np.isinf(d) else float(d) for d in self.deaths],
             "minima": self.minima.tolist(),
             "saddles": self.saddles.tolist(),
             "merged_into": self.merged_into.tolist(),
+            "merged_into_minimum": self.merged_into_minimum().tolist(),
             "saddle_edges": self.saddle_edges.tolist(),
         }
 
     @classmethod
     def from_dict(cls, data: dict) -> Barcode:
         """Inverse of :meth:`to_dict`; raises ``ValueError`` on a malformed dict (wrong
-        types, negative or non-integer indices, a ``merged_into`` cycle, ...)."""
+        types, negative or non-integer indices, a ``merged_into`` cycle, a
+        ``merged_into_minimum`` that disagrees with ``merged_into``, ...). Dicts written
+        before ``merged_into_minimum`` existed (without it) load the same."""
         required = ("births", "deaths", "minima", "saddles", "merged_into")
         if not isinstance(data, dict) or any(k not in data for k in required):
             raise ValueError(f"a barcode dict needs the keys {required}")
@@ -223,7 +236,7 @@ class Barcode:
             if any(len(e) != 2 for e in edges):
                 raise ValueError("barcode saddle_edges must be [i, j] pairs")
         try:
-            return cls(
+            barcode = cls(
                 births=numbers("births"),
                 deaths=numbers("deaths", allow_inf=True),
                 minima=indices(data["minima"], "minima"),
@@ -234,6 +247,13 @@ class Barcode:
             )
         except (TypeError, OverflowError) as err:
             raise ValueError(f"malformed barcode dict: {err}") from None
+        # Derived, so only checked: an edited file must not say two things.
+        if "merged_into_minimum" in data and indices(
+                data["merged_into_minimum"], "merged_into_minimum") != \
+                barcode.merged_into_minimum().tolist():
+            raise ValueError("barcode merged_into_minimum must be minima[merged_into] (-1 for "
+                             "essential bars); the file was edited: fix or drop that key")
+        return barcode
 
 
 def _json_list(value: Any, key: str) -> list:

@@ -305,8 +305,9 @@ if r is not None:
         else:
             i, j = r.pairs[pair] if pair is not None else ("?", "?")
             st.info(f"Minimum {highlight} (loss {row['birth']:.4g}) dies at {row['death']:.4g} "
-                    f"on the path {i}–{j}, merging into minimum {row['merged_into']}: segment "
-                    f"length {row['length']:.4g}.", icon=":material/info:")
+                    f"on the path {i}–{j}, merging into minimum "
+                    f"{row['merged_into_minimum']}: segment length {row['length']:.4g}.",
+                    icon=":material/info:")
 
     colors = plots.minimum_colors(barcode.minima)
     labels = [f"minimum {m}" for m in barcode.minima]
@@ -349,7 +350,7 @@ if r is not None:
     table["length"] = table["length"].astype(float)
     table.insert(0, "colour", "")
     table = table[["colour", "minimum", "train_loss", "test_loss", "test_error", "length",
-                   "birth", "death", "merged_into", "diverged"]]
+                   "birth", "death", "merged_into_minimum", "diverged"]]
 
     def shade(row: pd.Series) -> list[str]:
         color = plots.minimum_color(int(row["minimum"]))
@@ -371,7 +372,8 @@ if r is not None:
                                                     help="inf: the lowest minimum"),
             "birth": st.column_config.NumberColumn(format="%.5g"),
             "death": st.column_config.NumberColumn(format="%.5g"),
-            "merged_into": st.column_config.NumberColumn("merged into", format="%d"),
+            "merged_into_minimum": st.column_config.NumberColumn(
+                "merged into minimum", format="%d"),
         },
     )
     profile_rows = [{"i": int(i), "j": int(j), "t": float(t), "loss": float(v)}

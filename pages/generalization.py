@@ -3,8 +3,8 @@
 import numpy as np
 import streamlit as st
 
-from lossbarcode import plots
-from lossbarcode.experiment import generalization_summary
+from lossbarcode import plots, stats
+from lossbarcode.experiment import setting_differences
 from pages import _common as ui
 
 ui.use_navigation()
@@ -18,7 +18,8 @@ st.caption(
     "barrier gradient descent must climb to escape it), y its error on held-out data. The "
     "paper (arXiv:2012.15834) reports that in some settings longer segments go with worse "
     "test error. Pool the minima of several runs — e.g. the same network trained with a "
-    "constant and an annealed learning rate — and read the rank correlation."
+    "constant and an annealed learning rate — and read the rank correlation, pooled and "
+    "within each run (which differences between the runs cannot make)."
 )
 
 runs = ui.finished_runs()
@@ -44,48 +45,72 @@ if not chosen:
     st.info("Choose at least one run in the sidebar.", icon=":material/info:")
     st.stop()
 
-groups, ids, rows, points = {}, {}, [], []
-lengths_all, errors_all = [], []
-for run_id in chosen:
-    r = ui.result(run_id)
-    lengths = r.segment_lengths()
-    errors = getattr(r, MEASURES[measure])
+# The runs whose minima are pooled: every statistic below reads this one list.
+pooled_runs = list(chosen)
+results = {run_id: ui.result(run_id) for run_id in pooled_runs}
+groups, ids, points = {}, {}, []
+for run_id, r in results.items():
     label = f"{run_id[:8]} · {r.config.arch} {r.config.width}×{r.config.depth} · " \
             f"{r.config.schedule} lr"
+    lengths, errors = r.segment_lengths(), getattr(r, MEASURES[measure])
     groups[label], ids[label] = (lengths, errors), np.arange(r.k)
-    lengths_all.append(lengths)
-    errors_all.append(errors)
-    stats = generalization_summary(lengths, errors)
-    rows.append({"run": run_id, "setting": label, "minima": r.k, "n (finite)": stats["n"],
-                 "spearman": stats["spearman"], "p_value": stats["p_value"]})
     points += [{"run": run_id, "minimum": i, "segment_length": float(lengths[i]),
                 MEASURES[measure]: float(errors[i]), "schedule": r.config.schedule}
                for i in range(r.k)]
 
-pooled = generalization_summary(np.concatenate(lengths_all), np.concatenate(errors_all))
-if pooled["spearman"] is None:
+pooled = stats.spearman_test(np.concatenate([g[0] for g in groups.values()]),
+                             np.concatenate([g[1] for g in groups.values()]))
+within = stats.stratified_spearman(groups)
+differences = setting_differences([r.config for r in results.values()])
+if pooled.rho is None:
     st.warning(
-        f"Only {pooled['n']} minima have a finite segment and a {measure} with some spread: a "
+        f"Only {pooled.n} minima have a finite segment and a {measure} with some spread: a "
         "rank correlation needs at least 3. Add runs with more minima (K) or a dataset with a "
         "test error (classification).", icon=":material/warning:")
-cols = st.columns(3)
-cols[0].metric("Spearman ρ (pooled)",
-               "—" if pooled["spearman"] is None else f"{pooled['spearman']:.3f}")
-cols[1].metric("p-value", "—" if pooled["p_value"] is None else f"{pooled['p_value']:.3g}")
-cols[2].metric("n minima", pooled["n"], help="Essential (global) and diverged minima have no "
+if differences:
+    named = "; ".join(f"{name} ({', '.join(map(str, seen))})" for name, seen in
+                      differences.items())
+    st.warning(f"The pooled runs differ in {named}: the pooled ρ mixes differences between "
+               "runs (a setting such as width can drive both segment length and error) with "
+               "the relation within a run. Read the within-run test.",
+               icon=":material/warning:")
+cols = st.columns(5)
+cols[0].metric("Spearman ρ (pooled)", "—" if pooled.rho is None else f"{pooled.rho:.3f}",
+               help="Rank correlation over all pooled minima.")
+cols[1].metric("p (pooled)", pooled.p_text(), help=pooled.describe())
+cols[2].metric("ρ within runs", "—" if within.combined.rho is None
+               else f"{within.combined.rho:.3f}",
+               help="Mean of each run's own ρ, weighted by its number of minima: differences "
+                    "between runs cannot make it.")
+cols[3].metric("p (within runs)", within.combined.p_text(),
+               help="Minima permuted only within their own run: "
+                    + within.combined.describe())
+cols[4].metric("n minima", pooled.n, help="Essential (global) and diverged minima have no "
                "finite segment and are left out.")
+st.caption(f"Pooled p: {pooled.describe()}. Within-run p: {within.combined.describe()}, over "
+           f"the {len(within.used)} of {len(groups)} runs with ρ defined.")
 
-ui.chart(plots.generalization_figure(groups, pooled, y_label=measure, minima_ids=ids),
+ui.chart(plots.generalization_figure(groups, {"pooled": pooled, "within runs": within.combined},
+                                     y_label=measure, minima_ids=ids),
          key="generalization", name="generalization")
+rows = [{"run": run_id, "setting": label, "minima": results[run_id].k, "n (finite)": test.n,
+         "spearman": test.rho, "p": test.p_text(), "method": test.method,
+         "permutations": test.n_permutations}
+        for run_id, (label, test) in zip(results, within.groups.items(), strict=True)]
 st.dataframe(rows, hide_index=True, width="stretch",
              column_config={"spearman": st.column_config.NumberColumn(format="%.3f"),
-                            "p_value": st.column_config.NumberColumn("p-value", format="%.3g")})
+                            "p": st.column_config.TextColumn(
+                                "p-value", help="Exact permutation p (all n! orderings) up "
+                                f"to n = 8, else {stats.N_PERMUTATIONS:,} random ones.")})
 ui.downloads([
     ("Points (CSV)", ui.csv_text(points), "generalization_points.csv", "text/csv"),
-    ("Statistics (JSON)", ui.json_text({"pooled": pooled, "runs": rows, "measure": measure}),
+    ("Statistics (JSON)", ui.json_text({
+        "measure": measure, "pooled": pooled.to_dict(), "within_runs": within.to_dict(),
+        "runs": dict(zip(within.groups, pooled_runs, strict=True)),
+        "setting_differences": differences}),
      "generalization_stats.json", "application/json"),
 ])
-if all(ui.result(r).config.schedule == "constant" for r in chosen):
+if all(r.config.schedule == "constant" for r in results.values()):
     st.caption("Tip: to contrast kinds of minima, run the same config with schedule "
                "**anneal** on the Explore page (CLI: `lossbarcode run --schedule anneal`) and "
                "pool both runs here.")

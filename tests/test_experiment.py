@@ -1,5 +1,7 @@
 """Experiments end to end: config, stages, resume, corruption, concurrency, sweeps, CLI."""
 
+import csv
+import io
 import json
 import os
 import signal
@@ -97,6 +99,17 @@ def test_result_is_complete_and_consistent(tiny_result):
     assert set(result.to_score) == set(experiment.SCORE_VARIANTS)
     assert set(result.timings) == {"minima", "paths", "barcode"}
     assert store.stages(result.run_id) == ["minima", "paths", "result"]
+
+
+def test_old_asymptotic_p_values_are_recomputed_on_load(tiny_result):
+    _, result = tiny_result
+    data = json.loads(json.dumps(result.to_json()))
+    assert data["generalization"]["method"] in ("exact", "monte carlo", "undefined")
+    data["generalization"] = {"spearman": -1.0, "p_value": 0.0, "n": 3}  # spearmanr's, stored
+    loaded = Result.from_json(data).generalization
+    assert loaded == experiment.generalization_summary(result.segment_lengths(),
+                                                       result.test_error)
+    assert loaded["p_value"] != 0.0 and "method" in loaded
 
 
 def test_finished_run_is_loaded_not_recomputed(tiny_result, monkeypatch):
@@ -280,7 +293,15 @@ def test_cli_run_show_export_list(tmp_path, capsys):
     assert lines[0].startswith("minimum,train_loss") and len(lines) == 1 + TINY.k
     out_file = tmp_path / "r.json"
     assert main(["export", run_id, "--output", str(out_file), "--results", str(results)]) == 0
-    assert json.loads(out_file.read_text())["barcode"]
+    barcode = json.loads(out_file.read_text())["barcode"]
+    # One meaning of "merged into" in both exports: the absorbing bar's minimum.
+    from_json = dict(zip(barcode["minima"], barcode["merged_into_minimum"], strict=True))
+    from_csv = {int(row["minimum"]): int(row["merged_into_minimum"] or -1)
+                for row in csv.DictReader(io.StringIO("\n".join(lines)))
+                if row["diverged"] == "False"}
+    assert from_json == from_csv and sorted(from_json.values()).count(-1) == 1
+    assert [barcode["minima"][m] if m >= 0 else -1 for m in barcode["merged_into"]] == \
+        barcode["merged_into_minimum"]
     assert main(["list", "--results", str(results)]) == 0
     assert run_id in capsys.readouterr().out
 

@@ -314,10 +314,22 @@ def test_generalization_pools_the_selected_runs(store):
     assert at.query_params["runs"] == ids
     figure = charts(at)[0]
     assert len(figure["data"]) == 2  # one trace per run
+    assert figure["data"][0]["marker"]["symbol"] != figure["data"][1]["marker"]["symbol"]
     n = sum(len(array(t.get("x", []))) for t in figure["data"])
-    assert at.metric[2].value == str(n)
+    metrics = {m.label: m for m in at.metric}
+    assert metrics["n minima"].value == str(n)
+    # Permutation p-values, said how they were made; never the asymptotic "0".
+    for label in ("p (pooled)", "p (within runs)"):
+        assert metrics[label].value != "0"
+    assert "permutation" in metrics["p (pooled)"].help
+    # The runs differ in schedule: pooling them is flagged, the within-run test offered.
+    assert "differ in schedule (constant, anneal)" in texts(at.warning)
+    assert "within runs" in figure["layout"]["title"]["text"]
+    assert len(at.dataframe[0].value) == 2  # a row (rho, p, n) per run
     at.sidebar.radio[0].set_value("test loss").run()
     assert not at.exception
+    at.sidebar.multiselect[0].set_value(ids[:1]).run()
+    assert not at.exception and "differ in" not in texts(at.warning)
 
 
 def test_compare_two_runs(store):

@@ -166,20 +166,28 @@ def test_projection_figure_2d_3d_and_nan_values():
         plots.projection_figure(rng.normal(size=(4, 4)))
 
 
-def test_generalization_figure_drops_nonfinite_and_annotates_spearman():
+def test_generalization_figure_drops_nonfinite_and_states_the_tests_off_the_data():
+    from lossbarcode.stats import spearman_test, stratified_spearman
+
     groups = {"constant lr": (np.array([np.inf, 0.1, 0.2, 0.3]), np.array([0.1, 0.2, 0.3, 0.4])),
               "annealed lr": (np.array([0.0, np.nan]), np.array([0.5, 0.6]))}
-    stats = {"spearman": 0.8, "p_value": 0.05, "n": 4}
-    fig = plots.generalization_figure(groups, stats)
+    pooled = spearman_test(np.concatenate([g[0] for g in groups.values()]),
+                           np.concatenate([g[1] for g in groups.values()]))
+    within = stratified_spearman(groups).combined
+    fig = plots.generalization_figure(groups, {"pooled": pooled, "within runs": within})
     assert [t.name for t in fig.data] == ["constant lr", "annealed lr"]
     assert list(fig.data[0].x) == [0.1, 0.2, 0.3] and list(fig.data[0].customdata) == [1, 2, 3]
     assert len(fig.data[1].x) == 1
-    assert "ρ = 0.800" in fig.layout.annotations[0].text and "n = 4" in \
-        fig.layout.annotations[0].text
-    assert "2 essential/diverged" in fig.layout.title.text
+    title = fig.layout.title.text
+    assert f"ρ = {pooled.rho:.3f}" in title and f"p = {pooled.p_text()} (exact)" in title
+    assert f"n = {pooled.n}" in title and "within runs" in title
+    assert "2 essential/diverged" in title
+    assert not fig.layout.annotations  # nothing drawn over the points
     assert fig.data[0].marker.symbol != fig.data[1].marker.symbol
-    fig = plots.generalization_figure(groups, {"spearman": None, "p_value": None, "n": 2})
-    assert "not enough" in fig.layout.annotations[0].text
+    fig = plots.generalization_figure(groups, {"pooled": spearman_test([0.1, 0.2], [1, 2])})
+    assert "not enough" in fig.layout.title.text
+    ties = spearman_test(np.arange(30.0), np.arange(30.0))
+    assert "p ≤ " in plots.generalization_figure(groups, {"pooled": ties}).layout.title.text
 
 
 def test_slice_figure_marks_the_three_trained_minima():

@@ -281,6 +281,23 @@ def test_barcode_round_trips_through_json():
     assert again.finite().shape[0] + again.essential().shape[0] == len(barcode)
 
 
+def test_merged_into_minimum_names_the_absorbing_bars_minimum():
+    barcode = lb.grid_barcode(toys.get("rastrigin").grid(40)[1])
+    absorbers = barcode.merged_into_minimum()
+    essential = np.isinf(barcode.deaths)
+    assert np.all(absorbers[essential] == -1)
+    bars = barcode.merged_into[~essential]
+    np.testing.assert_array_equal(absorbers[~essential], barcode.minima[bars])
+    data = barcode.to_dict()
+    assert data["merged_into_minimum"] == absorbers.tolist()
+    # Dicts stored before merged_into_minimum existed load the same; an edited one is refused.
+    old = {k: v for k, v in data.items() if k != "merged_into_minimum"}
+    assert lb.Barcode.from_dict(old) == barcode
+    edited = dict(data, merged_into_minimum=data["merged_into"])
+    with pytest.raises(ValueError, match="merged_into_minimum"):
+        lb.Barcode.from_dict(edited)
+
+
 def test_filter_keeps_essential_bars_and_reindexes_absorbers():
     barcode = lb.grid_barcode(toys.get("rastrigin").grid(80)[1])
     threshold = float(np.median(barcode.finite()[:, 1] - barcode.finite()[:, 0]))
