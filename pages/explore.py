@@ -17,7 +17,7 @@ ui.use_navigation()
 PRESETS = {
     "default": ("Default: digits, fcn 32×2, K = 8", {}),
     "tiny": ("Tiny smoke test (a few seconds)",
-             {"n_train": 200, "n_test": 100, "width": 8, "depth": 1, "k": 4, "steps": 30,
+             {"n_train": 200, "n_test": 100, "width": 8, "depth": 1, "k": 4, "steps": 300,
               "batch_size": 32, "images": 2, "path_steps": 10, "eval_points": 2,
               "device": "cpu"}),
     "wide": ("Wide: fcn 128×2", {"width": 128}),

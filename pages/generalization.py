@@ -39,6 +39,12 @@ with st.sidebar:
     chosen = st.multiselect("Runs to pool", runs, key="gen_runs", format_func=ui.run_label,
                             help="Their minima are pooled into one rank correlation.")
     measure = st.radio("Generalization measure", list(MEASURES), horizontal=True)
+    broken = [r for r in chosen if ui.run_health_of(ui.result(r)).broken]
+    include_broken = bool(broken) and st.toggle(
+        f"Include {len(broken)} broken runs", value=False,
+        help="Runs with diverged minima or paths far below their minima measure the "
+             "training, not the network; they are left out of the statistics unless "
+             "included.")
 st.session_state.current_gen_runs = chosen
 st.query_params["runs"] = chosen
 if not chosen:
@@ -46,7 +52,17 @@ if not chosen:
     st.stop()
 
 # The runs whose minima are pooled: every statistic below reads this one list.
-pooled_runs = list(chosen)
+pooled_runs = [r for r in chosen if include_broken or r not in broken]
+if broken:
+    st.warning(f"{len(broken)} of the chosen runs are broken ("
+               + "; ".join(f"`{r[:8]}`: {ui.run_health_of(ui.result(r)).summary()}"
+                           for r in broken)
+               + (") and pooled anyway." if include_broken else
+                  ") and left out; the sidebar can include them."), icon=":material/report:")
+if not pooled_runs:
+    st.info("Every chosen run is broken: include them in the sidebar, or choose others.",
+            icon=":material/info:")
+    st.stop()
 results = {run_id: ui.result(run_id) for run_id in pooled_runs}
 groups, ids, points = {}, {}, []
 for run_id, r in results.items():

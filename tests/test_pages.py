@@ -17,7 +17,7 @@ from lossbarcode.store import ResultStore
 from lossbarcode.sweep import summarize
 
 ROOT = Path(__file__).resolve().parents[1]
-TINY = ExperimentConfig(n_train=200, n_test=100, width=8, depth=1, k=4, steps=30, batch_size=32,
+TINY = ExperimentConfig(n_train=200, n_test=100, width=8, depth=1, k=4, steps=300, batch_size=32,
                         images=2, path_steps=10, eval_points=2, device="cpu")
 ANNEALED = TINY.replace(schedule="anneal")
 
@@ -493,3 +493,26 @@ def test_minima_map_warns_about_an_unknown_run_link(store):
     assert "0123456789abcdef` is not in the results folder" in texts(at.warning)
     at.selectbox(key="picker_run").set_value(store["runs"][1].run_id).run()
     assert "not in the results folder" not in texts(at.warning)
+
+
+def test_generalization_leaves_broken_runs_out_unless_included(store, tmp_path, monkeypatch):
+    import dataclasses
+
+    from lossbarcode.experiment import save_result
+
+    good, other = store["runs"]
+    diverged = np.zeros(other.k, dtype=bool)
+    diverged[0] = True
+    results = ResultStore(tmp_path)
+    for r in (good, dataclasses.replace(other, diverged=diverged)):
+        with results.lock(r.run_id):
+            save_result(results, r)
+    monkeypatch.setenv("LOSSBARCODE_RESULTS", str(tmp_path))
+    at = app("generalization")
+    at.sidebar.multiselect(key="gen_runs").set_value([good.run_id, other.run_id]).run()
+    assert not at.exception
+    assert "broken" in texts(at.warning) and "left out" in texts(at.warning)
+    assert len(at.dataframe[0].value) == 1  # one run in the per-run table
+    at.sidebar.toggle[0].set_value(True).run()
+    assert "pooled anyway" in texts(at.warning)
+    assert len(at.dataframe[0].value) == 2
