@@ -38,7 +38,8 @@ if TYPE_CHECKING:
     from lossbarcode.experiment import ExperimentConfig
     from lossbarcode.store import ResultStore
 
-__all__ = ["CONFIRM_ABOVE_S", "COST_STAGES", "Calibration", "check_memory", "device_kind",
+__all__ = ["CONFIRM_ABOVE_S", "COST_STAGES", "Calibration", "check_memory", "config_throughput",
+           "device_kind",
            "estimate_cost", "fit_calibration", "free_memory", "memory_need", "stage_seconds",
            "store_calibration", "throughput"]
 
@@ -130,7 +131,7 @@ def estimate_cost(config: ExperimentConfig, calibration: Calibration = RAW) -> d
     """
     config = config.validate()
     parts = _cost_parts(config)
-    stages = stage_seconds(config, throughput(_device(config), config.dtype), calibration)
+    stages = stage_seconds(config, config_throughput(config), calibration)
     return {"seconds": _SETUP_S + sum(stages.values()), "stages": stages,
             "n_params": parts["n_params"], "n_pairs": parts["n_pairs"],
             "flops": parts["minima_flops"] + parts["paths_flops"],
@@ -180,7 +181,7 @@ def store_calibration(store: ResultStore, kind: str) -> Calibration:
     if not observed:
         return RAW
     return fit_calibration(
-        (stage_seconds(config, throughput(_device(config), config.dtype)), timings)
+        (stage_seconds(config, config_throughput(config)), timings)
         for config, timings in observed)
 
 
@@ -330,6 +331,11 @@ def _device(config: ExperimentConfig) -> str:
     import torch
 
     return "cuda" if torch.cuda.is_available() else "cpu"
+
+
+def config_throughput(config: ExperimentConfig) -> float:
+    """:func:`throughput` of the device and dtype ``config`` runs with."""
+    return throughput(_device(config), config.dtype)
 
 
 _throughput_cache: dict[tuple[str, str], tuple[float, float]] = {}  # key: (FLOP/s, when)

@@ -7,22 +7,12 @@ import pandas as pd
 import streamlit as st
 
 from lossbarcode import plots
+from lossbarcode.choices import PRESETS
 from lossbarcode.experiment import ExperimentConfig
 from pages import _common as ui
 
 ui.use_navigation()
 
-PRESETS = {
-    "default": ("Default: digits, fcn 32×2, K = 8", {}),
-    "tiny": ("Tiny smoke test (a few seconds)",
-             {"n_train": 200, "n_test": 100, "width": 8, "depth": 1, "k": 4, "steps": 30,
-              "batch_size": 32, "images": 2, "path_steps": 10, "eval_points": 2,
-              "device": "cpu"}),
-    "wide": ("Wide: fcn 128×2", {"width": 128}),
-    "deep": ("Deep: fcn 32×4", {"depth": 4}),
-    "annealed": ("Annealed learning rate", {"schedule": "anneal"}),
-    "spirals": ("Spirals, fcn 16×2, K = 10", {"dataset": "spirals", "width": 16, "k": 10}),
-}
 OPTIONAL = {"n_train": 0, "n_test": 0, "lr": 0.0, "path_lr": 0.0, "eval_subset": 0,
             "data_root": "", "score_normalize": "none",
             "path_steps": 0}  # widget value that means None
