@@ -38,10 +38,9 @@ if TYPE_CHECKING:
     from lossbarcode.experiment import ExperimentConfig
     from lossbarcode.store import ResultStore
 
-__all__ = ["CONFIRM_ABOVE_S", "COST_STAGES", "Calibration", "check_memory", "config_throughput",
-           "device_kind",
-           "estimate_cost", "fit_calibration", "free_memory", "memory_need", "stage_seconds",
-           "store_calibration", "throughput"]
+__all__ = ["CONFIRM_ABOVE_S", "COST_STAGES", "RAW", "Calibration", "check_fits", "check_memory",
+           "config_throughput", "device_kind", "estimate_cost", "fit_calibration",
+           "free_memory", "memory_need", "stage_seconds", "store_calibration", "throughput"]
 
 CONFIRM_ABOVE_S = 180.0  # the dashboard asks before starting work estimated above this
 COST_STAGES = ("minima", "paths")  # the stages that cost time (Result.timings keys)
@@ -242,6 +241,12 @@ def check_memory(config: ExperimentConfig, free_bytes: int, where: str) -> None:
             f"{parts['n_params']:,} parameters"
             + (f" and {parts['n_pairs']:,} paths" if stage == "paths" else "")
             + f", but {where} has {free_bytes / 2**30:,.1f} GiB free; {hint}")
+
+
+def check_fits(config: ExperimentConfig) -> None:
+    """:func:`check_memory` against the free memory of the device ``config`` runs on here
+    (``ValueError`` saying what to lower, or that the device is not usable)."""
+    check_memory(config, *free_memory(config.device))
 
 
 def free_memory(device: str) -> tuple[int, str]:

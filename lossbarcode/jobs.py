@@ -35,10 +35,9 @@ from typing import Any
 
 from lossbarcode.cost import (
     COST_STAGES,
-    check_memory,
+    check_fits,
     device_kind,
     estimate_cost,
-    free_memory,
     store_calibration,
 )
 from lossbarcode.experiment import Cancelled, ExperimentConfig, run_experiment
@@ -324,7 +323,7 @@ class JobManager:
         """``ValueError`` (what to lower) if a run not stored yet cannot fit in memory."""
         for config in configs:
             if not self.store.exists(config.run_id):
-                check_memory(config, *free_memory(config.device))
+                check_fits(config)
 
     def _submit(self, job_id: str, kind: str, configs: list[ExperimentConfig]) -> str:
         stored = all(self.store.exists(c.run_id) for c in configs)
