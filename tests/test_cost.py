@@ -110,3 +110,23 @@ def test_memory_refusal_says_what_to_lower(tmp_path):
         with pytest.raises(ValueError, match="cannot fit in memory"):
             manager.submit_sweep(TINY, widths=[8, 1_000_000], depths=[50])
         assert manager.jobs() == []
+
+
+def test_bench_estimate_on_two_tiny_presets(monkeypatch, capsys):
+    from lossbarcode import bench_cost, choices
+
+    tiny = choices.PRESETS["tiny"]
+    monkeypatch.setattr(bench_cost, "PRESETS", {
+        "a": tiny, "b": (tiny[0], {**tiny[1], "seed": 1, "k": 3})})
+    rows = bench_cost.estimate_benchmark(("a", "b"))
+    assert [r["preset"] for r in rows] == ["a", "b"]
+    for row in rows:
+        assert row["calibrated_on"] == 1  # leave-one-out: the other preset
+        assert row["actual_s"] > 0 and row["model_s"] > 0 and row["calibrated_s"] > 0
+        assert row["calibrated_ratio"] == pytest.approx(row["calibrated_s"] / row["actual_s"])
+        assert row["within_2x"] == (0.5 <= row["calibrated_ratio"] <= 2)
+    bench_cost.print_estimate_benchmark(rows)
+    out = capsys.readouterr().out
+    assert "calib. ratio" in out and "worst calibrated factor" in out
+    with pytest.raises(ValueError, match="unknown presets"):
+        bench_cost.estimate_benchmark(("nope",))
