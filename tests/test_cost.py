@@ -78,13 +78,14 @@ def test_fit_calibration_recovers_a_known_factor():
 
 
 @pytest.mark.slow
-def test_store_calibration_reads_the_finished_runs(tmp_path):
+def test_store_calibration_reads_the_finished_runs(tmp_path, monkeypatch):
+    rate = 5e9  # fixed, so that the fit and the check below use the same throughput
+    monkeypatch.setattr(cost, "throughput", lambda device, dtype: rate)
     store = ResultStore(tmp_path)
     assert store_calibration(store, "cpu") == cost.RAW
     results = [run_experiment(TINY.replace(seed=s), store) for s in (0, 1)]
     cal = store_calibration(store, "cpu")
     assert cal.runs == 2
-    rate = cost.throughput("cpu", "float32")
     predicted = cost.stage_seconds(TINY, rate)
     for stage in cost.COST_STAGES:  # the median of two runs: their mean ratio
         ratios = [r.timings[stage] / predicted[stage] for r in results]
