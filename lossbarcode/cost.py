@@ -70,6 +70,7 @@ _AUTOGRAD_EFFICIENCY = 0.2
 _STEP_OVERHEAD_S = {"cpu": 0.7e-3, "cuda": 0.3e-3}  # dispatch per minima training step
 _PATH_STEP_OVERHEAD_S = {"cpu": 3e-3, "cuda": 2e-3}  # dispatch per path optimisation step
 _SETUP_S = 1.0  # data loading, landscape, saving (outside the stage timings)
+_STAGE_FIXED_S = 0.3  # per stage: first calls, evaluation set-up, whatever the size
 # connect()'s defaults, which run_experiment does not override.
 _PATH_BATCH, _NEB_CYCLES, _NEB_INSERT, _BEZIER_T, _SCREEN_POINTS = 128, 3, 2, 4, 9
 _REFINE = 2 * PATH_REFINE_ROUNDS * PATH_REFINE_POINTS  # added around a profile's top
@@ -321,8 +322,8 @@ def _cost_parts(config: ExperimentConfig) -> dict[str, Any]:
     path_steps = steps if config.path_method != "linear" else 0
     return {
         "minima_flops": float(minima_flops), "paths_flops": float(paths_flops),
-        "minima_overhead_s": _STEP_OVERHEAD_S[kind] * config.steps,
-        "paths_overhead_s": _PATH_STEP_OVERHEAD_S[kind] * path_steps,
+        "minima_overhead_s": _STAGE_FIXED_S + _STEP_OVERHEAD_S[kind] * config.steps,
+        "paths_overhead_s": _STAGE_FIXED_S + _PATH_STEP_OVERHEAD_S[kind] * path_steps,
         "efficiency": _EFFICIENCY.get(config.arch, _AUTOGRAD_EFFICIENCY),
         "n_params": n_params, "n_pairs": n_pairs, "activations": acts, "batch": batch,
         "path_batch": path_batch, "path_images": path_images,

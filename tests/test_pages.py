@@ -235,6 +235,9 @@ def test_explore_cancel_a_running_job(store):
     at.sidebar.number_input(key="cfg_steps").set_value(20_000).run()
     settle(at.sidebar.number_input(key="cfg_seed").set_value(6).run())
     at.sidebar.button[0].click().run()
+    confirm = [b for b in at.sidebar.button if b.label.startswith("Confirm: start")]
+    if confirm:  # estimated above the threshold on a slow machine: confirm it
+        confirm[0].click().run()
     manager = ui._manager(str(store["root"]))
     deadline = time.time() + 60
     while manager.status(config.run_id).state != "running" and time.time() < deadline:
