@@ -131,13 +131,11 @@ def wait_ready(page: Any, title: str, charts: int = 0, timeout: float = 60) -> N
 
 
 def _tiny_store(folder: str) -> str:
+    from lossbarcode.choices import PRESETS
     from lossbarcode.experiment import ExperimentConfig, run_experiment
     from lossbarcode.store import ResultStore
 
-    config = ExperimentConfig(n_train=200, n_test=100, width=8, depth=1, k=4, steps=300,
-                              batch_size=32, images=2, path_steps=10, eval_points=2,
-                              device="cpu")
-    return run_experiment(config, ResultStore(folder)).run_id
+    return run_experiment(ExperimentConfig(**PRESETS["tiny"][1]), ResultStore(folder)).run_id
 
 
 def app_benchmark(runs: int = 5) -> list[dict]:

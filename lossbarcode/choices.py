@@ -32,3 +32,17 @@ PATH_IMAGES = 6
 PATH_EVAL_POINTS = 3
 MINIMA_LR = {"sgd": 0.05, "adam": 1e-3}  # default training learning rate per optimizer
 PATH_LR = {"sgd": 0.05, "adam": 0.01}  # default (initial) path step size per optimizer
+
+# The dashboard's presets, also measured by ``lossbarcode bench estimate``: name -> (label,
+# config fields that differ from the default ExperimentConfig).
+PRESETS: dict[str, tuple[str, dict]] = {
+    "default": ("Default: digits, fcn 32×2, K = 8", {}),
+    "tiny": ("Tiny smoke test (a few seconds)",
+             {"n_train": 200, "n_test": 100, "width": 8, "depth": 1, "k": 4, "steps": 300,
+              "batch_size": 32, "images": 2, "path_steps": 10, "eval_points": 2,
+              "device": "cpu"}),
+    "wide": ("Wide: fcn 128×2", {"width": 128}),
+    "deep": ("Deep: fcn 32×4", {"depth": 4}),
+    "annealed": ("Annealed learning rate", {"schedule": "anneal"}),
+    "spirals": ("Spirals, fcn 16×2, K = 10", {"dataset": "spirals", "width": 16, "k": 10}),
+}

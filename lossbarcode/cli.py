@@ -469,6 +469,15 @@ def _bench_engine(args: argparse.Namespace) -> int:
     return 0
 
 
+def _bench_estimate(args: argparse.Namespace) -> int:
+    from lossbarcode.bench_cost import estimate_benchmark, print_estimate_benchmark
+
+    rows = estimate_benchmark(tuple(p for p in args.presets.split(",") if p),
+                              progress=lambda msg: print(msg, file=sys.stderr, flush=True))
+    print_estimate_benchmark(rows)
+    return 0
+
+
 def _bench_app(args: argparse.Namespace) -> int:
     from lossbarcode.bench_app import app_benchmark, print_app_benchmark
 
@@ -594,6 +603,13 @@ def build_parser() -> argparse.ArgumentParser:
     engine.add_argument("--repeats", type=int, default=3,
                         help="runs of each way; the best time counts (default 3)")
     engine.set_defaults(handler=_bench_engine)
+
+    estimate = which.add_parser(
+        "estimate", help="the cost model's predictions (raw and calibrated) vs measured runs")
+    estimate.add_argument("--presets", default=",".join(choices.PRESETS),
+                          help="comma list of dashboard presets (default: all of "
+                               f"{','.join(choices.PRESETS)})")
+    estimate.set_defaults(handler=_bench_estimate)
 
     app_bench = which.add_parser(
         "app", help="app start to first render and cached page switches (headless Chromium)")

@@ -689,35 +689,18 @@ def check_device(device: str):
     return torch.device(device)
 
 
-# Working copies per stored parameter vector while training: parameters, new parameters,
-# gradient and optimizer state (two moments for Adam).
-_TRAIN_COPIES = {"sgd": 4, "adam": 5}
 SLOW_RUN_S = 600.0
 
 
 def check_size(config: ExperimentConfig, device) -> dict[str, Any]:
-    """Refuse a run whose parameters alone cannot fit in the free memory of ``device``
-    (``ValueError`` with the estimate), before anything is allocated. Returns the cost
-    estimate (see ``jobs.estimate_cost``)."""
-    from lossbarcode.jobs import estimate_cost
+    """Refuse a run that cannot fit in the free memory of ``device`` (``ValueError`` with the
+    estimate, see ``cost.check_memory``), before anything is allocated. Returns the cost
+    estimate (see ``cost.estimate_cost``)."""
+    from lossbarcode.cost import check_memory, estimate_cost
     from lossbarcode.landscape import available_memory
 
-    cost = estimate_cost(config)
-    width = np.dtype(config.dtype).itemsize
-    p, k, m = cost["n_params"], config.k, cost["n_pairs"]
-    need = {"minima": _TRAIN_COPIES[config.optimizer] * k * p * width,
-            "paths": 2 * m * (config.images + 2) * p * width}  # chains + their gradients
-    free = available_memory(device)
-    for stage, n_bytes in need.items():
-        if n_bytes > free:
-            hint = ("use --pairs mst or fewer --minima" if stage == "paths"
-                    else "use fewer --minima or a smaller --width/--depth")
-            raise ValueError(
-                f"this run cannot fit in memory: its {stage} stage needs about "
-                f"{n_bytes / 2**30:,.1f} GiB for {k:,} minima of {p:,} parameters"
-                + (f" and {m:,} paths" if stage == "paths" else "")
-                + f", but {device} has {free / 2**30:,.1f} GiB free; {hint}")
-    return cost
+    check_memory(config, available_memory(device), str(device))
+    return estimate_cost(config)
 
 
 def _warn_if_slow(config: ExperimentConfig, cost: dict[str, Any]) -> None:

@@ -16,13 +16,13 @@ twice while it is queued or running is one job; across processes the store's run
 second process wait and then load. Any exception in a job becomes state ``"failed"`` with a
 one-line reason; nothing escapes a worker thread.
 
-:func:`estimate_cost` predicts the time of a run before it starts, from a FLOP count and a
-matmul throughput measured once per process: an order-of-magnitude estimate, not a promise.
+:meth:`JobManager.estimate` predicts the time of a run before it starts: the cost model of
+:mod:`lossbarcode.cost`, calibrated on the runs finished in the store. A run that cannot fit
+in memory is refused when it is submitted.
 """
 
 from __future__ import annotations
 
-import functools
 import hashlib
 import itertools
 import logging
@@ -33,11 +33,12 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from lossbarcode.choices import (
-    PATH_CYCLE_STEPS,
-    PATH_REFINE_POINTS,
-    PATH_REFINE_ROUNDS,
-    VECTOR_DATASETS,
+from lossbarcode.cost import (
+    COST_STAGES,
+    check_fits,
+    device_kind,
+    estimate_cost,
+    store_calibration,
 )
 from lossbarcode.experiment import Cancelled, ExperimentConfig, run_experiment
 from lossbarcode.store import ResultStore
@@ -49,7 +50,8 @@ log = logging.getLogger(__name__)
 
 STATES = ("queued", "running", "done", "failed", "cancelled")
 _FINISHED = frozenset({"done", "failed", "cancelled"})
-_RUN_STAGES = ("minima", "paths")  # the stages that cost time, in order; "result" is ~free
+_MIN_TIMED_S = 0.2  # a stage shorter than this says nothing about the pace
+_TRUST_AT = 0.05  # stage fraction at which the ETA trusts the observed pace and the model alike
 _LOCK_POLL_S = 0.5  # how often a run waiting for another process's lock checks for cancel
 _KEEP_FINISHED = 200  # finished jobs remembered per manager (older ones are forgotten)
 
@@ -99,30 +101,38 @@ class JobStatus:
 class _RunClock:
     """Fraction done and seconds left of one run, from its progress calls.
 
-    Stage weights are the cost model's estimated seconds of the minima and paths stages. The
-    ETA extrapolates the rate of the current stage (seconds per unit of weight) to what is left
-    of it and to the later stages; before the current stage has progressed it reuses the rate
-    of the previous stage, if that stage really computed (a loaded stage says nothing).
+    Stage weights are the (calibrated) cost model's seconds of the minima and paths stages.
+    The current stage's total time blends its observed pace (elapsed / fraction done) with the
+    model, trusting the pace more as the stage progresses (weight ``p / (p + _TRUST_AT)``);
+    stages not started take the model's seconds scaled by the observed / predicted ratio of
+    the stages timed so far. So the ETA starts as the model's and tends to the truth as the run
+    progresses. A stage counts as timed once it reported progress before its end and ran
+    over ``_MIN_TIMED_S`` (a stage loaded from the store says nothing about speed).
     """
 
     def __init__(self, weights: dict[str, float], mst: bool, now: float) -> None:
-        self.weights = {s: max(float(weights.get(s, 0.0)), 1e-9) for s in _RUN_STAGES}
+        self.weights = {s: max(float(weights.get(s, 0.0)), 1e-9) for s in COST_STAGES}
         self.mst = mst
         self.stage = ""
         self.p = 0.0  # fraction of the current stage, never decreasing
+        self.stepped = False  # whether the current stage reported progress before "done"
         self.stage_start = self.run_start = now
-        self.rate: float | None = None  # seconds per unit of weight, last reliable value
+        self.observed = self.predicted = 0.0  # seconds and model seconds of the timed stages
 
     def update(self, stage: str, done: int, total: int, message: str, now: float) -> None:
         if stage != self.stage:
-            self._measure(now)
+            if self._timed(now):
+                self.observed += (now - self.stage_start) / self.p
+                self.predicted += self.weights[self.stage]
             if self.stage:  # the first stage also owns the set-up time before its first report
                 self.stage_start = now
-            self.stage, self.p = stage, 0.0
-        self.p = max(self.p, self._stage_fraction(stage, done, total, message))
+            self.stage, self.p, self.stepped = stage, 0.0, False
+        frac = self._stage_fraction(stage, done, total, message)
+        self.stepped = self.stepped or (0 < frac < 1)
+        self.p = max(self.p, frac)
 
     def _stage_fraction(self, stage: str, done: int, total: int, message: str) -> float:
-        if stage not in _RUN_STAGES or message == "done":
+        if stage not in COST_STAGES or message == "done":
             return 1.0 if stage else 0.0
         if stage == "paths" and message in ("screen", "profile"):
             return 0.0  # markers around the optimisation, not steps of it
@@ -132,30 +142,33 @@ class _RunClock:
             frac = 0.5 * frac if message == "tree" else 0.5 + 0.5 * frac
         return frac
 
-    def _measure(self, now: float) -> float | None:
-        """Rate of the current stage if it ran long enough to tell; remembers it."""
-        spent = now - self.stage_start
-        if self.stage in self.weights and self.p > 0 and spent > 0.2:
-            self.rate = spent / (self.p * self.weights[self.stage])
-        return self.rate
+    def _timed(self, now: float) -> bool:
+        """Whether the current stage's pace is informative."""
+        return (self.stage in self.weights and self.stepped and self.p > 0
+                and now - self.stage_start > _MIN_TIMED_S)
 
     def fraction(self) -> float:
-        if self.stage not in _RUN_STAGES:
+        if self.stage not in COST_STAGES:
             return 1.0 if self.stage else 0.0
-        i = _RUN_STAGES.index(self.stage)
-        before = sum(self.weights[s] for s in _RUN_STAGES[:i])
+        i = COST_STAGES.index(self.stage)
+        before = sum(self.weights[s] for s in COST_STAGES[:i])
         return (before + self.weights[self.stage] * self.p) / sum(self.weights.values())
 
-    def eta(self, now: float) -> float | None:
-        if self.stage not in _RUN_STAGES:
-            return 0.0 if self.stage else None
-        rate = self._measure(now)
-        if rate is None:
-            return None
-        i = _RUN_STAGES.index(self.stage)
-        left = self.weights[self.stage] * (1 - self.p) + sum(
-            self.weights[s] for s in _RUN_STAGES[i + 1 :])
-        return rate * left
+    def eta(self, now: float) -> float:
+        """Estimated seconds left (before the first report: the model's whole run)."""
+        if self.stage and self.stage not in COST_STAGES:
+            return 0.0
+        ratio = self.observed / self.predicted if self.predicted > 0 else 1.0
+        if not self.stage:
+            return ratio * sum(self.weights.values())
+        weight, spent, p = self.weights[self.stage], now - self.stage_start, self.p
+        total = max(weight * ratio, spent)  # overdue without progress: as long again
+        if self._timed(now):
+            trust = p / (p + _TRUST_AT)
+            total = trust * spent / p + (1 - trust) * total
+            ratio = (self.observed + total) / (self.predicted + weight)
+        later = COST_STAGES[COST_STAGES.index(self.stage) + 1:]
+        return (1 - p) * total + ratio * sum(self.weights[s] for s in later)
 
 
 class _Job:
@@ -280,6 +293,7 @@ class JobManager:
         ``"done"`` job at once; a run already queued or running here returns that same job.
         """
         config = config.validate()
+        self._check_memory([config])
         return self._submit(config.run_id, "run", [config])
 
     def submit_sweep(
@@ -297,8 +311,19 @@ class JobManager:
         again while it runs is the same job. Raises ``ValueError`` for an invalid grid.
         """
         configs = sweep_configs(base, widths, depths, seeds, design)
+        self._check_memory(configs)
         digest = hashlib.sha256(",".join(c.run_id for c in configs).encode()).hexdigest()
         return self._submit(f"sweep-{digest[:16]}", "sweep", configs)
+
+    def estimate(self, config: ExperimentConfig) -> dict[str, Any]:
+        """:func:`~lossbarcode.cost.estimate_cost` calibrated on this manager's store."""
+        return estimate_cost(config, store_calibration(self.store, device_kind(config)))
+
+    def _check_memory(self, configs: Sequence[ExperimentConfig]) -> None:
+        """``ValueError`` (what to lower) if a run not stored yet cannot fit in memory."""
+        for config in configs:
+            if not self.store.exists(config.run_id):
+                check_fits(config)
 
     def _submit(self, job_id: str, kind: str, configs: list[ExperimentConfig]) -> str:
         stored = all(self.store.exists(c.run_id) for c in configs)
@@ -420,7 +445,7 @@ class JobManager:
                 weights.append(0.0)
                 continue
             try:
-                weights.append(max(estimate_cost(config)["seconds"], 1e-3))
+                weights.append(max(self.estimate(config)["seconds"], 1e-3))
             except Exception:  # the estimate only steers the progress bar
                 weights.append(1.0)
         if sum(weights) <= 0:
@@ -432,10 +457,9 @@ class JobManager:
         if job.cancel.is_set():
             raise Cancelled(f"job {job.job_id} was cancelled")
         try:
-            parts = _cost_parts(config)
-            weights = {"minima": parts["minima_s"], "paths": parts["paths_s"]}
+            weights = self.estimate(config)["stages"]
         except Exception:  # fall back to equal weights
-            weights = {"minima": 1.0, "paths": 1.0}
+            weights = dict.fromkeys(COST_STAGES, 1.0)
         start = time.perf_counter()
         clock = _RunClock(weights, config.pairs == "mst", start)
         prefix = f"{_label(config)} · " if job.kind == "sweep" else ""
@@ -486,255 +510,3 @@ def _cancel_locked(job: _Job) -> bool:
         job.finish("cancelled", time.perf_counter())
         return True
     return False
-
-
-# --------------------------------------------------------------------------- cost model
-
-# Per dataset: (input shape, outputs, full train size, full test size). Synthetic sets have no
-# "full" size (they are generated at n_train, default 512); the text vocabulary is a guess.
-_DATA = {
-    "digits": ((1, 8, 8), 10, 1438, 359),
-    "spirals": ((2,), 2, 512, 512),
-    "blobs": ((2,), 4, 512, 512),
-    "teacher": ((8,), 1, 512, 512),
-    "modadd": ((3,), 24, 264, 265),
-    "text": ((32,), 96, 4096, 1024),
-    "mnist": ((1, 28, 28), 10, 60000, 10000),
-    "fashion_mnist": ((1, 28, 28), 10, 60000, 10000),
-    "cifar10": ((3, 32, 32), 10, 50000, 10000),
-    "cifar100": ((3, 32, 32), 100, 50000, 10000),
-    "svhn": ((3, 32, 32), 10, 73257, 26032),
-}
-# Share of a plain matmul's throughput that the batched programs reach, calibrated on the
-# default digits run at fcn widths 8-256 on 2 CPU cores: about 0.4 for the fcn family (its
-# hand-derived wide-net gradient, lossbarcode.wide) and, measured before that gradient existed,
-# about 0.2 through vmap + autograd, which every other family uses. Small networks are bound by
-# a fixed cost per step instead (one minima step: K networks; one path step: every image).
-_EFFICIENCY = {"fcn": 0.4}
-_AUTOGRAD_EFFICIENCY = 0.2
-_STEP_OVERHEAD_S = {"cpu": 0.7e-3, "cuda": 0.3e-3}  # dispatch per minima training step
-_PATH_STEP_OVERHEAD_S = {"cpu": 3e-3, "cuda": 2e-3}  # dispatch per path optimisation step
-_SETUP_S = 1.0  # data loading, landscape, saving
-# connect()'s defaults, which run_experiment does not override.
-_PATH_BATCH, _NEB_CYCLES, _NEB_INSERT, _BEZIER_T, _SCREEN_POINTS = 128, 3, 2, 4, 9
-_REFINE = 2 * PATH_REFINE_ROUNDS * PATH_REFINE_POINTS  # added around a profile's top
-# Converging paths, measured on the default digits fcn runs at widths 4-256: minibatch steps
-# per path, and the share of paths that need the full-batch phase and its typical length.
-_EXPECTED_PATH_STEPS, _FINAL_SHARE, _FINAL_STEPS_TYPICAL = 800, 0.5, 20
-
-_throughput_cache: dict[tuple[str, str], float] = {}
-_throughput_lock = threading.Lock()
-
-
-def estimate_cost(config: ExperimentConfig) -> dict[str, Any]:
-    """Rough cost of running ``config``, before running it (milliseconds to compute).
-
-    Returns ``{"seconds", "n_params", "n_pairs", "flops"}``: ``flops`` counts training the K
-    minima (forward + backward = 3 forward passes per example: about ``6 * params *
-    examples per step * K * steps`` for dense layers; convolutions are counted per output
-    position) and the paths (optimisation of every pair's images plus the barrier evaluation
-    along them on the evaluation set); ``seconds`` divides it by a matmul throughput measured
-    once per process and device and adds a per-step overhead. It is an estimate -- expect it to
-    be off by a factor of a few either way (small networks are overhead-bound; the text
-    vocabulary is guessed). Raises ``ValueError`` for an invalid config.
-    """
-    parts = _cost_parts(config.validate())
-    return {"seconds": parts["minima_s"] + parts["paths_s"], "n_params": parts["n_params"],
-            "n_pairs": parts["n_pairs"], "flops": parts["flops"]}
-
-
-@functools.lru_cache(maxsize=512)
-def _cost_parts(config: ExperimentConfig) -> dict[str, Any]:
-    """The cost model, split into the minima and paths stages (seconds each)."""
-    shape, n_out, full_train, full_test = _DATA[config.dataset]
-    if config.dataset in VECTOR_DATASETS:
-        n_train, n_test = config.n_train or full_train, config.n_test or full_test
-    else:
-        n_train = min(config.n_train or full_train, full_train)
-        n_test = min(config.n_test or full_test, full_test)
-    n_eval = min(config.eval_subset or n_train, n_train)
-    n_params, fwd = _model_cost(config, shape, n_out)
-    k = config.k
-
-    batch = min(config.batch_size, n_train)
-    minima_flops = 3 * fwd * batch * k * config.steps + fwd * k * (n_eval + n_test)
-
-    n_all = k * (k - 1) // 2
-    n_pairs = n_all if config.pairs == "all" or k == 2 else min(n_all, 2 * (k - 1))
-    e, img = config.eval_points, config.images
-    path_batch = min(_PATH_BATCH, n_eval)
-
-    def chain_points(n: int) -> int:  # loss profile points along a chain of n images
-        return (n - 1) * (e + 1) + 1
-
-    evals = n_pairs * (chain_points(img + 2) + _REFINE)  # the straight line is always profiled
-    train_points = 0.0  # interior image-steps of the optimisation (minibatch)
-    full_points = 0.0  # the same on the whole evaluation set (NEB's final phase)
-    fixed = config.path_steps
-    # Converging paths stop when their barrier is steady: typically after about
-    # _EXPECTED_PATH_STEPS minibatch steps (never more than the cap).
-    steps = fixed if fixed is not None else min(config.path_max_steps, _EXPECTED_PATH_STEPS)
-    checks = 3 if fixed is not None else steps / PATH_CYCLE_STEPS
-    if config.path_method == "neb":
-        final = img + 2 + 2 * _NEB_INSERT
-        if fixed is not None:
-            bounds = [round(fixed * c / _NEB_CYCLES) for c in range(_NEB_CYCLES + 1)]
-            train_points = sum((img + _NEB_INSERT * c) * (bounds[c + 1] - bounds[c])
-                               for c in range(_NEB_CYCLES))
-        else:
-            train_points = (final - 2) * steps
-            full_points = (final - 2) * _FINAL_SHARE * _FINAL_STEPS_TYPICAL
-            checks += _FINAL_SHARE * _FINAL_STEPS_TYPICAL / 10
-        evals += n_pairs * ((checks + 1) * (chain_points(final) + _REFINE)
-                            + 2 * (final - 1))  # + insertion checks
-        evals += n_pairs * (final - 2) * 3  # the final perpendicular gradient (with backward)
-    elif config.path_method == "bezier":
-        train_points = _BEZIER_T * steps
-        evals += n_pairs * (checks + 1) * (chain_points(img + 2) + _REFINE)
-    if config.pairs == "mst" and k > 2:
-        evals += n_all * _SCREEN_POINTS
-    paths_flops = (3 * fwd * n_pairs * (path_batch * train_points + n_eval * full_points)
-                   + fwd * n_eval * evals)
-
-    device = _device(config)
-    rate = _throughput(device, config.dtype) * _EFFICIENCY.get(config.arch, _AUTOGRAD_EFFICIENCY)
-    kind = "cuda" if device.startswith("cuda") else "cpu"
-    path_steps = steps if config.path_method != "linear" else 0
-    return {
-        "minima_s": _SETUP_S + minima_flops / rate + _STEP_OVERHEAD_S[kind] * config.steps,
-        "paths_s": paths_flops / rate + _PATH_STEP_OVERHEAD_S[kind] * path_steps,
-        "n_params": n_params, "n_pairs": n_pairs, "flops": float(minima_flops + paths_flops),
-    }
-
-
-def _device(config: ExperimentConfig) -> str:
-    if config.device != "auto":
-        return config.device
-    import torch
-
-    return "cuda" if torch.cuda.is_available() else "cpu"
-
-
-def _throughput(device: str, dtype: str) -> float:
-    """FLOP/s of a small square matmul on ``device``, measured once per process."""
-    key = (device, dtype)
-    with _throughput_lock:
-        if key not in _throughput_cache:
-            try:
-                _throughput_cache[key] = _measure_matmul(device, dtype)
-            except (RuntimeError, AssertionError) as err:  # e.g. "cuda" without a GPU
-                raise ValueError(f"device {device!r} is not usable here ({err})") from err
-        return _throughput_cache[key]
-
-
-def _measure_matmul(device: str, dtype: str) -> float:
-    import torch
-
-    dev = torch.device(device)
-    n = 256 if dev.type == "cpu" else 2048
-    sync = torch.cuda.synchronize if dev.type == "cuda" else (lambda: None)
-    a = torch.randn(n, n, device=dev, dtype=getattr(torch, dtype))
-    b = torch.randn(n, n, device=dev, dtype=getattr(torch, dtype))
-    for _ in range(3):  # warm-up: thread pool start, allocations, kernel selection
-        a @ b
-    sync()
-    best = 0.0
-    for _ in range(3):  # best of three short trials: other processes may share the device
-        reps, start = 0, time.perf_counter()
-        while True:
-            a @ b
-            reps += 1
-            sync()
-            spent = time.perf_counter() - start
-            if spent > 0.01 or reps >= 1000:
-                break
-        best = max(best, 2.0 * n**3 * reps / max(spent, 1e-9))
-    return best
-
-
-def _model_cost(config: ExperimentConfig, shape: tuple[int, ...], n_out: int) -> tuple[int, float]:
-    """``(n_params, forward FLOPs per example)`` of the config's model, without initialising
-    (or, for huge models, allocating) its weights.
-
-    Weight-bearing layers cost ``2 * weight size`` per output position; the positions (tokens,
-    pixels) do not depend on the width, so they are read off a forward pass of the same
-    architecture at a tiny width. Attention adds ``4 * T^2 * width`` per layer.
-    """
-    import torch
-    from torch import nn
-
-    from lossbarcode import models
-
-    tiny = models.build(config.arch, config.heads if config.arch == "transformer" else 2,
-                        config.depth, shape, n_out, heads=config.heads, seed=0)
-    weighted = (nn.Linear, nn.Conv1d, nn.Conv2d, nn.Conv3d)
-    positions: dict[str, int] = {}
-
-    def counter(name: str):
-        def hook(module: nn.Module, inputs: Any, output: torch.Tensor) -> None:
-            per_position = module.out_features if isinstance(module, nn.Linear) else (
-                module.out_channels)
-            positions[name] = positions.get(name, 0) + output.numel() // per_position
-        return hook
-
-    handles = [m.register_forward_hook(counter(name)) for name, m in tiny.named_modules()
-               if isinstance(m, weighted)]
-    dtype = torch.int64 if config.arch == "transformer" else torch.float32
-    with torch.no_grad():
-        tiny(torch.zeros((1, *shape), dtype=dtype))
-    for handle in handles:
-        handle.remove()
-
-    full = _build_uninitialised(models.build, config, shape, n_out)
-    flops = sum(2.0 * m.weight.numel() * positions.get(name, 0)
-                for name, m in full.named_modules() if isinstance(m, weighted))
-    if config.arch == "transformer":
-        flops += 4.0 * shape[0] ** 2 * config.width * config.depth
-    return models.n_params(full), flops
-
-
-def _build_uninitialised(build: Any, config: ExperimentConfig, shape: tuple[int, ...],
-                         n_out: int) -> Any:
-    """The full model with uninitialised weights (fast, and untouched memory costs nothing);
-    on the meta device if even that allocation fails."""
-    import torch
-
-    args = (config.arch, config.width, config.depth, shape, n_out)
-    try:
-        with _SkipInit():
-            return build(*args, heads=config.heads, seed=0)
-    except (RuntimeError, MemoryError):
-        with torch.device("meta"), _SkipInit():
-            return build(*args, heads=config.heads, seed=0)
-
-
-@functools.cache
-def _skip_init_mode() -> type:
-    from torch.overrides import TorchFunctionMode
-
-    # Random initialisers: skipping them leaves the (lazily mapped) memory untouched. The meta
-    # device is not used by default because its first random/arithmetic op imports
-    # torch._dynamo, which takes seconds.
-    names = {"normal_", "uniform_", "kaiming_uniform_", "kaiming_normal_", "xavier_uniform_",
-             "xavier_normal_", "trunc_normal_", "orthogonal_"}
-
-    class SkipInit(TorchFunctionMode):
-        def __torch_function__(self, func, types, args=(), kwargs=None):
-            kwargs = kwargs or {}
-            if getattr(func, "__name__", "") in names:
-                return args[0] if args else kwargs["tensor"]
-            return func(*args, **kwargs)
-
-    return SkipInit
-
-
-class _SkipInit:
-    """Context manager: ``torch.nn.init``-style random initialisers do nothing (this thread)."""
-
-    def __enter__(self) -> None:
-        self._mode = _skip_init_mode()()
-        self._mode.__enter__()
-
-    def __exit__(self, *exc: object) -> None:
-        self._mode.__exit__(*exc)
-

@@ -549,12 +549,54 @@ def job_outcome(job_id: str) -> Any:
     return status
 
 
-def estimate(config: ExperimentConfig) -> dict[str, float]:
-    """:func:`lossbarcode.jobs.estimate_cost` (validates; imports torch: call it from
-    :func:`background`, not in a page render)."""
-    from lossbarcode.jobs import estimate_cost
+def estimate(config: ExperimentConfig) -> dict[str, Any]:
+    """The job manager's cost estimate (calibrated on the stored runs) plus ``"refusal"``: why
+    the run cannot fit in memory, or None. Validates; imports torch: call it from
+    :func:`background`, not in a page render."""
+    from lossbarcode.cost import check_fits
 
-    return estimate_cost(config.validate())
+    config = config.validate()
+    try:
+        check_fits(config)
+    except ValueError as err:
+        refusal: str | None = str(err)
+    else:
+        refusal = None
+    return {**manager().estimate(config), "refusal": refusal}
+
+
+def start_button(label: str, key: str, seconds: float | Callable[[], float], identity: Any,
+                 **kwargs: Any) -> bool:
+    """A button that starts work, asking first when it is estimated above
+    :data:`~lossbarcode.cost.CONFIRM_ABOVE_S`: the first click then shows the estimate and a
+    "Confirm: start (est. X)" button instead. True on the click that should start the work.
+    ``seconds`` may be a function, called on a click (an estimate not computed yet);
+    ``identity`` names what would start (e.g. the config): a change drops the question."""
+    from lossbarcode.cost import CONFIRM_ABOVE_S
+
+    asked = f"_confirm_{key}"
+    if asked in st.session_state and st.session_state[asked] == identity:
+        seconds = st.session_state[f"{asked}_s"]
+        st.warning(f"This is estimated to take **{format_seconds(seconds)}** on this machine. "
+                   "Start it?", icon=":material/schedule:")
+        yes, back = st.columns(2)
+        if yes.button(f"Confirm: start (est. {format_seconds(seconds)})", key=f"{key}_yes",
+                      type="primary", width="stretch"):
+            del st.session_state[asked]
+            return True
+        if back.button("Back", key=f"{key}_back", width="stretch"):
+            del st.session_state[asked]
+            st.rerun()
+        return False
+    if not st.button(label, key=key, **kwargs):
+        return False
+    if callable(seconds):
+        seconds = seconds()
+    if seconds > CONFIRM_ABOVE_S:
+        st.session_state[asked] = identity
+        st.session_state[f"{asked}_s"] = seconds
+        st.rerun()
+    return True
 
 
 def config_key(config: ExperimentConfig) -> tuple:

@@ -7,24 +7,13 @@ import pandas as pd
 import streamlit as st
 
 from lossbarcode import plots
-from lossbarcode.choices import MINIMA_LR
+from lossbarcode.choices import MINIMA_LR, PRESETS
 from lossbarcode.datafiles import missing_files
 from lossbarcode.experiment import ExperimentConfig
 from pages import _common as ui
 
 ui.use_navigation()
 
-PRESETS = {
-    "default": ("Default: digits, fcn 32×2, K = 8", {}),
-    "tiny": ("Tiny smoke test (a few seconds)",
-             {"n_train": 200, "n_test": 100, "width": 8, "depth": 1, "k": 4, "steps": 300,
-              "batch_size": 32, "images": 2, "path_steps": 10, "eval_points": 2,
-              "device": "cpu"}),
-    "wide": ("Wide: fcn 128×2", {"width": 128}),
-    "deep": ("Deep: fcn 32×4", {"depth": 4}),
-    "annealed": ("Annealed learning rate", {"schedule": "anneal"}),
-    "spirals": ("Spirals, fcn 16×2, K = 10", {"dataset": "spirals", "width": 16, "k": 10}),
-}
 # Widgets whose "no value" means None in the config (empty text, "none").
 BLANK = {"data_root": "", "score_normalize": "none"}
 NEEDS_ROOT = ("text", "mnist", "fashion_mnist", "cifar10", "cifar100", "svhn")
@@ -441,23 +430,40 @@ if problem is not None:
 with estimate_box:
     checked = None if problem is not None else ui.deferred_view(
         ("estimate", *items), check_and_estimate, items, message="Estimating the cost…")
+
+
+def click_estimate() -> float:
+    """Seconds of a run clicked before its background estimate finished (0 when invalid: the
+    submit then says why)."""
+    try:
+        config = ExperimentConfig.from_dict(values).validate()
+        return 0.0 if ui.store().exists(config.run_id) else ui.estimate(config)["seconds"]
+    except (ValueError, TypeError):
+        return 0.0
+
+
+refusal, seconds = None, click_estimate
 if checked is not None:
     config, cost = checked
     with estimate_box:
         done = ui.store().exists(config.run_id)
+        refusal = None if done else cost["refusal"]
+        seconds = 0.0 if done else cost["seconds"]
+        basis = (f"calibrated on {cost['calibrated_runs']} finished runs"
+                 if cost["calibrated_runs"] else "raw model: no finished run to calibrate on")
         st.caption(
             ("Already computed: opens instantly.  \n" if done else "")
-            + f"Estimated **{ui.format_seconds(cost['seconds'])}** on this machine · "
+            + f"Estimated **{ui.format_seconds(cost['seconds'])}** on this machine ({basis}) · "
             f"{cost['n_params']:,} parameters × K = {config.k} · {cost['n_pairs']} paths · "
-            f"{cost['flops'] / 1e9:,.1f} GFLOP")
-        if cost["seconds"] > 600:
-            st.warning("This will take a while; consider fewer steps, pairs 'mst' or a "
-                       "smaller K.", icon=":material/schedule:")
+            f"{cost['flops'] / 1e9:,.1f} GFLOP · peak memory "
+            f"{cost['memory'] / 2**30:,.2f} GiB")
+        if refusal:
+            st.error(f"Cannot run: {refusal}.", icon=":material/memory:")
 with run_box:
-    invalid = problem is not None or (checked is None
-                                      and estimate_box_error(("estimate", *items)))
-    if st.button("Run experiment", type="primary", icon=":material/play_arrow:",
-                 disabled=invalid, width="stretch", key="run_experiment"):
+    invalid = problem is not None or refusal is not None or (
+        checked is None and estimate_box_error(("estimate", *items)))
+    if ui.start_button("Run experiment", "run_experiment", seconds, items, type="primary",
+                       icon=":material/play_arrow:", disabled=invalid, width="stretch"):
         try:
             job = jm.submit_run(ExperimentConfig.from_dict(values))
         except (ValueError, FileNotFoundError, TypeError) as err:

@@ -37,15 +37,25 @@ def ints(text: str, name: str) -> list[int]:
 
 
 def plan_sweep(base: ExperimentConfig, axes: dict[str, list[int]]) -> dict:
-    """Runs, finished runs and estimated seconds of a sweep (background worker: torch)."""
+    """Runs, finished runs, estimated seconds and the first memory refusal of a sweep
+    (background worker: torch)."""
     from lossbarcode.sweep import sweep_configs
 
     configs = sweep_configs(base, **axes)
     costs = [ui.estimate(c) for c in configs]
     todo = [not ui.store().exists(c.run_id) for c in configs]
+    refusals = [c["refusal"] for c, t in zip(costs, todo, strict=True) if t and c["refusal"]]
     return {"runs": len(configs), "done": len(configs) - sum(todo),
             "seconds": sum(c["seconds"] for c, t in zip(costs, todo, strict=True) if t),
-            "n_params": max(c["n_params"] for c in costs)}
+            "n_params": max(c["n_params"] for c in costs),
+            "refusal": refusals[0] if refusals else None}
+
+
+def plan_demo(commands: tuple[str, ...]) -> dict:
+    """Estimated seconds of recomputing the demo sweep's runs not stored yet."""
+    plans = [plan_sweep(*ui.demo_sweep_plan(command)) for command in commands]
+    return {"seconds": sum(p["seconds"] for p in plans),
+            "refusal": next((p["refusal"] for p in plans if p["refusal"]), None)}
 
 
 sources: dict[str, dict] = {}
@@ -222,10 +232,17 @@ with st.expander("Run a new sweep", expanded=not sources, icon=":material/play_c
         st.caption(f"{plan['runs']} runs ({plan['done']} already finished) · estimated "
                    f"{ui.format_seconds(plan['seconds'])} · largest model "
                    f"{plan['n_params']:,} parameters")
+        if plan["refusal"]:
+            st.error(f"Cannot run this sweep: {plan['refusal']}.", icon=":material/memory:")
     running = st.session_state.get("sweep_job") is not None
     b1, b2 = st.columns(2)
-    if b1.button("Launch sweep", type="primary", disabled=plan is None or running,
-                 icon=":material/play_arrow:", width="stretch"):
+    with b1:
+        launch = ui.start_button(
+            "Launch sweep", "launch_sweep", plan["seconds"] if plan else 0.0,
+            (ui.config_key(sweep_base), str(axes)) if plan else None, type="primary",
+            disabled=plan is None or running or bool(plan["refusal"]),
+            icon=":material/play_arrow:", width="stretch")
+    if launch:
         try:
             st.session_state.sweep_job = ui.manager().submit_sweep(sweep_base, **axes)
             st.session_state.sweep_family = ui.sweep_family(sweep_base)
@@ -234,9 +251,18 @@ with st.expander("Run a new sweep", expanded=not sources, icon=":material/play_c
             st.error(str(err), icon=":material/error:")
     demo_commands = ui.sweep_commands(demo) if demo is not None else []
     if demo_commands:
-        if b2.button("Recompute the demo sweep", disabled=running, icon=":material/refresh:",
-                     width="stretch", help="Runs " + " and ".join(
-                         f"`{c}`" for c in demo_commands) + " in the backend."):
+        with b2:
+            demo_plan = ui.deferred_view(("demo-plan", str(ui.store().root),
+                                          len(ui.finished_runs()), *demo_commands),
+                                         plan_demo, tuple(demo_commands),
+                                         message="Estimating the demo sweep…")
+            recompute = demo_plan is not None and ui.start_button(
+                "Recompute the demo sweep", "recompute_demo", demo_plan["seconds"],
+                tuple(demo_commands), disabled=running or bool(demo_plan["refusal"]),
+                icon=":material/refresh:", width="stretch", help="Runs " + " and ".join(
+                    f"`{c}`" for c in demo_commands) + " in the backend "
+                    f"(estimated {ui.format_seconds(demo_plan['seconds'])}).")
+        if recompute:
             try:
                 for command in demo_commands:  # queued in order; progress follows the last
                     demo_base, demo_axes = ui.demo_sweep_plan(command)

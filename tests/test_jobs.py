@@ -7,7 +7,7 @@ import pytest
 
 from lossbarcode import jobs, minima
 from lossbarcode.experiment import ExperimentConfig, load_result, run_experiment
-from lossbarcode.jobs import JobManager, JobStatus, estimate_cost
+from lossbarcode.jobs import JobManager, JobStatus
 from lossbarcode.store import ResultStore
 
 TINY = ExperimentConfig(n_train=200, n_test=100, width=8, depth=1, k=3, steps=30,
@@ -176,50 +176,45 @@ def test_unknown_job_and_shutdown(store):
         JobManager(store, workers=0)
 
 
-def test_estimate_cost_grows_with_width_and_k_and_is_fast():
-    estimate_cost(TINY)  # measures the throughput once per process
-    start = time.perf_counter()
-    base = estimate_cost(TINY)
-    wide = estimate_cost(TINY.replace(width=64))
-    more = estimate_cost(TINY.replace(k=6))
-    cnn = estimate_cost(TINY.replace(arch="cnn"))
-    seq = estimate_cost(ExperimentConfig(arch="transformer", dataset="modadd", width=16))
-    assert time.perf_counter() - start < 0.5 * 5
-    assert set(base) == {"seconds", "n_params", "n_pairs", "flops"}
-    assert base["n_params"] == 610 and base["n_pairs"] == 3  # (64+1)*8 + (8+1)*10
-    assert wide["n_params"] > base["n_params"] and wide["flops"] > base["flops"]
-    assert wide["seconds"] > base["seconds"] > 0
-    assert more["n_pairs"] == 15 and more["flops"] > base["flops"]
-    assert more["seconds"] > base["seconds"]
-    assert cnn["flops"] > base["flops"]  # convolutions cost per pixel
-    assert seq["n_params"] > 0 and seq["seconds"] > 0
-    mst = estimate_cost(TINY.replace(k=8, pairs="mst"))
-    assert mst["n_pairs"] == 14
-    with pytest.raises(ValueError):
-        estimate_cost(TINY.replace(k=1))
-
-
-def test_huge_model_is_estimated_without_allocating_it():
-    start = time.perf_counter()
-    cost = estimate_cost(ExperimentConfig(width=20_000, depth=20, device="cpu"))
-    assert time.perf_counter() - start < 2
-    assert cost["n_params"] > 7 * 10**9 and cost["seconds"] > 3600
-
-
-def test_run_clock_weights_and_eta():
+def test_run_clock_eta_converges_to_the_truth_with_a_fake_clock():
+    # The model (weights) is 10x too optimistic; the true stage times are 10 s and 30 s.
+    true = {"minima": 10.0, "paths": 30.0}
     clock = jobs._RunClock({"minima": 1.0, "paths": 3.0}, mst=False, now=0.0)
-    assert clock.fraction() == 0.0 and clock.eta(0.0) is None
-    clock.update("minima", 50, 100, "mean minibatch loss 1", now=10.0)
-    assert clock.fraction() == pytest.approx(0.125)
-    # 10 s for half of weight 1: 20 s per unit; 0.5 + 3 units left.
-    assert clock.eta(10.0) == pytest.approx(70.0)
-    clock.update("minima", 1, 1, "done", now=20.0)
-    clock.update("paths", 0, 1, "profile", now=20.0)
+    assert clock.fraction() == 0.0 and clock.eta(0.0) == pytest.approx(4.0)  # the model
+    errors = []
+    now = 0.0
+    for stage in ("minima", "paths"):
+        start = now
+        clock.update(stage, 0, 100, "starting", now)  # every stage reports when it starts
+        for step in range(1, 101):
+            now = start + true[stage] * step / 100
+            clock.update(stage, step, 100, "mean minibatch loss 1", now)
+            errors.append(abs(clock.eta(now) - (sum(true.values()) - now)))
+        clock.update(stage, 1, 1, "done", now)
+    assert errors[-1] == pytest.approx(0.0, abs=1e-9)
+    # After a tenth of the first stage the ETA is within 2x of the truth, and the error keeps
+    # shrinking: the paths stage is predicted from the minima stage's observed pace.
+    left = [sum(true.values()) - true["minima"] * s / 100 for s in range(1, 101)]
+    assert errors[9] < left[9] / 2
+    assert max(errors[100:]) < 0.1 * errors[0]
+    assert all(b <= a + 1e-9 for a, b in zip(errors[10:100], errors[11:100], strict=False))
+    clock.update("result", 1, 1, "TO-score 0.1", now=now)
+    assert clock.fraction() == 1.0 and clock.eta(now) == 0.0
+
+
+def test_run_clock_fraction_markers_and_loaded_stages():
+    clock = jobs._RunClock({"minima": 1.0, "paths": 3.0}, mst=False, now=0.0)
+    clock.update("minima", 1, 1, "done", now=5.0)  # loaded from the store: says nothing
+    assert clock.observed == 0.0 and clock.eta(5.0) == pytest.approx(3.0)
+    clock.update("paths", 0, 1, "profile", now=5.0)
     assert clock.fraction() == pytest.approx(0.25)
-    assert clock.eta(20.0) == pytest.approx(3 * 20.0)  # the minima stage's rate
-    clock.update("paths", 10, 100, "all", now=30.0)
-    clock.update("paths", 0, 1, "profile", now=31.0)  # markers never move progress back
+    clock.update("paths", 10, 100, "all", now=15.0)
+    clock.update("paths", 0, 1, "profile", now=16.0)  # markers never move progress back
     assert clock.fraction() == pytest.approx(0.25 + 0.75 * 0.1)
-    assert clock.eta(31.0) == pytest.approx(11.0 / 0.1 * 0.9)
-    clock.update("result", 1, 1, "TO-score 0.1", now=40.0)
-    assert clock.fraction() == 1.0 and clock.eta(40.0) == 0.0
+    # 11 s for a tenth: the pace says 110 s in all, the model 3 s (so at least the 11 s
+    # spent); the pace is trusted 2:1 at p = 0.1.
+    assert clock.eta(16.0) == pytest.approx(0.9 * (2 / 3 * 110 + 1 / 3 * 11))
+    # Overdue without progress: as long again as spent so far.
+    late = jobs._RunClock({"minima": 1.0, "paths": 1.0}, mst=False, now=0.0)
+    late.update("minima", 0, 100, "mean minibatch loss 1", now=4.0)
+    assert late.eta(4.0) == pytest.approx(4.0 + 1.0)

@@ -12,13 +12,13 @@ import pytest
 from streamlit.testing.v1 import AppTest
 
 from lossbarcode import plots
+from lossbarcode.choices import PRESETS
 from lossbarcode.experiment import ExperimentConfig, run_experiment
 from lossbarcode.store import ResultStore
 from lossbarcode.sweep import summarize
 
 ROOT = Path(__file__).resolve().parents[1]
-TINY = ExperimentConfig(n_train=200, n_test=100, width=8, depth=1, k=4, steps=300, batch_size=32,
-                        images=2, path_steps=10, eval_points=2, device="cpu")
+TINY = ExperimentConfig(**PRESETS["tiny"][1])  # the Explore page's tiny preset
 ANNEALED = TINY.replace(schedule="anneal")
 
 
@@ -159,6 +159,38 @@ def test_explore_runs_the_tiny_preset_and_rejects_bad_configs(store):
     assert at.sidebar.number_input(key="cfg_width").value == 32
 
 
+def test_explore_asks_before_a_long_run_and_refuses_what_cannot_fit(store):
+    from lossbarcode.cost import CONFIRM_ABOVE_S
+    from pages import _common as ui
+
+    config = TINY.replace(steps=2_000_000, seed=11)  # minutes of training steps
+    at = settle(app(preset="tiny"))
+    at.sidebar.number_input(key="cfg_steps").set_value(2_000_000).run()
+    settle(at.sidebar.number_input(key="cfg_seed").set_value(11).run())
+    manager = ui._manager(str(store["root"]))
+    assert manager.estimate(config)["seconds"] > CONFIRM_ABOVE_S
+    at.sidebar.button(key="run_experiment").click().run()
+    assert not at.exception
+    assert manager.status(config.run_id) is None  # the first click only asks
+    assert "Start it?" in texts(at.sidebar.warning)
+    confirm = next(b for b in at.sidebar.button if b.label.startswith("Confirm: start (est."))
+    confirm.click().run()
+    assert not at.exception
+    try:
+        assert manager.status(config.run_id) is not None  # the confirm click started it
+    finally:
+        manager.cancel(config.run_id)
+    assert manager.wait(config.run_id, timeout=60).finished
+    # A config that cannot fit in memory: Run is disabled, and the reason says what to lower.
+    at.sidebar.number_input(key="cfg_width").set_value(4096).run()
+    at.sidebar.number_input(key="cfg_depth").set_value(64).run()
+    settle(at.sidebar.number_input(key="cfg_k").set_value(64).run())
+    assert not at.exception
+    assert "cannot fit in memory" in texts(at.sidebar.error)
+    assert "use pairs 'mst'" in texts(at.sidebar.error)
+    assert at.sidebar.button(key="run_experiment").disabled
+
+
 def test_explore_live_progress_then_result(store):
     config = TINY.replace(seed=3)
     at = app(preset="tiny")
@@ -203,6 +235,9 @@ def test_explore_cancel_a_running_job(store):
     at.sidebar.number_input(key="cfg_steps").set_value(20_000).run()
     settle(at.sidebar.number_input(key="cfg_seed").set_value(6).run())
     at.sidebar.button[0].click().run()
+    confirm = [b for b in at.sidebar.button if b.label.startswith("Confirm: start")]
+    if confirm:  # estimated above the threshold on a slow machine: confirm it
+        confirm[0].click().run()
     manager = ui._manager(str(store["root"]))
     deadline = time.time() + 60
     while manager.status(config.run_id).state != "running" and time.time() < deadline:
@@ -270,6 +305,30 @@ def test_scaling_launches_a_sweep_from_the_page(store):
     source = at.sidebar.selectbox(key="sweep_source")
     assert source.value != "demo" and "runs)" in source.format_func(source.value)
     assert len(charts(at)) >= 2
+
+
+def test_scaling_asks_before_a_long_sweep(store):
+    at = AppTest.from_file(str(ROOT / "app.py"), default_timeout=90)
+    at.session_state["explore_config"] = TINY.to_dict()
+    at.run()
+    at.switch_page("pages/scaling.py").run()
+    at.number_input(key="sw_steps").set_value(2_000_000).run()
+    at.text_input(key="sw_widths").set_value("6,7").run()
+    settle(at.text_input(key="sw_seeds").set_value("9").run())
+    next(b for b in at.button if b.label == "Launch sweep").click().run()
+    assert not at.exception
+    from pages import _common as ui
+
+    wanted = TINY.replace(width=6, steps=2_000_000, seed=9).run_id
+    manager = ui._manager(str(store["root"]))
+    assert not any(wanted in j.run_ids for j in manager.jobs())  # the first click only asks
+    assert "Start it?" in texts(at.warning)
+    assert any(b.label.startswith("Confirm: start (est.") for b in at.button)
+    next(b for b in at.button if b.label == "Back").click().run()
+    assert not any(b.label.startswith("Confirm") for b in at.button)
+    # Recomputing the demo sweep asks too when it is estimated above the threshold.
+    demo = next((b for b in at.button if b.label == "Recompute the demo sweep"), None)
+    assert demo is not None and "estimated" in demo.help
 
 
 def test_minima_map_2d_and_3d(store):
