@@ -791,9 +791,30 @@ def to_score(barcode: Barcode, norm: str = "l2", normalize: str | None = None) -
         return 0.0
     score = length_norm(lengths, norm)
     if normalize == "range":
-        span = float(barcode.deaths[finite].max() - barcode.births.min())
+        span = loss_range(barcode)
         return score / span if span > 0 else 0.0
     return score
+
+
+def range_normalized(barcode: Barcode) -> Barcode:
+    """The barcode with every level ``x`` mapped to ``(x - lowest birth) / loss_range``: the
+    lowest minimum at 0, the highest finite death at 1 (only shifted when no bar dies)."""
+    if len(barcode) == 0:
+        return barcode
+    low, span = float(barcode.births.min()), loss_range(barcode)
+    span = span if span > 0 else 1.0
+    return Barcode(births=(barcode.births - low) / span, deaths=(barcode.deaths - low) / span,
+                   minima=barcode.minima, saddles=barcode.saddles,
+                   merged_into=barcode.merged_into, saddle_edges=barcode.saddle_edges)
+
+
+def loss_range(barcode: Barcode) -> float:
+    """The highest finite death minus the lowest birth (``normalize="range"``'s unit);
+    ``0.0`` without finite bars."""
+    finite = np.isfinite(barcode.deaths)
+    if not finite.any():
+        return 0.0
+    return float(barcode.deaths[finite].max() - barcode.births.min())
 
 
 def barcode_distance(a: Barcode, b: Barcode, metric: str = "bottleneck") -> float:
