@@ -41,7 +41,7 @@ def sublevel_animation(
     axes: Sequence[np.ndarray],
     values: np.ndarray,
     barcode: Barcode,
-    levels: Sequence[float] | np.ndarray,
+    levels: int | Sequence[float] | np.ndarray = ANIMATION_FRAMES,
     connectivity: str = "full",
     colors: Sequence[str] | None = None,
     max_points: int = ANIMATION_POINTS,
@@ -56,7 +56,8 @@ def sublevel_animation(
         barcode: the grid barcode of ``values`` (possibly filtered): each component takes its
             bar's colour, :data:`~lossbarcode.plots.BELOW_FILTER` grey when its bar was
             filtered out.
-        levels: ``(L,)`` levels, one frame each (sorted ascending here).
+        levels: ``(L,)`` levels, one frame each (sorted ascending here), or their number,
+            evenly spaced over :func:`level_range`.
         connectivity: the grid neighbours the barcode was computed with.
         colors: one colour per bar (default :func:`lossbarcode.plots.bar_colors`).
         max_points: the component map keeps every k-th grid point so that it has at most this
@@ -71,6 +72,8 @@ def sublevel_animation(
     """
     if values.ndim not in (1, 2) or len(axes) != values.ndim:
         raise ValueError("sublevel_animation draws 1-D or 2-D grids with one axis per dimension")
+    if isinstance(levels, int | np.integer):
+        levels = np.linspace(*level_range(values, barcode), int(levels))
     levels = np.sort(np.asarray(levels, dtype=np.float64).reshape(-1))
     if levels.size == 0:
         raise ValueError("levels must hold at least one level")

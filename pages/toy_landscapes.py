@@ -4,7 +4,7 @@ import numpy as np
 import streamlit as st
 
 from lossbarcode import grid_barcode, plots, to_score, toys
-from lossbarcode.animation import ANIMATION_FRAMES, level_range, sublevel_animation
+from lossbarcode.animation import level_range, sublevel_animation
 from pages._common import chart, use_navigation
 
 use_navigation()
@@ -24,9 +24,8 @@ def landscape(name: str, resolution: int, connectivity: str):
 def animation(name: str, resolution: int, connectivity: str, min_length: float):
     """The animated sublevel-set figure: every level precomputed, scrubbed in the browser."""
     axes, values, full_barcode = landscape(name, resolution, connectivity)
-    levels = np.linspace(*level_range(values, full_barcode), ANIMATION_FRAMES)
-    return sublevel_animation(axes, values, full_barcode.filter(min_length), levels,
-                              connectivity)
+    return sublevel_animation(axes, values, full_barcode.filter(min_length),
+                              connectivity=connectivity)
 
 
 st.title("Toy landscapes")
@@ -57,7 +56,6 @@ with st.sidebar:
                     disabled=toy.dim == 1)
 
 axes, values, full_barcode = landscape(name, resolution, connectivity)
-vmin, top = level_range(values, full_barcode)
 
 with st.sidebar:
     min_length = st.number_input(
@@ -65,6 +63,7 @@ with st.sidebar:
         help="Grids add tiny bars from discretisation; this filters them from every view.",
     )
 barcode = full_barcode.filter(min_length)
+vmin, top = level_range(values, barcode)  # the animation's levels too
 
 score, n_finite = to_score(barcode), int(np.isfinite(barcode.deaths).sum())
 cols = st.columns(3)
