@@ -22,7 +22,7 @@ from plotly.subplots import make_subplots
 from lossbarcode.plots import BELOW_FILTER, LEVEL_COLOR, MARGIN, _bar_of_vertex, bar_colors
 from lossbarcode.topology import Barcode, sublevel_sweep
 
-ANIMATION_FRAMES = 90  # levels between the minimum and a bit above the top finite death
+ANIMATION_FRAMES = 60  # levels between the minimum and a bit above the top finite death
 ANIMATION_POINTS = 101  # grid points per axis at most in the animated component map
 FADED = 0.3  # opacity of bars not alive at the level
 ABOVE = "rgba(0,0,0,0)"  # points above the level are not drawn
@@ -200,7 +200,7 @@ def sublevel_animation(
         }],
         sliders=[{
             "active": start, "x": 0.2, "len": 0.8, "y": -0.1, "yanchor": "top",
-            "pad": {"t": 10}, "ticklen": 0, "font": {"color": ABOVE},  # 90 ticks: no labels
+            "pad": {"t": 10}, "ticklen": 0, "font": {"color": ABOVE},  # unlabelled ticks
             "currentvalue": {"prefix": "level c = ", "font": {"color": LEVEL_COLOR}},
             "steps": [{"label": f"{level:.4g}", "method": "animate",
                        "args": jump(str(i), 0)} for i, level in enumerate(levels)],
