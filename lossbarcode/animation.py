@@ -20,7 +20,7 @@ import plotly.graph_objects as go
 from plotly.subplots import make_subplots
 
 from lossbarcode.plots import BELOW_FILTER, LEVEL_COLOR, MARGIN, _bar_of_vertex, bar_colors
-from lossbarcode.topology import Barcode, sublevel_sweep
+from lossbarcode.topology import Barcode, grid_barcode, sublevel_sweep
 
 ANIMATION_FRAMES = 60  # levels between the minimum and a bit above the top finite death
 ANIMATION_POINTS = 101  # grid points per axis at most in the animated component map
@@ -93,7 +93,9 @@ def sublevel_animation(
     # Category per point: its bar, n for a filtered-out bar, n + 1 above the level.
     dtype = np.uint8 if n + 2 <= 256 else np.uint16
     category = np.where(bar >= 0, bar, np.where(bar == -1, n, n + 1)).astype(dtype)
-    counts = [int(np.unique(lab[lab >= 0]).size) for lab in labels]
+    # Components of the full grid (the reduced map can miss small ones): one per bar alive.
+    every = grid_barcode(values, connectivity)
+    counts = [int(((every.births <= c) & (every.deaths > c)).sum()) for c in levels]
     palette = [*colors, BELOW_FILTER, ABOVE]
     m = len(palette)
     scale = [[(i + edge) / m, color] for i, color in enumerate(palette) for edge in (0, 1)]

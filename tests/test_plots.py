@@ -336,6 +336,7 @@ def test_sublevel_animation_frames_are_the_sublevel_components(toy, min_length):
         if min_length == 0:  # one bar alive per component (the elder rule)
             assert alive.sum() == np.unique(every[every >= 0]).size
         assert list(frame.data[2].x) == [level, level]
+        assert f": {np.unique(every[every >= 0]).size} component" in frame.layout.title.text
 
 
 def test_sublevel_animation_rejects_bad_arguments():
