@@ -131,9 +131,11 @@ def sublevel_animation(
 
     fig = make_subplots(rows=1, cols=2, column_widths=[0.56, 0.44], horizontal_spacing=0.1)
     if curve is None:
+        # zsmooth="fast": one pixel per cell, scaled up, is the cheapest heatmap to redraw.
         fig.add_trace(go.Heatmap(x=reduced[0], y=reduced[1], z=category[start].T, zmin=-0.5,
                                  zmax=m - 0.5, colorscale=scale, showscale=False,
-                                 hoverinfo="skip", name="components"), row=1, col=1)
+                                 zsmooth="fast", hoverinfo="skip", name="components"),
+                      row=1, col=1)
     else:
         fig.add_trace(go.Scatter(x=reduced[0], y=curve, mode="markers", name="components",
                                  marker={"color": category[start], "colorscale": scale,
