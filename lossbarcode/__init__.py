@@ -16,6 +16,7 @@ from lossbarcode.topology import (
     minima_barcode,
     sample_barcode,
     sublevel_components,
+    sublevel_sweep,
     to_score,
 )
 
@@ -29,5 +30,6 @@ __all__ = [
     "minima_barcode",
     "sample_barcode",
     "sublevel_components",
+    "sublevel_sweep",
     "to_score",
 ]

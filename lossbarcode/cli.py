@@ -485,6 +485,13 @@ def _bench_app(args: argparse.Namespace) -> int:
     return 0
 
 
+def _bench_toy(args: argparse.Namespace) -> int:
+    from lossbarcode.bench_toy import print_toy_benchmark, toy_benchmark
+
+    print_toy_benchmark(toy_benchmark(toys=tuple(args.toys.split(",")), rounds=args.rounds))
+    return 0
+
+
 def _seconds(text: str) -> float:
     value = float(text)
     if not value >= 0:
@@ -616,6 +623,14 @@ def build_parser() -> argparse.ArgumentParser:
     app_bench.add_argument("--runs", type=int, default=5,
                            help="repetitions, median reported (default 5)")
     app_bench.set_defaults(handler=_bench_app)
+
+    toy_bench = which.add_parser(
+        "toy", help="Toy landscapes animation: ms per frame in headless Chromium, messages sent")
+    toy_bench.add_argument("--toys", default="three_hump_camel,rastrigin",
+                           help="comma list of toys (default three_hump_camel,rastrigin)")
+    toy_bench.add_argument("--rounds", type=int, default=3,
+                           help="passes over every frame after a warm-up (default 3)")
+    toy_bench.set_defaults(handler=_bench_toy)
 
     exp = which.add_parser("experiment", help="the default experiment, cold and cached")
     exp.add_argument("--repeat", type=int, default=5,

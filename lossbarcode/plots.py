@@ -23,7 +23,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 import plotly.graph_objects as go
 
-from lossbarcode.topology import Barcode
+from lossbarcode.topology import NORMALIZATIONS, Barcode, range_normalized
 
 if TYPE_CHECKING:  # scipy.stats costs 0.4 s to import; only the type is needed here
     from lossbarcode.stats import SpearmanTest
@@ -34,11 +34,19 @@ PALETTE = (
 )
 BELOW_FILTER = "#9e9e9e"  # components whose bar was filtered out as too short
 NEUTRAL = "#8c8c8c"  # lines/marks not tied to a minimum: readable on light and dark themes
+LEVEL_COLOR = "#e0218a"  # the level c: magenta, on white, on the dark theme and on Viridis
 INFINITY_MARK = "∞"
 RUN_COLORS = ("#4c78a8", "#f58518", "#54a24b", "#e45756", "#72b7b2", "#b279a2", "#ff9da6",
               "#9d755d")
 RUN_SYMBOLS = ("circle", "square", "diamond", "triangle-up", "cross", "x", "star", "hexagon")
 MARGIN = {"l": 10, "r": 10, "t": 50, "b": 10}
+# Scales (widths, depths): blue-violet -> magenta -> orange, all of middle lightness, so that
+# every colour keeps a 3:1 contrast on white and on the dark theme (#0e1117).
+SCALE_COLORSCALE = [[0.0, "#7b5cd6"], [0.5, "#c2379b"], [1.0, "#e8590c"]]
+INFINITY_GAP = 0.12  # the diagram's ∞ row sits this share of the finite range above it
+# The chart toolbar (plotly's modebar) covers the top right ~32 px of a chart; on a phone it
+# spans most of the width, so titles go below it (see clear_of_toolbar).
+TOOLBAR_HEIGHT, TITLE_HEIGHT, LEGEND_ROW = 32, 26, 26
 
 
 def bar_colors(n: int) -> list[str]:
@@ -57,13 +65,42 @@ def minimum_colors(indices: Sequence[int] | np.ndarray) -> list[str]:
 
 
 def scale_colors(n: int) -> list[str]:
-    """``n`` colours along a sequential scale (small scale = dark purple, large = orange)."""
+    """``n`` colours along :data:`SCALE_COLORSCALE` (small scale = blue-violet, large =
+    orange), each readable on the light and the dark theme."""
     from plotly.colors import sample_colorscale
 
     if n <= 0:
         return []
-    points = [0.5] if n == 1 else list(np.linspace(0.15, 0.8, n))
-    return sample_colorscale("Plasma", points)
+    points = [0.5] if n == 1 else list(np.linspace(0.0, 1.0, n))
+    return sample_colorscale(SCALE_COLORSCALE, points)
+
+
+def clear_of_toolbar(fig: go.Figure) -> go.Figure:
+    """A copy of ``fig`` whose title sits left-aligned below the chart toolbar, with a top
+    margin that fits the toolbar, the title and a legend row drawn above the plot."""
+    fig = go.Figure(fig)
+    title = fig.layout.title.text
+    legend = fig.layout.legend
+    legend_on_top = legend.y is not None and legend.y >= 1 and legend.yanchor == "bottom"
+    top = TOOLBAR_HEIGHT + TITLE_HEIGHT * bool(title) + LEGEND_ROW * legend_on_top
+    fig.update_layout(margin_t=max(fig.layout.margin.t or 0, top))
+    if title:
+        fig.update_layout(title={"x": 0, "xref": "container", "xanchor": "left", "y": 1,
+                                 "yref": "container", "yanchor": "top",
+                                 "pad": {"t": TOOLBAR_HEIGHT, "l": 12}})
+    return fig
+
+
+def nice_ticks(lo: float, hi: float, count: int = 5) -> np.ndarray:
+    """About ``count`` round tick values (steps of 1, 2, 2.5 or 5 times a power of ten) in
+    ``[lo, hi]``, shape ``(k,)``."""
+    if not hi > lo:
+        return np.array([lo], dtype=np.float64)
+    raw = (hi - lo) / count
+    power = 10.0 ** np.floor(np.log10(raw))
+    step = power * min((1, 2, 2.5, 5, 10), key=lambda m: abs(m * power - raw))
+    ticks = np.arange(np.ceil(lo / step) * step, hi + 1e-9 * step, step)
+    return np.round(ticks / step) * step  # no 0.30000000000000004
 
 
 def run_style(i: int) -> tuple[str, str]:
@@ -224,24 +261,25 @@ def diagram_figure(
     highlight: int | None = None,
     x_range: tuple[float, float] | None = None,
 ) -> go.Figure:
-    """Birth vs death, one point per bar; essential bars sit on a dashed ``∞`` line on top.
+    """Birth vs death, one point per bar; essential bars sit on a dashed ``∞`` row above the
+    finite range (a gap of :data:`INFINITY_GAP` of it, so no numeric tick meets the ``∞``).
 
     With ``level``, the region ``birth <= level < death`` (bars alive at that level) is shaded.
     ``colors`` / ``highlight`` / ``x_range`` as in :func:`barcode_figure`; the points are the
     last trace, ``customdata[i] = [minimum, length]``.
     """
     lo, hi = x_range if x_range is not None else _x_limits(barcode, level)
+    infinity = hi + INFINITY_GAP * (hi - lo)
     essential = np.isinf(barcode.deaths)
-    y = np.where(essential, hi, barcode.deaths)
+    y = np.where(essential, infinity, barcode.deaths)
     colors = np.array(list(colors) if colors is not None else bar_colors(len(barcode)),
                       dtype=object)
     fig = go.Figure()
     fig.add_trace(go.Scatter(x=[lo, hi], y=[lo, hi], mode="lines", hoverinfo="skip",
                              line={"color": NEUTRAL, "width": 1}, showlegend=False))
-    fig.add_hline(y=hi, line={"color": NEUTRAL, "dash": "dash", "width": 1},
-                  annotation_text=INFINITY_MARK, annotation_position="left")
+    fig.add_hline(y=infinity, line={"color": NEUTRAL, "dash": "dash", "width": 1})
     if level is not None:
-        fig.add_shape(type="rect", x0=lo, x1=level, y0=level, y1=hi, line={"width": 0},
+        fig.add_shape(type="rect", x0=lo, x1=level, y0=level, y1=infinity, line={"width": 0},
                       fillcolor="rgba(128,128,128,0.15)", layer="below")
     chosen = (barcode.minima == highlight) if highlight is not None else np.zeros(len(barcode),
                                                                                   bool)
@@ -255,13 +293,18 @@ def diagram_figure(
         customdata=[[int(m), float(length)] for m, length in zip(barcode.minima,
                                                                    barcode.lengths(),
                                                                    strict=True)],
-        hovertemplate="minimum %{customdata[0]}<br>birth %{x:.6g}<br>death %{y:.6g}"
+        text=[INFINITY_MARK if e else f"{d:.6g}" for e, d in zip(essential, barcode.deaths,
+                                                                  strict=True)],
+        hovertemplate="minimum %{customdata[0]}<br>birth %{x:.6g}<br>death %{text}"
                       "<br>length %{customdata[1]:.6g}<extra></extra>",
         showlegend=False, name="bars",
     ))
+    ticks = nice_ticks(lo, hi)
     fig.update_layout(
         title=title, xaxis={"title": "birth", "range": [lo, hi]},
-        yaxis={"title": "death", "range": [lo, hi + 0.04 * (hi - lo)], "scaleanchor": "x"},
+        yaxis={"title": "death", "range": [lo, infinity + 0.04 * (hi - lo)], "scaleanchor": "x",
+               "tickmode": "array", "tickvals": [*ticks, infinity],
+               "ticktext": [f"{t:.4g}" for t in ticks] + [INFINITY_MARK]},
         margin=MARGIN, height=420,
     )
     return fig
@@ -327,7 +370,8 @@ def landscape_figure(
             fig.add_trace(go.Contour(
                 x=axes[0], y=axes[1], z=values.T, showscale=False, hoverinfo="skip",
                 contours={"start": level, "end": level, "size": 1, "coloring": "none"},
-                line={"color": "white", "width": 2, "dash": "dash"}, name=f"f = {level:.4g}"))
+                line={"color": LEVEL_COLOR, "width": 2, "dash": "dash"},
+                name=f"f = {level:.4g}"))
         fig.add_trace(go.Scatter(x=min_xy[0], y=min_xy[1], mode="markers", name="minima",
                                  marker={"color": colors, "size": 11,
                                          "line": {"color": "white", "width": 1.5}},
@@ -350,57 +394,6 @@ def landscape_figure(
         fig.update_layout(scene={"xaxis_title": "x", "yaxis_title": "y", "zaxis_title": "f"})
     fig.update_layout(title=title, margin={"l": 10, "r": 10, "t": 80, "b": 10}, height=480,
                       legend={"orientation": "h", "y": 1.0, "yanchor": "bottom", "x": 0})
-    return fig
-
-
-def components_figure(
-    axes: Sequence[np.ndarray],
-    values: np.ndarray,
-    components: np.ndarray,
-    barcode: Barcode,
-    level: float,
-    title: str | None = None,
-) -> go.Figure:
-    """The sublevel set ``{f <= level}`` coloured by connected component.
-
-    Args:
-        axes, values: the grid, as in :func:`landscape_figure`.
-        components: output of :func:`lossbarcode.sublevel_components` at ``level`` (same shape
-            as ``values``; -1 above the level, else the flat index of the component's minimum).
-        barcode: the grid barcode (possibly filtered); each component takes its bar's colour,
-            grey when its bar was filtered out.
-    """
-    bar = np.where(components >= 0, _bar_of_vertex(barcode, values.size)[components], -2)
-    n = len(barcode)
-    count = len(np.unique(components[components >= 0]))
-    title = title or f"Sublevel set f ≤ {level:.4g}: {count} component{'s' * (count != 1)}"
-    palette = [*bar_colors(n), BELOW_FILTER]
-    category = np.where(bar == -1, n, bar).astype(float)  # -1: bar filtered out -> grey
-    category[bar == -2] = np.nan  # above the level: not drawn
-    fig = go.Figure()
-    if values.ndim == 1:
-        fig.add_trace(go.Scatter(x=axes[0], y=values, mode="lines", line={"color": "#bbb"},
-                                 hoverinfo="skip", showlegend=False))
-        below = ~np.isnan(category)
-        fig.add_trace(go.Scatter(
-            x=axes[0][below], y=values[below], mode="markers", showlegend=False,
-            marker={"color": [palette[int(c)] for c in category[below]], "size": 4},
-            hoverinfo="skip"))
-        fig.add_hline(y=level, line={"color": NEUTRAL, "dash": "dash", "width": 1.5})
-        fig.update_layout(xaxis_title="x", yaxis_title="f(x)")
-    else:
-        # Discrete colours: category i occupies [i, i + 1) of the colour scale.
-        m = n + 1
-        scale = []
-        for i, color in enumerate(palette):
-            scale += [[i / m, color], [(i + 1) / m, color]]
-        fig.add_trace(go.Heatmap(x=axes[0], y=axes[1], z=(category + 0.5).T, zmin=0, zmax=m,
-                                 colorscale=scale, showscale=False, hoverinfo="skip"))
-        fig.update_layout(xaxis={"title": "x", "range": [axes[0][0], axes[0][-1]]},
-                          yaxis={"title": "y", "scaleanchor": "x",
-                                 "range": [axes[1][0], axes[1][-1]]},
-                          plot_bgcolor="rgba(0,0,0,0)")
-    fig.update_layout(title=title, margin={"l": 10, "r": 10, "t": 50, "b": 10}, height=460)
     return fig
 
 
@@ -674,17 +667,27 @@ def barcodes_overlay_figure(
     colors: Sequence[str] | None = None,
     title: str = "Barcodes by scale",
     xaxis_title: str = "training loss",
+    normalize: str | None = None,
 ) -> go.Figure:
     """Several barcodes in one plot, one block of rows per barcode, coloured by scale.
 
     Args:
         barcodes: ``label -> Barcode`` in display order (e.g. widths small to large).
         colors: one colour per barcode (default :func:`scale_colors`).
+        normalize: ``None`` or ``"range"``: each barcode is drawn in units of its own loss
+            range (:func:`lossbarcode.topology.range_normalized`: its lowest minimum at 0, its
+            highest finite death at 1), so runs of different loss scales compare; the axis
+            title says so.
 
     Traces: one bar trace per barcode (``name`` = its label, in the legend), then one ``∞``
     marker trace for all essential bars. Zero-length bars are widened to a thin sliver.
     """
+    if normalize not in NORMALIZATIONS:
+        raise ValueError(f"normalize must be one of {NORMALIZATIONS}, got {normalize!r}")
     items = list(barcodes.items()) if isinstance(barcodes, dict) else list(barcodes)
+    if normalize == "range":
+        items = [(label, range_normalized(b)) for label, b in items]
+        xaxis_title = f"{xaxis_title}, normalised per run: (loss − lowest minimum) / range"
     colors = list(colors) if colors is not None else scale_colors(len(items))
     lo, hi = barcode_limits(*(b for _, b in items))
     sliver = 0.004 * (hi - lo)

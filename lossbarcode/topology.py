@@ -8,7 +8,8 @@ one whose minimum is higher dies; ties are broken by vertex index (lower index s
 result is deterministic.
 
 Public API: :class:`Barcode`, :func:`graph_barcode`, :func:`grid_barcode`, :func:`sample_barcode`,
-:func:`minima_barcode`, :func:`sublevel_components`, :func:`to_score`, :func:`barcode_distance`.
+:func:`minima_barcode`, :func:`sublevel_components`, :func:`sublevel_sweep`, :func:`to_score`,
+:func:`barcode_distance`.
 """
 
 from __future__ import annotations
@@ -295,6 +296,20 @@ def _check_edges(edges: Any, n: int) -> np.ndarray:
 # --------------------------------------------------------------------------- core
 
 
+def _descent_basins(n: int, hi: np.ndarray, lo: np.ndarray) -> np.ndarray:
+    """In rank space, the minimum each vertex reaches by stepping to its lowest lower
+    neighbour, shape ``(n,)``; ``hi``/``lo`` are the higher and lower rank of each edge."""
+    basin = np.arange(n, dtype=np.int64)
+    if hi.size:
+        np.minimum.at(basin, hi, lo)  # lowest lower neighbour (or self)
+        while True:  # pointer jumping to the basin's minimum
+            nxt = basin[basin]
+            if np.array_equal(nxt, basin):
+                break
+            basin = nxt
+    return basin
+
+
 def _elder_rule_h0(
     values: np.ndarray, edges: np.ndarray, edge_values: np.ndarray, contract: bool
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
@@ -319,14 +334,7 @@ def _elder_rule_h0(
     ri, rj = rank[edges[:, 0]], rank[edges[:, 1]]
     hi, lo = np.maximum(ri, rj), np.minimum(ri, rj)
 
-    basin = np.arange(n, dtype=np.int64)
-    if contract and edges.shape[0]:
-        np.minimum.at(basin, hi, lo)  # lowest lower neighbour (or self)
-        while True:  # pointer jumping to the basin's minimum
-            nxt = basin[basin]
-            if np.array_equal(nxt, basin):
-                break
-            basin = nxt
+    basin = _descent_basins(n, hi, lo) if contract else np.arange(n, dtype=np.int64)
     roots = np.flatnonzero(basin == np.arange(n))  # candidate minima, in rank order
 
     bi, bj = basin[ri], basin[rj]
@@ -702,6 +710,62 @@ def sublevel_components(values: Any, level: float, connectivity: str = "full") -
     return lowest[flat_labels].reshape(vals.shape)
 
 
+def sublevel_sweep(values: Any, levels: Any, connectivity: str = "full",
+                   stride: int = 1) -> np.ndarray:
+    """:func:`sublevel_components` at many levels from one union-find pass over the grid.
+
+    The elder-rule merges of :func:`grid_barcode` say, for every basin minimum, the level at
+    which it joins an older component and which one; a point's component at level ``c`` is
+    found by following those merges up to ``c`` from its basin. That is one barcode plus a
+    pointer jump per level, instead of labelling the grid again at each level.
+
+    Args:
+        values: array of shape ``(d1, ..., dn)``.
+        levels: shape ``(L,)``, the thresholds (any order).
+        connectivity: ``"axis"`` or ``"full"``, as in :func:`grid_barcode`.
+        stride: keep every ``stride``-th grid point along each axis (the components are still
+            those of the full grid), to make the output smaller.
+
+    Returns:
+        int64 array of shape ``(L, ceil(d1 / stride), ..., ceil(dn / stride))`` equal to
+        ``sublevel_components(values, levels[l], connectivity)[::stride, ..., ::stride]``.
+    """
+    vals = _check_values(values)
+    lv = np.asarray(levels, dtype=np.float64).reshape(-1)
+    if lv.size == 0 or not np.all(np.isfinite(lv)):
+        raise ValueError("levels must be a non-empty list of finite numbers")
+    if int(stride) != stride or stride < 1:
+        raise ValueError(f"stride must be an integer >= 1, got {stride}")
+    flat = vals.reshape(-1)
+    edges = grid_edges(vals.shape, connectivity)
+    edge_values = np.maximum(flat[edges[:, 0]], flat[edges[:, 1]])
+    dying, killer, absorber, essential = _elder_rule_h0(flat, edges, edge_values, True)
+
+    # Compact ids of the basin minima: their death level and the minimum they merge into.
+    minima = np.concatenate([dying, essential])
+    compact = np.full(flat.size, -1, dtype=np.int64)
+    compact[minima] = np.arange(minima.size)
+    death = np.concatenate([edge_values[killer], np.full(essential.size, np.inf)])
+    into = np.concatenate([compact[absorber], compact[essential]])  # essential: itself
+
+    order = np.argsort(flat, kind="stable")
+    rank = np.empty(flat.size, dtype=np.int64)
+    rank[order] = np.arange(flat.size)
+    hi = np.maximum(rank[edges[:, 0]], rank[edges[:, 1]])
+    lo = np.minimum(rank[edges[:, 0]], rank[edges[:, 1]])
+    basin = order[_descent_basins(flat.size, hi, lo)[rank]]  # vertex -> its basin minimum
+
+    kept = np.arange(flat.size).reshape(vals.shape)[(slice(None, None, int(stride)),) * vals.ndim]
+    kept = kept.reshape(-1)
+    # After enough rounds of pointer jumping every minimum points at its component's root.
+    parent = np.where(death[None, :] <= lv[:, None], into[None, :], np.arange(minima.size))
+    for _ in range(int(minima.size).bit_length() + 1):
+        parent = np.take_along_axis(parent, parent, axis=1)
+    labels = minima[parent[:, compact[basin[kept]]]]
+    labels[flat[kept][None, :] > lv[:, None]] = -1
+    return labels.reshape(lv.size, *((np.array(vals.shape) + stride - 1) // stride))
+
+
 # --------------------------------------------------------------------------- scores
 
 
@@ -747,9 +811,30 @@ def to_score(barcode: Barcode, norm: str = "l2", normalize: str | None = None) -
         return 0.0
     score = length_norm(lengths, norm)
     if normalize == "range":
-        span = float(barcode.deaths[finite].max() - barcode.births.min())
+        span = loss_range(barcode)
         return score / span if span > 0 else 0.0
     return score
+
+
+def range_normalized(barcode: Barcode) -> Barcode:
+    """The barcode with every level ``x`` mapped to ``(x - lowest birth) / loss_range``: the
+    lowest minimum at 0, the highest finite death at 1 (only shifted when no bar dies)."""
+    if len(barcode) == 0:
+        return barcode
+    low, span = float(barcode.births.min()), loss_range(barcode)
+    span = span if span > 0 else 1.0
+    return Barcode(births=(barcode.births - low) / span, deaths=(barcode.deaths - low) / span,
+                   minima=barcode.minima, saddles=barcode.saddles,
+                   merged_into=barcode.merged_into, saddle_edges=barcode.saddle_edges)
+
+
+def loss_range(barcode: Barcode) -> float:
+    """The highest finite death minus the lowest birth (``normalize="range"``'s unit);
+    ``0.0`` without finite bars."""
+    finite = np.isfinite(barcode.deaths)
+    if not finite.any():
+        return 0.0
+    return float(barcode.deaths[finite].max() - barcode.births.min())
 
 
 def barcode_distance(a: Barcode, b: Barcode, metric: str = "bottleneck") -> float:

@@ -743,11 +743,12 @@ def downloads(items: Sequence[tuple[str, str, str, str]], container: Any = None)
 
 
 def chart(fig: Any, key: str, name: str, container: Any = None, **kwargs: Any) -> Any:
-    """``st.plotly_chart`` with a PNG download (toolbar camera) named after the view."""
+    """``st.plotly_chart`` with a PNG download (toolbar camera) named after the view, and
+    the title clear of the toolbar (:func:`lossbarcode.plots.clear_of_toolbar`)."""
     where = container or st
     if presenting():
         fig.update_layout(font_size=PRESENT_FONT, title_font_size=PRESENT_FONT + 4)
     config = {**PLOTLY_CONFIG,
               "toImageButtonOptions": {**PLOTLY_CONFIG["toImageButtonOptions"],
                                        "filename": name}}
-    return where.plotly_chart(fig, key=key, config=config, **kwargs)
+    return where.plotly_chart(plots.clear_of_toolbar(fig), key=key, config=config, **kwargs)

@@ -184,6 +184,10 @@ if data is not None:
                               index=fixed_values.index(max(fixed_values, key=spread.get)))
     seeds = sorted({r["seed"] for r in records})
     seed = cols[2].selectbox("seed", seeds)
+    per_run = st.toggle("Normalise each barcode by its loss range", key="overlay_normalized",
+                        help="Draws (loss − lowest minimum) / (highest finite death − lowest "
+                             "minimum) per run, so that the shapes of barcodes whose losses "
+                             "differ in scale compare.")
     chosen = sorted((r for r in records if r[fixed_axis] == fixed and r["seed"] == seed),
                     key=lambda r: r[along])
     overlay = {f"{along} {r[along]}": Barcode.from_dict(barcodes[r["run_id"]])
@@ -191,7 +195,8 @@ if data is not None:
     if overlay:
         ui.chart(plots.barcodes_overlay_figure(overlay,
                                                title=f"Barcodes by {along} ({fixed_axis} "
-                                                     f"{fixed}, seed {seed})"),
+                                                     f"{fixed}, seed {seed})",
+                                               normalize="range" if per_run else None),
                  key="overlay", name=f"barcodes_by_{along}")
         if len(overlay) < len(chosen):
             st.caption(f"{len(chosen) - len(overlay)} runs have no stored barcode.")

@@ -3,8 +3,9 @@
 import numpy as np
 import streamlit as st
 
-from lossbarcode import grid_barcode, plots, sublevel_components, to_score, toys
-from pages._common import use_navigation
+from lossbarcode import grid_barcode, plots, to_score, toys
+from lossbarcode.animation import level_range, sublevel_animation
+from pages._common import chart, use_navigation
 
 use_navigation()
 
@@ -19,9 +20,18 @@ def landscape(name: str, resolution: int, connectivity: str):
     return axes, values, grid_barcode(values, connectivity)
 
 
+@st.cache_data(show_spinner=False, max_entries=32)
+def animation(name: str, resolution: int, connectivity: str, min_length: float):
+    """The animated sublevel-set figure: every level precomputed, scrubbed in the browser."""
+    axes, values, full_barcode = landscape(name, resolution, connectivity)
+    return sublevel_animation(axes, values, full_barcode.filter(min_length),
+                              connectivity=connectivity)
+
+
 st.title("Toy landscapes")
 st.caption(
-    "Slide the level c up: components of the sublevel set {f ≤ c} are born at minima and merge "
+    "Press ▶ or drag the slider in the figure to raise the level c (it runs in your browser, "
+    "also in fullscreen): components of the sublevel set {f ≤ c} are born at minima and merge "
     "at saddles. Each minimum's bar runs from its value to the level where it joins a deeper "
     "minimum's component — the barrier gradient descent would have to climb to escape it."
 )
@@ -46,10 +56,6 @@ with st.sidebar:
                     disabled=toy.dim == 1)
 
 axes, values, full_barcode = landscape(name, resolution, connectivity)
-vmin, vmax = float(values.min()), float(values.max())
-finite_deaths = full_barcode.deaths[np.isfinite(full_barcode.deaths)]
-top = float(finite_deaths.max()) if finite_deaths.size else float(np.median(values))
-top = min(vmax, top + 0.15 * (top - vmin))
 
 with st.sidebar:
     min_length = st.number_input(
@@ -57,28 +63,32 @@ with st.sidebar:
         help="Grids add tiny bars from discretisation; this filters them from every view.",
     )
 barcode = full_barcode.filter(min_length)
-
-level = st.slider("Level c", min_value=vmin, max_value=top, value=vmin + 0.5 * (top - vmin),
-                  step=(top - vmin) / 400, format="%.4f")
+vmin, top = level_range(values, barcode)  # the animation's levels too
 
 score, n_finite = to_score(barcode), int(np.isfinite(barcode.deaths).sum())
-cols = st.columns(4)
+cols = st.columns(3)
 cols[0].metric("Minima (bars)", len(barcode))
-cols[1].metric("Components at c", int(((barcode.births <= level) & (barcode.deaths > level)).sum()))
-cols[2].metric("Longest finite bar", f"{barcode.lengths()[np.isfinite(barcode.deaths)].max():.4g}"
+cols[1].metric("Longest finite bar", f"{barcode.lengths()[np.isfinite(barcode.deaths)].max():.4g}"
                if n_finite else "—")
-cols[3].metric("TO-score (L2 of lengths)", f"{score:.4g}",
+cols[2].metric("TO-score (L2 of lengths)", f"{score:.4g}",
                help="Square root of the sum of squared finite bar lengths (arXiv:2012.15834).")
 
-components = sublevel_components(values, level, connectivity)
+chart(animation(name, resolution, connectivity, min_length), key="animation",
+      name=f"{name}_sublevel_sets")
+
+st.subheader("The landscape at one level")
+slider, count = st.columns([3, 1])
+level = slider.slider("Level c", min_value=vmin, max_value=top, value=vmin + 0.5 * (top - vmin),
+                      step=(top - vmin) / 400, format="%.4f",
+                      help="For these static views; the animation above has its own slider.")
+count.metric("Components at c",
+             int(((barcode.births <= level) & (barcode.deaths > level)).sum()))
 left, right = st.columns(2)
-left.plotly_chart(plots.landscape_figure(axes, values, barcode, kind=view, level=level,
-                                         title=toy.title), key="landscape")
-right.plotly_chart(plots.components_figure(axes, values, components, barcode, level),
-                   key="components")
-left, right = st.columns(2)
-left.plotly_chart(plots.barcode_figure(barcode, level=level), key="barcode")
-right.plotly_chart(plots.diagram_figure(barcode, level=level), key="diagram")
+chart(plots.landscape_figure(axes, values, barcode, kind=view, level=level, title=toy.title),
+      key="landscape", name=f"{name}_landscape", container=left)
+chart(plots.diagram_figure(barcode, level=level), key="diagram", name=f"{name}_diagram",
+      container=right)
+chart(plots.barcode_figure(barcode, level=level), key="barcode", name=f"{name}_barcode")
 
 with st.expander("How to read this"):
     st.markdown(

@@ -6,6 +6,8 @@ from pathlib import Path
 
 from streamlit.testing.v1 import AppTest
 
+from lossbarcode import grid_barcode, toys
+
 ROOT = Path(__file__).resolve().parents[1]
 
 
@@ -20,19 +22,26 @@ def test_toy_page_renders_every_function_and_moves_the_slider():
         at.sidebar.selectbox[0].set_value(name).run()
         assert not at.exception, name
         assert len(at.get("plotly_chart")) == 4, name
+        # Every animation frame: bars alive at its level (from the barcode) == components
+        # drawn (from the sweep's labelling), all merged at the top.
+        barcode = grid_barcode(toys.get(name).grid(201)[1])
+        frames = json.loads(at.get("plotly_chart")[0].proto.spec)["frames"]
         counts = []
-        for fraction in (0.0, 0.3, 0.99):
+        for frame in frames:
+            level = frame["layout"]["meta"]
+            alive = int(((barcode.births <= level) & (barcode.deaths > level)).sum())
+            assert f": {alive} component" in frame["layout"]["title"]["text"], (name, level)
+            counts.append(alive)
+        assert counts[0] >= 1 and counts[-1] == 1, (name, counts)
+        if name == "rastrigin":
+            assert max(counts) > 1
+        for fraction in (0.0, 0.3, 0.99):  # the static views' level
             slider = at.slider[0]
             at.slider[0].set_value(slider.min + fraction * (slider.max - slider.min)).run()
             assert not at.exception, name
-            # bars alive at c (from the barcode) == components drawn (from image labelling)
-            alive = int(at.metric[1].value)
-            title = json.loads(at.get("plotly_chart")[1].proto.spec)["layout"]["title"]["text"]
-            assert f": {alive} component" in title, (name, title)
-            counts.append(alive)
-        assert counts[0] >= 1 and counts[-1] == 1, (name, counts)  # all merged near the top
-        if name == "rastrigin":
-            assert counts[1] > 1
+            level = at.slider[0].value
+            alive = int(((barcode.births <= level) & (barcode.deaths > level)).sum())
+            assert int(at.metric[3].value) == alive, name
 
 
 def test_toy_page_filter_and_surface_view():

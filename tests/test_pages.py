@@ -280,6 +280,14 @@ def test_scaling_reads_the_demo_sweep_and_overlays_barcodes(store):
     at.main.radio[0].set_value("depth").run()
     assert not at.exception
     assert [t["name"] for t in charts(at)[2]["data"][:2]] == ["depth 1", "depth 2"]
+    at.toggle(key="overlay_normalized").set_value(True).run()
+    overlay = charts(at)[2]
+    assert "normalised" in overlay["layout"]["xaxis"]["title"]["text"]
+    for trace in overlay["data"][:2]:  # each run's lowest minimum at 0, top finite death at 1
+        base, width = array(trace["base"]), array(trace["x"])
+        assert base.min() == pytest.approx(0)
+        assert np.max(base + width, where=base + width < overlay["layout"]["xaxis"]["range"][1],
+                      initial=0) == pytest.approx(1)
     at.text_input(key="sw_widths").set_value("4,x").run()
     assert "comma list of integers" in texts(at.error)
 
@@ -416,6 +424,9 @@ def test_toy_page_state_in_the_url():
     at = app("toy_landscapes", toy="himmelblau")
     assert not at.exception
     assert at.sidebar.selectbox[0].value == "himmelblau"
+    animation = charts(at)[0]  # the teaching view: frames scrubbed by the in-figure slider
+    assert len(animation["frames"]) == len(animation["layout"]["sliders"][0]["steps"]) > 1
+    assert animation["layout"]["updatemenus"][0]["buttons"][0]["method"] == "animate"
     at.sidebar.selectbox[0].set_value("quartic").run()
     assert at.query_params["toy"] == "quartic"
 

@@ -285,3 +285,149 @@ def test_path_history_figure_dashes_unconverged_paths():
     assert fig.data[0].y[-1] > 0  # a zero excess is drawn at the bottom, not dropped
     plain = plots.path_history_figure(hist, steps, PAIRS[:2], [True, True])
     assert plain.layout.yaxis.type == "linear" and list(plain.data[1].y) == [2.0, 1.0, 0.6]
+
+
+# --------------------------------------------------------------------------- teaching views
+
+
+def contrast(color: str, background: str) -> float:
+    """WCAG 2 contrast ratio of two colours ("#rrggbb" or "rgb(r, g, b)")."""
+    def luminance(c: str) -> float:
+        if c.startswith("#"):
+            rgb = [int(c[i:i + 2], 16) for i in (1, 3, 5)]
+        else:
+            rgb = [float(v) for v in c[c.index("(") + 1:c.index(")")].split(",")[:3]]
+        lin = [v / 255 / 12.92 if v / 255 <= 0.03928 else ((v / 255 + 0.055) / 1.055) ** 2.4
+               for v in rgb]
+        return 0.2126 * lin[0] + 0.7152 * lin[1] + 0.0722 * lin[2]
+
+    a, b = sorted((luminance(color), luminance(background)))
+    return (b + 0.05) / (a + 0.05)
+
+
+DARK_BACKGROUND, LIGHT_BACKGROUND = "#0e1117", "#ffffff"
+
+
+@pytest.mark.parametrize(("toy", "min_length"), [("quartic", 0.0), ("three_hump_camel", 0.0),
+                                                 ("rastrigin", 0.0), ("six_hump_camel", 0.05)])
+def test_sublevel_animation_frames_are_the_sublevel_components(toy, min_length):
+    from lossbarcode import grid_barcode, sublevel_components, toys
+    from lossbarcode.animation import level_range, sublevel_animation
+
+    axes, values = toys.get(toy).grid(61)
+    full = grid_barcode(values, "full")
+    barcode = full.filter(min_length)
+    levels = np.linspace(*level_range(values, full), 12)
+    fig = plots.clear_of_toolbar(sublevel_animation(axes, values, barcode, levels,
+                                                    max_points=31))
+    steps = fig.layout.sliders[0].steps
+    assert len(fig.frames) == len(steps) == levels.size > 1
+    assert [list(s.args[0]) for s in steps] == [[f.name] for f in fig.frames]
+    assert fig.layout.updatemenus[0].buttons[0].method == "animate"
+    shown = np.array([f.layout.meta for f in fig.frames])
+    assert np.all(np.diff(shown) > 0)
+    n = len(barcode)
+    bar_of_minimum = dict(zip(barcode.minima.tolist(), range(n), strict=True))
+    for frame, level in zip(fig.frames, shown, strict=True):
+        category = np.asarray(frame.data[0].z).T if values.ndim == 2 else np.asarray(
+            frame.data[0].marker.color)
+        every = sublevel_components(values, level, "full")
+        reference = every[(slice(None, None, 2),) * values.ndim]  # 61 -> 31 points per axis
+        assert category.shape == reference.shape
+        assert np.array_equal(category == n + 1, reference < 0)  # above the level: not drawn
+        below = reference >= 0
+        expected = [bar_of_minimum.get(int(m), n) for m in reference[below]]  # n: filtered out
+        assert np.array_equal(category[below], expected)
+        opacity = np.asarray(frame.data[1].marker.opacity)
+        alive = (barcode.births <= level) & (barcode.deaths > level)
+        assert np.array_equal(opacity == 1, alive)
+        if min_length == 0:  # one bar alive per component (the elder rule)
+            assert alive.sum() == np.unique(every[every >= 0]).size
+        assert list(frame.data[2].x) == [level, level]
+        assert f": {np.unique(every[every >= 0]).size} component" in frame.layout.title.text
+
+
+def test_sublevel_animation_rejects_bad_arguments():
+    from lossbarcode import grid_barcode, toys
+    from lossbarcode.animation import sublevel_animation
+
+    axes, values = toys.get("himmelblau").grid(21)
+    barcode = grid_barcode(values)
+    with pytest.raises(ValueError, match="levels"):
+        sublevel_animation(axes, values, barcode, [])
+    with pytest.raises(ValueError, match="start"):
+        sublevel_animation(axes, values, barcode, [1.0, 2.0], start=2)
+    with pytest.raises(ValueError, match="one entry per bar"):
+        sublevel_animation(axes, values, barcode, [1.0], colors=["red"])
+
+
+def test_diagram_infinity_row_is_clear_of_the_numeric_ticks(barcode):
+    fig = plots.diagram_figure(barcode, level=1.5)
+    ticks = list(fig.layout.yaxis.tickvals)
+    text = list(fig.layout.yaxis.ticktext)
+    infinity = ticks[text.index(plots.INFINITY_MARK)]
+    numeric = np.array([t for t, s in zip(ticks, text, strict=True) if s != plots.INFINITY_MARK])
+    lo, hi = fig.layout.xaxis.range
+    assert numeric.size >= 2 and np.all(numeric <= hi)
+    assert infinity - numeric.max() >= 0.1 * (hi - lo)  # a visible gap, not a shared row
+    essential = np.isinf(barcode.deaths)
+    assert np.all(np.asarray(fig.data[-1].y)[essential] == infinity)
+    assert fig.layout.yaxis.range[1] > infinity
+
+
+@pytest.mark.parametrize(("lo", "hi"), [(0, 1), (-0.37, 0.95), (1e-4, 3e-3), (-250, 1200)])
+def test_nice_ticks_are_round_evenly_spaced_and_inside(lo, hi):
+    ticks = plots.nice_ticks(lo, hi)
+    assert 3 <= ticks.size <= 11
+    assert ticks.min() >= lo and ticks.max() <= hi
+    assert np.allclose(np.diff(ticks), ticks[1] - ticks[0])
+
+
+def test_new_colours_read_on_the_light_and_dark_theme():
+    colours = [plots.LEVEL_COLOR] + [c for n in range(1, 12) for c in plots.scale_colors(n)]
+    for colour in colours:
+        assert contrast(colour, DARK_BACKGROUND) >= 3, colour
+        assert contrast(colour, LIGHT_BACKGROUND) >= 3, colour
+    # the scale still runs from one hue to another
+    first, last = plots.scale_colors(2)
+    assert first != last
+
+
+def test_landscape_level_contour_is_not_white():
+    from lossbarcode import grid_barcode, toys
+
+    axes, values = toys.get("himmelblau").grid(21)
+    fig = plots.landscape_figure(axes, values, grid_barcode(values), level=50.0)
+    contour = [t for t in fig.data if t.type == "contour"][0]
+    assert contour.line.color == plots.LEVEL_COLOR and contour.showlegend is not False
+
+
+def test_clear_of_toolbar_puts_the_title_below_the_toolbar(barcode):
+    fig = plots.diagram_figure(barcode)
+    cleared = plots.clear_of_toolbar(fig)
+    assert fig.layout.title.pad.t is None  # a copy: the figure passed in is unchanged
+    title = cleared.layout.title
+    assert (title.x, title.xanchor, title.yref, title.pad.t) == (0, "left", "container",
+                                                                  plots.TOOLBAR_HEIGHT)
+    assert cleared.layout.margin.t >= plots.TOOLBAR_HEIGHT + plots.TITLE_HEIGHT
+    with_legend = plots.clear_of_toolbar(plots.slice_figure(
+        np.linspace(0, 1, 5), np.linspace(0, 1, 5), np.arange(25.0).reshape(5, 5) % 7,
+        plots.Barcode.from_dict(minima_barcode([0.0, 1.0], [[0, 2], [2, 0]]).to_dict()),
+        np.zeros((3, 2)), [0, 1, 2]))
+    assert with_legend.layout.margin.t >= (plots.TOOLBAR_HEIGHT + plots.TITLE_HEIGHT
+                                           + plots.LEGEND_ROW)
+
+
+def test_barcodes_overlay_normalised_per_run(barcode):
+    scaled = Barcode(births=barcode.births * 10 + 3, deaths=barcode.deaths * 10 + 3,
+                     minima=barcode.minima, saddles=barcode.saddles,
+                     merged_into=barcode.merged_into)
+    fig = plots.barcodes_overlay_figure({"a": barcode, "b": scaled}, normalize="range")
+    (a_base, a_width), (b_base, b_width) = [(np.asarray(t.base, dtype=float),
+                                             np.asarray(t.x, dtype=float)) for t in fig.data[:2]]
+    assert np.allclose(a_base, b_base) and np.allclose(a_width, b_width)  # same bars
+    finite = np.isfinite(barcode.deaths)
+    assert a_base.min() == 0 and np.max((a_base + a_width)[finite]) == pytest.approx(1)
+    assert "normalised" in fig.layout.xaxis.title.text
+    with pytest.raises(ValueError, match="normalize"):
+        plots.barcodes_overlay_figure({"a": barcode}, normalize="max")

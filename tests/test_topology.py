@@ -412,6 +412,23 @@ def test_sublevel_components_match_the_bars_alive_at_that_level(values, connecti
     assert np.array_equal(labels >= 0, values <= level)
 
 
+@settings(max_examples=60, deadline=None)
+@given(
+    hnp.arrays(np.float64, hnp.array_shapes(min_dims=1, max_dims=3, max_side=7),
+               elements=vertex_values),
+    st.sampled_from(lb.topology.CONNECTIVITIES),
+    st.lists(vertex_values, min_size=1, max_size=6),
+    st.integers(1, 3),
+)
+def test_sublevel_sweep_equals_sublevel_components_at_every_level(values, connectivity, levels,
+                                                                   stride):
+    sweep = lb.sublevel_sweep(values, levels, connectivity, stride=stride)
+    assert sweep.shape[0] == len(levels)
+    for labels, level in zip(sweep, levels, strict=True):
+        every = lb.sublevel_components(values, level, connectivity)
+        assert np.array_equal(labels, every[(slice(None, None, stride),) * values.ndim])
+
+
 # --------------------------------------------------------------------------- bad input
 
 @pytest.mark.parametrize(
@@ -438,6 +455,10 @@ def test_sublevel_components_match_the_bars_alive_at_that_level(values, connecti
         (lambda: lb.sample_barcode(lambda p: p[:, 0] * np.nan, [[0, 1]], 10), "NaN"),
         (lambda: lb.sample_barcode(lambda p: p, [[0, 1], [0, 1]], 10), r"\(n,\) values"),
         (lambda: lb.sublevel_components(np.ones(3), 0.5, "knight"), "connectivity"),
+        (lambda: lb.sublevel_sweep(np.ones(3), [0.5], "knight"), "connectivity"),
+        (lambda: lb.sublevel_sweep(np.ones(3), [], "full"), "levels"),
+        (lambda: lb.sublevel_sweep(np.ones(3), [np.nan], "full"), "levels"),
+        (lambda: lb.sublevel_sweep(np.ones(3), [0.5], stride=0), "stride"),
         (lambda: toys.get("quartic").grid(1), "resolution"),
     ],
 )
