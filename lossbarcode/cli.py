@@ -246,6 +246,11 @@ def _cmd_sweep(args: argparse.Namespace) -> int:
     rows = summarize(records)
     print(_table([{k: v for k, v in r.items() if k not in ("to_score_seeds", "seeds")}
                   for r in rows]))
+    broken = [r for r in records if r.get("broken")]
+    if broken:
+        print(f"{len(broken)} broken runs left out of the summary (their numbers measure the "
+              "training, not the network): " + "; ".join(f"{r['run_id']} {r['health']}"
+                                                        for r in broken))
     return 0
 
 

@@ -5,7 +5,7 @@ import streamlit as st
 
 from lossbarcode import grid_barcode, plots, to_score, toys
 from lossbarcode.animation import level_range, sublevel_animation
-from pages._common import chart, use_navigation
+from pages._common import chart, columns, use_navigation
 
 use_navigation()
 
@@ -83,7 +83,7 @@ level = slider.slider("Level c", min_value=vmin, max_value=top, value=vmin + 0.5
                       help="For these static views; the animation above has its own slider.")
 count.metric("Components at c",
              int(((barcode.births <= level) & (barcode.deaths > level)).sum()))
-left, right = st.columns(2)
+left, right = columns(2)
 chart(plots.landscape_figure(axes, values, barcode, kind=view, level=level, title=toy.title),
       key="landscape", name=f"{name}_landscape", container=left)
 chart(plots.diagram_figure(barcode, level=level), key="diagram", name=f"{name}_diagram",

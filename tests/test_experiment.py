@@ -237,7 +237,7 @@ def test_cancelling_keeps_finished_stages(store):
 def check_sweep(results, widths, seeds):
     assert [(r.config.width, r.config.seed) for r in results] == [
         (w, s) for w in widths for s in seeds]
-    rows = summarize(sweep_records(results))
+    rows = summarize(sweep_records(results), include_broken=True)  # tiny runs: not trained
     assert [row["width"] for row in rows] == list(widths)
     for row in rows:
         assert row["runs"] == len(seeds) and len(row["to_score_seeds"]) == len(seeds)
@@ -329,7 +329,12 @@ def test_cli_sweep_writes_and_appends_a_sweep_file(tmp_path, capsys):
     document = json.loads(out.read_text())
     scales = sorted((r["width"], r["depth"]) for r in document["records"])
     assert scales == [(4, 1), (8, 1), (8, 2)]
-    assert len(document["summary"]) == 3 and len(document["command"]) == 2
+    # Broken (untrained tiny) runs are left out of the summary, and the table says so.
+    summarized = {(row["width"], row["depth"]) for row in document["summary"]}
+    assert all((r["width"], r["depth"]) in summarized or r["broken"]
+               for r in document["records"])
+    assert ("broken runs left out" in table) == any(r["broken"] for r in document["records"])
+    assert len(document["command"]) == 2
     assert set(document["barcodes"]) == {r["run_id"] for r in document["records"]}
 
 
