@@ -7,6 +7,9 @@ Drives the real app (``streamlit run app.py``) with headless Chromium through Pl
   script still running. The browser is started before the clock, so only the app is timed.
 * **first request → first render**: the same, from the server answering its health check
   (what a user waits for after opening the link of a running app's first session).
+* **reference app**: the same two steps in a minimal two-page Streamlit app with one small
+  chart per page, in the same browser: the floor of Streamlit + plotly on this machine, so the
+  rows above read as ratios to it.
 * **page switch (cached)**: clicking a page in the navigation until that page is fully drawn,
   for pages showing a finished result, after each page has been opened once (so the result is
   in ``st.cache_data``).
@@ -80,16 +83,18 @@ def _output(proc: subprocess.Popen) -> str:
 
 
 @contextlib.contextmanager
-def serve_app(env: dict[str, str] | None = None, wait: bool = True
+def serve_app(env: dict[str, str] | None = None, wait: bool = True, script: Path | None = None,
               ) -> Iterator[tuple[str, subprocess.Popen]]:
-    """Run ``streamlit run app.py`` headless on a free localhost port; yields (url, process).
+    """Run ``streamlit run app.py`` (or ``script``) headless on a free localhost port; yields
+    (url, process).
 
     ``env`` is added to the environment (e.g. ``LOSSBARCODE_RESULTS``). With ``wait`` the
     context is entered once the server answers its health check.
     """
     port = free_port()
     proc = subprocess.Popen(
-        [sys.executable, "-m", "streamlit", "run", "app.py", "--server.headless", "true",
+        [sys.executable, "-m", "streamlit", "run", str(script or "app.py"),
+         "--server.headless", "true",
          "--server.port", str(port), "--server.address", "127.0.0.1",
          "--browser.gatherUsageStats", "false", "--server.fileWatcherType", "none"],
         cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
@@ -177,7 +182,44 @@ def app_benchmark(runs: int = 5) -> list[dict]:
             row("first request → first render (server up)", renders)]
     rows += [row(f"page switch → {label} (cached result)", samples)
              for label, samples in switches.items()]
+    rows += [row(what, samples) for what, samples in _reference(runs).items()]
     return rows
+
+
+# The floor any Streamlit + plotly page has on this machine and browser: two pages, each a title
+# and one three-point chart, switched through st.navigation.
+_REFERENCE_PAGE = """import plotly.graph_objects as go
+import streamlit as st
+st.title({title!r})
+st.plotly_chart(go.Figure(go.Scatter(x=[1, 2, 3], y=[1, 3, 2])))
+"""
+_REFERENCE_APP = """import streamlit as st
+st.navigation([st.Page("one.py", title="One"), st.Page("two.py", title="Two")]).run()
+"""
+
+
+def _reference(runs: int) -> dict[str, list[float]]:
+    """Seconds of the same steps in a minimal two-page Streamlit app with one chart each."""
+    out: dict[str, list[float]] = {"reference app: first request → first render": [],
+                                   "reference app: page switch": []}
+    with tempfile.TemporaryDirectory() as folder, launch_browser() as browser:
+        root = Path(folder)
+        (root / "app.py").write_text(_REFERENCE_APP)
+        for name, title in (("one", "Page one"), ("two", "Page two")):
+            (root / f"{name}.py").write_text(_REFERENCE_PAGE.format(title=title))
+        for _ in range(runs):
+            page = browser.new_page(viewport={"width": 1400, "height": 1000})
+            with serve_app(script=root / "app.py") as (url, _):
+                start = time.perf_counter()
+                page.goto(url, wait_until="commit")
+                wait_ready(page, "Page one", charts=1)
+                out["reference app: first request → first render"].append(
+                    time.perf_counter() - start)
+                _switch(page, "Two", "Page two", 1)
+                _switch(page, "One", "Page one", 1)
+                out["reference app: page switch"].append(_switch(page, "Two", "Page two", 1))
+            page.close()
+    return out
 
 
 def _switch(page: Any, label: str, title: str, charts: int) -> float:
