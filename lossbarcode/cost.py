@@ -69,8 +69,8 @@ _EFFICIENCY = {"fcn": 0.4}
 _AUTOGRAD_EFFICIENCY = 0.2
 _STEP_OVERHEAD_S = {"cpu": 0.7e-3, "cuda": 0.3e-3}  # dispatch per minima training step
 _PATH_STEP_OVERHEAD_S = {"cpu": 3e-3, "cuda": 2e-3}  # dispatch per path optimisation step
-_SETUP_S = 1.0  # data loading, landscape, saving (outside the stage timings)
-_STAGE_FIXED_S = 0.3  # per stage: first calls, evaluation set-up, whatever the size
+_SETUP_S = 0.2  # data loading, landscape, saving (outside the stage timings)
+_STAGE_FIXED_S = 0.05  # per stage: first calls, evaluation set-up, whatever the size
 # connect()'s defaults, which run_experiment does not override.
 _PATH_BATCH, _NEB_CYCLES, _NEB_INSERT, _BEZIER_T, _SCREEN_POINTS = 128, 3, 2, 4, 9
 _REFINE = 2 * PATH_REFINE_ROUNDS * PATH_REFINE_POINTS  # added around a profile's top
@@ -168,9 +168,14 @@ def fit_calibration(observations: Iterable[tuple[Mapping[str, float], Mapping[st
     return Calibration(factors, runs if factors else 0)
 
 
-def store_calibration(store: ResultStore, kind: str) -> Calibration:
+def store_calibration(store: ResultStore, kind: str, like: ExperimentConfig | None = None
+                      ) -> Calibration:
     """The calibration fitted on the finished runs in ``store`` that ran on a ``kind``
     (``"cpu"``/``"cuda"``) device, at the current throughput; :data:`RAW` without any.
+
+    With ``like``, only the runs of its dataset and architecture count when there are any:
+    how long paths take to converge depends on the task far more than the model can say
+    (e.g. spirals paths take about three times the steps of digits paths).
 
     The store is read once per list of runs (cached); unreadable results (e.g. from before
     results were checksummed) are skipped.
@@ -178,6 +183,9 @@ def store_calibration(store: ResultStore, kind: str) -> Calibration:
     runs = tuple(store.list())[-_CALIBRATION_RUNS:]
     observed = [(config, timings) for config, timings, device in _stored_timings(
         str(store.root), runs) if device == kind]
+    if like is not None:
+        same = [(c, t) for c, t in observed if (c.dataset, c.arch) == (like.dataset, like.arch)]
+        observed = same or observed
     if not observed:
         return RAW
     return fit_calibration(

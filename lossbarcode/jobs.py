@@ -317,7 +317,7 @@ class JobManager:
 
     def estimate(self, config: ExperimentConfig) -> dict[str, Any]:
         """:func:`~lossbarcode.cost.estimate_cost` calibrated on this manager's store."""
-        return estimate_cost(config, store_calibration(self.store, device_kind(config)))
+        return estimate_cost(config, store_calibration(self.store, device_kind(config), config))
 
     def _check_memory(self, configs: Sequence[ExperimentConfig]) -> None:
         """``ValueError`` (what to lower) if a run not stored yet cannot fit in memory."""

@@ -96,6 +96,12 @@ def test_store_calibration_reads_the_finished_runs(tmp_path, monkeypatch):
     assert calibrated["calibrated_runs"] == 2
     assert calibrated["stages"]["minima"] == pytest.approx(cal.factor("minima")
                                                            * predicted["minima"], rel=1e-6)
+    # Runs of the same task calibrate its estimates when there are any; else all runs do.
+    blobs = TINY.replace(dataset="blobs")
+    run_experiment(blobs, store)
+    assert store_calibration(store, "cpu", like=TINY).runs == 2
+    assert store_calibration(store, "cpu", like=blobs).runs == 1
+    assert store_calibration(store, "cpu", like=TINY.replace(dataset="spirals")).runs == 3
 
 
 def test_memory_refusal_says_what_to_lower(tmp_path):
