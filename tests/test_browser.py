@@ -6,6 +6,7 @@ page as the very first request of a fresh server.
 """
 
 import json
+import re
 from pathlib import Path
 
 import pytest
@@ -88,8 +89,6 @@ def url_run(page) -> str | None:
 
 def shown_run(page) -> str | None:
     """The run id of the result on screen: the caption under the metrics starts with it."""
-    import re
-
     found = re.search(r"\b([0-9a-f]{16}) · ", page.locator('[data-testid="stMain"]').inner_text())
     return found.group(1) if found else None
 
@@ -205,10 +204,12 @@ def test_the_url_names_the_shown_run_after_a_fast_run_and_after_cancel(playwrigh
 
         page.get_by_text("Minima", exact=True).first.click()  # open the Minima expander
         steps = page.get_by_label("Steps", exact=True)
-        steps.fill("200000")  # long enough to cancel
+        steps.fill("2000000")  # long enough to cancel, and to be confirmed first
         steps.press("Enter")
         page.wait_for_timeout(800)
         page.get_by_role("button", name="Run experiment").click()
+        # A long run asks first (estimate above a few minutes): confirm it.
+        page.get_by_role("button", name=re.compile("^Confirm: start")).click(timeout=60_000)
         page.get_by_role("button", name="Cancel").click(timeout=60_000)
         page.wait_for_function("document.body.innerText.includes('was cancelled')",
                                timeout=60_000)

@@ -125,11 +125,15 @@ def test_bench_estimate_on_two_tiny_presets(monkeypatch, capsys):
 
     tiny = choices.PRESETS["tiny"]
     monkeypatch.setattr(bench_cost, "PRESETS", {
-        "a": tiny, "b": (tiny[0], {**tiny[1], "seed": 1, "k": 3})})
-    rows = bench_cost.estimate_benchmark(("a", "b"))
-    assert [r["preset"] for r in rows] == ["a", "b"]
+        "a": tiny, "b": (tiny[0], {**tiny[1], "seed": 1, "k": 3}),
+        "c": (tiny[0], {**tiny[1], "dataset": "blobs"})})
+    rows = bench_cost.estimate_benchmark(("a", "b", "c"))
+    # c's task is unique: it runs again; each row is calibrated leave-one-out, on same-task
+    # runs when there are any, and a task's first run never on its own second run.
+    assert [r["preset"] for r in rows] == ["a", "b", "c", "c again"]
+    assert [r["calibrated_on"] for r in rows] == ["1 same-task", "1 same-task", "2 other",
+                                                 "1 same-task"]
     for row in rows:
-        assert row["calibrated_on"] == 1  # leave-one-out: the other preset
         assert row["actual_s"] > 0 and row["model_s"] > 0 and row["calibrated_s"] > 0
         assert row["calibrated_ratio"] == pytest.approx(row["calibrated_s"] / row["actual_s"])
         assert row["within_2x"] == (0.5 <= row["calibrated_ratio"] <= 2)
