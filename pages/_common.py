@@ -239,10 +239,10 @@ def run_picker(label: str = "Run", param: str = "run", pending: Sequence[str] = 
                empty_message: str = NO_RUNS) -> str | None:
     """A selectbox of finished runs bound to the URL query parameter ``param``.
 
-    The initial choice is the URL's run, else this session's last run, else
-    ``runs[default_index]`` (most recent first). A URL run that is neither finished nor in
-    ``pending`` (runs being computed) gets a warning. Returns the chosen id, or None (with a
-    hint) when there is no finished run.
+    The initial choice is this session's last run, else the URL's run (a shared link opened
+    in a new session), else ``runs[default_index]`` (most recent first). A URL run that is
+    neither finished nor in ``pending`` (runs being computed) gets a warning. Returns the
+    chosen id, or None (with a hint) when there is no finished run.
     """
     where = container or st
     runs = finished_runs()
@@ -257,7 +257,11 @@ def run_picker(label: str = "Run", param: str = "run", pending: Sequence[str] = 
         if not pending:
             where.info(empty_message, icon=":material/info:")
         return None
-    wanted = from_url if from_url in runs else st.session_state.get(f"current_{param}")
+    # Within a session the session's run is the truth and the URL its mirror: a fragment's
+    # rerun carries the URL the browser had when it asked, which may predate the last change.
+    # A link opened in a new session (no run remembered yet) names the run.
+    remembered = st.session_state.get(f"current_{param}")
+    wanted = from_url if from_url in runs and remembered not in runs else remembered
     if wanted in runs:
         st.session_state[key] = wanted
     elif st.session_state.get(key) not in runs:

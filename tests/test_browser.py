@@ -195,7 +195,8 @@ def test_the_url_names_the_shown_run_after_a_fast_run_and_after_cancel(playwrigh
             wait_ready(page, "Explore a run", charts=3, timeout=60)
             if url_run(page) != shown_run(page):
                 screenshot(page, "url_mismatch")
-                print(page.locator('[data-testid="stMain"]').inner_text()[:3000])
+                print("MISMATCH", shown, url_run(page), shown_run(page))
+                print(page.locator('[data-testid="stMain"]').inner_text()[:1500])
             assert url_run(page) == shown_run(page), "the URL and the shown run differ"
             shown.append(url_run(page))
             page.reload(wait_until="domcontentloaded")  # a reload opens the same run
