@@ -317,23 +317,27 @@ if r is not None:
                                    title=f"Training loss along each {c.path_method} path "
                                          f"({len(r.pairs)} pairs, {c.pairs})"),
              key="profiles", name=f"profiles_{r.run_id}")
-    with st.expander("Convergence of the paths: barrier against optimisation step",
-                     icon=":material/monitoring:", expanded=bool(unconverged)):
-        path_names = [f"{i}–{j}" for i, j in r.pairs.tolist()]
-        shown = st.selectbox("Path", [None, *range(len(path_names))], index=0,
-                             format_func=lambda p: "all" if p is None else path_names[p],
-                             help="Highlight one path's history.")
-        floors = np.maximum(r.train_loss[r.pairs[:, 0]], r.train_loss[r.pairs[:, 1]])
-        ui.chart(plots.path_history_figure(
-            r.path_history, r.path_history_steps, r.pairs, r.path_converged, floors=floors,
-            colors=plots.path_colors(barcode, r.pairs),
-            highlight=shown if shown is not None else pair), key="path_history",
-            name=f"path_history_{r.run_id}")
-        st.dataframe(r.path_table(), hide_index=True, width="stretch")
-        st.caption(f"Paths {c.path_rule}: a path stops after two cycles in a row within "
-                   "that tolerance, first on minibatches, then on the whole evaluation set "
-                   "with a climbing image; `perp_grad` is the largest loss gradient "
-                   "perpendicular to the final chain.")
+    # Drawn only when open (a chart and a table fewer to send when every path converged).
+    history = st.expander("Convergence of the paths: barrier against optimisation step",
+                          icon=":material/monitoring:", expanded=bool(unconverged),
+                          key="explore_history", on_change="rerun")
+    if history.open:
+        with history:
+            path_names = [f"{i}–{j}" for i, j in r.pairs.tolist()]
+            shown = st.selectbox("Path", [None, *range(len(path_names))], index=0,
+                                 format_func=lambda p: "all" if p is None else path_names[p],
+                                 help="Highlight one path's history.")
+            floors = np.maximum(r.train_loss[r.pairs[:, 0]], r.train_loss[r.pairs[:, 1]])
+            ui.chart(plots.path_history_figure(
+                r.path_history, r.path_history_steps, r.pairs, r.path_converged, floors=floors,
+                colors=plots.path_colors(barcode, r.pairs),
+                highlight=shown if shown is not None else pair), key="path_history",
+                name=f"path_history_{r.run_id}")
+            st.dataframe(r.path_table(), hide_index=True, width="stretch")
+            st.caption(f"Paths {c.path_rule}: a path stops after two cycles in a row within "
+                       "that tolerance, first on minibatches, then on the whole evaluation set "
+                       "with a climbing image; `perp_grad` is the largest loss gradient "
+                       "perpendicular to the final chain.")
 
     table = pd.DataFrame(r.minima_table())
     table["length"] = table["length"].astype(float)

@@ -162,6 +162,8 @@ def test_first_open_shows_the_demo_run_and_where_to_start(playwright_api, app_en
         assert "demo run" in text and "Start here" in text
         assert url_run(page) == shown_run(page) and url_run(page) is not None
         no_exception(page, "first open")
+        page.get_by_text("Convergence of the paths").click()  # drawn when opened
+        wait_ready(page, "Explore a run", charts=4, timeout=60)
         page.get_by_role("link", name="3 · The scaling curve").click()
         wait_ready(page, "Scaling", charts=2, timeout=60)
         no_exception(page, "scaling from start here")
