@@ -262,17 +262,20 @@ def run_picker(label: str = "Run", param: str = "run", pending: Sequence[str] = 
     # A link opened in a new session (no run remembered yet) names the run.
     remembered = st.session_state.get(f"current_{param}")
     wanted = from_url if from_url in runs and remembered not in runs else remembered
-    if wanted in runs:
-        st.session_state[key] = wanted
-    elif st.session_state.get(key) not in runs:
-        st.session_state[key] = runs[min(default_index, len(runs) - 1)]
-
-    choice = where.selectbox(label, runs, key=key, format_func=run_label,
-                             on_change=lambda: remember_run(st.session_state[key], param))
+    if wanted not in runs:  # e.g. a run still being computed: keep what was shown
+        shown = st.session_state.get(f"_shown_{param}")
+        wanted = shown if shown in runs else runs[min(default_index, len(runs) - 1)]
+    # The key names the run it opens on, so a selection the browser reports late (with a
+    # fragment's rerun) belongs to an old widget and cannot switch the run back.
+    choice = where.selectbox(label, runs, index=runs.index(wanted), key=f"{key}_{wanted}",
+                             format_func=run_label)
+    st.session_state[f"_shown_{param}"] = choice
+    if choice != wanted:  # picked in the selectbox
+        remember_run(choice, param)
+    elif from_url not in pending:  # keep a shared link to a running job until it finishes
+        remember_run(choice, param, chosen=False)
     if st.session_state.get(missing_key):
         missing_run_message(st.session_state[missing_key], instead=choice)
-    if from_url not in pending:  # keep a shared link to a running job until it finishes
-        remember_run(choice, param, chosen=False)
     return choice
 
 

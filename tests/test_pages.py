@@ -74,6 +74,11 @@ def texts(elements) -> str:
     return " ".join(str(e.value) for e in elements)
 
 
+def picker(at: AppTest, label: str = "Show run"):
+    """The run picker (its key names the run it opened on, so find it by its label)."""
+    return next(s for s in at.selectbox if s.label == label)
+
+
 def charts(at: AppTest) -> list[dict]:
     return [json.loads(c.proto.spec) for c in at.get("plotly_chart")]
 
@@ -133,7 +138,7 @@ def test_explore_opens_a_shared_link_and_reports_unknown_runs(store):
     first = store["runs"][0]
     at = app(run=first.run_id, minimum="2")
     assert not at.exception
-    assert at.selectbox(key="picker_run").value == first.run_id
+    assert picker(at).value == first.run_id
     assert at.selectbox(key="highlight").value == 2
     at = app(run="0123456789abcdef")
     assert not at.exception and "not in the results folder" in texts(at.warning)
@@ -148,7 +153,7 @@ def test_explore_runs_the_tiny_preset_and_rejects_bad_configs(store):
     settle(at.sidebar.button[0].click().run())  # same config as the stored run: done at once
     assert not at.exception
     assert at.query_params["run"] == TINY.run_id
-    assert at.selectbox(key="picker_run").value == TINY.run_id
+    assert picker(at).value == TINY.run_id
     assert "Already computed" in texts(at.sidebar.caption)
     settle(at.sidebar.selectbox(key="cfg_arch").set_value("transformer").run())
     assert not at.exception
@@ -204,7 +209,7 @@ def test_explore_live_progress_then_result(store):
     assert status.state == "done", status
     at.run()
     assert not at.exception
-    assert at.selectbox(key="picker_run").value == config.run_id
+    assert picker(at).value == config.run_id
     assert len(charts(at)) == 4  # barcode, diagram, profiles, barrier against step
 
 
@@ -223,7 +228,7 @@ def test_two_sessions_asking_for_one_run_compute_it_once(store):
     assert manager.wait(config.run_id, timeout=120).state == "done"
     for at in sessions:
         at.run()
-        assert at.selectbox(key="picker_run").value == config.run_id
+        assert picker(at).value == config.run_id
         assert len(charts(at)) == 4  # barcode, diagram, profiles, barrier against step
 
 
@@ -463,7 +468,7 @@ def test_every_page_opens_on_the_demo_run_until_there_are_runs(tmp_path, monkeyp
     demo_id = ui._finished(ResultStore(ui.DEMO_RUNS))[0]
     at = app()
     assert not at.exception
-    assert at.selectbox(key="picker_run").value == demo_id
+    assert picker(at).value == demo_id
     assert "demo run" in texts(at.info) and ui.DEMO_RUN_COMMAND in texts(at.info)
     assert "Start here" in texts(at.markdown)
     # barcode, diagram, profiles; the convergence chart is drawn once its expander is opened
@@ -509,7 +514,7 @@ def test_health_banner_on_a_broken_run(store, tmp_path, monkeypatch):
         assert not at.exception, page
         assert "broken" in texts(at.error).lower(), page
     at = app(run=broken.run_id)
-    assert "diverged" in texts(at.error) and "broken" in at.selectbox(key="picker_run").format_func(
+    assert "diverged" in texts(at.error) and "broken" in picker(at).format_func(
         broken.run_id)
 
 
@@ -559,11 +564,13 @@ def test_minima_map_warns_about_an_unknown_run_link(store):
     at.run()
     assert not at.exception
     assert "0123456789abcdef` is not in the results folder" in texts(at.warning)
-    shown = at.selectbox(key="picker_run").value
+    shown = picker(at, "Run").value
     assert at.query_params["run"] == shown  # the URL names what is shown
     settle(at.run())  # reruns (e.g. when the map is ready) keep saying so
     assert "0123456789abcdef` is not in the results folder" in texts(at.warning)
-    at.selectbox(key="picker_run").set_value(store["runs"][1].run_id).run()
+    other = next(r.run_id for r in store["runs"] if r.run_id != shown)
+    picker(at, "Run").set_value(other).run()
+    assert picker(at, "Run").value == other and at.query_params["run"] == other
     assert "not in the results folder" not in texts(at.warning)
 
 
