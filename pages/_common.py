@@ -341,30 +341,31 @@ h1 { font-size: 2.6rem !important; }
 
 def presenting() -> bool:
     """Whether the app is in presentation mode (``?present=1``): large fonts, charts stacked
-    one per row, a sidebar with the page list only. A page switch drops the URL's
-    parameters, so the session remembers it too."""
-    if st.query_params.get(PRESENT_PARAM) == "1":
-        st.session_state["_present"] = True
-    return bool(st.session_state.get("_present"))
+    one per row, a sidebar with the page list only. The URL sets it when a session starts;
+    then the session holds it (a page switch drops the URL's parameters, and a fragment's rerun
+    may carry an old URL) and the URL mirrors it."""
+    if "_present" not in st.session_state:  # a new session: the link says (see run_picker)
+        st.session_state["_present"] = st.query_params.get(PRESENT_PARAM) == "1"
+    return bool(st.session_state["_present"])
 
 
 def presentation_controls() -> None:
-    """The presentation-mode switch (sidebar, or a button at the top while presenting); kept
-    in the URL so that every page and a shared link agree. Called by ``app.py``."""
-    if presenting():
-        st.query_params[PRESENT_PARAM] = "1"
-        st.html(PRESENT_CSS)
-        if st.button("Exit presentation mode", icon=":material/close_fullscreen:",
-                     key="exit_present"):
-            st.session_state["_present"] = False
-            st.query_params.pop(PRESENT_PARAM, None)
+    """The presentation-mode switch (sidebar, or a button at the top while presenting); the URL
+    mirrors it, so that a shared link opens in the same mode. Called by ``app.py``."""
+    if not presenting():
+        st.query_params.pop(PRESENT_PARAM, None)
+        if st.sidebar.button("Presentation mode", icon=":material/slideshow:",
+                             key="enter_present", width="stretch",
+                             help="Large fonts, charts stacked for a projector, the sidebar "
+                                  "reduced to the page list."):
+            st.session_state["_present"] = True
             st.rerun()
-    elif st.sidebar.button("Presentation mode", icon=":material/slideshow:",
-                           key="enter_present", width="stretch",
-                           help="Large fonts, charts stacked for a projector, the sidebar "
-                                "reduced to the page list."):
-        st.session_state["_present"] = True
-        st.query_params[PRESENT_PARAM] = "1"
+        return
+    st.query_params[PRESENT_PARAM] = "1"
+    st.html(PRESENT_CSS)
+    if st.button("Exit presentation mode", icon=":material/close_fullscreen:",
+                 key="exit_present"):
+        st.session_state["_present"] = False
         st.rerun()
 
 

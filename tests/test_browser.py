@@ -245,7 +245,7 @@ def test_presentation_mode_stacks_charts_in_large_type(playwright_api, app_env):
         page.get_by_role("button", name="Presentation mode").click()
         page.get_by_role("button", name="Exit presentation mode").wait_for(timeout=30_000)
         wait_ready(page, "Explore a run", charts=3, timeout=60)
-        assert "present=1" in page.url
+        page.wait_for_function("location.search.includes('present=1')", timeout=10_000)
         assert not page.get_by_role("button", name="Run experiment").is_visible()
         after = page.evaluate(sizes_js)
         assert all(a >= 1.2 * b for a, b in zip(after, before, strict=True)), (before, after)
@@ -257,10 +257,11 @@ def test_presentation_mode_stacks_charts_in_large_type(playwright_api, app_env):
         screenshot(page, "presentation")
         page.locator('[data-testid="stSidebarNav"] a', has_text="Scaling").first.click()
         wait_ready(page, "Scaling", charts=2, timeout=60)
-        assert "present=1" in page.url  # the mode survives a page switch
+        # the mode survives a page switch
+        page.wait_for_function("location.search.includes('present=1')", timeout=10_000)
         page.get_by_role("button", name="Exit presentation mode").click()
         page.get_by_role("button", name="Presentation mode").wait_for(timeout=30_000)
-        assert "present=1" not in page.url
+        page.wait_for_function("!location.search.includes('present=1')", timeout=10_000)
         browser.close()
 
 
