@@ -334,7 +334,7 @@ PRESENT_CSS = """<style>
 html, body, [data-testid="stAppViewContainer"] { font-size: 22px; }
 [data-testid="stSidebarUserContent"] { display: none; }
 h1 { font-size: 2.6rem !important; }
-[data-testid="stMetricValue"] { font-size: 2.6rem; }
+[data-testid="stMetricValue"] { font-size: 2.1rem; }
 [data-testid="stCaptionContainer"] { font-size: 1rem; }
 </style>"""
 
