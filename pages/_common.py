@@ -623,11 +623,7 @@ def _demo_sweep(path: str, mtime: float) -> dict[str, Any]:
     data = json.loads(Path(path).read_text())
     if not isinstance(data, dict) or not isinstance(data.get("records"), list):
         raise ValueError(f"{path} is not a demo sweep file (no 'records' list)")
-    if not data.get("summary"):
-        from lossbarcode.sweep import summarize
-
-        data["summary"] = summarize(data["records"])
-    data.setdefault("barcodes", {})
+    data.setdefault("barcodes", {})  # the page summarises the records (broken runs or not)
     return data
 
 
@@ -670,7 +666,7 @@ def sweep_family(config: ExperimentConfig) -> str:
 
 @st.cache_data(show_spinner=False, max_entries=16)
 def _families(root: str, run_ids: tuple[str, ...]) -> dict[str, dict[str, Any]]:
-    from lossbarcode.sweep import summarize, sweep_records
+    from lossbarcode.sweep import sweep_records
 
     groups: dict[str, list[Result]] = {}
     for run_id in run_ids:
@@ -693,7 +689,7 @@ def _families(root: str, run_ids: tuple[str, ...]) -> dict[str, dict[str, Any]]:
                                                seed=ExperimentConfig.seed), "sweep")
                    + f" --widths {axes['width']} --depths {axes['depth']} --seeds {axes['seed']}")
         out[family] = {
-            "label": label, "records": records, "summary": summarize(records),
+            "label": label, "records": records,
             "score_variant": records[0]["score_variant"], "base": c.to_dict(),
             "barcodes": {r.run_id: r.barcode.to_dict() for r in results},
             "description": plots.describe_config(c, varied=("width", "depth", "seed")),

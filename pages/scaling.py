@@ -165,9 +165,9 @@ if data is not None:
     ui.downloads([
         ("Summary (CSV)", ui.csv_text(summary), "sweep_summary.csv", "text/csv"),
         ("Runs (CSV)", ui.csv_text(records), "sweep_runs.csv", "text/csv"),
-        ("Sweep (JSON)", ui.json_text({k: data.get(k) for k in
-                                       ("command", "description", "score_variant", "records",
-                                        "summary", "barcodes")}),
+        ("Sweep (JSON)", ui.json_text({**{k: data.get(k) for k in
+                                          ("command", "description", "score_variant",
+                                           "records", "barcodes")}, "summary": summary}),
          "sweep.json", "application/json"),
     ])
 
