@@ -93,6 +93,18 @@ def shown_run(page) -> str | None:
     return found.group(1) if found else None
 
 
+def wait_new_run_shown(page, old: list[str], timeout_s: float = 180) -> None:
+    """Wait until a run finished: the URL names a run not in ``old``, its caption is on screen
+    and no job is running. (The URL names a job from its start, while the previous run is still
+    shown under the progress box: waiting on the URL alone races the first rerun.)"""
+    page.wait_for_function(
+        "(() => { const r = new URLSearchParams(location.search).get('run');"
+        f" return r && !{json.dumps(old)}.includes(r)"
+        " && document.body.innerText.includes(r + ' · ')"
+        " && !document.body.innerText.includes('Running experiment'); })()",
+        timeout=timeout_s * 1000)
+
+
 def test_run_an_experiment_click_a_bar_and_visit_every_page(playwright_api, app_env):
     with serve_app(app_env) as (url, _), playwright_api.sync_playwright() as p:
         browser = launch(p)
@@ -101,9 +113,7 @@ def test_run_an_experiment_click_a_bar_and_visit_every_page(playwright_api, app_
         wait_ready(page, "Explore a run", charts=3, timeout=120)  # the demo run
         demo_id = url_run(page)
         page.get_by_role("button", name="Run experiment").click()
-        page.wait_for_function(f"new URLSearchParams(location.search).get('run') != '{demo_id}'"
-                               " && !document.body.innerText.includes('Running experiment')",
-                               timeout=180_000)
+        wait_new_run_shown(page, [demo_id])
         wait_ready(page, "Explore a run", charts=3, timeout=180)
         no_exception(page, "explore")
         run_id = url_run(page)
@@ -195,12 +205,7 @@ for (const name of ['pushState', 'replaceState']) {
             seed_box.press("Enter")
             page.wait_for_timeout(800)
             page.get_by_role("button", name="Run experiment").click()
-            page.wait_for_function(
-                "(() => { const r = new URLSearchParams(location.search).get('run');"
-                f" return r && !{json.dumps(shown)}.includes(r)"
-                " && document.body.innerText.includes(r + ' · ')"
-                " && !document.body.innerText.includes('Running experiment'); })()",
-                timeout=180_000)
+            wait_new_run_shown(page, shown)
             wait_ready(page, "Explore a run", charts=3, timeout=60)
             if url_run(page) != shown_run(page):
                 screenshot(page, "url_mismatch")
