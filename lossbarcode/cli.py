@@ -153,7 +153,7 @@ def _config_from(args: argparse.Namespace) -> ExperimentConfig:
         flag = getattr(args, f"cfg_{f.name}")
         if flag is not None:
             values[f.name] = flag
-    return ExperimentConfig.from_dict(values).validate()
+    return ExperimentConfig.from_dict(values)
 
 
 def _store(args: argparse.Namespace):

@@ -126,10 +126,8 @@ def estimate_cost(config: ExperimentConfig, calibration: Calibration = RAW) -> d
     few either way). ``flops`` counts training the K minima (forward + backward = 3 forward
     passes per example: about ``6 * params * examples per step * K * steps`` for dense layers;
     convolutions are counted per output position) and the paths (optimisation of every pair's
-    images plus the barrier evaluation along them). Raises ``ValueError`` for an invalid
-    config.
+    images plus the barrier evaluation along them).
     """
-    config = config.validate()
     parts = _cost_parts(config)
     stages = stage_seconds(config, config_throughput(config), calibration)
     return {"seconds": _SETUP_S + sum(stages.values()), "stages": stages,
@@ -208,7 +206,7 @@ def _stored_timings(root: str, runs: tuple[str, ...]
             if stored is None:
                 continue
             meta = stored[0]
-            config = ExperimentConfig.from_dict(meta["config"]).validate()
+            config = ExperimentConfig.from_dict(meta["config"])
             timings = {s: float(meta["timings"][s]) for s in COST_STAGES}
             kind = "cuda" if str(meta["device"]).startswith("cuda") else "cpu"
         except (ValueError, KeyError, TypeError):  # unusable for calibration: skip it

@@ -96,7 +96,8 @@ def identity_hash(identity: Mapping[str, Any]) -> str:
 
 @dataclass(frozen=True)
 class ExperimentConfig:
-    """Every knob of one experiment. Same validated config -> same ``run_id`` anywhere.
+    """Every knob of one experiment, checked at construction. Same config -> same ``run_id``
+    anywhere.
 
     Data: ``dataset``, ``n_train`` / ``n_test`` (seeded subsets, None = all), ``data_root``.
     Model: ``arch`` in fcn|cnn|resnet|transformer, ``width``, ``depth``, ``heads``.
@@ -145,9 +146,9 @@ class ExperimentConfig:
     device: str = "auto"
     dtype: str = "float32"
 
-    def validate(self) -> ExperimentConfig:
-        """Return ``self`` if every value is possible, else raise ``ValueError`` listing all
-        problems, each with what to do."""
+    def __post_init__(self) -> None:
+        """Check every value once, at construction: an ``ExperimentConfig`` that exists is
+        valid. ``ValueError`` lists all problems, each with what to do."""
         # Types first: the checks below compare and do arithmetic on the values.
         problems = _type_problems(self.to_dict())
         if problems:
@@ -215,6 +216,10 @@ class ExperimentConfig:
                  "resnet)")
         if problems:
             raise ValueError("invalid experiment config: " + "; ".join(problems))
+
+    def validate(self) -> ExperimentConfig:
+        """``self``: kept for compatibility (deprecated). A config is validated when it is
+        constructed, so there is nothing left to check."""
         return self
 
     @property
@@ -239,7 +244,7 @@ class ExperimentConfig:
         (computed from ``data_root`` when not given), ``heads`` at its default outside
         transformers, and ``eval_subset`` None when it covers all ``n_train`` examples.
         """
-        values = self.validate().to_dict()
+        values = self.to_dict()
         del values["device"]
         if self.arch != "transformer":
             values["heads"] = ExperimentConfig.heads
@@ -255,8 +260,7 @@ class ExperimentConfig:
 
     @functools.cached_property
     def run_id(self) -> str:
-        """A stable 16-hex-digit hash of :meth:`identity` (computed once per config; an
-        invalid config raises every time)."""
+        """A stable 16-hex-digit hash of :meth:`identity` (computed once per config)."""
         return identity_hash(self.identity())
 
 
@@ -518,7 +522,7 @@ def _result_from_json(cls: type[Result], data: dict[str, Any]) -> Result:
     run_id = data["run_id"]
     if not isinstance(run_id, str):
         raise ValueError(f"result run_id must be a string, got {run_id!r}")
-    config = ExperimentConfig.from_dict(data["config"]).validate()
+    config = ExperimentConfig.from_dict(data["config"])
     minima = data["minima"]
     if not isinstance(minima, list) or not all(isinstance(m, dict) for m in minima):
         raise ValueError("result minima must be a list of objects")
@@ -882,7 +886,7 @@ def run_experiment(
     """Run (or resume, or load) one experiment and return its :class:`Result`.
 
     Args:
-        config: the experiment; validated first (``ValueError`` lists every problem).
+        config: the experiment (valid by construction).
         store: where stages are saved (default: ``ResultStore()``, i.e. ``./results`` or
             ``$LOSSBARCODE_RESULTS``).
         progress: ``progress(stage, done, total, message)``; may raise :class:`Cancelled`.
@@ -891,7 +895,6 @@ def run_experiment(
         on_wait: ``on_wait(message)`` when the run is locked by another process (who and since
             when); default: a ``RuntimeWarning``.
     """
-    config = config.validate()
     store = store or ResultStore()
     run_id = config.run_id
     data_fp = config.identity()["data"]

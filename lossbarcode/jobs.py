@@ -289,10 +289,9 @@ class JobManager:
     def submit_run(self, config: ExperimentConfig) -> str:
         """Queue one run; returns its job id, which is ``config.run_id``.
 
-        Raises ``ValueError`` for an invalid config. A run already finished in the store is a
-        ``"done"`` job at once; a run already queued or running here returns that same job.
+        A run already finished in the store is a ``"done"`` job at once; a run already queued
+        or running here returns that same job.
         """
-        config = config.validate()
         self._check_memory([config])
         return self._submit(config.run_id, "run", [config])
 

@@ -438,10 +438,10 @@ API_CASES = [
     ("config-data-root-int", lambda t: ExperimentConfig.from_dict({"data_root": 5}),
      "'data_root'"),
     ("config-k-float", lambda t: ExperimentConfig.from_dict({"k": 3.0}), "'k'"),
-    ("validate-device-int", lambda t: ExperimentConfig(device=5).validate(), "'device'"),
+    ("validate-device-int", lambda t: ExperimentConfig(device=5), "'device'"),
     ("validate-heads-str", lambda t: ExperimentConfig(arch="transformer", dataset="modadd",
-                                                      heads="4").validate(), "'heads'"),
-    ("validate-cuda-abc", lambda t: ExperimentConfig(device="cuda:abc").validate(), "device"),
+                                                      heads="4"), "'heads'"),
+    ("validate-cuda-abc", lambda t: ExperimentConfig(device="cuda:abc"), "device"),
     # Result.from_json (item 5)
     ("result-merged-into", lambda t: Result.from_json(_result_json(
         t, _set("barcode.merged_into", [10**30, 0, 0]))), "merged_into"),

@@ -1,6 +1,7 @@
 """Experiments end to end: config, stages, resume, corruption, concurrency, sweeps, CLI."""
 
 import csv
+import dataclasses
 import io
 import json
 import os
@@ -46,20 +47,31 @@ def child(code: str, *args: str) -> subprocess.Popen:
 
 def test_invalid_configs_list_every_problem():
     with pytest.raises(ValueError) as err:
-        ExperimentConfig(width=0, k=1, dataset="imagenet", path_method="teleport").validate()
+        ExperimentConfig(width=0, k=1, dataset="imagenet", path_method="teleport")
     message = str(err.value)
     for part in ("width must be", "k must be", "dataset must be one of", "path_method"):
         assert part in message
     with pytest.raises(ValueError, match="transformer"):
-        ExperimentConfig(arch="transformer", dataset="digits").validate()
+        ExperimentConfig(arch="transformer", dataset="digits")
     with pytest.raises(ValueError, match="divisible"):
-        ExperimentConfig(arch="transformer", dataset="modadd", width=10, heads=4).validate()
+        ExperimentConfig(arch="transformer", dataset="modadd", width=10, heads=4)
     with pytest.raises(ValueError, match="image data"):
-        ExperimentConfig(arch="cnn", dataset="spirals").validate()
+        ExperimentConfig(arch="cnn", dataset="spirals")
     with pytest.raises(ValueError, match="lr must be"):
-        ExperimentConfig(lr=-1.0).validate()
+        ExperimentConfig(lr=-1.0)
     with pytest.raises(ValueError, match="unknown config keys"):
         ExperimentConfig.from_dict({"widht": 3})
+
+
+def test_a_config_that_exists_is_valid():
+    """Validation happens at construction, so no path builds an invalid config: not a
+    replace, not dataclasses.replace, not from_dict."""
+    good = ExperimentConfig(width=4)
+    for build in (lambda: good.replace(k=1), lambda: dataclasses.replace(good, k=1),
+                  lambda: ExperimentConfig.from_dict({**good.to_dict(), "k": 1})):
+        with pytest.raises(ValueError, match="k must be"):
+            build()
+    assert good.validate() is good  # the compatibility method checks nothing new
 
 
 def test_run_id_is_stable_across_processes_and_sensitive_to_every_knob():
@@ -436,7 +448,7 @@ def test_the_path_algorithm_version_is_part_of_the_run_id(monkeypatch):
 ])
 def test_bad_stopping_rule_in_the_config(changes, flag, tmp_path, capsys):
     with pytest.raises(ValueError, match=flag):
-        TINY.replace(**changes).validate()
+        TINY.replace(**changes)
     cli_flag = "--" + flag.replace("_", "-")
     value = str(next(iter(changes.values())))
     assert main(["run", cli_flag, value, "--results", str(tmp_path)]) == 2
