@@ -8,11 +8,20 @@ from typing import Any
 import numpy as np
 
 
+def int_problem(value: Any, name: str, minimum: int) -> str | None:
+    """What is wrong with ``value`` as an integer (Python or numpy, not bool) >= ``minimum``,
+    or None when nothing is (for checks that list every problem at once)."""
+    if isinstance(value, bool) or not isinstance(value, int | np.integer) or value < minimum:
+        return f"{name} must be an integer >= {minimum}, got {value!r}"
+    return None
+
+
 def check_int(value: Any, name: str, minimum: int) -> int:
     """``value`` as an ``int`` if it is an integer (Python or numpy, not bool) >= ``minimum``;
     else ``ValueError`` naming ``name``."""
-    if isinstance(value, bool) or not isinstance(value, int | np.integer) or value < minimum:
-        raise ValueError(f"{name} must be an integer >= {minimum}, got {value!r}")
+    problem = int_problem(value, name, minimum)
+    if problem:
+        raise ValueError(problem)
     return int(value)
 
 

@@ -47,7 +47,7 @@ from typing import Any
 import numpy as np
 
 from lossbarcode import choices, topology
-from lossbarcode._checks import is_positive_number
+from lossbarcode._checks import check_int, int_problem, is_positive_number
 from lossbarcode.datafiles import fingerprint
 from lossbarcode.store import CorruptResultError, ResultStore
 
@@ -160,10 +160,9 @@ class ExperimentConfig:
 
         def positive_int(name: str, minimum: int = 1, optional: bool = False) -> None:
             value = getattr(self, name)
-            if optional and value is None:
-                return
-            need(isinstance(value, int) and not isinstance(value, bool) and value >= minimum,
-                 f"{name} must be an integer >= {minimum}, got {value!r}")
+            if not (optional and value is None):
+                problem = int_problem(value, name, minimum)
+                need(problem is None, problem or "")
 
         def choice(name: str, options: tuple) -> None:
             need(getattr(self, name) in options,
@@ -191,8 +190,7 @@ class ExperimentConfig:
             positive_int(name, optional=True)
         for name in ("lr", "path_lr"):
             value = getattr(self, name)
-            need(value is None or (isinstance(value, int | float) and math.isfinite(value)
-                                   and value > 0),
+            need(value is None or is_positive_number(value),
                  f"{name} must be a positive number (or None for the default), got {value!r}")
         for name, hint in (("path_tol", choices.PATH_TOL), ("path_atol", choices.PATH_ATOL)):
             value = getattr(self, name)
@@ -490,8 +488,8 @@ class Result:
 def _history_steps(path: dict[str, Any]) -> np.ndarray:
     """A stored path's ``history_steps``, one int >= 0 per barrier_history entry."""
     steps = path.get("history_steps", [0] * len(path["barrier_history"]))
-    if not isinstance(steps, list) or len(steps) != len(path["barrier_history"]) or not all(
-            isinstance(s, int) and not isinstance(s, bool) and s >= 0 for s in steps):
+    if not isinstance(steps, list) or len(steps) != len(path["barrier_history"]) or any(
+            int_problem(s, "step", 0) for s in steps):
         raise ValueError("result paths history_steps must be one step count per barrier")
     return np.array(steps, dtype=np.int64)
 
@@ -562,8 +560,7 @@ def _result_from_json(cls: type[Result], data: dict[str, Any]) -> Result:
             and isinstance(versions, dict)):
         raise ValueError("result generalization, timings and versions must be objects")
     n_params, device = data["n_params"], data["device"]
-    if isinstance(n_params, bool) or not isinstance(n_params, int) or n_params < 1:
-        raise ValueError(f"result n_params must be a positive integer, got {n_params!r}")
+    check_int(n_params, "result n_params", 1)
     if not isinstance(device, str) or not (fingerprint_ is None or isinstance(fingerprint_, str)):
         raise ValueError("result device and data_fingerprint must be strings")
     # Results from before convergence checks (path algorithm 1) have no "paths" list and no

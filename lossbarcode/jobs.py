@@ -33,6 +33,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
+from lossbarcode._checks import check_int
 from lossbarcode.cost import (
     COST_STAGES,
     check_fits,
@@ -260,8 +261,7 @@ class JobManager:
     """
 
     def __init__(self, store: ResultStore, workers: int = 1) -> None:
-        if isinstance(workers, bool) or not isinstance(workers, int) or workers < 1:
-            raise ValueError(f"workers must be an integer >= 1, got {workers!r}")
+        check_int(workers, "workers", 1)
         self.store = store
         self._lock = threading.Lock()
         self._jobs: dict[str, _Job] = {}

@@ -19,6 +19,7 @@ from typing import Any
 import numpy as np
 
 from lossbarcode import topology
+from lossbarcode._checks import check_int
 from lossbarcode.experiment import build_landscape, load_minima, load_result
 from lossbarcode.store import ResultStore
 
@@ -82,11 +83,7 @@ def result_slice(
     """
     from lossbarcode.paths import plane_slice  # imports torch: only when computing
 
-    if isinstance(resolution, bool) or not isinstance(resolution, int | np.integer) or (
-            resolution < MIN_RESOLUTION):
-        raise ValueError(f"resolution must be an integer >= {MIN_RESOLUTION}, got "
-                         f"{resolution!r}")
-    resolution = int(resolution)
+    resolution = check_int(resolution, "resolution", MIN_RESOLUTION)
     if isinstance(margin, bool) or not isinstance(margin, int | float) or not (
             math.isfinite(margin) and margin >= 0):
         raise ValueError(f"margin must be a finite number >= 0, got {margin!r}")
