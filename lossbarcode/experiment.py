@@ -50,6 +50,7 @@ from lossbarcode import choices, topology
 from lossbarcode._checks import check_int, int_problem, is_positive_number
 from lossbarcode.datafiles import fingerprint
 from lossbarcode.store import CorruptResultError, ResultStore
+from lossbarcode.views import drop_views_of
 
 DTYPES = ("float32", "float64")
 Progress = Callable[[str, int, int, str], Any]
@@ -996,17 +997,15 @@ def run_experiment(
         return result
 
 
-# What each stage is computed from, by stage-name prefix: the dashboard caches maps (minima +
-# paths) and plane slices (minima) as stages of the run too.
-_DERIVED = {"minima": ("paths", "result", "map-", "slice-"), "paths": ("result", "map-")}
+# What each stage of the pipeline is computed from; views of a run (maps, slices) record
+# their own inputs when they are saved (lossbarcode.views).
+PIPELINE = {"minima": (), "paths": ("minima",), "result": ("minima", "paths")}
 
 
 def _drop_derived(store: ResultStore, run_id: str, stage: str) -> None:
     """Before ``stage`` is (re)computed, drop every stage made from an earlier copy of it, so
     no stale path, map or slice is read back next to the new stage."""
-    for name in store.stages(run_id):
-        if name.startswith(_DERIVED[stage]):
-            store.drop_stage(run_id, name)
+    drop_views_of(store, run_id, stage, PIPELINE)
 
 
 def assemble_result(config: ExperimentConfig, found, connected, timings: dict[str, float],

@@ -22,10 +22,12 @@ import numpy as np
 from lossbarcode._checks import check_int
 from lossbarcode.experiment import load_minima, load_paths
 from lossbarcode.store import ResultStore
+from lossbarcode.views import cached_view
 
 __all__ = ["METHODS", "UMAP_MIN_POINTS", "MinimaMap", "Projection", "minima_map", "project"]
 
 METHODS = ("auto", "umap", "pca")
+INPUTS = ("minima", "paths")  # the stages a map is computed from
 UMAP_MIN_POINTS = 20  # "auto" uses UMAP from this many points on (fewer: it degenerates)
 _UMAP_INPUT_DIMS = 50  # UMAP runs on this many PCA components (exact when n <= 51)
 _SPECTRAL_MIN_POINTS = 50  # UMAP's spectral initialisation breaks on smaller graphs
@@ -189,15 +191,8 @@ def minima_map(
     minima or paths stage yet, or for bad arguments.
     """
     dim, seed, method = _check_dim(dim), check_int(seed, "seed", 0), _check_method(method)
-    cached = _cached_map(store, run_id, dim, method, seed)
-    if cached is not None:
-        return cached
-    # Checked before taking the run lock, which a run being computed holds for minutes.
-    _require_stages(store, run_id)
-    with store.lock(run_id):
-        cached = _cached_map(store, run_id, dim, method, seed)  # made while we waited?
-        if cached is not None:
-            return cached
+
+    def compute() -> MinimaMap:
         found = load_minima(store, run_id)
         connected = load_paths(store, run_id)
         if found is None or connected is None:  # present above but corrupt (now dropped)
@@ -227,6 +222,9 @@ def minima_map(
         )
         _save_map(store, run_id, _stage_name(attempt, dim, seed), result, len(points), method)
         return result
+
+    return cached_view(store, run_id, lambda: _cached_map(store, run_id, dim, method, seed),
+                       compute, check=lambda: _require_stages(store, run_id))
 
 
 def _require_stages(store: ResultStore, run_id: str) -> None:
@@ -266,7 +264,7 @@ def _save_map(store: ResultStore, run_id: str, stage: str, m: MinimaMap, n_point
     }
     meta = {"method": m.method, "requested": requested, "dim": m.dim, "n_points": n_points,
             "explained": None if m.explained is None else [float(v) for v in m.explained]}
-    store.save_stage(run_id, stage, meta, arrays)
+    store.save_stage(run_id, stage, meta, arrays, inputs=INPUTS)
 
 
 def _load_map(store: ResultStore, run_id: str, stage: str) -> tuple[MinimaMap | None, int]:

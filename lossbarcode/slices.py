@@ -20,13 +20,15 @@ import numpy as np
 
 from lossbarcode import topology
 from lossbarcode._checks import check_int
-from lossbarcode.experiment import build_landscape, load_minima, load_result
+from lossbarcode.experiment import ExperimentConfig, build_landscape, load_minima, load_result
 from lossbarcode.store import ResultStore
+from lossbarcode.views import cached_view
 
 __all__ = ["DEFAULT_MARGIN", "MIN_RESOLUTION", "ResultSlice", "result_slice"]
 
 MIN_RESOLUTION = 5
 DEFAULT_MARGIN = 0.25
+INPUTS = ("minima",)  # the stages a slice is computed from
 
 
 @dataclass(frozen=True, eq=False)
@@ -91,21 +93,18 @@ def result_slice(
     idx = _check_triple(minima)
     stage = _stage_name(idx, resolution, margin)
 
-    cached = _load_slice(store, run_id, stage)
-    if cached is not None:
-        return cached
-    # Checked before taking the run lock, which a run being computed holds for minutes.
-    if not store.has_stage(run_id, "minima"):
-        raise ValueError(f"run {run_id} has no stored minima yet; run the experiment first")
-    finished = load_result(store, run_id)
-    if finished is None:
-        raise ValueError(f"run {run_id} has no finished result, so its config is unknown; "
-                         "wait for the run to finish")
-    config = finished.config
-    with store.lock(run_id):
-        cached = _load_slice(store, run_id, stage)  # made while we waited?
-        if cached is not None:
-            return cached
+    def config() -> ExperimentConfig:
+        """The run's config; ``ValueError`` when the run cannot be sliced yet."""
+        if not store.has_stage(run_id, "minima"):
+            raise ValueError(f"run {run_id} has no stored minima yet; run the experiment first")
+        finished = load_result(store, run_id)
+        if finished is None:
+            raise ValueError(f"run {run_id} has no finished result, so its config is unknown; "
+                             "wait for the run to finish")
+        return finished.config
+
+    def compute() -> ResultSlice:
+        run_config = config()
         found = load_minima(store, run_id)
         if found is None:
             raise ValueError(f"the stored minima of run {run_id} are unreadable; run the "
@@ -118,7 +117,7 @@ def result_slice(
         if diverged:
             raise ValueError(f"minima {diverged} of run {run_id} diverged; pick others "
                              f"(valid: {found.valid.tolist()})")
-        landscape = build_landscape(config)
+        landscape = build_landscape(run_config)
         a, b, c = (found.thetas[i] for i in idx)
         plane = plane_slice(landscape, a, b, c, resolution=resolution, margin=margin)
         loss = np.ascontiguousarray(plane.loss.T)  # plane_slice is [i_y, i_x]; ours [i_x, i_y]
@@ -131,6 +130,8 @@ def result_slice(
         )
         _save_slice(store, run_id, stage, result)
         return result
+
+    return cached_view(store, run_id, lambda: _load_slice(store, run_id, stage), compute, config)
 
 
 def _finite(loss: np.ndarray) -> np.ndarray:
@@ -170,7 +171,7 @@ def _save_slice(store: ResultStore, run_id: str, stage: str, s: ResultSlice) -> 
             "barcode": s.barcode.to_dict()}
     arrays = {"x": s.x, "y": s.y, "loss": s.loss, "points": s.points,
               "point_loss": s.point_loss}
-    store.save_stage(run_id, stage, meta, arrays)
+    store.save_stage(run_id, stage, meta, arrays, inputs=INPUTS)
 
 
 def _load_slice(store: ResultStore, run_id: str, stage: str) -> ResultSlice | None:

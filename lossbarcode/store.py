@@ -3,6 +3,7 @@
 Layout under the root (``./results``, ``$LOSSBARCODE_RESULTS``, or an explicit path)::
 
     <root>/<run_id>/<stage>.json     metadata, format version, names + sha256 of the arrays
+                                     (and the stages it was computed from, if it says)
     <root>/<run_id>/<stage>.npz      named numpy arrays (optional)
     <root>/.locks/<run_id>.lock      inter-process lock of a run
     <root>/.locks/<run_id>.lock.json who holds it: pid, host, since when, command
@@ -43,7 +44,7 @@ import threading
 import time
 import warnings
 import zipfile
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import IO, Any
 
@@ -239,17 +240,22 @@ class ResultStore:
         stage: str,
         meta: dict[str, Any],
         arrays: Mapping[str, np.ndarray] | None = None,
+        inputs: Sequence[str] | None = None,
     ) -> None:
         """Store one stage atomically, replacing any earlier version of it.
 
         ``meta`` must be JSON-serialisable without inf/nan (tuples come back as lists); ``arrays``
         maps names to numeric/bool/str arrays -- object arrays are refused (they need pickle).
+        ``inputs``: the stages this one is computed from (:meth:`stage_inputs`), recorded so
+        that whoever recomputes one of them can drop it without knowing what it is.
         Raises ValueError on invalid input, before anything is written.
         """
         json_path, npz_path = self._paths(run_id, stage)
         if not isinstance(meta, Mapping):
             raise ValueError(f"meta must be a dict, got {type(meta).__name__}")
         _check_json(meta, "")
+        if inputs is not None:
+            inputs = [_check_name(name, "input stage", _NAME) for name in inputs]
         checked: dict[str, np.ndarray] = {}
         for name, value in (arrays or {}).items():
             _check_name(name, "array name", _ARRAY_NAME)
@@ -274,6 +280,8 @@ class ResultStore:
             "stage": stage,
             "arrays": None,
         }
+        if inputs is not None:
+            record["inputs"] = inputs
         if checked:
             _atomic_write(npz_path, lambda f: _write_npz(f, checked))
             record["arrays"] = {"names": list(checked), "sha256": _sha256_file(npz_path)}
@@ -294,6 +302,41 @@ class ResultStore:
         NewerFormatError if a newer lossbarcode wrote it. Never changes any file.
         """
         json_path, npz_path = self._paths(run_id, stage)
+        record = self._record(run_id, stage)
+        if record is None:
+            return None
+        meta = record["meta"]
+        spec = record.get("arrays")
+        if spec is None:
+            return meta, {}
+        if (
+            not isinstance(spec, dict)
+            or not isinstance(spec.get("names"), list)
+            or not isinstance(spec.get("sha256"), str)
+        ):
+            raise CorruptResultError(json_path, "malformed array record")
+        try:
+            # Read once and parse from memory: what we hash is exactly what we parse.
+            data = npz_path.read_bytes()
+        except FileNotFoundError:
+            raise CorruptResultError(npz_path, "the .npz file is missing") from None
+        if hashlib.sha256(data).hexdigest() != spec["sha256"]:
+            raise CorruptResultError(npz_path, "sha256 mismatch: truncated or modified")
+        try:
+            with np.load(io.BytesIO(data), allow_pickle=False) as npz:
+                arrays = {name: npz[name] for name in npz.files}
+        except Exception as exc:  # any failure to parse these bytes means corrupt
+            raise CorruptResultError(npz_path, f"unreadable arrays: {exc}") from None
+        if sorted(arrays) != sorted(spec["names"]):
+            raise CorruptResultError(npz_path, "array names differ from the JSON record")
+        if not all(isinstance(a, np.ndarray) and not a.dtype.hasobject for a in arrays.values()):
+            raise CorruptResultError(npz_path, "contains a non-array or object member")
+        return meta, {name: arrays[name] for name in spec["names"]}
+
+    def _record(self, run_id: str, stage: str) -> dict[str, Any] | None:
+        """The verified JSON record of a stage (None if absent); CorruptResultError /
+        NewerFormatError as :meth:`load_stage`. Its ``.npz`` is not read."""
+        json_path, _ = self._paths(run_id, stage)
         try:
             raw = json_path.read_bytes()
         except FileNotFoundError:
@@ -326,32 +369,20 @@ class ResultStore:
         if not isinstance(meta, dict):
             raise CorruptResultError(json_path, "no metadata")
 
-        spec = record.get("arrays")
-        if spec is None:
-            return meta, {}
-        if (
-            not isinstance(spec, dict)
-            or not isinstance(spec.get("names"), list)
-            or not isinstance(spec.get("sha256"), str)
-        ):
-            raise CorruptResultError(json_path, "malformed array record")
+        return record
+
+    def stage_inputs(self, run_id: str, stage: str) -> tuple[str, ...] | None:
+        """The stages ``stage`` was recorded as computed from (``save_stage(inputs=...)``);
+        None when it recorded none (older files, or a stage that did not say) or is
+        unreadable. Reads one JSON file and never changes anything."""
         try:
-            # Read once and parse from memory: what we hash is exactly what we parse.
-            data = npz_path.read_bytes()
-        except FileNotFoundError:
-            raise CorruptResultError(npz_path, "the .npz file is missing") from None
-        if hashlib.sha256(data).hexdigest() != spec["sha256"]:
-            raise CorruptResultError(npz_path, "sha256 mismatch: truncated or modified")
-        try:
-            with np.load(io.BytesIO(data), allow_pickle=False) as npz:
-                arrays = {name: npz[name] for name in npz.files}
-        except Exception as exc:  # any failure to parse these bytes means corrupt
-            raise CorruptResultError(npz_path, f"unreadable arrays: {exc}") from None
-        if sorted(arrays) != sorted(spec["names"]):
-            raise CorruptResultError(npz_path, "array names differ from the JSON record")
-        if not all(isinstance(a, np.ndarray) and not a.dtype.hasobject for a in arrays.values()):
-            raise CorruptResultError(npz_path, "contains a non-array or object member")
-        return meta, {name: arrays[name] for name in spec["names"]}
+            record = self._record(run_id, stage)
+        except CorruptResultError:
+            return None
+        inputs = None if record is None else record.get("inputs")
+        if not isinstance(inputs, list) or not all(isinstance(n, str) for n in inputs):
+            return None
+        return tuple(inputs)
 
     def load_or_drop(self, run_id: str, stage: str, warn: bool = True
                      ) -> tuple[dict[str, Any], dict[str, np.ndarray]] | None:

@@ -456,3 +456,24 @@ def test_lock_excludes_threads_in_one_process(store: ResultStore) -> None:
     assert overlaps == [1, 1, 1, 1]
     assert len(computed) == 1
     assert store.load_stage(RUN, "result") == ({"v": 1}, {})
+
+
+def test_a_stage_records_its_inputs_and_views_of_a_stage_go_with_it(tmp_path):
+    from lossbarcode.views import drop_views_of
+
+    store = ResultStore(tmp_path)
+    store.save_stage("r", "minima", {})
+    store.save_stage("r", "paths", {})
+    store.save_stage("r", "view-a", {}, {"x": np.zeros(2)}, inputs=["minima"])
+    store.save_stage("r", "view-b", {}, inputs=["minima", "paths"])
+    store.save_stage("r", "old-cache", {})  # recorded no inputs: made from anything
+    assert store.stage_inputs("r", "view-b") == ("minima", "paths")
+    assert store.stage_inputs("r", "old-cache") is None
+    assert store.stage_inputs("r", "absent") is None
+    with pytest.raises(ValueError, match="input stage"):
+        store.save_stage("r", "bad", {}, inputs=["../minima"])
+    pipeline = {"minima": (), "paths": ("minima",)}
+    drop_views_of(store, "r", "paths", pipeline)
+    assert store.stages("r") == ["minima", "paths", "view-a"]
+    drop_views_of(store, "r", "minima", pipeline)
+    assert store.stages("r") == ["minima"]
