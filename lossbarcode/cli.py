@@ -21,8 +21,7 @@ from pathlib import Path
 from typing import Any
 
 from lossbarcode import choices
-from lossbarcode.choices import DATASETS
-from lossbarcode.experiment import ExperimentConfig
+from lossbarcode.experiment import ExperimentConfig, field_help
 
 # Flags whose name differs from the config field.
 FLAG_NAMES = {"k": "minima"}
@@ -40,43 +39,6 @@ def reproduce_command(config: ExperimentConfig, command: str = "run") -> str:
         flags.append(f"--{flag} {'none' if value is None else value}")
     return " ".join(["lossbarcode", command, *flags])
 
-HELP = {
-    "dataset": f"{DATASETS[0]} (default), {', '.join(DATASETS[1:])}",
-    "n_train": "training examples (seeded subset; default all)",
-    "n_test": "test examples (seeded subset; default all)",
-    "data_root": "folder of torchvision datasets, or the text file/folder for 'text'",
-    "arch": "fcn, cnn, resnet or transformer",
-    "width": "hidden units / channels / d_model",
-    "depth": "hidden layers / conv layers / residual blocks / transformer layers",
-    "heads": "attention heads (transformer)",
-    "k": "number of minima K (>= 2)",
-    "optimizer": "sgd or adam",
-    "lr": "learning rate (default: " + ", ".join(
-        f"{v:g} {k}" for k, v in choices.MINIMA_LR.items()) + ")",
-    "schedule": "constant or anneal (cosine decay to 0)",
-    "steps": "training steps per minimum",
-    "batch_size": "minibatch size",
-    "polish_steps": "full-batch steps after training, towards true critical points (0: none)",
-    "path_method": "linear, neb or bezier",
-    "pairs": "all (every pair) or mst (spanning tree first, then shortcuts)",
-    "images": "interior images per path",
-    "path_steps": "none (optimise each path until converged) or a fixed step budget (the "
-                  "old algorithm; never reported as converged)",
-    "path_max_steps": "minibatch steps per path at most",
-    "path_tol": "stopping rule: a cycle lowers the barrier by at most this share of the "
-                "segment ...",
-    "path_atol": "... plus this many loss units (the resolution of a barrier)",
-    "path_lr": "initial path step size (default: " + ", ".join(
-        f"{v:g} {k}" for k, v in choices.PATH_LR.items()) + "; NEB uses sgd, Bezier adam)",
-    "eval_points": "interpolated evaluation points between neighbouring images",
-    "eval_subset": "evaluate barriers on a fixed subset of this many training examples",
-    "rule": "union_find (exact H0, default) or direct (the paper code's rule)",
-    "score_norm": "TO-score norm: l2, sum, max or mean",
-    "score_normalize": "none or range",
-    "seed": "seed of the whole experiment",
-    "device": "auto, cpu, cuda or cuda:N",
-    "dtype": "float32 or float64",
-}
 
 
 CONFIG_SUFFIXES = (".json", ".toml")
@@ -106,14 +68,13 @@ def _value_type(kind: str):
 
 def _add_config_flags(parser: argparse.ArgumentParser) -> None:
     group = parser.add_argument_group("experiment (defaults: the ExperimentConfig defaults)")
-    defaults = ExperimentConfig()
     for f in dataclasses.fields(ExperimentConfig):
         kind = str(f.type)
         group.add_argument(
             f"--{FLAG_NAMES.get(f.name, f.name).replace('_', '-')}", dest=f"cfg_{f.name}",
             type=_value_type(kind), default=None,
             metavar=kind.split(" ")[0].upper(),
-            help=f"{HELP.get(f.name, f.name)} (default {getattr(defaults, f.name)!r})")
+            help=field_help(f.name))
 
 
 def read_config_file(path: Path) -> dict[str, Any]:

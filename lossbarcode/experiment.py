@@ -95,24 +95,81 @@ def identity_hash(identity: Mapping[str, Any]) -> str:
     return hashlib.sha256(canonical.encode()).hexdigest()[:16]
 
 
+def _per_optimizer(values: Mapping[str, float]) -> str:
+    return ", ".join(f"{v:g} {k}" for k, v in values.items())
+
+
+# What each config field means: the one description, read by the CLI's --help, the dashboard's
+# widgets and the docs (field_help adds the default).
+FIELD_HELP: dict[str, str] = {
+    "dataset": "digits: 8x8 handwritten, bundled; spirals, blobs and teacher are synthetic; "
+               "modadd and text are token sequences; the torchvision sets ("
+               + ", ".join(choices.TORCHVISION_DATASETS) + ") are read from the data folder, "
+               "never downloaded",
+    "n_train": "training examples, a seeded subset (none: the whole training split; "
+               "synthetic sets: 512)",
+    "n_test": "test examples, a seeded subset (none: the whole test split)",
+    "data_root": "folder of the torchvision datasets (their own layout), or the .txt/.jsonl "
+                 "file or folder for 'text'",
+    "arch": "fcn: fully connected; cnn: convolutional; resnet: residual blocks; transformer: "
+            "for the sequence sets (modadd, text)",
+    "width": "hidden units (fcn), channels (cnn, resnet) or d_model (transformer)",
+    "depth": "hidden layers, conv layers, residual blocks or transformer layers",
+    "heads": "attention heads of the transformer; must divide the width",
+    "k": "number of minima K (>= 2): networks trained from K seeds, all at once; the barcode "
+         "has K bars",
+    "optimizer": "how the K networks are trained: sgd (with momentum) or adam",
+    "lr": f"learning rate (none: the optimizer's default, {_per_optimizer(choices.MINIMA_LR)})",
+    "schedule": "constant, or anneal (cosine decay to 0)",
+    "steps": "minibatch training steps per network",
+    "batch_size": "examples per training step",
+    "polish_steps": "full-batch steps after training, towards true critical points (0: none)",
+    "path_method": "linear: the straight line (an upper bound); neb: nudged elastic band; "
+                   "bezier: a trained curve with one bend",
+    "pairs": "all pairs, or mst: a spanning tree first plus shortcuts (cheaper for large K)",
+    "images": "movable points of each path; more follow a bent valley more closely",
+    "path_steps": "none: optimise every path until it converges; a number: that fixed step "
+                  "budget instead (the old method, never reported as converged)",
+    "path_max_steps": "minibatch steps per path at most; a path that reaches it is reported "
+                      "unconverged",
+    "path_tol": "stopping rule: a path stops when a cycle lowers its barrier by at most this "
+                "share of its segment (plus path_atol), twice in a row",
+    "path_atol": "the resolution of a barrier, in loss units",
+    "path_lr": f"initial path step size (none: {_per_optimizer(choices.PATH_LR)}; NEB "
+               "steps with sgd, Bezier with adam)",
+    "eval_points": "interpolated evaluation points between neighbouring images",
+    "eval_subset": "evaluate barriers on a fixed subset of this many training examples "
+                   "(none: the whole training set)",
+    "rule": "union_find: exact H0; direct: the paper code's rule",
+    "score_norm": "how the finite segment lengths make the TO-score: l2 (the paper's), sum, "
+                  "max or mean",
+    "score_normalize": "none: in loss units; range: divided by the spread of the minima's "
+                       "losses, to compare different tasks",
+    "seed": "seeds the data split and the K initialisations; another seed gives another "
+            "sample of minima",
+    "device": "auto (CUDA when present, else CPU), cpu, cuda or cuda:N; results do not depend "
+              "on it (up to round-off), so it is not part of the run id",
+    "dtype": "float32 or float64",
+}
+
+
+def field_help(name: str) -> str:
+    """:data:`FIELD_HELP` of config field ``name`` plus its default (where it is not None,
+    whose meaning the description says)."""
+    default = next(f.default for f in dataclasses.fields(ExperimentConfig) if f.name == name)
+    text = FIELD_HELP[name]
+    return text if default is None else f"{text} (default {default!r})"
+
+
 @dataclass(frozen=True)
 class ExperimentConfig:
     """Every knob of one experiment, checked at construction. Same config -> same ``run_id``
     anywhere.
 
-    Data: ``dataset``, ``n_train`` / ``n_test`` (seeded subsets, None = all), ``data_root``.
-    Model: ``arch`` in fcn|cnn|resnet|transformer, ``width``, ``depth``, ``heads``.
-    Minima: ``k`` networks, ``optimizer`` sgd|adam, ``lr`` (None = optimizer default),
-    ``schedule`` constant|anneal, ``steps``, ``batch_size``, ``polish_steps`` (full-batch
-    steps after training, towards true critical points; 0 = none).
-    Paths: ``path_method`` linear|neb|bezier, ``pairs`` all|mst, ``images``, ``path_steps``
-    (None = optimise every path until converged; an integer = that fixed budget, the old
-    algorithm), ``path_max_steps`` (the cap per path), ``path_tol`` / ``path_atol`` (the
-    stopping rule: a cycle lowers the barrier by at most ``path_tol`` x segment +
-    ``path_atol``), ``path_lr`` (initial step size), ``eval_points``, ``eval_subset``
-    (barriers on a fixed training subset; None = the full training set).
-    Barcode and score: ``rule`` union_find|direct, ``score_norm``, ``score_normalize``.
-    Run: ``seed``, ``device`` (auto|cpu|cuda|cuda:N), ``dtype``.
+    Groups: data (``dataset`` ... ``data_root``), model (``arch`` ... ``heads``), minima
+    (``k`` ... ``polish_steps``), paths (``path_method`` ... ``eval_subset``), barcode and
+    score (``rule``, ``score_norm``, ``score_normalize``), run (``seed``, ``device``,
+    ``dtype``). What each field means: :data:`FIELD_HELP` (:func:`field_help` with its default).
     """
 
     dataset: str = "digits"

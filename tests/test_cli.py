@@ -3,6 +3,8 @@
 import subprocess
 import sys
 
+import pytest
+
 from lossbarcode.bench import topology_benchmark
 from lossbarcode.cli import main
 
@@ -32,3 +34,19 @@ def test_module_entry_point_and_help():
     bad = subprocess.run([sys.executable, "-m", "lossbarcode", "bench", "nothing"],
                          capture_output=True, text=True, check=False)
     assert bad.returncode == 2 and "invalid choice" in bad.stderr
+
+
+def test_every_config_flag_is_described_once_with_its_default(capsys):
+    """The CLI's help is the config's own description (FIELD_HELP) plus the config's default."""
+    import dataclasses
+
+    from lossbarcode.experiment import FIELD_HELP, ExperimentConfig
+
+    assert set(FIELD_HELP) == {f.name for f in dataclasses.fields(ExperimentConfig)}
+    with pytest.raises(SystemExit):
+        main(["run", "--help"])
+    text = " ".join(capsys.readouterr().out.split())
+    for name in ("width", "steps", "path_max_steps"):
+        words = " ".join(FIELD_HELP[name].split())
+        assert f"{words} (default {getattr(ExperimentConfig(), name)!r})" in text
+    assert "none: the optimizer's default, 0.05 sgd, 0.001 adam" in text  # lr: from choices
