@@ -30,6 +30,11 @@ PATH_CYCLE_STEPS = 50  # minibatch steps between two convergence checks
 PATH_REFINE_ROUNDS, PATH_REFINE_POINTS = 3, 6
 PATH_IMAGES = 6
 PATH_EVAL_POINTS = 3
+# connect()'s settings that the config does not expose, read by connect and the cost model.
+PATH_BATCH_SIZE = 128  # training examples per path minibatch step
+NEB_CYCLES, NEB_INSERT = 3, 2  # fixed-budget NEB: cycles, and images inserted after each
+BEZIER_T_SAMPLES = 4  # curve points per pair per Bezier step
+MST_SCREEN_POINTS = 9  # points per straight segment when pairs="mst" ranks all pairs
 MINIMA_LR = {"sgd": 0.05, "adam": 1e-3}  # default training learning rate per optimizer
 PATH_LR = {"sgd": 0.05, "adam": 0.01}  # default (initial) path step size per optimizer
 
@@ -45,4 +50,22 @@ PRESETS: dict[str, tuple[str, dict]] = {
     "deep": ("Deep: fcn 32×4", {"depth": 4}),
     "annealed": ("Annealed learning rate", {"schedule": "anneal"}),
     "spirals": ("Spirals, fcn 16×2, K = 10", {"dataset": "spirals", "width": 16, "k": 10}),
+}
+
+# What each dataset is, for the cost and memory model (no data is loaded): input shape of one
+# example, outputs, and the full train / test sizes. Synthetic sets are generated at n_train /
+# n_test, SYNTHETIC_N each by default; the text vocabulary is a guess.
+SYNTHETIC_N = 512
+DATASET_SHAPES: dict[str, tuple[tuple[int, ...], int, int, int]] = {
+    "digits": ((1, 8, 8), 10, 1438, 359),
+    "spirals": ((2,), 2, SYNTHETIC_N, SYNTHETIC_N),
+    "blobs": ((2,), 4, SYNTHETIC_N, SYNTHETIC_N),
+    "teacher": ((8,), 1, SYNTHETIC_N, SYNTHETIC_N),
+    "modadd": ((3,), 24, 264, 265),
+    "text": ((32,), 96, 4096, 1024),
+    "mnist": ((1, 28, 28), 10, 60000, 10000),
+    "fashion_mnist": ((1, 28, 28), 10, 60000, 10000),
+    "cifar10": ((3, 32, 32), 10, 50000, 10000),
+    "cifar100": ((3, 32, 32), 100, 50000, 10000),
+    "svhn": ((3, 32, 32), 10, 73257, 26032),
 }

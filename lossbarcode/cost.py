@@ -28,6 +28,12 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from lossbarcode.choices import (
+    BEZIER_T_SAMPLES,
+    DATASET_SHAPES,
+    MST_SCREEN_POINTS,
+    NEB_CYCLES,
+    NEB_INSERT,
+    PATH_BATCH_SIZE,
     PATH_CYCLE_STEPS,
     PATH_REFINE_POINTS,
     PATH_REFINE_ROUNDS,
@@ -45,21 +51,6 @@ __all__ = ["CONFIRM_ABOVE_S", "COST_STAGES", "RAW", "Calibration", "check_fits",
 CONFIRM_ABOVE_S = 180.0  # the dashboard asks before starting work estimated above this
 COST_STAGES = ("minima", "paths")  # the stages that cost time (Result.timings keys)
 
-# Per dataset: (input shape, outputs, full train size, full test size). Synthetic sets have no
-# "full" size (they are generated at n_train, default 512); the text vocabulary is a guess.
-_DATA = {
-    "digits": ((1, 8, 8), 10, 1438, 359),
-    "spirals": ((2,), 2, 512, 512),
-    "blobs": ((2,), 4, 512, 512),
-    "teacher": ((8,), 1, 512, 512),
-    "modadd": ((3,), 24, 264, 265),
-    "text": ((32,), 96, 4096, 1024),
-    "mnist": ((1, 28, 28), 10, 60000, 10000),
-    "fashion_mnist": ((1, 28, 28), 10, 60000, 10000),
-    "cifar10": ((3, 32, 32), 10, 50000, 10000),
-    "cifar100": ((3, 32, 32), 100, 50000, 10000),
-    "svhn": ((3, 32, 32), 10, 73257, 26032),
-}
 # Share of a plain matmul's throughput that the batched programs reach, calibrated on the
 # default digits run at fcn widths 8-256 on 2 CPU cores: about 0.4 for the fcn family (its
 # hand-derived wide-net gradient, lossbarcode.wide) and, measured before that gradient existed,
@@ -71,8 +62,6 @@ _STEP_OVERHEAD_S = {"cpu": 0.7e-3, "cuda": 0.3e-3}  # dispatch per minima traini
 _PATH_STEP_OVERHEAD_S = {"cpu": 3e-3, "cuda": 2e-3}  # dispatch per path optimisation step
 _SETUP_S = 0.2  # data loading, landscape, saving (outside the stage timings)
 _STAGE_FIXED_S = 0.05  # per stage: first calls, evaluation set-up, whatever the size
-# connect()'s defaults, which run_experiment does not override.
-_PATH_BATCH, _NEB_CYCLES, _NEB_INSERT, _BEZIER_T, _SCREEN_POINTS = 128, 3, 2, 4, 9
 _REFINE = 2 * PATH_REFINE_ROUNDS * PATH_REFINE_POINTS  # added around a profile's top
 # Converging paths, measured on the default digits fcn runs at widths 4-256: minibatch steps
 # per path, and the share of paths that need the full-batch phase and its typical length.
@@ -273,7 +262,7 @@ def free_memory(device: str) -> tuple[int, str]:
 def _cost_parts(config: ExperimentConfig) -> dict[str, Any]:
     """Throughput-independent counts of each stage: FLOPs, per-step overhead seconds (the
     device kind's), and the sizes the memory estimate needs."""
-    shape, n_out, full_train, full_test = _DATA[config.dataset]
+    shape, n_out, full_train, full_test = DATASET_SHAPES[config.dataset]
     if config.dataset in VECTOR_DATASETS:
         n_train, n_test = config.n_train or full_train, config.n_test or full_test
     else:
@@ -289,7 +278,7 @@ def _cost_parts(config: ExperimentConfig) -> dict[str, Any]:
     n_all = k * (k - 1) // 2
     n_pairs = n_all if config.pairs == "all" or k == 2 else min(n_all, 2 * (k - 1))
     e, img = config.eval_points, config.images
-    path_batch = min(_PATH_BATCH, n_eval)
+    path_batch = min(PATH_BATCH_SIZE, n_eval)
 
     def chain_points(n: int) -> int:  # loss profile points along a chain of n images
         return (n - 1) * (e + 1) + 1
@@ -304,11 +293,11 @@ def _cost_parts(config: ExperimentConfig) -> dict[str, Any]:
     checks = 3 if fixed is not None else steps / PATH_CYCLE_STEPS
     path_images = img + 2
     if config.path_method == "neb":
-        final = path_images = img + 2 + 2 * _NEB_INSERT
+        final = path_images = img + 2 + 2 * NEB_INSERT
         if fixed is not None:
-            bounds = [round(fixed * c / _NEB_CYCLES) for c in range(_NEB_CYCLES + 1)]
-            train_points = sum((img + _NEB_INSERT * c) * (bounds[c + 1] - bounds[c])
-                               for c in range(_NEB_CYCLES))
+            bounds = [round(fixed * c / NEB_CYCLES) for c in range(NEB_CYCLES + 1)]
+            train_points = sum((img + NEB_INSERT * c) * (bounds[c + 1] - bounds[c])
+                               for c in range(NEB_CYCLES))
         else:
             train_points = (final - 2) * steps
             full_points = (final - 2) * _FINAL_SHARE * _FINAL_STEPS_TYPICAL
@@ -317,10 +306,10 @@ def _cost_parts(config: ExperimentConfig) -> dict[str, Any]:
                             + 2 * (final - 1))  # + insertion checks
         evals += n_pairs * (final - 2) * 3  # the final perpendicular gradient (with backward)
     elif config.path_method == "bezier":
-        train_points = _BEZIER_T * steps
+        train_points = BEZIER_T_SAMPLES * steps
         evals += n_pairs * (checks + 1) * (chain_points(img + 2) + _REFINE)
     if config.pairs == "mst" and k > 2:
-        evals += n_all * _SCREEN_POINTS
+        evals += n_all * MST_SCREEN_POINTS
     paths_flops = (3 * fwd * n_pairs * (path_batch * train_points + n_eval * full_points)
                    + fwd * n_eval * evals)
 

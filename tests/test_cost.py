@@ -4,7 +4,7 @@ import time
 
 import pytest
 
-from lossbarcode import cost
+from lossbarcode import choices, cost
 from lossbarcode.cost import Calibration, estimate_cost, fit_calibration, store_calibration
 from lossbarcode.experiment import ExperimentConfig, run_experiment
 from lossbarcode.jobs import JobManager
@@ -142,3 +142,15 @@ def test_bench_estimate_on_two_tiny_presets(monkeypatch, capsys):
     assert "calib. ratio" in out and "worst calibrated factor" in out
     with pytest.raises(ValueError, match="unknown presets"):
         bench_cost.estimate_benchmark(("nope",))
+
+
+@pytest.mark.parametrize("name", choices.EMBEDDED_DATASETS)
+def test_the_cost_model_knows_each_dataset_as_it_loads(name):
+    """choices.DATASET_SHAPES (what the cost model reads without loading) is what data.load
+    gives for every bundled or synthetic set."""
+    from lossbarcode.data import load
+
+    shape, outputs, n_train, n_test = choices.DATASET_SHAPES[name]
+    ds = load(name)
+    assert (ds.input_shape, ds.n_outputs) == (shape, outputs)
+    assert (len(ds.x_train), len(ds.x_test)) == (n_train, n_test)
