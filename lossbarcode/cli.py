@@ -339,13 +339,13 @@ def _load(args: argparse.Namespace):
 def _cmd_show(args: argparse.Namespace) -> int:
     result = _load(args)
     if args.json:
-        print(json.dumps(result.to_json(), indent=1))
+        print(json.dumps(result.to_dict(), indent=1))
         return 0
     c = result.config
     print(f"run {result.run_id}: {c.dataset} {c.arch} width {c.width} depth {c.depth}, "
           f"K={result.k}, {c.path_method} paths ({c.pairs} pairs), {result.n_params} parameters")
     print(f"TO-score ({result.config.score_variant}): {result.score:.6g}")
-    print("  " + "  ".join(f"{k}={v:.4g}" for k, v in result.to_score.items()))
+    print("  " + "  ".join(f"{k}={v:.4g}" for k, v in result.scores.items()))
     g = result.generalization
     if g.get("spearman") is not None:
         print(f"segment length vs test error: Spearman {g['spearman']:.3f} "
@@ -362,7 +362,7 @@ def _cmd_show(args: argparse.Namespace) -> int:
 def _cmd_export(args: argparse.Namespace) -> int:
     result = _load(args)
     if args.format == "json":
-        text = json.dumps(result.to_json(), indent=1)
+        text = json.dumps(result.to_dict(), indent=1)
     else:
         rows = result.minima_table()
         buffer = io.StringIO()

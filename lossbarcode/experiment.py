@@ -374,8 +374,10 @@ class Result:
     """Everything one experiment produced (thetas and path images stay in the store).
 
     Arrays: ``train_loss`` / ``test_loss`` / ``test_error`` / ``diverged`` / ``grad_norm``
-    are ``(K,)`` (NaN where diverged or not defined); ``pairs`` ``(M, 2)``; ``barriers``
-    ``(K, K)`` with ``np.inf`` where no path was computed; ``profiles`` ``M`` pairs of ``(t,
+    are ``(K,)`` (NaN where diverged or not defined); ``pairs`` ``(M, 2)``;
+    ``barrier_matrix`` ``(K, K)`` with ``np.inf`` where no path was computed (``path_barriers``
+    ``(M,)`` holds the same barriers per path); ``scores``: the TO-score of every variant
+    (:data:`SCORE_VARIANTS`), ``score`` the config's; ``profiles`` ``M`` pairs of ``(t,
     loss)`` arrays. Per path (``(M,)``, or ``M`` arrays): ``path_converged``,
     ``path_steps_used``, ``path_history`` (barrier after each check) and
     ``path_history_steps`` (the steps used at each check),
@@ -391,12 +393,12 @@ class Result:
     test_error: np.ndarray
     diverged: np.ndarray
     pairs: np.ndarray
-    barriers: np.ndarray
+    barrier_matrix: np.ndarray
     path_barriers: np.ndarray
     linear_barriers: np.ndarray
     profiles: tuple[tuple[np.ndarray, np.ndarray], ...]
     barcode: topology.Barcode
-    to_score: dict[str, float]
+    scores: dict[str, float]
     generalization: dict[str, Any]
     timings: dict[str, float]
     n_params: int
@@ -418,7 +420,7 @@ class Result:
     @property
     def score(self) -> float:
         """The TO-score in the config's variant."""
-        return self.to_score[self.config.score_variant]
+        return self.scores[self.config.score_variant]
 
     def segment_lengths(self) -> np.ndarray:
         """``(K,)`` segment length of each minimum: NaN if diverged, inf for essential bars."""
@@ -492,8 +494,10 @@ class Result:
             })
         return rows
 
-    def to_json(self) -> dict[str, Any]:
-        """A JSON-safe dict (``null`` for NaN and for unconnected barriers)."""
+    def to_dict(self) -> dict[str, Any]:
+        """A JSON-safe dict (``null`` for NaN and for unconnected barriers): the result stage's
+        format (its keys keep the names they had when written: ``barriers`` is
+        :attr:`barrier_matrix`, ``to_score`` :attr:`scores`)."""
         k = self.k
         return {
             "run_id": self.run_id,
@@ -517,13 +521,13 @@ class Result:
             ],
             "pairs": self.pairs.tolist(),
             "barriers": [[None if not np.isfinite(b) else float(b) for b in row]
-                         for row in self.barriers],
+                         for row in self.barrier_matrix],
             "path_barriers": _json_floats(self.path_barriers),
             "linear_barriers": _json_floats(self.linear_barriers),
             "profiles": [{"t": _json_floats(t), "loss": _json_floats(loss)}
                          for t, loss in self.profiles],
             "barcode": self.barcode.to_dict(),
-            "to_score": {k: _json_float(v) for k, v in self.to_score.items()},
+            "to_score": {k: _json_float(v) for k, v in self.scores.items()},
             "generalization": {k: _json_float(v) if isinstance(v, float) else v
                                for k, v in self.generalization.items()},
             "timings": dict(self.timings),
@@ -534,13 +538,33 @@ class Result:
         }
 
     @classmethod
-    def from_json(cls, data: dict[str, Any]) -> Result:
-        """Inverse of :meth:`to_json`; ``ValueError`` naming the first key that is missing or
+    def from_dict(cls, data: dict[str, Any]) -> Result:
+        """Inverse of :meth:`to_dict`; ``ValueError`` naming the first key that is missing or
         malformed (types, shapes, index ranges, the config itself)."""
         try:
-            return _result_from_json(cls, data)
+            return _result_from_dict(cls, data)
         except (KeyError, TypeError, AttributeError, OverflowError, IndexError) as err:
             raise ValueError(f"malformed result JSON: {err!r}") from err
+
+    # Kept for compatibility (deprecated): the old names.
+    def to_json(self) -> dict[str, Any]:
+        """Deprecated name of :meth:`to_dict`."""
+        return self.to_dict()
+
+    @classmethod
+    def from_json(cls, data: dict[str, Any]) -> Result:
+        """Deprecated name of :meth:`from_dict`."""
+        return cls.from_dict(data)
+
+    @property
+    def barriers(self) -> np.ndarray:
+        """Deprecated name of :attr:`barrier_matrix` (``barriers`` is ``(M,)`` on Paths)."""
+        return self.barrier_matrix
+
+    @property
+    def to_score(self) -> dict[str, float]:
+        """Deprecated name of :attr:`scores` (``lossbarcode.to_score`` is the function)."""
+        return self.scores
 
 
 def _history_steps(path: dict[str, Any]) -> np.ndarray:
@@ -572,7 +596,7 @@ def _floats(value: Any, where: str, shape: tuple[int, ...] | None = None) -> np.
     return array.reshape(shape) if shape is not None else array
 
 
-def _result_from_json(cls: type[Result], data: dict[str, Any]) -> Result:
+def _result_from_dict(cls: type[Result], data: dict[str, Any]) -> Result:
     if not isinstance(data, dict):
         raise ValueError("a result must be a JSON object")
     run_id = data["run_id"]
@@ -644,12 +668,13 @@ def _result_from_json(cls: type[Result], data: dict[str, Any]) -> Result:
         test_error=column("test_error"),
         diverged=np.array(diverged, dtype=bool).reshape(k),
         pairs=np.array(pairs_list, dtype=np.int64).reshape(-1, 2),
-        barriers=np.where(np.isnan(b := _floats(data["barriers"], "barriers", (k, k))), np.inf, b),
+        barrier_matrix=np.where(np.isnan(b := _floats(data["barriers"], "barriers", (k, k))),
+                                np.inf, b),
         path_barriers=_floats(data["path_barriers"], "path_barriers", (m,)),
         linear_barriers=_floats(data["linear_barriers"], "linear_barriers", (m,)),
         profiles=tuple(parsed_profiles),
         barcode=barcode,
-        to_score={str(key): float(_floats([v], f"to_score {key}")[0])
+        scores={str(key): float(_floats([v], f"to_score {key}")[0])
                   for key, v in to_score.items()},
         # Results stored before permutation p-values (no "method") had spearmanr's
         # asymptotic p, wrong for few minima: recomputed from their own data.
@@ -812,7 +837,7 @@ def _versions() -> dict[str, str]:
 
 def _parse_result(meta: dict[str, Any], run_id: str) -> Result:
     """The Result in a result stage's meta; ``ValueError`` if malformed or not this run's."""
-    result = Result.from_json(meta)
+    result = Result.from_dict(meta)
     if result.run_id != run_id:
         raise ValueError(f"it holds run {result.run_id!r}")
     if identity_hash(result.config.identity(result.data_fingerprint or "")) != run_id:
@@ -829,7 +854,7 @@ def _parse_legacy_result(meta: dict[str, Any], run_id: str) -> Result:
         raise ValueError("a result without a checksum must be an old (path algorithm 1) one")
     if identity_hash(meta["config"]) != run_id:
         raise ValueError("its config does not hash to the run id: edited")
-    result = Result.from_json(meta)
+    result = Result.from_dict(meta)
     if result.run_id != run_id:
         raise ValueError(f"it holds run {result.run_id!r}")
     return result
@@ -904,7 +929,7 @@ def save_result(store: ResultStore, result: Result) -> None:
     """Store a finished result as its run's "result" stage (holding the run's lock)."""
     if not store.holds_lock(result.run_id):
         raise RuntimeError(f"save_result({result.run_id!r}) needs the run's lock")
-    store.save_stage(result.run_id, "result", {**result.to_json(), "data": result.data_fingerprint})
+    store.save_stage(result.run_id, "result", {**result.to_dict(), "data": result.data_fingerprint})
 
 
 def _warn_wait(message: str) -> None:
@@ -1097,12 +1122,12 @@ def assemble_result(config: ExperimentConfig, found, connected, timings: dict[st
         test_error=found.test_error,
         diverged=found.diverged,
         pairs=connected.pairs,
-        barriers=barriers,
+        barrier_matrix=barriers,
         path_barriers=connected.barriers,
         linear_barriers=connected.linear_barriers,
         profiles=tuple(connected.profiles),
         barcode=barcode,
-        to_score=all_scores(barcode),
+        scores=all_scores(barcode),
         generalization=generalization_summary(segment_lengths(barcode, found.k),
                                               found.test_error),
         timings=timings,

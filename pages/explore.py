@@ -262,7 +262,7 @@ if r is not None:
                    delta=f"{certified}/{finite_bars} bars certified", delta_color="off",
                    help="Norm of the finite segment lengths (arXiv:2012.15834). A bar is "
                         "certified when the path that ends it converged. Other "
-                        "variants: " + ", ".join(f"{k} {v:.3g}" for k, v in r.to_score.items()))
+                        "variants: " + ", ".join(f"{k} {v:.3g}" for k, v in r.scores.items()))
     cols[1].metric("Minima", f"{r.k - int(r.diverged.sum())} / {r.k}",
                    delta=ui.run_health_of(r).summary(), delta_color="off",
                    help="Trained without diverging / trained; diverged minima are left out "
@@ -375,7 +375,7 @@ if r is not None:
     ui.downloads([
         ("Minima (CSV)", ui.csv_text(r.minima_table()), f"minima_{r.run_id}.csv", "text/csv"),
         ("Barcode (JSON)", ui.json_text({"run_id": r.run_id, "score_variant": variant,
-                                         "to_score": r.to_score,
+                                         "to_score": r.scores,
                                          "barcode": barcode.to_dict()}),
          f"barcode_{r.run_id}.json", "application/json"),
         ("Paths (CSV)", ui.csv_text(profile_rows), f"paths_{r.run_id}.csv", "text/csv"),

@@ -442,24 +442,24 @@ API_CASES = [
     ("validate-heads-str", lambda t: ExperimentConfig(arch="transformer", dataset="modadd",
                                                       heads="4"), "'heads'"),
     ("validate-cuda-abc", lambda t: ExperimentConfig(device="cuda:abc"), "device"),
-    # Result.from_json (item 5)
-    ("result-merged-into", lambda t: Result.from_json(_result_json(
+    # Result.from_dict (item 5)
+    ("result-merged-into", lambda t: Result.from_dict(_result_json(
         t, _set("barcode.merged_into", [10**30, 0, 0]))), "merged_into"),
-    ("result-score-norm", lambda t: Result.from_json(_result_json(
+    ("result-score-norm", lambda t: Result.from_dict(_result_json(
         t, _set("config.score_norm", "bogus"))), "score_norm"),
-    ("result-to-score-empty", lambda t: Result.from_json(_result_json(t, _set("to_score", {}))),
+    ("result-to-score-empty", lambda t: Result.from_dict(_result_json(t, _set("to_score", {}))),
      "to_score"),
-    ("result-barriers-shape", lambda t: Result.from_json(_result_json(
+    ("result-barriers-shape", lambda t: Result.from_dict(_result_json(
         t, _set("barriers", [[1.0]]))), "barriers"),
-    ("result-minima-string", lambda t: Result.from_json(_result_json(
+    ("result-minima-string", lambda t: Result.from_dict(_result_json(
         t, lambda d: d["minima"][0].update(train_loss="low"))), "train_loss"),
-    ("result-profiles-count", lambda t: Result.from_json(_result_json(
+    ("result-profiles-count", lambda t: Result.from_dict(_result_json(
         t, _set("profiles", []))), "profiles"),
-    ("result-barcode-minimum", lambda t: Result.from_json(_result_json(
+    ("result-barcode-minimum", lambda t: Result.from_dict(_result_json(
         t, lambda d: d["barcode"].update(minima=[0, 1, 99]))), "barcode"),
-    ("result-n-params", lambda t: Result.from_json(_result_json(t, _set("n_params", "x"))),
+    ("result-n-params", lambda t: Result.from_dict(_result_json(t, _set("n_params", "x"))),
      "n_params"),
-    ("result-not-dict", lambda t: Result.from_json([1]), "object"),
+    ("result-not-dict", lambda t: Result.from_dict([1]), "object"),
     # stages with correct hashes but inconsistent content (item 6)
     ("minima-thetas-1d", lambda t: Minima.from_arrays(_minima_arrays(
         t, lambda a: a.update(thetas=a["thetas"].reshape(-1)))), "thetas"),
@@ -625,8 +625,8 @@ def test_nan_and_inf_barriers_save_as_null(template, tmp_path: Path) -> None:
                                                  for t, loss in result.profiles))
     store = ResultStore(tmp_path / "r")
     with store.lock(run_id):
-        store.save_stage(run_id, "result", broken.to_json())
-    back = Result.from_json(store.load_stage(run_id, "result")[0])
+        store.save_stage(run_id, "result", broken.to_dict())
+    back = Result.from_dict(store.load_stage(run_id, "result")[0])
     assert np.isnan(back.path_barriers[:2]).all() and back.path_barriers[2] == 1.0
 
 

@@ -91,34 +91,40 @@ def test_run_id_is_stable_across_processes_and_sensitive_to_every_knob():
 
 def test_result_is_complete_and_consistent(tiny_result):
     store, result = tiny_result
-    data = result.to_json()
+    data = result.to_dict()
     for key in ("run_id", "config", "minima", "pairs", "barriers", "barcode", "to_score",
                 "timings"):
         assert key in data
     assert set(data["minima"][0]) >= {"train_loss", "test_loss", "test_error"}
     text = json.dumps(data, allow_nan=False)  # strictly JSON-safe
-    again = Result.from_json(json.loads(text))
-    assert again.barcode == result.barcode and again.to_score == result.to_score
+    again = Result.from_dict(json.loads(text))
+    assert again.barcode == result.barcode and again.scores == result.scores
     valid = np.flatnonzero(~result.diverged)
     assert len(result.barcode) == len(valid)
     assert sorted(result.barcode.minima.tolist()) == valid.tolist()
     assert len(result.barcode.essential()) == 1  # all pairs connected
     # every barrier is at least as high as both ends; the barcode uses the training loss
     for (i, j) in result.pairs:
-        assert result.barriers[i, j] >= max(result.train_loss[i], result.train_loss[j]) - 1e-7
+        assert result.barrier_matrix[i, j] >= max(result.train_loss[i],
+                                                  result.train_loss[j]) - 1e-7
     np.testing.assert_allclose(result.barcode.births, result.train_loss[result.barcode.minima])
-    assert result.score == result.to_score["l2"]
-    assert set(result.to_score) == set(experiment.SCORE_VARIANTS)
+    assert result.score == result.scores["l2"]
+    assert set(result.scores) == set(experiment.SCORE_VARIANTS)
     assert set(result.timings) == {"minima", "paths", "barcode"}
     assert store.stages(result.run_id) == ["minima", "paths", "result"]
+    # The old names still work: aliases of the new ones.
+    assert result.barriers is result.barrier_matrix and result.to_score is result.scores
+    assert Result.from_json(result.to_json()).scores == result.scores
+    for m, (i, j) in enumerate(result.pairs):
+        assert result.barrier_matrix[i, j] == result.path_barriers[m]
 
 
 def test_old_asymptotic_p_values_are_recomputed_on_load(tiny_result):
     _, result = tiny_result
-    data = json.loads(json.dumps(result.to_json()))
+    data = json.loads(json.dumps(result.to_dict()))
     assert data["generalization"]["method"] in ("exact", "monte carlo", "undefined")
     data["generalization"] = {"spearman": -1.0, "p_value": 0.0, "n": 3}  # spearmanr's, stored
-    loaded = Result.from_json(data).generalization
+    loaded = Result.from_dict(data).generalization
     assert loaded == experiment.generalization_summary(result.segment_lengths(),
                                                        result.test_error)
     assert loaded["p_value"] != 0.0 and "method" in loaded
@@ -219,7 +225,7 @@ def test_killed_run_resumes_from_its_last_finished_stage(store, tmp_path, monkey
     monkeypatch.setattr(minima, "find_minima", lambda *a, **k: pytest.fail("minima redone"))
     resumed = run_experiment(config, store)
     assert resumed.barcode == fresh.barcode
-    np.testing.assert_array_equal(resumed.barriers, fresh.barriers)
+    np.testing.assert_array_equal(resumed.barrier_matrix, fresh.barrier_matrix)
 
 
 @pytest.mark.slow
@@ -405,7 +411,7 @@ def test_converged_run_stores_and_shows_path_diagnostics(store, capsys):
         if np.isfinite(result.barcode.deaths[n]):
             (p,) = np.flatnonzero((result.pairs == sorted((i, j))).all(axis=1))
             assert result.bar_certified()[n] == result.path_converged[p]
-    data = json.loads(json.dumps(result.to_json()))
+    data = json.loads(json.dumps(result.to_dict()))
     assert data["paths_version"] == 2 and len(data["paths"]) == m
     assert {"converged", "steps", "barrier_history", "history_steps",
             "perp_grad_norm"} <= set(data["paths"][0])

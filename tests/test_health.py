@@ -92,7 +92,7 @@ def test_pooled_sweep_summaries_leave_broken_runs_out_unless_asked(clean):
     diverged = np.zeros(clean.k, dtype=bool)
     diverged[0] = True
     broken = dataclasses.replace(clean, diverged=diverged,
-                                 to_score={k: v + 10 for k, v in clean.to_score.items()})
+                                 scores={k: v + 10 for k, v in clean.scores.items()})
     records = sweep_records([clean, broken])
     assert [r["broken"] for r in records] == [False, True]
     kept = summarize(records)
