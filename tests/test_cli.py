@@ -3,7 +3,7 @@
 import subprocess
 import sys
 
-from lossbarcode.bench import topology_benchmark
+from lossbarcode.bench.topology import topology_benchmark
 from lossbarcode.cli import main
 
 
