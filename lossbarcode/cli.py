@@ -394,7 +394,7 @@ def _cmd_app(args: argparse.Namespace) -> int:
 
 
 def _bench_topology(args: argparse.Namespace) -> int:
-    from lossbarcode.bench import topology_benchmark
+    from lossbarcode.bench.topology import topology_benchmark
 
     sizes = tuple(int(s) for s in args.grid_sizes.split(","))
     rows = topology_benchmark(grid_sizes=sizes, knn_points=args.knn_points, repeat=args.repeat,
@@ -405,7 +405,7 @@ def _bench_topology(args: argparse.Namespace) -> int:
 
 
 def _bench_experiment(args: argparse.Namespace) -> int:
-    from lossbarcode.bench import experiment_benchmark
+    from lossbarcode.bench.experiment import experiment_benchmark
 
     rows = experiment_benchmark(_config_from(args), repeat=args.repeat)
     _print_rows(rows, "Default experiment: cold (empty results folder) vs cached (finished "
@@ -414,7 +414,7 @@ def _bench_experiment(args: argparse.Namespace) -> int:
 
 
 def _bench_convergence(args: argparse.Namespace) -> int:
-    from lossbarcode.bench import convergence_benchmark
+    from lossbarcode.bench.convergence import convergence_benchmark
 
     rows = convergence_benchmark(tuple(_ints(args.widths) or ()), k=args.minima,
                                  budgets=tuple(_ints(args.budgets) or ()),
@@ -427,7 +427,7 @@ def _bench_convergence(args: argparse.Namespace) -> int:
 
 
 def _bench_engine(args: argparse.Namespace) -> int:
-    from lossbarcode.bench_engine import engine_benchmark, print_engine_benchmark
+    from lossbarcode.bench.engine import engine_benchmark, print_engine_benchmark
 
     rows = engine_benchmark(device=args.device, widths=tuple(_ints(args.widths) or (32,)),
                             repeats=args.repeats, parts=tuple(args.parts.split(",")))
@@ -436,7 +436,7 @@ def _bench_engine(args: argparse.Namespace) -> int:
 
 
 def _bench_estimate(args: argparse.Namespace) -> int:
-    from lossbarcode.bench_cost import estimate_benchmark, print_estimate_benchmark
+    from lossbarcode.bench.estimate import estimate_benchmark, print_estimate_benchmark
 
     rows = estimate_benchmark(tuple(p for p in args.presets.split(",") if p),
                               progress=lambda msg: print(msg, file=sys.stderr, flush=True))
@@ -445,14 +445,14 @@ def _bench_estimate(args: argparse.Namespace) -> int:
 
 
 def _bench_app(args: argparse.Namespace) -> int:
-    from lossbarcode.bench_app import app_benchmark, print_app_benchmark
+    from lossbarcode.bench.app import app_benchmark, print_app_benchmark
 
     print_app_benchmark(app_benchmark(runs=args.runs))
     return 0
 
 
 def _bench_toy(args: argparse.Namespace) -> int:
-    from lossbarcode.bench_toy import print_toy_benchmark, toy_benchmark
+    from lossbarcode.bench.toy import print_toy_benchmark, toy_benchmark
 
     print_toy_benchmark(toy_benchmark(toys=tuple(args.toys.split(",")), rounds=args.rounds))
     return 0

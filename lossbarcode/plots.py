@@ -23,7 +23,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 import plotly.graph_objects as go
 
-from lossbarcode.topology import NORMALIZATIONS, Barcode, range_normalized
+from lossbarcode.topology import NORMALIZATIONS, Barcode, death_pair, range_normalized
 
 if TYPE_CHECKING:  # scipy.stats costs 0.4 s to import; only the type is needed here
     from lossbarcode.stats import SpearmanTest
@@ -398,18 +398,6 @@ def landscape_figure(
 
 
 # --------------------------------------------------------------------------- trained results
-
-
-def death_pair(barcode: Barcode, pairs: np.ndarray, minimum: int) -> int | None:
-    """Index into ``pairs`` of the path where ``minimum``'s bar died, None if it never died
-    (essential, diverged or not in the barcode) or that pair has no path."""
-    bar = np.flatnonzero(barcode.minima == minimum)
-    if bar.size == 0 or not np.isfinite(barcode.deaths[bar[0]]):
-        return None
-    edge = sorted(int(v) for v in barcode.saddle_edges[bar[0]])
-    pairs = np.sort(np.asarray(pairs, dtype=np.int64).reshape(-1, 2), axis=1)
-    hit = np.flatnonzero((pairs[:, 0] == edge[0]) & (pairs[:, 1] == edge[1]))
-    return int(hit[0]) if hit.size else None
 
 
 def path_colors(barcode: Barcode, pairs: np.ndarray) -> list[str]:
@@ -973,21 +961,3 @@ def slice_figure(
     fig.update_layout(legend={"orientation": "h", "y": 1.0, "x": 0, "yanchor": "bottom"},
                       margin={"l": 10, "r": 10, "t": 80, "b": 10}, height=500)
     return fig
-
-
-# --------------------------------------------------------------------------- provenance
-
-
-def describe_config(config, varied: Sequence[str] = ()) -> str:
-    """One line saying how a run was made (for captions and figure titles); fields named in
-    ``varied`` (``"width"``, ``"depth"``, ``"seed"``) are shown as varying."""
-    c = config
-    width = "widths varied" if "width" in varied else f"width {c.width}"
-    depth = "depths varied" if "depth" in varied else f"depth {c.depth}"
-    seed = "seeds varied" if "seed" in varied else f"seed {c.seed}"
-    lr = "default lr" if c.lr is None else f"lr {c.lr:g}"
-    norm = f"{c.score_norm}" + (f"/{c.score_normalize}" if c.score_normalize else "")
-    return (f"{c.dataset} · {c.arch} {width}, {depth} · K = {c.k} minima "
-            f"({c.optimizer}, {c.schedule} {lr}, {c.steps} steps) · {c.path_method} paths "
-            f"({c.pairs} pairs, {c.images} images) · {c.rule.replace('_', '-')} rule · "
-            f"TO-score {norm} · {seed}")

@@ -8,8 +8,8 @@ one whose minimum is higher dies; ties are broken by vertex index (lower index s
 result is deterministic.
 
 Public API: :class:`Barcode`, :func:`graph_barcode`, :func:`grid_barcode`, :func:`sample_barcode`,
-:func:`minima_barcode`, :func:`sublevel_components`, :func:`sublevel_sweep`, :func:`to_score`,
-:func:`barcode_distance`.
+:func:`minima_barcode` (with :func:`death_pair`, the path where a minimum's bar died),
+:func:`sublevel_components`, :func:`sublevel_sweep`, :func:`to_score`, :func:`barcode_distance`.
 """
 
 from __future__ import annotations
@@ -674,6 +674,18 @@ def _direct_rule(
     alive[dying] = False
     return (dying.astype(np.int64), killer.astype(np.int64), absorber.astype(np.int64),
             order[alive[order]].astype(np.int64))
+
+
+def death_pair(barcode: Barcode, pairs: np.ndarray, minimum: int) -> int | None:
+    """Index into ``pairs`` of the path where ``minimum``'s bar died, None if it never died
+    (essential, diverged or not in the barcode) or that pair has no path."""
+    bar = np.flatnonzero(barcode.minima == minimum)
+    if bar.size == 0 or not np.isfinite(barcode.deaths[bar[0]]):
+        return None
+    edge = sorted(int(v) for v in barcode.saddle_edges[bar[0]])
+    pairs = np.sort(np.asarray(pairs, dtype=np.int64).reshape(-1, 2), axis=1)
+    hit = np.flatnonzero((pairs[:, 0] == edge[0]) & (pairs[:, 1] == edge[1]))
+    return int(hit[0]) if hit.size else None
 
 
 # --------------------------------------------------------------------------- views of a level

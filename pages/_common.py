@@ -31,6 +31,7 @@ from lossbarcode.choices import (  # noqa: F401  (the widgets' choices, read as 
 from lossbarcode.cli import reproduce_command
 from lossbarcode.experiment import ExperimentConfig, Result, load_result
 from lossbarcode.health import RunHealth, run_health
+from lossbarcode.provenance import describe_config
 from lossbarcode.store import ResultStore
 from lossbarcode.topology import NORMALIZATIONS, NORMS, RULES  # noqa: F401
 
@@ -692,7 +693,7 @@ def _families(root: str, run_ids: tuple[str, ...]) -> dict[str, dict[str, Any]]:
             "label": label, "records": records,
             "score_variant": records[0]["score_variant"], "base": c.to_dict(),
             "barcodes": {r.run_id: r.barcode.to_dict() for r in results},
-            "description": plots.describe_config(c, varied=("width", "depth", "seed")),
+            "description": describe_config(c, varied=("width", "depth", "seed")),
             "command": command,
         }
     return out

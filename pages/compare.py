@@ -4,6 +4,7 @@ import numpy as np
 import streamlit as st
 
 from lossbarcode import barcode_distance, plots
+from lossbarcode.provenance import describe_config
 from pages import _common as ui
 
 ui.use_navigation()
@@ -50,7 +51,7 @@ if a.config.score_variant != b.config.score_variant:
 
 for side, (name, r) in zip(ui.columns(2), (("A", a), ("B", b)), strict=True):
     with side:
-        st.caption(f"**{name}** · `{r.run_id}` · {plots.describe_config(r.config)}")
+        st.caption(f"**{name}** · `{r.run_id}` · {describe_config(r.config)}")
         found = ui.run_health_of(r)
         if not found.healthy:
             (st.error if found.broken else st.warning)(

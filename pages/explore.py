@@ -10,6 +10,8 @@ from lossbarcode import plots
 from lossbarcode.choices import MINIMA_LR, PRESETS
 from lossbarcode.datafiles import missing_files
 from lossbarcode.experiment import ExperimentConfig
+from lossbarcode.provenance import describe_config
+from lossbarcode.topology import death_pair
 from pages import _common as ui
 
 ui.use_navigation()
@@ -272,7 +274,7 @@ if r is not None:
     cols[4].metric("Compute time", ui.format_seconds(sum(r.timings.values())),
                    help=", ".join(f"{k} {v:.1f} s" for k, v in r.timings.items())
                    + f" on {r.device}")
-    st.caption(f"`{r.run_id}` · {plots.describe_config(c)}  \n"
+    st.caption(f"`{r.run_id}` · {describe_config(c)}  \n"
                f"Reproduce: `{ui.reproduce_command(c)}`")
     st.caption(f"Paths: {r.paths_note()}")
     unconverged = int((~r.path_converged).sum())
@@ -283,7 +285,7 @@ if r is not None:
                  placeholder="none — click a bar, a diagram point or a table row",
                  format_func=lambda m: "none" if m is None else f"minimum {m}")
     st.session_state.current_minimum, st.session_state.current_minimum_run = highlight, r.run_id
-    pair = plots.death_pair(barcode, r.pairs, highlight) if highlight is not None else None
+    pair = death_pair(barcode, r.pairs, highlight) if highlight is not None else None
     if highlight is not None:
         row = r.minima_table()[highlight]
         if row["birth"] is None:

@@ -4,6 +4,7 @@ import numpy as np
 import streamlit as st
 
 from lossbarcode import plots, to_score
+from lossbarcode.provenance import describe_config
 from lossbarcode.store import ResultStore
 from pages import _common as ui
 
@@ -77,7 +78,7 @@ with st.sidebar:
         format="%.5f", help="Grids add tiny bars from discretisation; this filters them.")
 bars = grid.barcode.filter(min_length)
 colors = plots.slice_bar_colors(grid.x, grid.y, bars, grid.points, grid.minima)
-st.caption(f"`{r.run_id}` · {plots.describe_config(r.config)}  \nGrid minima near a trained "
+st.caption(f"`{r.run_id}` · {describe_config(r.config)}  \nGrid minima near a trained "
            "minimum take its colour; grey ones exist only in this plane.")
 cols = st.columns(3)
 cols[0].metric("Grid minima (bars)", len(bars))

@@ -4,6 +4,7 @@ import numpy as np
 import streamlit as st
 
 from lossbarcode import plots
+from lossbarcode.provenance import describe_config
 from lossbarcode.store import ResultStore
 from pages import _common as ui
 
@@ -93,7 +94,7 @@ if provisional:
     about += " (shown while UMAP is computed)"
 elif method == "umap" and projection.method != "umap":
     about += " (UMAP was not possible here, so PCA was used)"
-st.caption(f"`{r.run_id}` · {plots.describe_config(r.config)}  \n{about} · a path drawn in a "
+st.caption(f"`{r.run_id}` · {describe_config(r.config)}  \n{about} · a path drawn in a "
            "minimum's colour is the one on which that minimum's bar died")
 
 axis = "UMAP" if projection.method == "umap" else "PC"

@@ -1,4 +1,4 @@
-"""Tests for lossbarcode.bench_engine: both ways do the same work and the table is complete."""
+"""Tests for lossbarcode.bench.engine: both ways do the same work and the table is complete."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 import torch
 
-from lossbarcode.bench_engine import engine_benchmark, print_engine_benchmark
+from lossbarcode.bench.engine import engine_benchmark, print_engine_benchmark
 from lossbarcode.cli import main
 
 TINY = {"widths": (4,), "k": 3, "steps": 4, "batch_size": 16, "neb_k": 3, "neb_steps": 3,
@@ -46,7 +46,7 @@ def test_cuda_without_a_gpu_is_a_clear_error():
 
 def test_one_at_a_time_baseline_computes_the_same_paths():
     from lossbarcode import data, models
-    from lossbarcode.bench_engine import _OneNetworkAtATime
+    from lossbarcode.bench.engine import OneNetworkAtATime
     from lossbarcode.landscape import Landscape
     from lossbarcode.minima import find_minima
     from lossbarcode.paths import connect
@@ -54,7 +54,7 @@ def test_one_at_a_time_baseline_computes_the_same_paths():
     ds = data.load("digits", n_train=120, n_test=40)
     land = Landscape.from_dataset(models.build("fcn", 6, 2, ds.input_shape, 10, seed=0), ds,
                                   device="cpu")
-    one = _OneNetworkAtATime.of(land)
+    one = OneNetworkAtATime.of(land)
     thetas = land.init(3, seed=1)
     for batch in (torch.arange(30), torch.randint(0, 120, (3, 12))):
         for a, b in zip(land.loss_and_grad(thetas, batch), one.loss_and_grad(thetas, batch),
@@ -67,7 +67,7 @@ def test_one_at_a_time_baseline_computes_the_same_paths():
 
 
 def test_convergence_benchmark_compares_budgets_on_the_same_minima():
-    from lossbarcode.bench import convergence_benchmark
+    from lossbarcode.bench.convergence import convergence_benchmark
 
     (row,) = convergence_benchmark(widths=(4,), k=2, budgets=(1, 2), base_steps=20)
     assert row["width"] == 4 and row["pairs"] == 1

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from lossbarcode.bench_app import CHROMIUM, serve_app, wait_ready
+from lossbarcode.bench.browser import CHROMIUM, serve_app, wait_ready
 
 ROOT = Path(__file__).resolve().parents[1]
 ARTIFACTS = ROOT / "test-artifacts"
@@ -61,7 +61,7 @@ def app_env(tmp_path_factory):
 
 
 def launch(p):
-    from lossbarcode.bench_app import CHROMIUM_ARGS
+    from lossbarcode.bench.browser import CHROMIUM_ARGS
 
     return p.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
 
@@ -273,7 +273,7 @@ def test_presentation_mode_stacks_charts_in_large_type(playwright_api, app_env):
 def test_toy_animation_moves_in_the_browser_without_the_server(playwright_api, app_env):
     """The in-figure slider's frames are drawn by plotly.js alone: the level changes and the
     page sends the server nothing meanwhile."""
-    from lossbarcode.bench_toy import FIND_FIGURE_JS, animate_every_frame, open_toy_page
+    from lossbarcode.bench.toy import FIND_FIGURE_JS, animate_every_frame, open_toy_page
 
     with serve_app(app_env) as (url, _), playwright_api.sync_playwright() as p:
         browser = launch(p)

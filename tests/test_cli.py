@@ -5,7 +5,7 @@ import sys
 
 import pytest
 
-from lossbarcode.bench import topology_benchmark
+from lossbarcode.bench.topology import topology_benchmark
 from lossbarcode.cli import main
 
 

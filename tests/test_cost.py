@@ -121,13 +121,14 @@ def test_memory_refusal_says_what_to_lower(tmp_path):
 
 
 def test_bench_estimate_on_two_tiny_presets(monkeypatch, capsys):
-    from lossbarcode import bench_cost, choices
+    from lossbarcode import choices
+    from lossbarcode.bench import estimate as bench_estimate
 
     tiny = choices.PRESETS["tiny"]
-    monkeypatch.setattr(bench_cost, "PRESETS", {
+    monkeypatch.setattr(bench_estimate, "PRESETS", {
         "a": tiny, "b": (tiny[0], {**tiny[1], "seed": 1, "k": 3}),
         "c": (tiny[0], {**tiny[1], "dataset": "blobs"})})
-    rows = bench_cost.estimate_benchmark(("a", "b", "c"))
+    rows = bench_estimate.estimate_benchmark(("a", "b", "c"))
     # c's task is unique: it runs again; each row is calibrated leave-one-out, on same-task
     # runs when there are any, and a task's first run never on its own second run.
     assert [r["preset"] for r in rows] == ["a", "b", "c", "c again"]
@@ -137,11 +138,11 @@ def test_bench_estimate_on_two_tiny_presets(monkeypatch, capsys):
         assert row["actual_s"] > 0 and row["model_s"] > 0 and row["calibrated_s"] > 0
         assert row["calibrated_ratio"] == pytest.approx(row["calibrated_s"] / row["actual_s"])
         assert row["within_2x"] == (0.5 <= row["calibrated_ratio"] <= 2)
-    bench_cost.print_estimate_benchmark(rows)
+    bench_estimate.print_estimate_benchmark(rows)
     out = capsys.readouterr().out
     assert "calib. ratio" in out and "worst calibrated factor" in out
     with pytest.raises(ValueError, match="unknown presets"):
-        bench_cost.estimate_benchmark(("nope",))
+        bench_estimate.estimate_benchmark(("nope",))
 
 
 @pytest.mark.parametrize("name", choices.EMBEDDED_DATASETS)

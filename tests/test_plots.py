@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 
 from lossbarcode import minima_barcode, plots
-from lossbarcode.topology import Barcode
+from lossbarcode.topology import Barcode, death_pair
 
 # The design's counter-example: L(a)=0, L(c)=1, L(b)=2; barriers c-a 5, c-b 3, b-a 3.5.
 LOSSES = np.array([0.0, 2.0, 1.0])  # a = 0, b = 1, c = 2
@@ -69,10 +69,10 @@ def test_zero_length_bars_get_a_visible_marker():
 
 def test_death_pair_and_path_colors(barcode):
     # union-find: b (1) dies at 3 on path 1-2 (index 2), c (2) dies at 3.5 on path 0-1 (index 0)
-    assert plots.death_pair(barcode, PAIRS, 1) == 2
-    assert plots.death_pair(barcode, PAIRS, 2) == 0
-    assert plots.death_pair(barcode, PAIRS, 0) is None  # essential
-    assert plots.death_pair(barcode, PAIRS[:1], 1) is None  # its path is not in the list
+    assert death_pair(barcode, PAIRS, 1) == 2
+    assert death_pair(barcode, PAIRS, 2) == 0
+    assert death_pair(barcode, PAIRS, 0) is None  # essential
+    assert death_pair(barcode, PAIRS[:1], 1) is None  # its path is not in the list
     colors = plots.path_colors(barcode, PAIRS)
     assert colors == [plots.minimum_color(2), plots.NEUTRAL, plots.minimum_color(1)]
 
@@ -215,14 +215,15 @@ def test_barcode_limits_cover_every_barcode(barcode):
 def test_provenance_strings():
     from lossbarcode.cli import reproduce_command
     from lossbarcode.experiment import ExperimentConfig
+    from lossbarcode.provenance import describe_config
 
     config = ExperimentConfig(width=8, k=4, schedule="anneal", device="cpu")
     assert reproduce_command(config) == ("lossbarcode run --width 8 --minima 4 "
                                          "--schedule anneal --device cpu")
     assert reproduce_command(ExperimentConfig()) == "lossbarcode run"
-    text = plots.describe_config(config)
+    text = describe_config(config)
     assert "width 8" in text and "K = 4" in text and "anneal" in text and "l2" in text
-    assert "widths varied" in plots.describe_config(config, varied=("width",))
+    assert "widths varied" in describe_config(config, varied=("width",))
 
 
 def test_scaling_figure_of_a_cross_sweep_draws_only_the_curves():

@@ -12,7 +12,7 @@ from scipy.sparse.csgraph import connected_components
 
 import lossbarcode as lb
 from lossbarcode import toys
-from lossbarcode.bench import lower_star_ripser
+from lossbarcode.bench.topology import lower_star_ripser
 from lossbarcode.topology import grid_edges
 
 # Integers and halves are exact in float32, so ripser's single precision compares exactly.

@@ -96,7 +96,7 @@ def engine_benchmark(
         if "minima" in parts:
             say(f"width {width}: minima, batched vs loop")
             rows.append({**base, **_bench_minima(land, k, steps, batch_size, lr, seed, repeats)})
-        for part, loop_land in (("neb", land), ("neb-image", _OneNetworkAtATime.of(land))):
+        for part, loop_land in (("neb", land), ("neb-image", OneNetworkAtATime.of(land))):
             if part in parts:
                 say(f"width {width}: {part}, batched vs loop")
                 rows.append({**base, "part": part, **_bench_neb(
@@ -236,12 +236,12 @@ def _bench_neb(land: Landscape, loop_land: Landscape, k: int, steps: int, images
     }
 
 
-class _OneNetworkAtATime(Landscape):
+class OneNetworkAtATime(Landscape):
     """A baseline only: the same landscape, evaluating its parameter vectors one at a time
     with ``functional_call`` + autograd on the plain module (no vmap, no wide net)."""
 
     @classmethod
-    def of(cls, land: Landscape) -> _OneNetworkAtATime:
+    def of(cls, land: Landscape) -> OneNetworkAtATime:
         return cls(**{f.name: getattr(land, f.name) for f in fields(land)})
 
     def evaluate_batch(self, thetas: torch.Tensor, x: torch.Tensor, y: torch.Tensor, *,

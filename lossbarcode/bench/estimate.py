@@ -69,6 +69,7 @@ def estimate_benchmark(presets: Sequence[str] = tuple(PRESETS),
 
 
 def print_estimate_benchmark(rows: list[dict]) -> None:
+    """Print the rows of :func:`estimate_benchmark` as a table, with the worst factor."""
     print("Cost model vs measured cold runs (ratio = predicted / actual; calibrated: fitted "
           "on the other presets' stage timings, leave-one-out, same-task runs when there are "
           "any)")

@@ -16,123 +16,23 @@ Drives the real app (``streamlit run app.py``) with headless Chromium through Pl
 
 Each figure is the median of ``runs`` repetitions (a fresh Streamlit process per start). The
 results folder is a temporary one holding one small finished run, computed before timing.
-:func:`serve_app` and :func:`launch_browser` are reused by the browser tests.
+The server and the browser come from :mod:`lossbarcode.bench.browser`.
 """
 
 from __future__ import annotations
 
-import contextlib
-import os
-import socket
 import statistics
-import subprocess
-import sys
 import tempfile
 import time
-import urllib.request
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-ROOT = Path(__file__).resolve().parents[1]
-CHROMIUM = os.environ.get("LOSSBARCODE_CHROMIUM", "/usr/bin/chromium")
-CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
-                 "--disable-component-update", "--disable-sync", "--no-first-run"]
+from lossbarcode.bench.browser import launch_browser, serve_app, wait_healthy, wait_ready
+
 # Pages of a finished result timed for switching: (navigation label, title, charts drawn).
 SWITCH_PAGES = (("Compare", "Compare two runs", 4),
                 ("Generalization", "Segment length vs generalization", 1),
                 ("Explore", "Explore a run", 3))
-
-# The page is drawn: expected title, >= n charts drawn, no stale element, script finished.
-READY_JS = """([title, charts]) => {
-  const h1 = document.querySelector('h1');
-  if (!h1 || !h1.textContent.includes(title)) return false;
-  if (document.querySelector('[data-testid="stStatusWidget"]')) return false;
-  if (document.querySelector('[data-stale="true"]')) return false;
-  return document.querySelectorAll('.js-plotly-plot .main-svg').length >= charts;
-}"""
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def wait_healthy(url: str, proc: subprocess.Popen, timeout: float = 60) -> None:
-    deadline = time.time() + timeout
-    while time.time() < deadline:
-        if proc.poll() is not None:
-            raise RuntimeError("streamlit exited: " + _output(proc))
-        try:
-            with urllib.request.urlopen(f"{url}/_stcore/health", timeout=2) as response:
-                if response.status == 200:
-                    return
-        except OSError:
-            time.sleep(0.05)
-    proc.kill()
-    raise RuntimeError(f"streamlit did not start within {timeout} s: " + _output(proc))
-
-
-def _output(proc: subprocess.Popen) -> str:
-    try:
-        out, _ = proc.communicate(timeout=5)
-    except subprocess.TimeoutExpired:
-        return ""
-    return (out or b"").decode(errors="replace")[-2000:]
-
-
-@contextlib.contextmanager
-def serve_app(env: dict[str, str] | None = None, wait: bool = True, script: Path | None = None,
-              ) -> Iterator[tuple[str, subprocess.Popen]]:
-    """Run ``streamlit run app.py`` (or ``script``) headless on a free localhost port; yields
-    (url, process).
-
-    ``env`` is added to the environment (e.g. ``LOSSBARCODE_RESULTS``). With ``wait`` the
-    context is entered once the server answers its health check.
-    """
-    port = free_port()
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "streamlit", "run", str(script or "app.py"),
-         "--server.headless", "true",
-         "--server.port", str(port), "--server.address", "127.0.0.1",
-         "--browser.gatherUsageStats", "false", "--server.fileWatcherType", "none"],
-        cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
-        env={**os.environ, **(env or {})},
-    )
-    url = f"http://127.0.0.1:{port}"
-    try:
-        if wait:
-            wait_healthy(url, proc)
-        yield url, proc
-    finally:
-        proc.terminate()
-        try:
-            proc.wait(timeout=20)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait(timeout=10)
-
-
-@contextlib.contextmanager
-def launch_browser() -> Iterator[Any]:
-    """Headless Chromium (Debian's, at ``$LOSSBARCODE_CHROMIUM`` or /usr/bin/chromium)."""
-    from playwright.sync_api import sync_playwright
-
-    if not Path(CHROMIUM).exists():
-        raise FileNotFoundError(f"no Chromium at {CHROMIUM}: install Debian's chromium or set "
-                                "LOSSBARCODE_CHROMIUM")
-    with sync_playwright() as p:
-        browser = p.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
-        try:
-            yield browser
-        finally:
-            browser.close()
-
-
-def wait_ready(page: Any, title: str, charts: int = 0, timeout: float = 60) -> None:
-    """Block until the page shows ``title`` with ``charts`` charts and has finished running."""
-    page.wait_for_function(READY_JS, arg=[title, charts], timeout=timeout * 1000, polling=20)
 
 
 def _tiny_store(folder: str) -> str:
@@ -236,7 +136,3 @@ def print_app_benchmark(rows: list[dict]) -> None:
     for r in rows:
         print(f"{r['what'].ljust(width)}  {r['median_s']:8.3f}  {r['min_s']:6.3f}  "
               f"{r['max_s']:6.3f}  {r['runs']}")
-
-
-if __name__ == "__main__":
-    print_app_benchmark(app_benchmark(int(sys.argv[1]) if len(sys.argv) > 1 else 5))

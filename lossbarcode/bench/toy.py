@@ -14,11 +14,10 @@ The figure JSON size is that of the same figure built here (what the server send
 from __future__ import annotations
 
 import statistics
-import sys
 import tempfile
 from typing import Any
 
-from lossbarcode.bench_app import launch_browser, serve_app, wait_ready
+from lossbarcode.bench.browser import launch_browser, serve_app, wait_ready
 
 TARGET_MS = 50.0
 # The animated figure's graph div: the one plotly holds frames for.
@@ -122,7 +121,3 @@ def print_toy_benchmark(rows: list[dict]) -> None:
         print(f"{r['toy']:<18}  {r['frames']:6d}  {r['median_ms']:9.1f}  {r['p95_ms']:6.1f}  "
               f"{r['max_ms']:6.1f}  {r['cpu_ms']:12.1f}  {r['json_kb']:14.0f}  "
               f"{r['messages_sent']:13d}")
-
-
-if __name__ == "__main__":
-    print_toy_benchmark(toy_benchmark(rounds=int(sys.argv[1]) if len(sys.argv) > 1 else 3))
