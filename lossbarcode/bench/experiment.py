@@ -16,7 +16,7 @@ def experiment_benchmark(config: ExperimentConfig | None = None, repeat: int = 5
 
     Returns one row per stage of the cold run plus the total, and the median cached load.
     """
-    config = (config or ExperimentConfig()).validate()
+    config = config or ExperimentConfig()
     with tempfile.TemporaryDirectory() as folder:
         store = ResultStore(folder)
         start = time.perf_counter()
