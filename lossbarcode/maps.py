@@ -55,9 +55,9 @@ class MinimaMap:
     """A stored run's minima and paths on a 2-D or 3-D map.
 
     Attributes:
-        minima: ``(K, dim)`` coordinates of the minima; NaN rows for diverged minima.
-        paths: ``M`` arrays ``(n_m, dim)``, one chain per pair, endpoints included (the
-            endpoints are exactly the two minima's rows of ``minima``).
+        minima_coords: ``(K, dim)`` coordinates of the minima; NaN rows for diverged minima.
+        path_coords: ``M`` arrays ``(n_m, dim)``, one chain per pair, endpoints included (the
+            endpoints are exactly the two minima's rows of ``minima_coords``).
         pairs: ``(M, 2)`` int64 minima indices of each path.
         method: ``"umap"`` or ``"pca"``.
         explained: ``(dim,)`` PCA explained-variance ratios, None for UMAP.
@@ -66,8 +66,8 @@ class MinimaMap:
             stored loss profile; NaN where the profile does not line up with the images).
     """
 
-    minima: np.ndarray
-    paths: tuple[np.ndarray, ...]
+    minima_coords: np.ndarray
+    path_coords: tuple[np.ndarray, ...]
     pairs: np.ndarray
     method: str
     explained: np.ndarray | None
@@ -76,7 +76,18 @@ class MinimaMap:
 
     @property
     def dim(self) -> int:
-        return int(self.minima.shape[1])
+        return int(self.minima_coords.shape[1])
+
+    # Kept for compatibility (deprecated): the old names, which said less about what they are.
+    @property
+    def minima(self) -> np.ndarray:
+        """Deprecated name of :attr:`minima_coords`."""
+        return self.minima_coords
+
+    @property
+    def paths(self) -> tuple[np.ndarray, ...]:
+        """Deprecated name of :attr:`path_coords`."""
+        return self.path_coords
 
 
 # --------------------------------------------------------------------------- projection
@@ -215,7 +226,8 @@ def minima_map(
                 inner)], minima[j : j + 1]]))
             start += len(inner)
         result = MinimaMap(
-            minima=minima, paths=tuple(paths), pairs=np.asarray(connected.pairs, np.int64),
+            minima_coords=minima, path_coords=tuple(paths),
+            pairs=np.asarray(connected.pairs, np.int64),
             method=proj.method, explained=proj.explained,
             minima_loss=np.asarray(found.train_loss, dtype=np.float64),
             path_loss=tuple(connected.image_losses()),
@@ -255,10 +267,10 @@ def _cached_map(store: ResultStore, run_id: str, dim: int, method: str,
 
 def _save_map(store: ResultStore, run_id: str, stage: str, m: MinimaMap, n_points: int,
               requested: str) -> None:
-    offsets = np.cumsum([0] + [len(p) for p in m.paths]).astype(np.int64)
+    offsets = np.cumsum([0] + [len(p) for p in m.path_coords]).astype(np.int64)
     arrays = {
-        "minima": m.minima, "minima_loss": m.minima_loss, "pairs": m.pairs,
-        "path_coords": np.concatenate(m.paths) if m.paths else np.zeros((0, m.dim)),
+        "minima": m.minima_coords, "minima_loss": m.minima_loss, "pairs": m.pairs,
+        "path_coords": np.concatenate(m.path_coords) if m.path_coords else np.zeros((0, m.dim)),
         "path_loss": np.concatenate(m.path_loss) if m.path_loss else np.zeros(0),
         "path_offsets": offsets,
     }
@@ -279,8 +291,9 @@ def _load_map(store: ResultStore, run_id: str, stage: str) -> tuple[MinimaMap | 
         coords, losses = a["path_coords"], a["path_loss"]
         explained = meta["explained"]
         m = MinimaMap(
-            minima=a["minima"], pairs=a["pairs"].reshape(-1, 2), method=str(meta["method"]),
-            paths=tuple(coords[off[i] : off[i + 1]] for i in range(len(off) - 1)),
+            minima_coords=a["minima"], pairs=a["pairs"].reshape(-1, 2),
+            method=str(meta["method"]),
+            path_coords=tuple(coords[off[i] : off[i + 1]] for i in range(len(off) - 1)),
             explained=None if explained is None else np.asarray(explained, dtype=np.float64),
             minima_loss=a["minima_loss"],
             path_loss=tuple(losses[off[i] : off[i + 1]] for i in range(len(off) - 1)),

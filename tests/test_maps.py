@@ -92,14 +92,14 @@ def test_minima_map_of_a_stored_run(tiny_run, monkeypatch):
     store, result = tiny_run
     m = minima_map(store, result.run_id, dim=2, method="pca")
     assert isinstance(m, MinimaMap) and m.method == "pca" and m.dim == 2
-    assert m.minima.shape == (3, 2) and np.isfinite(m.minima).all()
+    assert m.minima_coords.shape == (3, 2) and np.isfinite(m.minima_coords).all()
     np.testing.assert_array_equal(m.pairs, result.pairs)
-    assert len(m.paths) == len(m.path_loss) == len(result.pairs) == 3
-    for (i, j), path, loss, (_, profile) in zip(m.pairs, m.paths, m.path_loss,
+    assert len(m.path_coords) == len(m.path_loss) == len(result.pairs) == 3
+    for (i, j), path, loss, (_, profile) in zip(m.pairs, m.path_coords, m.path_loss,
                                                   result.profiles, strict=True):
         assert path.ndim == 2 and path.shape[1] == 2 and len(path) >= 4
-        np.testing.assert_array_equal(path[0], m.minima[i])
-        np.testing.assert_array_equal(path[-1], m.minima[j])
+        np.testing.assert_array_equal(path[0], m.minima_coords[i])
+        np.testing.assert_array_equal(path[-1], m.minima_coords[j])
         assert loss.shape == (len(path),)
         assert loss[0] == pytest.approx(profile[0]) and loss[-1] == pytest.approx(profile[-1])
     np.testing.assert_allclose(m.minima_loss, result.train_loss)
@@ -112,7 +112,7 @@ def test_minima_map_of_a_stored_run(tiny_run, monkeypatch):
     found, connected = load_minima(store, result.run_id), load_paths(store, result.run_id)
     inner = [img.numpy()[1:-1] for img in connected.images]
     direct = project(np.concatenate([found.thetas.numpy(), *inner]), 2, "pca").coords
-    np.testing.assert_allclose(direct[:3], m.minima, atol=1e-9)
+    np.testing.assert_allclose(direct[:3], m.minima_coords, atol=1e-9)
 
     # The second call reads the store and never projects again.
     def fail(*args, **kwargs):
@@ -120,8 +120,8 @@ def test_minima_map_of_a_stored_run(tiny_run, monkeypatch):
 
     monkeypatch.setattr(maps, "project", fail)
     again = minima_map(store, result.run_id, dim=2, method="pca")
-    np.testing.assert_array_equal(again.minima, m.minima)
-    for a, b in zip(again.paths, m.paths, strict=True):
+    np.testing.assert_array_equal(again.minima_coords, m.minima_coords)
+    for a, b in zip(again.path_coords, m.path_coords, strict=True):
         np.testing.assert_array_equal(a, b)
     np.testing.assert_array_equal(again.explained, m.explained)
     # "auto" with fewer than 20 points (or without umap) is this same PCA map.
@@ -132,7 +132,7 @@ def test_minima_map_of_a_stored_run(tiny_run, monkeypatch):
 def test_minima_map_in_3d_and_errors(tiny_run, tmp_path):
     store, result = tiny_run
     m = minima_map(store, result.run_id, dim=3, method="pca")
-    assert m.minima.shape == (3, 3) and all(p.shape[1] == 3 for p in m.paths)
+    assert m.minima_coords.shape == (3, 3) and all(p.shape[1] == 3 for p in m.path_coords)
     empty = ResultStore(tmp_path / "empty")
     with pytest.raises(ValueError, match="no stored minima stage"):
         minima_map(empty, TINY.run_id, method="pca")
@@ -206,3 +206,12 @@ def test_result_slice_refuses_diverged_minima(tiny_run, monkeypatch):
     monkeypatch.setattr(slices, "load_minima", with_diverged)
     with pytest.raises(ValueError, match=r"minima \[2\] .* diverged"):
         result_slice(store, result.run_id, minima=(0, 1, 2), resolution=7)
+
+
+def test_the_old_map_field_names_are_aliases():
+    from lossbarcode.maps import MinimaMap
+
+    m = MinimaMap(minima_coords=np.zeros((2, 2)), path_coords=(np.zeros((3, 2)),),
+                  pairs=np.array([[0, 1]]), method="pca", explained=None,
+                  minima_loss=np.zeros(2), path_loss=(np.zeros(3),))
+    assert m.minima is m.minima_coords and m.paths is m.path_coords and m.dim == 2
