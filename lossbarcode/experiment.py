@@ -10,23 +10,13 @@ and ``result`` (the :class:`Result` as JSON). An interrupted run resumes from it
 stage; a finished run is loaded, never recomputed. Two processes (or browser sessions) asking for
 the same run take the run's lock in turn: one computes, the other waits and loads.
 
-On-disk format of a run, ``<results>/<run_id>/``:
+The files of a run, ``<results>/<run_id>/``, are described once, in the README's table under
+"Results on disk" (``tests/test_docs.py`` checks that it names every stored key); the container
+(JSON + ``.npz``, checksums, never pickle) is :mod:`lossbarcode.store`'s. Every stage records
+the fingerprint of the data it was made from (``data``; the minima and paths also the hash of
+the loaded tensors, ``tensors``), checked before a stage is reused.
 
-* ``minima.json`` + ``minima.npz``: ``thetas`` (K, P) float32, ``train_loss`` / ``test_loss`` /
-  ``test_error`` (K,), ``diverged`` (K,) bool, ``seeds`` (K,), training history.
-* ``paths.json`` + ``paths.npz``: ``pairs`` (M, 2), ``barriers`` (M,), ``images`` (sum n_m, P)
-  with ``image_offsets`` (M+1,), ``profile_t`` / ``profile_loss`` with ``profile_offsets``.
-* ``result.json``: :meth:`Result.to_json` (keys ``run_id``, ``config``, ``minima``, ``pairs``,
-  ``barriers`` (K x K, ``null`` = not connected), ``barcode``, ``to_score``, ``timings``, ...).
-
-Every JSON file records the sha256 of its ``.npz`` and of itself; nothing is ever pickled. Every
-stage records the fingerprint of the data it was made from (``data``; the minima and paths
-also the hash of the loaded tensors, ``tensors``), checked before a stage is reused.
-
-The run id hashes :meth:`ExperimentConfig.identity`: every config field except ``device``
-(results are device-independent up to floating-point round-off) and ``data_root`` (replaced by
-the content fingerprint of the data files, :func:`lossbarcode.datafiles.fingerprint`), with
-``heads`` ignored outside transformers and ``eval_subset >= n_train`` written as None.
+The run id hashes :meth:`ExperimentConfig.identity` (what it holds is said there).
 """
 
 from __future__ import annotations

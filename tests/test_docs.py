@@ -13,3 +13,20 @@ def test_ci_runs_the_readme_test_command_verbatim():
     assert "chromium" in command  # a fresh machine gets the browser the tests need
     lines = (ROOT / ".ci" / "run").read_text().splitlines()
     assert command.strip() in [line.strip() for line in lines]
+
+
+def test_the_readme_names_every_key_a_run_stores(tmp_path):
+    """The README's table is the one description of a run's files: every key of every stage
+    (JSON and arrays) of a real run is in its row."""
+    from lossbarcode.choices import PRESETS
+    from lossbarcode.experiment import ExperimentConfig, run_experiment
+    from lossbarcode.store import ResultStore
+
+    readme = (ROOT / "README.md").read_text()
+    store = ResultStore(tmp_path)
+    run_id = run_experiment(ExperimentConfig(**PRESETS["tiny"][1]), store).run_id
+    for stage in ("minima", "paths", "result"):
+        (row,) = [line for line in readme.splitlines() if line.startswith(f"| `{stage}.json`")]
+        meta, arrays = store.load_stage(run_id, stage)
+        missing = [key for key in [*meta, *arrays] if f"`{key}`" not in row]
+        assert not missing, f"the README's {stage} row does not name {missing}"
