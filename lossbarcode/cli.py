@@ -295,14 +295,14 @@ def _table(rows: Sequence[dict[str, Any]], float_format: str = ".5g") -> str:
 
 
 def _cmd_list(args: argparse.Namespace) -> int:
-    from lossbarcode.experiment import read_result
+    from lossbarcode.experiment import load_result
     from lossbarcode.store import CorruptResultError, NewerFormatError
 
     store = _store(args)
     rows = []
     for run_id in store.list():
         try:
-            result = read_result(store, run_id)
+            result = load_result(store, run_id, strict=True)
         except CorruptResultError as err:  # one bad run must not hide the others
             rows.append({"run_id": run_id, "status": f"unusable result ({err.reason}); "
                                                      "'lossbarcode run' recomputes it"})
@@ -326,10 +326,10 @@ def _cmd_list(args: argparse.Namespace) -> int:
 
 
 def _load(args: argparse.Namespace):
-    from lossbarcode.experiment import read_result
+    from lossbarcode.experiment import load_result
 
     store = _store(args)
-    result = read_result(store, args.run)
+    result = load_result(store, args.run, strict=True)
     if result is None:
         raise ValueError(f"no finished run {args.run!r} in {store.root} "
                          "(see 'lossbarcode list')")

@@ -850,10 +850,34 @@ def _parse_legacy_result(meta: dict[str, Any], run_id: str) -> Result:
     return result
 
 
+def load_result(store: ResultStore, run_id: str, warn: bool = True,
+                strict: bool = False) -> Result | None:
+    """The finished :class:`Result` of ``run_id``, or None if it has none. Never changes the
+    store: ``run_experiment`` recomputes an unusable result.
+
+    A stored result that is unusable reads as None, with a ``RuntimeWarning`` saying why when
+    ``warn``; with ``strict`` it raises why instead (a
+    :class:`~lossbarcode.store.CorruptResultError`). A result made by a newer lossbarcode
+    raises ``NewerFormatError`` either way.
+    """
+    try:
+        return _load_result_strictly(store, run_id)
+    except CorruptResultError as err:
+        if strict:
+            raise
+        if warn:
+            warnings.warn(f"{err.path} is unusable ({err.reason}); 'lossbarcode run' "
+                          "recomputes it", RuntimeWarning, stacklevel=2)
+        return None
+
+
 def read_result(store: ResultStore, run_id: str) -> Result | None:
-    """The finished :class:`Result` of ``run_id``; None if it has none. ``ValueError`` (a
-    :class:`~lossbarcode.store.CorruptResultError`, or ``NewerFormatError``) saying why a
-    stored one is unusable. Never changes the store."""
+    """Deprecated name of ``load_result(store, run_id, strict=True)`` (kept for
+    compatibility)."""
+    return load_result(store, run_id, strict=True)
+
+
+def _load_result_strictly(store: ResultStore, run_id: str) -> Result | None:
     try:
         stored = store.load_stage(run_id, "result")
     except CorruptResultError as err:
@@ -873,20 +897,6 @@ def read_result(store: ResultStore, run_id: str) -> Result | None:
         return _parse_result(stored[0], run_id)
     except ValueError as err:
         raise CorruptResultError(store.root / run_id / "result.json", str(err)) from None
-
-
-def load_result(store: ResultStore, run_id: str, warn: bool = True) -> Result | None:
-    """The finished :class:`Result` of ``run_id``, or None if it is not (validly) stored (with
-    a ``RuntimeWarning`` saying why when ``warn``). Never deletes: ``run_experiment``
-    recomputes an unusable result. A result made by a newer lossbarcode raises
-    ``NewerFormatError``."""
-    try:
-        return read_result(store, run_id)
-    except CorruptResultError as err:
-        if warn:
-            warnings.warn(f"{err.path} is unusable ({err.reason}); 'lossbarcode run' "
-                          "recomputes it", RuntimeWarning, stacklevel=2)
-        return None
 
 
 def load_minima(store: ResultStore, run_id: str):

@@ -30,7 +30,6 @@ from lossbarcode.experiment import (
     ExperimentConfig,
     Result,
     load_result,
-    read_result,
     run_experiment,
 )
 from lossbarcode.minima import Minima
@@ -578,7 +577,7 @@ def test_malformed_result_is_rebuilt_from_finished_stages(template, tmp_path: Pa
     monkeypatch.setattr(minima, "find_minima", lambda *a, **k: pytest.fail("retrained"))
     with pytest.warns(RuntimeWarning, match="merged_into"):
         result = run_experiment(TINY, ResultStore(results))
-    assert read_result(ResultStore(results), run_id).barcode == result.barcode
+    assert load_result(ResultStore(results), run_id, strict=True).barcode == result.barcode
 
 
 def test_newer_version_is_refused_and_kept(template, tmp_path: Path) -> None:
@@ -590,7 +589,7 @@ def test_newer_version_is_refused_and_kept(template, tmp_path: Path) -> None:
     before = _finished(results) | {p.name: p.read_bytes() for p in (results / run_id).iterdir()}
     store = ResultStore(results)
     for call in (lambda: run_experiment(TINY, store), lambda: load_result(store, run_id),
-                 lambda: read_result(store, run_id)):
+                 lambda: load_result(store, run_id, strict=True)):
         with pytest.raises(NewerFormatError, match="newer lossbarcode"):
             call()
     assert {p.name: p.read_bytes() for p in (results / run_id).iterdir()} == {
@@ -618,7 +617,7 @@ def test_reader_waits_for_the_writer_and_deletes_nothing(tmp_path: Path, monkeyp
 
 def test_nan_and_inf_barriers_save_as_null(template, tmp_path: Path) -> None:
     source, run_id = template
-    result = read_result(ResultStore(source), run_id)
+    result = load_result(ResultStore(source), run_id, strict=True)
     broken = copy.copy(result)
     object.__setattr__(broken, "path_barriers", np.array([np.nan, np.inf, 1.0]))
     object.__setattr__(broken, "profiles", tuple((t, np.full_like(loss, np.inf))
