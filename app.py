@@ -6,7 +6,7 @@ imported here (no torch, no umap), so the app starts fast.
 
 import streamlit as st
 
-from pages._common import presentation_controls
+from pages._present import presentation_controls
 
 st.set_page_config(page_title="Loss Barcode Explorer", page_icon=":material/stacked_bar_chart:",
                    layout="wide")
