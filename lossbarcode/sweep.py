@@ -254,6 +254,24 @@ def summarize(records: Sequence[dict[str, Any]], include_broken: bool = False
     return rows
 
 
+
+def sweep_resolution(summary: Sequence[dict[str, Any]]) -> tuple[float | None, int, int]:
+    """``(floor, certified, finite)`` of :func:`summarize` rows: the highest resolution floor
+    of a scale (None when no row has one: records made before path convergence was checked,
+    or a range-normalised score), and the certified and finite bars over all rows."""
+    floors = [row["to_score_floor"] for row in summary if row.get("to_score_floor")]
+    return (max(floors) if floors else None,
+            sum(row.get("bars_certified", 0) for row in summary),
+            sum(row.get("bars_finite", 0) for row in summary))
+
+
+def fullest_value(records: Sequence[dict[str, Any]], along: str, fixed_axis: str,
+                  values: Sequence[int]) -> int:
+    """The value of ``fixed_axis`` at which the records vary most along ``along`` (the base of
+    a cross design); the first of ``values`` on a tie."""
+    spread = {v: len({r[along] for r in records if r[fixed_axis] == v}) for v in values}
+    return max(values, key=spread.get)
+
 # --------------------------------------------------------------------------- sweep files
 
 SWEEP_RECORD_KEYS = ("run_id", "arch", "width", "depth", "seed", "to_score", "n_params",

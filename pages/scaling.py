@@ -7,7 +7,7 @@ import streamlit as st
 from lossbarcode import plots
 from lossbarcode.choices import ARCHS, DATASETS
 from lossbarcode.experiment import ExperimentConfig
-from lossbarcode.sweep import summarize, sweep_commands
+from lossbarcode.sweep import fullest_value, summarize, sweep_commands, sweep_resolution
 from lossbarcode.topology import Barcode
 from pages._exports import csv_text, downloads, json_text
 from pages._jobs import config_key, format_seconds, job_progress, start_button
@@ -68,12 +68,9 @@ def runs_shown(records: list[dict]) -> list[dict]:
 
 def scaling_charts(summary: list[dict], variant: str | None, log_x: bool, y_axis: str) -> None:
     """TO-score against width and against depth, with the resolution floor."""
-    floors = [row["to_score_floor"] for row in summary if row.get("to_score_floor")]
-    floor = max(floors) if floors else None
+    floor, certified, finite_bars = sweep_resolution(summary)
     log_y = y_axis == "log" or (y_axis == "auto" and plots.spans_decades(
         [row["to_score_mean"] for row in summary], floor))
-    certified = sum(row.get("bars_certified", 0) for row in summary)
-    finite_bars = sum(row.get("bars_finite", 0) for row in summary)
     if floor is None:
         st.warning("This sweep was made before paths were optimised to convergence: its "
                    "TO-scores are upper bounds set partly by the path budget.",
@@ -105,10 +102,8 @@ def barcodes_across_scales(data: dict, records: list[dict], widths: list[int],
                           index=0 if len(widths) > 1 or len(depths) == 1 else 1)
     fixed_axis = "depth" if along == "width" else "width"
     fixed_values = depths if along == "width" else widths
-    # default: the value that has the most scales along the varied axis (the base of a cross)
-    spread = {v: len({r[along] for r in records if r[fixed_axis] == v}) for v in fixed_values}
-    fixed = cols[1].selectbox(f"at {fixed_axis}", fixed_values,
-                              index=fixed_values.index(max(fixed_values, key=spread.get)))
+    fixed = cols[1].selectbox(f"at {fixed_axis}", fixed_values, index=fixed_values.index(
+        fullest_value(records, along, fixed_axis, fixed_values)))
     seeds = sorted({r["seed"] for r in records})
     seed = cols[2].selectbox("seed", seeds)
     per_run = st.toggle("Normalise each barcode by its loss range", key="overlay_normalized",

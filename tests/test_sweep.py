@@ -9,11 +9,13 @@ from lossbarcode.cli import parse_sweep_command
 from lossbarcode.experiment import ExperimentConfig, run_experiment
 from lossbarcode.store import ResultStore
 from lossbarcode.sweep import (
+    fullest_value,
     read_sweep_file,
     summarize,
     sweep_commands,
     sweep_configs,
     sweep_family,
+    sweep_resolution,
     write_sweep_file,
 )
 
@@ -70,3 +72,12 @@ def test_the_demo_sweep_command_parses_to_its_configs():
     assert len({sweep_family(c) for c in sweep_configs(base, **axes)}) == 1
     with pytest.raises(ValueError, match="not a 'lossbarcode sweep' command"):
         parse_sweep_command("lossbarcode run --width 4")
+
+
+def test_resolution_and_the_base_of_a_cross():
+    rows = [{"to_score_floor": 0.1, "bars_certified": 2, "bars_finite": 3},
+            {"to_score_floor": 0.3, "bars_certified": 1, "bars_finite": 3}]
+    assert sweep_resolution(rows) == (0.3, 3, 6)
+    assert sweep_resolution([{"to_score_floor": None}]) == (None, 0, 0)
+    cross = [{"width": w, "depth": 2} for w in (4, 8, 16)] + [{"width": 4, "depth": 1}]
+    assert fullest_value(cross, "width", "depth", [1, 2]) == 2
