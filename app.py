@@ -1,6 +1,7 @@
 """Loss Barcode Explorer: ``streamlit run app.py``.
 
-Pages live in ``pages/``; each is a thin script of widgets and library calls. Nothing heavy is
+Pages live in ``pages/``; each is a thin script of widgets and library calls. The files there
+whose names start with ``_`` are the pages' helper modules, not pages. Nothing heavy is
 imported here (no torch, no umap), so the app starts fast.
 """
 

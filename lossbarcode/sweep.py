@@ -6,6 +6,10 @@ sends one task per run to ``ray.init(address=...)`` (a local instance when no ad
 asking for one GPU per task when the cluster has GPUs. Workers write their stages to their own
 results folder (shared or not) and send the finished :class:`~lossbarcode.experiment.Result`
 back as JSON, which the driver saves in its store.
+
+A sweep's records, summary and barcodes are kept in a sweep file (``lossbarcode sweep
+--output``, the dashboard's demo sweep): :func:`read_sweep_file` describes and checks the
+format, :func:`write_sweep_file` writes it.
 """
 
 from __future__ import annotations

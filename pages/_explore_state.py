@@ -46,6 +46,13 @@ def from_widgets() -> dict[str, Any]:
     return values
 
 
+def current_config() -> dict[str, Any]:
+    """The widgets' config values, kept as the session's config (``explore_config``)."""
+    values = from_widgets()
+    st.session_state.explore_config = values
+    return values
+
+
 def preset_values(name: str) -> dict[str, Any]:
     """The full config of preset ``name``."""
     return ExperimentConfig(**PRESETS[name][1]).to_dict()

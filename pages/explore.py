@@ -27,9 +27,9 @@ from pages._explore_state import (
     apply_preset,
     check_and_estimate,
     click_estimate,
+    current_config,
     estimate_failed,
     failure_notice,
-    from_widgets,
     init_config,
     pick,
     problems_now,
@@ -384,8 +384,7 @@ st.caption("Train K minima, join them with low-loss paths, and read how deep eac
            "trap is. Set up a run in the sidebar; it runs in the background while you read.")
 init_config()
 estimate_box, run_box = sidebar()
-values = from_widgets()
-st.session_state.explore_config = values
+values = current_config()
 settle_job()
 failure_notice()
 running = running_jobs()
