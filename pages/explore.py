@@ -206,20 +206,20 @@ def run_charts(r: Result, highlight: int | None, pair: int | None) -> None:
     left, right = columns([3, 2])
     with left:
         chart(plots.barcode_figure(barcode, colors=colors, labels=labels, highlight=highlight,
-                                      title=f"Loss barcode · TO-score ({variant}) "
-                                            f"{r.score:.4g}", xaxis_title="training loss",
-                                      certified=r.bar_certified()),
-                 key="pick_barcode", name=f"barcode_{r.run_id}", on_select=lambda: pick(
-                     "pick_barcode"), selection_mode="points")
+                                   title=f"Loss barcode · TO-score ({variant}) "
+                                         f"{r.score:.4g}", xaxis_title="training loss",
+                                   certified=r.bar_certified()),
+              key="pick_barcode", name=f"barcode_{r.run_id}",
+              on_select=lambda: pick("pick_barcode"), selection_mode="points")
     with right:
         chart(plots.diagram_figure(barcode, colors=colors, highlight=highlight),
-                 key="pick_diagram", name=f"diagram_{r.run_id}",
-                 on_select=lambda: pick("pick_diagram"), selection_mode="points")
+              key="pick_diagram", name=f"diagram_{r.run_id}",
+              on_select=lambda: pick("pick_diagram"), selection_mode="points")
     chart(plots.profiles_figure(r.profiles, r.pairs, r.path_barriers,
-                                   colors=plots.path_colors(barcode, r.pairs), highlight=pair,
-                                   title=f"Training loss along each {c.path_method} path "
-                                         f"({len(r.pairs)} pairs, {c.pairs})"),
-             key="profiles", name=f"profiles_{r.run_id}")
+                                colors=plots.path_colors(barcode, r.pairs), highlight=pair,
+                                title=f"Training loss along each {c.path_method} path "
+                                      f"({len(r.pairs)} pairs, {c.pairs})"),
+          key="profiles", name=f"profiles_{r.run_id}")
 
 
 def path_history(r: Result, pair: int | None) -> None:
@@ -292,8 +292,8 @@ def run_downloads(r: Result) -> None:
     downloads([
         ("Minima (CSV)", csv_text(r.minima_table()), f"minima_{r.run_id}.csv", "text/csv"),
         ("Barcode (JSON)", json_text({"run_id": r.run_id, "score_variant": variant,
-                                         "to_score": r.to_score,
-                                         "barcode": barcode.to_dict()}),
+                                      "to_score": r.to_score,
+                                      "barcode": barcode.to_dict()}),
          f"barcode_{r.run_id}.json", "application/json"),
         ("Paths (CSV)", csv_text(profile_rows), f"paths_{r.run_id}.csv", "text/csv"),
         ("Whole result (JSON)", json_text(r.to_json()), f"result_{r.run_id}.json",

@@ -106,7 +106,7 @@ rows = [{"u": float(u), "v": float(v), "loss": float(grid.loss[i, j])}
 downloads([
     ("Grid (CSV)", csv_text(rows), f"slice_{r.run_id}.csv", "text/csv"),
     ("Grid barcode (JSON)", json_text({"run_id": r.run_id, "minima": list(minima),
-                                          "points": np.asarray(grid.points).tolist(),
-                                          "barcode": bars.to_dict()}),
+                                       "points": np.asarray(grid.points).tolist(),
+                                       "barcode": bars.to_dict()}),
      f"slice_barcode_{r.run_id}.json", "application/json"),
 ])
