@@ -1,12 +1,13 @@
 """Loss Barcode Explorer: ``streamlit run app.py``.
 
-Pages live in ``pages/``; each is a thin script of widgets and library calls. Nothing heavy is
+Pages live in ``pages/``; each is a thin script of widgets and library calls. The files there
+whose names start with ``_`` are the pages' helper modules, not pages. Nothing heavy is
 imported here (no torch, no umap), so the app starts fast.
 """
 
 import streamlit as st
 
-from pages._common import presentation_controls
+from pages._present import presentation_controls
 
 st.set_page_config(page_title="Loss Barcode Explorer", page_icon=":material/stacked_bar_chart:",
                    layout="wide")

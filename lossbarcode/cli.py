@@ -176,12 +176,12 @@ def _ints(text: str | None) -> list[int] | None:
 
 
 def _cmd_sweep(args: argparse.Namespace) -> int:
-    from lossbarcode.sweep import summarize, sweep, sweep_records
+    from lossbarcode.sweep import summarize, sweep, sweep_records, write_sweep_file
 
     config = _config_from(args)
     widths, depths, seeds = _ints(args.widths), _ints(args.depths), _ints(args.seeds)
     if args.output and args.append and Path(args.output).is_file():
-        _read_sweep_file(Path(args.output))  # refuse a wrong file before computing anything
+        _check_append(Path(args.output))
     bar = None
     if not args.quiet:
         from tqdm import tqdm
@@ -201,9 +201,11 @@ def _cmd_sweep(args: argparse.Namespace) -> int:
                     ray_timeout=args.ray_timeout, lock_timeout=args.lock_timeout)
     if bar is not None:
         bar.close()
-    records = sweep_records(results)
     if args.output:
-        records = _write_sweep(Path(args.output), results, records, args.append)
+        command = "lossbarcode " + " ".join(sys.argv[1:])
+        records = write_sweep_file(Path(args.output), results, command, append=args.append)
+    else:
+        records = sweep_records(results)
     rows = summarize(records)
     print(_table([{k: v for k, v in r.items() if k not in ("to_score_seeds", "seeds")}
                   for r in rows]))
@@ -215,59 +217,33 @@ def _cmd_sweep(args: argparse.Namespace) -> int:
     return 0
 
 
-def _read_sweep_file(path: Path) -> dict[str, Any]:
-    """An existing sweep file for ``--append``; ``ValueError`` unless it has the shape
-    :func:`_write_sweep` writes (records with run ids, barcodes, commands)."""
+def _check_append(path: Path) -> None:
+    """Refuse ``--append`` to a file that is not a sweep file, before computing anything."""
+    from lossbarcode.sweep import read_sweep_file
+
     try:
-        old = json.loads(path.read_bytes().decode("utf-8"))
-    except (json.JSONDecodeError, UnicodeDecodeError) as err:
-        raise ValueError(f"--append: {path} is not a sweep JSON file ({err})") from None
-    keys = ("run_id", "arch", "width", "depth", "seed", "to_score", "n_params", "test_error")
-    problem = None
-    if not isinstance(old, dict):
-        problem = f"it holds a {type(old).__name__}, not an object"
-    elif not isinstance(old.get("records"), list):
-        problem = "it has no list of 'records'"
-    elif not all(isinstance(r, dict) and all(k in r for k in keys)
-                 and isinstance(r["run_id"], str) for r in old["records"]):
-        problem = f"a record lacks one of {list(keys)}"
-    elif not isinstance(old.get("barcodes", {}), dict):
-        problem = "'barcodes' is not an object"
-    elif not isinstance(old.get("command", []), str | list):
-        problem = "'command' is not a string or a list"
-    if problem:
-        raise ValueError(f"--append: {path} is not a lossbarcode sweep file ({problem}); "
-                         "give another --output or drop --append")
-    return old
+        read_sweep_file(path)
+    except ValueError as err:
+        hint = ("; give another --output or drop --append"
+                if "not a lossbarcode sweep file" in str(err) else "")
+        raise ValueError(f"--append: {err}{hint}") from None
 
 
-def _write_sweep(path: Path, results, records: list[dict], append: bool) -> list[dict]:
-    """Write a sweep file (records, summary, barcodes, the commands that made it); with
-    ``append``, merge into an existing one (same run ids are replaced). Returns all records."""
-    from lossbarcode.store import atomic_write_bytes
-    from lossbarcode.sweep import summarize
+def parse_sweep_command(command: str) -> tuple[ExperimentConfig, dict[str, Any]]:
+    """The base config and grid axes (``widths``, ``depths``, ``seeds``, ``design``: the
+    keyword arguments of :func:`lossbarcode.sweep.sweep`) of a ``lossbarcode sweep ...``
+    command line, e.g. one a sweep file records. ``ValueError`` for another command; bad flags
+    exit as the command line would (``SystemExit``)."""
+    import shlex
 
-    old: dict[str, Any] = {"records": [], "barcodes": {}, "command": []}
-    if append and path.is_file():
-        old = _read_sweep_file(path)
-    new_ids = {r["run_id"] for r in records}
-    merged = [r for r in old["records"] if r["run_id"] not in new_ids] + records
-    commands = old.get("command", [])
-    commands = [commands] if isinstance(commands, str) else list(commands)
-    commands.append("lossbarcode " + " ".join(sys.argv[1:]))
-    base = results[0].config
-    document = {
-        "description": f"TO-score sweep on {base.dataset} ({base.arch}), K={base.k} minima, "
-                       f"{base.path_method} paths ({base.pairs} pairs), {base.path_rule}",
-        "score_variant": base.score_variant,
-        "command": commands,
-        "records": merged,
-        "summary": summarize(merged),
-        "barcodes": {**old.get("barcodes", {}),
-                     **{r.run_id: r.barcode.to_dict() for r in results}},
-    }
-    atomic_write_bytes(path, json.dumps(document, indent=1, allow_nan=False).encode())
-    return merged
+    words = shlex.split(command)
+    if "sweep" not in words:
+        raise ValueError(f"not a 'lossbarcode sweep' command: {command!r}")
+    args = build_parser().parse_args(words[words.index("sweep"):])
+    axes: dict[str, Any] = {name: _ints(getattr(args, name))
+                            for name in ("widths", "depths", "seeds")}
+    axes["design"] = args.design
+    return _config_from(args), axes
 
 
 def _print_rows(rows: list[dict], title: str) -> None:

@@ -6,14 +6,20 @@ sends one task per run to ``ray.init(address=...)`` (a local instance when no ad
 asking for one GPU per task when the cluster has GPUs. Workers write their stages to their own
 results folder (shared or not) and send the finished :class:`~lossbarcode.experiment.Result`
 back as JSON, which the driver saves in its store.
+
+A sweep's records, summary and barcodes are kept in a sweep file (``lossbarcode sweep
+--output``, the dashboard's demo sweep): :func:`read_sweep_file` describes and checks the
+format, :func:`write_sweep_file` writes it.
 """
 
 from __future__ import annotations
 
 import itertools
+import json
 import logging
 import threading
 from collections.abc import Callable, Sequence
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -27,7 +33,7 @@ from lossbarcode.experiment import (
     save_result,
 )
 from lossbarcode.health import run_health
-from lossbarcode.store import ResultStore
+from lossbarcode.store import ResultStore, atomic_write_bytes
 
 EXECUTORS = ("local", "ray")
 RAY_CONNECT_TIMEOUT_S = 30.0
@@ -59,13 +65,13 @@ def sweep_configs(
     else:
         scales = [(w, base.depth) for w in axes[0]]
         scales += [(base.width, d) for d in axes[1] if (base.width, d) not in scales]
-    return [base.replace(width=w, depth=d, seed=s).validate()
+    return [base.replace(width=w, depth=d, seed=s)
             for (w, d), s in itertools.product(scales, axes[2])]
 
 
 def _run_remote(config: dict[str, Any], root: str | None) -> dict[str, Any]:
     """Ray task body: run one experiment in the worker's store, return the Result JSON."""
-    return run_experiment(ExperimentConfig.from_dict(config), ResultStore(root)).to_json()
+    return run_experiment(ExperimentConfig.from_dict(config), ResultStore(root)).to_dict()
 
 
 def _connect_ray(address: str | None, timeout: float):
@@ -123,7 +129,7 @@ def _run_on_ray(configs: list[ExperimentConfig], store: ResultStore, address: st
     while pending:
         ready, pending = ray.wait(pending, num_returns=1)
         config = todo[ready[0]]
-        result = Result.from_json(ray.get(ready[0]))
+        result = Result.from_dict(ray.get(ready[0]))
         if result.run_id != config.run_id:
             raise ValueError(f"a Ray worker computed run {config.run_id} as {result.run_id}: "
                              "its data files differ from this machine's; give every worker "
@@ -250,3 +256,105 @@ def summarize(records: Sequence[dict[str, Any]], include_broken: bool = False
             **_resolution(recs),
         })
     return rows
+
+
+
+def sweep_resolution(summary: Sequence[dict[str, Any]]) -> tuple[float | None, int, int]:
+    """``(floor, certified, finite)`` of :func:`summarize` rows: the highest resolution floor
+    of a scale (None when no row has one: records made before path convergence was checked,
+    or a range-normalised score), and the certified and finite bars over all rows."""
+    floors = [row["to_score_floor"] for row in summary if row.get("to_score_floor")]
+    return (max(floors) if floors else None,
+            sum(row.get("bars_certified", 0) for row in summary),
+            sum(row.get("bars_finite", 0) for row in summary))
+
+
+def fullest_value(records: Sequence[dict[str, Any]], along: str, fixed_axis: str,
+                  values: Sequence[int]) -> int:
+    """The value of ``fixed_axis`` at which the records vary most along ``along`` (the base of
+    a cross design); the first of ``values`` on a tie."""
+    spread = {v: len({r[along] for r in records if r[fixed_axis] == v}) for v in values}
+    return max(values, key=spread.get)
+
+# --------------------------------------------------------------------------- sweep files
+
+SWEEP_RECORD_KEYS = ("run_id", "arch", "width", "depth", "seed", "to_score", "n_params",
+                     "test_error")
+"""The keys every record of a sweep file has (the rest of :func:`sweep_records` may be
+missing from files made by older versions)."""
+
+
+def sweep_family(config: ExperimentConfig) -> str:
+    """Runs that differ only in width, depth and seed belong to one sweep family: this names
+    it (the rest of the config, as sorted JSON)."""
+    rest = {k: v for k, v in config.to_dict().items() if k not in ("width", "depth", "seed")}
+    return json.dumps(rest, sort_keys=True)
+
+
+def sweep_commands(document: dict[str, Any]) -> list[str]:
+    """The ``lossbarcode sweep`` command(s) a sweep document records (a string or a list)."""
+    commands = document.get("command") or []
+    return [commands] if isinstance(commands, str) else [str(c) for c in commands]
+
+
+def read_sweep_file(path: Path) -> dict[str, Any]:
+    """Read and check a sweep file (``lossbarcode sweep --output``, ``assets/demo_sweep.json``).
+
+    A sweep file is one JSON object:
+
+    - ``records``: a list of :func:`sweep_records` rows, each with at least
+      :data:`SWEEP_RECORD_KEYS` (``run_id`` a string);
+    - ``barcodes``: ``{run_id: Barcode.to_dict()}`` (optional; missing means none stored);
+    - ``command``: the ``lossbarcode sweep`` command line(s) that made it, a string or a list;
+    - ``description``, ``score_variant``: for display;
+    - ``summary``: :func:`summarize` of the records when it was written (readers recompute it:
+      whether broken runs count is the reader's choice).
+
+    Returns the document with ``barcodes`` filled in; ``ValueError`` (saying what is wrong)
+    for anything else.
+    """
+    try:
+        document = json.loads(Path(path).read_bytes().decode("utf-8"))
+    except (json.JSONDecodeError, UnicodeDecodeError) as err:
+        raise ValueError(f"{path} is not a sweep JSON file ({err})") from None
+    problem = None
+    if not isinstance(document, dict):
+        problem = f"it holds a {type(document).__name__}, not an object"
+    elif not isinstance(document.get("records"), list):
+        problem = "it has no list of 'records'"
+    elif not all(isinstance(r, dict) and all(k in r for k in SWEEP_RECORD_KEYS)
+                 and isinstance(r["run_id"], str) for r in document["records"]):
+        problem = f"a record lacks one of {list(SWEEP_RECORD_KEYS)}"
+    elif not isinstance(document.get("barcodes", {}), dict):
+        problem = "'barcodes' is not an object"
+    elif not isinstance(document.get("command", []), str | list):
+        problem = "'command' is not a string or a list"
+    if problem:
+        raise ValueError(f"{path} is not a lossbarcode sweep file ({problem})")
+    document.setdefault("barcodes", {})
+    return document
+
+
+def write_sweep_file(path: Path, results: Sequence[Result], command: str,
+                     append: bool = False) -> list[dict[str, Any]]:
+    """Write the sweep file (format: :func:`read_sweep_file`) of ``results``, made by
+    ``command``; with ``append``, merge into an existing one (the same run ids are replaced,
+    the commands accumulate). Returns all its records."""
+    old: dict[str, Any] = {"records": [], "barcodes": {}}
+    if append and Path(path).is_file():
+        old = read_sweep_file(path)
+    records = sweep_records(results)
+    new_ids = {r["run_id"] for r in records}
+    merged = [r for r in old["records"] if r["run_id"] not in new_ids] + records
+    base = results[0].config
+    document = {
+        "description": f"TO-score sweep on {base.dataset} ({base.arch}), K={base.k} minima, "
+                       f"{base.path_method} paths ({base.pairs} pairs), {base.path_rule}",
+        "score_variant": base.score_variant,
+        "command": [*sweep_commands(old), command],
+        "records": merged,
+        "summary": summarize(merged),
+        "barcodes": {**old["barcodes"], **{r.run_id: r.barcode.to_dict() for r in results}},
+    }
+    atomic_write_bytes(Path(path), json.dumps(document, indent=1, allow_nan=False).encode())
+    return merged

@@ -5,15 +5,19 @@ import streamlit as st
 
 from lossbarcode import barcode_distance, plots
 from lossbarcode.provenance import describe_config
-from pages import _common as ui
+from pages._exports import downloads, json_text
+from pages._pickers import run_picker
+from pages._present import chart, columns
+from pages._runs import result, run_health_of, run_store
+from pages._streamlit_shim import use_navigation
 
-ui.use_navigation()
+use_navigation()
 
 
 @st.cache_data(show_spinner=False, max_entries=128)
 def distances(root: str, run_a: str, run_b: str) -> dict[str, float]:
     """Bottleneck and Wasserstein distances between two stored barcodes (cached by run ids)."""
-    a, b = ui.result(run_a), ui.result(run_b)
+    a, b = result(run_a), result(run_b)
     return {metric: barcode_distance(a.barcode, b.barcode, metric)
             for metric in ("bottleneck", "wasserstein")}
 
@@ -25,17 +29,17 @@ st.caption("Two barcodes on the same loss axis, their persistence diagrams, and 
 
 left, right = st.columns(2)
 with left:
-    run_a = ui.run_picker("Run A", param="run")
+    run_a = run_picker("Run A", param="run")
 with right:
-    run_b = ui.run_picker("Run B", param="run2", default_index=1)
+    run_b = run_picker("Run B", param="run2", default_index=1)
 if run_a is None or run_b is None:
     st.stop()
-a, b = ui.result(run_a), ui.result(run_b)
+a, b = result(run_a), result(run_b)
 if run_a == run_b:
     st.info("Both sides show the same run: pick another Run B.", icon=":material/info:")
 
 x_range = plots.barcode_limits(a.barcode, b.barcode)
-d = distances(str(ui.run_store(run_a).root), run_a, run_b)
+d = distances(str(run_store(run_a).root), run_a, run_b)
 cols = st.columns(4)
 cols[0].metric(f"TO-score A ({a.config.score_variant})", f"{a.score:.4g}")
 cols[1].metric(f"TO-score B ({b.config.score_variant})", f"{b.score:.4g}",
@@ -49,22 +53,22 @@ if a.config.score_variant != b.config.score_variant:
     st.warning("The two runs use different TO-score variants; compare the barcodes, not the "
                "scores.", icon=":material/warning:")
 
-for side, (name, r) in zip(ui.columns(2), (("A", a), ("B", b)), strict=True):
+for side, (name, r) in zip(columns(2), (("A", a), ("B", b)), strict=True):
     with side:
         st.caption(f"**{name}** · `{r.run_id}` · {describe_config(r.config)}")
-        found = ui.run_health_of(r)
+        found = run_health_of(r)
         if not found.healthy:
             (st.error if found.broken else st.warning)(
                 f"Run {name}: {found.summary()}. Open it on Explore for details.",
                 icon=":material/report:" if found.broken else ":material/warning:")
         colors = plots.minimum_colors(r.barcode.minima)
-        ui.chart(plots.barcode_figure(r.barcode, colors=colors, x_range=x_range,
-                                      labels=[f"minimum {m}" for m in r.barcode.minima],
-                                      title=f"Barcode {name}", xaxis_title="training loss"),
-                 key=f"barcode_{name}", name=f"barcode_{r.run_id}")
-        ui.chart(plots.diagram_figure(r.barcode, colors=colors, x_range=x_range,
-                                      title=f"Persistence diagram {name}"),
-                 key=f"diagram_{name}", name=f"diagram_{r.run_id}")
+        chart(plots.barcode_figure(r.barcode, colors=colors, x_range=x_range,
+                                   labels=[f"minimum {m}" for m in r.barcode.minima],
+                                   title=f"Barcode {name}", xaxis_title="training loss"),
+              key=f"barcode_{name}", name=f"barcode_{r.run_id}")
+        chart(plots.diagram_figure(r.barcode, colors=colors, x_range=x_range,
+                                   title=f"Persistence diagram {name}"),
+              key=f"diagram_{name}", name=f"diagram_{r.run_id}")
 
 differences = [
     {"setting": key, "A": str(value), "B": str(getattr(b.config, key))}
@@ -83,5 +87,5 @@ report = {
     **{f"{k}_distance": (None if np.isinf(v) else v) for k, v in d.items()},
     "barcode_a": a.barcode.to_dict(), "barcode_b": b.barcode.to_dict(),
 }
-ui.downloads([("Comparison (JSON)", ui.json_text(report), f"compare_{run_a}_{run_b}.json",
-               "application/json")])
+downloads([("Comparison (JSON)", json_text(report), f"compare_{run_a}_{run_b}.json",
+            "application/json")])

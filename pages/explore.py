@@ -1,261 +1,164 @@
 """Explore: run one experiment in the backend and read its barcode, paths and minima."""
 
 import math
+from typing import Any
 
 import numpy as np
 import pandas as pd
 import streamlit as st
 
 from lossbarcode import plots
-from lossbarcode.choices import MINIMA_LR, PRESETS
-from lossbarcode.datafiles import missing_files
-from lossbarcode.experiment import ExperimentConfig
+from lossbarcode.choices import (
+    ARCHS,
+    DATASETS,
+    MINIMA_LR,
+    OPTIMIZERS,
+    PAIRINGS,
+    PATH_METHODS,
+    PRESETS,
+    SCHEDULES,
+)
+from lossbarcode.cli import reproduce_command
+from lossbarcode.experiment import ExperimentConfig, Result
 from lossbarcode.provenance import describe_config
-from lossbarcode.topology import death_pair
-from pages import _common as ui
+from lossbarcode.topology import NORMS, RULES, death_pair
+from pages._explore_state import (
+    CUSTOM,
+    NEEDS_ROOT,
+    apply_preset,
+    check_and_estimate,
+    click_estimate,
+    current_config,
+    estimate_failed,
+    failure_notice,
+    init_config,
+    pick,
+    problems_now,
+    running_jobs,
+    settle_job,
+    start_run,
+    sync_highlight,
+)
+from pages._exports import csv_text, downloads, json_text
+from pages._jobs import format_seconds, job_progress, start_button
+from pages._notices import demo_notice, health_banner, start_here
+from pages._pickers import run_picker
+from pages._present import chart, columns
+from pages._runs import is_demo, result, run_health_of, store
+from pages._streamlit_shim import use_navigation
+from pages._views import deferred_view
 
-ui.use_navigation()
-
-# Widgets whose "no value" means None in the config (empty text, "none").
-BLANK = {"data_root": "", "score_normalize": "none"}
-NEEDS_ROOT = ("text", "mnist", "fashion_mnist", "cifar10", "cifar100", "svhn")
-CUSTOM = "custom"
-
-
-def to_widgets(values: dict) -> dict:
-    return {f"cfg_{k}": (BLANK[k] if v is None and k in BLANK else v) for k, v in values.items()}
-
-
-def from_widgets() -> dict:
-    values = {}
-    for name in ExperimentConfig().to_dict():
-        value = st.session_state.get(f"cfg_{name}")
-        if name in BLANK and value == BLANK[name]:
-            value = None
-        values[name] = value
-    return values
-
-
-def preset_values(name: str) -> dict:
-    return ExperimentConfig(**PRESETS[name][1]).to_dict()
-
-
-def apply_preset() -> None:
-    if st.session_state.preset == CUSTOM:
-        return
-    values = preset_values(st.session_state.preset)
-    st.session_state.explore_config = values
-    st.session_state.update(to_widgets(values))
+use_navigation()
 
 
-def pick(key: str) -> None:
-    """Chart/table selection callback: the clicked minimum becomes the highlighted one."""
-    state = st.session_state.get(key)
-    chosen = None
-    if key == "minima_table":
-        rows = state.selection.rows if state else []
-        chosen = int(rows[0]) if rows else None
-    else:
-        for point in (state.selection.points if state else []):
-            data = point.get("customdata")
-            if isinstance(data, dict):  # a row of a typed array: {"0": m, "1": ...}
-                data = [data[k] for k in sorted(data, key=str)]
-            if isinstance(data, list | tuple) and data:
-                data = data[0]
-            if isinstance(data, int | float) and data >= 0:
-                chosen = int(data)
-                break
-    st.session_state.highlight = chosen
+def sidebar() -> tuple[Any, Any]:
+    """The config widgets (keys ``cfg_<field>``); returns the boxes below them for the
+    estimate and the Run button."""
+    D = ExperimentConfig()  # the defaults the help texts name
+    with st.sidebar:
+        st.header("New experiment")
+        st.selectbox("Preset", [*PRESETS, CUSTOM], key="preset", on_change=apply_preset,
+                     format_func=lambda p: "Custom (edited)" if p == CUSTOM else PRESETS[p][0],
+                     help="A starting point; editing any setting makes it a custom config.")
+        with st.expander("Data and model", expanded=True, icon=":material/dataset:"):
+            dataset = st.selectbox("Dataset", DATASETS, key="cfg_dataset",
+                                   help="digits (8×8 handwritten, bundled) is the default; "
+                                        "spirals/blobs/teacher are synthetic; torchvision sets are "
+                                        "read from the data folder, never downloaded here.")
+            if dataset in NEEDS_ROOT:
+                st.text_input("Data folder / text file", key="cfg_data_root",
+                              placeholder="./data" if dataset != "text" else "path/to/text",
+                              help="torchvision layout for image sets (files are never downloaded "
+                                   "here); a .txt/.jsonl file or folder for 'text'.")
+            arch = st.selectbox("Architecture", ARCHS, key="cfg_arch",
+                                help="fcn: fully connected; cnn: convolutional; resnet: residual "
+                                     "blocks; transformer: for the sequence sets (modadd, text).")
+            c1, c2 = st.columns(2)
+            c1.number_input("Width", step=1, key="cfg_width",
+                            help="Hidden units (fcn), channels (cnn/resnet) or d_model.")
+            c2.number_input("Depth", step=1, key="cfg_depth",
+                            help="Hidden layers, conv layers, residual blocks or layers.")
+            if arch == "transformer":
+                st.number_input("Heads", step=1, key="cfg_heads",
+                                help="Attention heads; must divide the width.")
+            c1, c2 = st.columns(2)
+            c1.number_input("Train examples", step=100, value=None, key="cfg_n_train",
+                            placeholder="all",
+                            help="Empty = the whole training split (synthetic sets: 512).")
+            c2.number_input("Test examples", step=100, value=None, key="cfg_n_test",
+                            placeholder="all", help="Empty = the whole test split.")
+        with st.expander("Minima", icon=":material/south:"):
+            st.number_input("Minima K", step=1, key="cfg_k",
+                            help="Networks trained from K seeds, all at once; the barcode has K "
+                                 "bars and the paths join K(K-1)/2 pairs (pairs 'all').")
+            c1, c2 = st.columns(2)
+            c1.radio("Optimizer", OPTIMIZERS, key="cfg_optimizer",
+                     help="How the K networks are trained: SGD with momentum, or Adam.")
+            c2.radio("Schedule", SCHEDULES, key="cfg_schedule",
+                     help="constant small lr, or annealed (cosine decay to 0).")
+            c1, c2 = st.columns(2)
+            c1.number_input("Learning rate", value=None, format="%.4g", key="cfg_lr",
+                            placeholder="default",
+                            help="Empty = the optimizer's default ("
+                                 + ", ".join(f"{v:g} {k}" for k, v in MINIMA_LR.items()) + ").")
+            c2.number_input("Steps", step=50, key="cfg_steps",
+                            help=f"Minibatch training steps per network (default {D.steps}).")
+            c1, c2 = st.columns(2)
+            c1.number_input("Batch size", step=16, key="cfg_batch_size",
+                            help=f"Examples per training step (default {D.batch_size}).")
+            c2.number_input("Polish steps", step=50, key="cfg_polish_steps",
+                            help="Full-batch steps after training, towards true critical points "
+                                 "(each minimum's gradient norm is shown in the table). 0 = none.")
+        with st.expander("Paths and score", icon=":material/route:"):
+            st.selectbox("Path method", PATH_METHODS, key="cfg_path_method",
+                         help="linear: straight line (upper bound); neb: nudged elastic band; "
+                              "bezier: a trained curve with one bend.")
+            st.radio("Pairs", PAIRINGS, key="cfg_pairs", horizontal=True,
+                     help="all pairs, or a spanning tree first plus shortcuts (cheaper for "
+                          "large K).")
+            c1, c2 = st.columns(2)
+            c1.number_input("Images per path", step=1, key="cfg_images",
+                            help=f"Movable points of each NEB chain (default {D.images}); more "
+                                 "follow a bent valley more closely.")
+            c2.number_input("Fixed path steps", step=25, value=None, key="cfg_path_steps",
+                            placeholder="until converged",
+                            help="Empty = optimise every path until it converges (default). A "
+                                 "number runs that fixed budget instead: the old method, never "
+                                 "certified.")
+            c1, c2 = st.columns(2)
+            c1.number_input("Path tolerance", format="%.3g", key="cfg_path_tol",
+                            help="A path stops when a cycle lowers its barrier by at most this "
+                                 f"share of its segment (plus the resolution), twice in a row "
+                                 f"(default {D.path_tol:g}).")
+            c2.number_input("Resolution (loss)", format="%.2g", key="cfg_path_atol",
+                            help="Barriers are resolved to about this much training loss "
+                                 f"(default {D.path_atol:g}).")
+            st.number_input("Path step cap", step=500, key="cfg_path_max_steps",
+                            help="Minibatch steps per path at most; a path that reaches it is "
+                                 f"reported unconverged (default {D.path_max_steps}).")
+            st.radio("Barcode rule", RULES, key="cfg_rule", horizontal=True,
+                     help="union_find: exact H0 (default); direct: the paper code's rule.")
+            c1, c2 = st.columns(2)
+            c1.selectbox("TO-score norm", NORMS, key="cfg_score_norm",
+                         help="How the finite segment lengths are combined: l2 (default, the "
+                              "paper's), sum, max or mean.")
+            c2.selectbox("Normalize", ["none", "range"], key="cfg_score_normalize",
+                         help="none: in loss units (default); range: divided by the spread of "
+                              "the minima's losses, to compare different tasks.")
+        with st.expander("Run", icon=":material/settings:"):
+            c1, c2 = st.columns(2)
+            c1.number_input("Seed", step=1, key="cfg_seed",
+                            help="Seeds the data split and the K initialisations; another seed "
+                                 "gives another sample of minima.")
+            c2.selectbox("Device", ["auto", "cpu", "cuda"], key="cfg_device",
+                         help="auto: CUDA when present, else CPU. Results do not depend on it "
+                              "(up to round-off), so it is not part of the run id.")
+        return st.container(), st.container()
 
 
-st.title("Explore a run")
-st.caption("Train K minima, join them with low-loss paths, and read how deep each minimum's "
-           "trap is. Set up a run in the sidebar; it runs in the background while you read.")
-
-# --------------------------------------------------------------------------- config widgets
-
-if "preset" not in st.session_state:
-    st.session_state.preset = st.query_params.get("preset", "default")
-    if st.session_state.preset not in PRESETS:
-        st.session_state.preset = "default"
-if "explore_config" not in st.session_state:
-    st.session_state.explore_config = preset_values(st.session_state.preset)
-for key, value in to_widgets(st.session_state.explore_config).items():
-    st.session_state.setdefault(key, value)
-# An edited preset is no longer that preset: say so instead of keeping its name.
-if st.session_state.preset != CUSTOM and from_widgets() != preset_values(st.session_state.preset):
-    st.session_state.preset = CUSTOM
-
-D = ExperimentConfig()  # the defaults the help texts name
-with st.sidebar:
-    st.header("New experiment")
-    st.selectbox("Preset", [*PRESETS, CUSTOM], key="preset", on_change=apply_preset,
-                 format_func=lambda p: "Custom (edited)" if p == CUSTOM else PRESETS[p][0],
-                 help="A starting point; editing any setting makes it a custom config.")
-    with st.expander("Data and model", expanded=True, icon=":material/dataset:"):
-        dataset = st.selectbox("Dataset", ui.DATASETS, key="cfg_dataset",
-                               help="digits (8×8 handwritten, bundled) is the default; "
-                                    "spirals/blobs/teacher are synthetic; torchvision sets are "
-                                    "read from the data folder, never downloaded here.")
-        if dataset in NEEDS_ROOT:
-            st.text_input("Data folder / text file", key="cfg_data_root",
-                          placeholder="./data" if dataset != "text" else "path/to/text",
-                          help="torchvision layout for image sets (files are never downloaded "
-                               "here); a .txt/.jsonl file or folder for 'text'.")
-        arch = st.selectbox("Architecture", ui.ARCHS, key="cfg_arch",
-                            help="fcn: fully connected; cnn: convolutional; resnet: residual "
-                                 "blocks; transformer: for the sequence sets (modadd, text).")
-        c1, c2 = st.columns(2)
-        c1.number_input("Width", step=1, key="cfg_width",
-                        help="Hidden units (fcn), channels (cnn/resnet) or d_model.")
-        c2.number_input("Depth", step=1, key="cfg_depth",
-                        help="Hidden layers, conv layers, residual blocks or layers.")
-        if arch == "transformer":
-            st.number_input("Heads", step=1, key="cfg_heads",
-                            help="Attention heads; must divide the width.")
-        c1, c2 = st.columns(2)
-        c1.number_input("Train examples", step=100, value=None, key="cfg_n_train",
-                        placeholder="all",
-                        help="Empty = the whole training split (synthetic sets: 512).")
-        c2.number_input("Test examples", step=100, value=None, key="cfg_n_test",
-                        placeholder="all", help="Empty = the whole test split.")
-    with st.expander("Minima", icon=":material/south:"):
-        st.number_input("Minima K", step=1, key="cfg_k",
-                        help="Networks trained from K seeds, all at once; the barcode has K "
-                             "bars and the paths join K(K-1)/2 pairs (pairs 'all').")
-        c1, c2 = st.columns(2)
-        c1.radio("Optimizer", ui.OPTIMIZERS, key="cfg_optimizer",
-                 help="How the K networks are trained: SGD with momentum, or Adam.")
-        c2.radio("Schedule", ui.SCHEDULES, key="cfg_schedule",
-                 help="constant small lr, or annealed (cosine decay to 0).")
-        c1, c2 = st.columns(2)
-        c1.number_input("Learning rate", value=None, format="%.4g", key="cfg_lr",
-                        placeholder="default",
-                        help="Empty = the optimizer's default ("
-                             + ", ".join(f"{v:g} {k}" for k, v in MINIMA_LR.items()) + ").")
-        c2.number_input("Steps", step=50, key="cfg_steps",
-                        help=f"Minibatch training steps per network (default {D.steps}).")
-        c1, c2 = st.columns(2)
-        c1.number_input("Batch size", step=16, key="cfg_batch_size",
-                        help=f"Examples per training step (default {D.batch_size}).")
-        c2.number_input("Polish steps", step=50, key="cfg_polish_steps",
-                        help="Full-batch steps after training, towards true critical points "
-                             "(each minimum's gradient norm is shown in the table). 0 = none.")
-    with st.expander("Paths and score", icon=":material/route:"):
-        st.selectbox("Path method", ui.PATH_METHODS, key="cfg_path_method",
-                     help="linear: straight line (upper bound); neb: nudged elastic band; "
-                          "bezier: a trained curve with one bend.")
-        st.radio("Pairs", ui.PAIRINGS, key="cfg_pairs", horizontal=True,
-                 help="all pairs, or a spanning tree first plus shortcuts (cheaper for "
-                      "large K).")
-        c1, c2 = st.columns(2)
-        c1.number_input("Images per path", step=1, key="cfg_images",
-                        help=f"Movable points of each NEB chain (default {D.images}); more "
-                             "follow a bent valley more closely.")
-        c2.number_input("Fixed path steps", step=25, value=None, key="cfg_path_steps",
-                        placeholder="until converged",
-                        help="Empty = optimise every path until it converges (default). A "
-                             "number runs that fixed budget instead: the old method, never "
-                             "certified.")
-        c1, c2 = st.columns(2)
-        c1.number_input("Path tolerance", format="%.3g", key="cfg_path_tol",
-                        help="A path stops when a cycle lowers its barrier by at most this "
-                             f"share of its segment (plus the resolution), twice in a row "
-                             f"(default {D.path_tol:g}).")
-        c2.number_input("Resolution (loss)", format="%.2g", key="cfg_path_atol",
-                        help="Barriers are resolved to about this much training loss "
-                             f"(default {D.path_atol:g}).")
-        st.number_input("Path step cap", step=500, key="cfg_path_max_steps",
-                        help="Minibatch steps per path at most; a path that reaches it is "
-                             f"reported unconverged (default {D.path_max_steps}).")
-        st.radio("Barcode rule", ui.RULES, key="cfg_rule", horizontal=True,
-                 help="union_find: exact H0 (default); direct: the paper code's rule.")
-        c1, c2 = st.columns(2)
-        c1.selectbox("TO-score norm", ui.NORMS, key="cfg_score_norm",
-                     help="How the finite segment lengths are combined: l2 (default, the "
-                          "paper's), sum, max or mean.")
-        c2.selectbox("Normalize", ["none", "range"], key="cfg_score_normalize",
-                     help="none: in loss units (default); range: divided by the spread of "
-                          "the minima's losses, to compare different tasks.")
-    with st.expander("Run", icon=":material/settings:"):
-        c1, c2 = st.columns(2)
-        c1.number_input("Seed", step=1, key="cfg_seed",
-                        help="Seeds the data split and the K initialisations; another seed "
-                             "gives another sample of minima.")
-        c2.selectbox("Device", ["auto", "cpu", "cuda"], key="cfg_device",
-                     help="auto: CUDA when present, else CPU. Results do not depend on it "
-                          "(up to round-off), so it is not part of the run id.")
-    estimate_box = st.container()
-    run_box = st.container()
-
-values = from_widgets()
-st.session_state.explore_config = values
-
-# --------------------------------------------------------------------------- the current run
-
-jm = ui.manager()
-job = st.session_state.get("explore_job")
-if job is not None:
-    status = jm.status(job)
-    if status is None or status.finished:
-        del st.session_state["explore_job"]
-        if status is not None and status.state == "done":
-            ui.remember_run(job)  # show the new result
-        else:  # back to the run that was open before, so that the URL names what is shown
-            before = st.session_state.pop("explore_before", None)
-            if before and ui.result(before) is not None:
-                ui.remember_run(before)
-            else:
-                st.query_params.pop("run", None)
-                st.session_state.pop("current_run", None)
-            if status is not None:
-                st.session_state.explore_failure = (job, status.state,
-                                                    status.error or status.message)
-failure = st.session_state.get("explore_failure")
-if failure is not None:
-    shown = st.session_state.get("current_run")
-    after = f" Showing `{shown}`, the run you had open." if shown else ""
-    if failure[1] == "failed":
-        st.error(f"Run `{failure[0]}` failed: {failure[2]}.{after}", icon=":material/error:")
-    else:
-        st.info(f"Run `{failure[0]}` was cancelled. Finished stages are kept: running it again "
-                f"resumes from there.{after}", icon=":material/cancel:")
-running = []
-for job_id in dict.fromkeys([st.session_state.get("explore_job"), st.query_params.get("run")]):
-    status = jm.status(job_id) if job_id else None
-    if status is not None and not status.finished:
-        running.append(job_id)
-        ui.job_progress(job_id, "Running experiment", cancel_key=f"cancel_{job_id}")
-
-run_id = ui.run_picker(
-    "Show run", pending=running,
-    empty_message="No finished runs yet: pick a preset in the sidebar (or set your own network "
-                  "and minima) and press **Run experiment**. The default preset finishes in well "
-                  "under a minute on a laptop CPU, the *tiny* one in seconds. The barcode, the "
-                  "persistence diagram, the loss along every path and the table of minima "
-                  "appear here.")
-r = ui.result(run_id)
-if r is not None and ui.is_demo(r.run_id):
-    ui.start_here()
-    ui.demo_notice(r.run_id)
-
-if r is not None:
-    c = r.config
-    variant = r.config.score_variant
-    barcode = r.barcode
-    if st.session_state.get("highlight_run") != r.run_id:  # a new run: read ?minimum=
-        st.session_state.highlight_run = r.run_id
-        wanted = st.query_params.get("minimum")
-        st.session_state.highlight = (int(wanted) if wanted is not None and wanted.isdigit()
-                                      and int(wanted) < r.k else None)
-    highlight = st.session_state.get("highlight")
-    if highlight is not None and not 0 <= highlight < r.k:
-        highlight = st.session_state.highlight = None
-    if highlight is None:
-        st.query_params.pop("minimum", None)
-    else:
-        st.query_params["minimum"] = str(highlight)
-
+def metrics(r: Result) -> None:
+    """The run's numbers, how it was made, and its health."""
+    c, variant = r.config, r.config.score_variant
     lengths = r.segment_lengths()
     finite = np.isfinite(lengths)
     cols = st.columns(5)
@@ -266,60 +169,65 @@ if r is not None:
                         "certified when the path that ends it converged. Other "
                         "variants: " + ", ".join(f"{k} {v:.3g}" for k, v in r.scores.items()))
     cols[1].metric("Minima", f"{r.k - int(r.diverged.sum())} / {r.k}",
-                   delta=ui.run_health_of(r).summary(), delta_color="off",
+                   delta=run_health_of(r).summary(), delta_color="off",
                    help="Trained without diverging / trained; diverged minima are left out "
                         "of the barcode. Below: the run's health (see the boxes above).")
     cols[2].metric("Longest segment", f"{lengths[finite].max():.4g}" if finite.any() else "—")
     cols[3].metric("Parameters", f"{r.n_params:,}")
-    cols[4].metric("Compute time", ui.format_seconds(sum(r.timings.values())),
+    cols[4].metric("Compute time", format_seconds(sum(r.timings.values())),
                    help=", ".join(f"{k} {v:.1f} s" for k, v in r.timings.items())
                    + f" on {r.device}")
     st.caption(f"`{r.run_id}` · {describe_config(c)}  \n"
-               f"Reproduce: `{ui.reproduce_command(c)}`")
+               f"Reproduce: `{reproduce_command(c)}`")
     st.caption(f"Paths: {r.paths_note()}")
-    unconverged = int((~r.path_converged).sum())
-    ui.health_banner(r)
+    health_banner(r)
 
-    options = [None, *range(r.k)]
-    st.selectbox("Highlighted minimum", options, key="highlight",
-                 placeholder="none — click a bar, a diagram point or a table row",
-                 format_func=lambda m: "none" if m is None else f"minimum {m}")
-    st.session_state.current_minimum, st.session_state.current_minimum_run = highlight, r.run_id
-    pair = death_pair(barcode, r.pairs, highlight) if highlight is not None else None
-    if highlight is not None:
-        row = r.minima_table()[highlight]
-        if row["birth"] is None:
-            st.info(f"Minimum {highlight} diverged: it has no segment.", icon=":material/info:")
-        elif math.isinf(row["death"]):
-            st.info(f"Minimum {highlight} is the lowest minimum: its segment never ends (∞).",
-                    icon=":material/info:")
-        else:
-            i, j = r.pairs[pair] if pair is not None else ("?", "?")
-            st.info(f"Minimum {highlight} (loss {row['birth']:.4g}) dies at {row['death']:.4g} "
-                    f"on the path {i}–{j}, merging into minimum "
-                    f"{row['merged_into_minimum']}: segment length {row['length']:.4g}.",
-                    icon=":material/info:")
 
+def highlight_note(r: Result, highlight: int, pair: int | None) -> None:
+    """Where the highlighted minimum's segment ends."""
+    row = r.minima_table()[highlight]
+    if row["birth"] is None:
+        st.info(f"Minimum {highlight} diverged: it has no segment.", icon=":material/info:")
+    elif math.isinf(row["death"]):
+        st.info(f"Minimum {highlight} is the lowest minimum: its segment never ends (∞).",
+                icon=":material/info:")
+    else:
+        i, j = r.pairs[pair] if pair is not None else ("?", "?")
+        st.info(f"Minimum {highlight} (loss {row['birth']:.4g}) dies at {row['death']:.4g} "
+                f"on the path {i}–{j}, merging into minimum "
+                f"{row['merged_into_minimum']}: segment length {row['length']:.4g}.",
+                icon=":material/info:")
+
+
+def run_charts(r: Result, highlight: int | None, pair: int | None) -> None:
+    """Barcode, persistence diagram (both select a minimum) and the loss along the paths."""
+    c, variant, barcode = r.config, r.config.score_variant, r.barcode
     colors = plots.minimum_colors(barcode.minima)
     labels = [f"minimum {m}" for m in barcode.minima]
-    left, right = ui.columns([3, 2])
+    left, right = columns([3, 2])
     with left:
-        ui.chart(plots.barcode_figure(barcode, colors=colors, labels=labels, highlight=highlight,
-                                      title=f"Loss barcode · TO-score ({variant}) "
-                                            f"{r.score:.4g}", xaxis_title="training loss",
-                                      certified=r.bar_certified()),
-                 key="pick_barcode", name=f"barcode_{r.run_id}", on_select=lambda: pick(
-                     "pick_barcode"), selection_mode="points")
+        chart(plots.barcode_figure(barcode, colors=colors, labels=labels, highlight=highlight,
+                                   title=f"Loss barcode · TO-score ({variant}) "
+                                         f"{r.score:.4g}", xaxis_title="training loss",
+                                   certified=r.bar_certified()),
+              key="pick_barcode", name=f"barcode_{r.run_id}",
+              on_select=lambda: pick("pick_barcode"), selection_mode="points")
     with right:
-        ui.chart(plots.diagram_figure(barcode, colors=colors, highlight=highlight),
-                 key="pick_diagram", name=f"diagram_{r.run_id}",
-                 on_select=lambda: pick("pick_diagram"), selection_mode="points")
-    ui.chart(plots.profiles_figure(r.profiles, r.pairs, r.path_barriers,
-                                   colors=plots.path_colors(barcode, r.pairs), highlight=pair,
-                                   title=f"Training loss along each {c.path_method} path "
-                                         f"({len(r.pairs)} pairs, {c.pairs})"),
-             key="profiles", name=f"profiles_{r.run_id}")
-    # Drawn only when open (a chart and a table fewer to send when every path converged).
+        chart(plots.diagram_figure(barcode, colors=colors, highlight=highlight),
+              key="pick_diagram", name=f"diagram_{r.run_id}",
+              on_select=lambda: pick("pick_diagram"), selection_mode="points")
+    chart(plots.profiles_figure(r.profiles, r.pairs, r.path_barriers,
+                                colors=plots.path_colors(barcode, r.pairs), highlight=pair,
+                                title=f"Training loss along each {c.path_method} path "
+                                      f"({len(r.pairs)} pairs, {c.pairs})"),
+          key="profiles", name=f"profiles_{r.run_id}")
+
+
+def path_history(r: Result, pair: int | None) -> None:
+    """The paths' convergence, drawn only when open (a chart and a table fewer to send when
+    every path converged)."""
+    c, barcode = r.config, r.barcode
+    unconverged = int((~r.path_converged).sum())
     history = st.expander("Convergence of the paths: barrier against optimisation step",
                           icon=":material/monitoring:", expanded=bool(unconverged),
                           key="explore_history", on_change="rerun")
@@ -330,7 +238,7 @@ if r is not None:
                                  format_func=lambda p: "all" if p is None else path_names[p],
                                  help="Highlight one path's history.")
             floors = np.maximum(r.train_loss[r.pairs[:, 0]], r.train_loss[r.pairs[:, 1]])
-            ui.chart(plots.path_history_figure(
+            chart(plots.path_history_figure(
                 r.path_history, r.path_history_steps, r.pairs, r.path_converged, floors=floors,
                 colors=plots.path_colors(barcode, r.pairs),
                 highlight=shown if shown is not None else pair), key="path_history",
@@ -341,6 +249,9 @@ if r is not None:
                        "with a climbing image; `perp_grad` is the largest loss gradient "
                        "perpendicular to the final chain.")
 
+
+def minima_table(r: Result, highlight: int | None) -> None:
+    """The table of minima, coloured like the charts; a row selects a minimum."""
     table = pd.DataFrame(r.minima_table())
     table["length"] = table["length"].astype(float)
     table.insert(0, "colour", "")
@@ -371,19 +282,29 @@ if r is not None:
                 "merged into minimum", format="%d"),
         },
     )
+
+
+def run_downloads(r: Result) -> None:
+    """Minima, barcode, paths and the whole result as files."""
+    variant, barcode = r.config.score_variant, r.barcode
     profile_rows = [{"i": int(i), "j": int(j), "t": float(t), "loss": float(v)}
                     for (i, j), (ts, vs) in zip(r.pairs, r.profiles, strict=True)
                     for t, v in zip(ts, vs, strict=True)]
-    ui.downloads([
-        ("Minima (CSV)", ui.csv_text(r.minima_table()), f"minima_{r.run_id}.csv", "text/csv"),
-        ("Barcode (JSON)", ui.json_text({"run_id": r.run_id, "score_variant": variant,
-                                         "to_score": r.scores,
-                                         "barcode": barcode.to_dict()}),
+    downloads([
+        ("Minima (CSV)", csv_text(r.minima_table()), f"minima_{r.run_id}.csv", "text/csv"),
+        ("Barcode (JSON)", json_text({"run_id": r.run_id, "score_variant": variant,
+                                      "to_score": r.scores,
+                                      "barcode": barcode.to_dict()}),
          f"barcode_{r.run_id}.json", "application/json"),
-        ("Paths (CSV)", ui.csv_text(profile_rows), f"paths_{r.run_id}.csv", "text/csv"),
-        ("Whole result (JSON)", ui.json_text(r.to_json()), f"result_{r.run_id}.json",
+        ("Paths (CSV)", csv_text(profile_rows), f"paths_{r.run_id}.csv", "text/csv"),
+        ("Whole result (JSON)", json_text(r.to_dict()), f"result_{r.run_id}.json",
          "application/json"),
     ])
+
+
+def run_links(r: Result) -> None:
+    """The other pages of this run, and how to read this one."""
+    variant = r.config.score_variant
     links = st.columns(4)
     for col, (page, label) in zip(links, [
             ("pages/minima_map.py", "Minima map"), ("pages/landscape_slice.py", "Landscape slice"),
@@ -403,80 +324,84 @@ if r is not None:
             "loss). A minimum dies on the cheapest route out — possibly through other minima.\n"
             f"- **TO-score ({variant})**: the {variant} norm of the finite segment lengths.")
 
-# --------------------------------------------------------------------------- estimate and run
-# In the background worker, so that the page (and a finished result) shows at once, before
-# torch is imported (the estimate times a matmul).
 
-def estimate_box_error(key: tuple) -> bool:
-    """Whether the background check ``key`` finished with an error."""
-    future = ui.view_future(key)
-    return future is not None and future.done() and future.exception() is not None
-
-
-def check_and_estimate(items: tuple) -> tuple[ExperimentConfig, dict]:
-    """Validate and estimate the cost, in the background worker."""
-    config = ExperimentConfig.from_dict(dict(items)).validate()
-    return config, ui.estimate(config)
-
-
-def problems_now(values: dict) -> str | None:
-    """What is wrong with the sidebar's config, checked at once (no torch): the config's own
-    checks, then the data files it needs."""
-    try:
-        config = ExperimentConfig.from_dict(values).validate()
-    except (ValueError, TypeError) as err:
-        return str(err)
-    return missing_files(config.dataset, config.data_root)
+def show_run(r: Result) -> None:
+    """Everything the page shows of a finished run."""
+    highlight = sync_highlight(r.run_id, r.k)
+    metrics(r)
+    options = [None, *range(r.k)]
+    st.selectbox("Highlighted minimum", options, key="highlight",
+                 placeholder="none — click a bar, a diagram point or a table row",
+                 format_func=lambda m: "none" if m is None else f"minimum {m}")
+    st.session_state.current_minimum, st.session_state.current_minimum_run = highlight, r.run_id
+    pair = death_pair(r.barcode, r.pairs, highlight) if highlight is not None else None
+    if highlight is not None:
+        highlight_note(r, highlight, pair)
+    run_charts(r, highlight, pair)
+    path_history(r, pair)
+    minima_table(r, highlight)
+    run_downloads(r)
+    run_links(r)
 
 
-items = tuple(sorted(values.items()))
-problem = problems_now(values)
-if problem is not None:
-    estimate_box.error(problem, icon=":material/error:")
-with estimate_box:
-    checked = None if problem is not None else ui.deferred_view(
-        ("estimate", *items), check_and_estimate, items, message="Estimating the cost…")
-
-
-def click_estimate() -> float:
-    """Seconds of a run clicked before its background estimate finished (0 when invalid: the
-    submit then says why)."""
-    try:
-        config = ExperimentConfig.from_dict(values).validate()
-        return 0.0 if ui.store().exists(config.run_id) else ui.estimate(config)["seconds"]
-    except (ValueError, TypeError):
-        return 0.0
-
-
-refusal, seconds = None, click_estimate
-if checked is not None:
-    config, cost = checked
+def estimate_and_run(values: dict, shown: str | None, estimate_box: Any, run_box: Any) -> None:
+    """The config's problems or cost estimate, and the Run button. The estimate runs in the
+    background worker, so that the page (and a finished result) shows at once, before torch
+    is imported (the estimate times a matmul)."""
+    items = tuple(sorted(values.items()))
+    problem = problems_now(values)
+    if problem is not None:
+        estimate_box.error(problem, icon=":material/error:")
     with estimate_box:
-        done = ui.store().exists(config.run_id)
-        refusal = None if done else cost["refusal"]
-        seconds = 0.0 if done else cost["seconds"]
-        basis = (f"calibrated on {cost['calibrated_runs']} finished runs"
-                 if cost["calibrated_runs"] else "raw model: no finished run to calibrate on")
-        st.caption(
-            ("Already computed: opens instantly.  \n" if done else "")
-            + f"Estimated **{ui.format_seconds(cost['seconds'])}** on this machine ({basis}) · "
-            f"{cost['n_params']:,} parameters × K = {config.k} · {cost['n_pairs']} paths · "
-            f"{cost['flops'] / 1e9:,.1f} GFLOP · peak memory "
-            f"{cost['memory'] / 2**30:,.2f} GiB")
-        if refusal:
-            st.error(f"Cannot run: {refusal}.", icon=":material/memory:")
-with run_box:
-    invalid = problem is not None or refusal is not None or (
-        checked is None and estimate_box_error(("estimate", *items)))
-    if ui.start_button("Run experiment", "run_experiment", seconds, items, type="primary",
-                       icon=":material/play_arrow:", disabled=invalid, width="stretch"):
-        try:
-            job = jm.submit_run(ExperimentConfig.from_dict(values))
-        except (ValueError, FileNotFoundError, TypeError) as err:
-            st.error(str(err), icon=":material/error:")
-        else:
-            st.session_state.explore_job = job
-            st.session_state.explore_before = run_id  # shown again if the run is cancelled
-            st.session_state.pop("explore_failure", None)
-            ui.remember_run(job)
-            st.rerun()
+        checked = None if problem is not None else deferred_view(
+            ("estimate", *items), check_and_estimate, items, message="Estimating the cost…")
+    refusal, seconds = None, lambda: click_estimate(values)
+    if checked is not None:
+        config, cost = checked
+        with estimate_box:
+            done = store().exists(config.run_id)
+            refusal = None if done else cost["refusal"]
+            seconds = 0.0 if done else cost["seconds"]
+            basis = (f"calibrated on {cost['calibrated_runs']} finished runs"
+                     if cost["calibrated_runs"] else "raw model: no finished run to calibrate on")
+            st.caption(
+                ("Already computed: opens instantly.  \n" if done else "")
+                + f"Estimated **{format_seconds(cost['seconds'])}** on this machine ({basis}) · "
+                f"{cost['n_params']:,} parameters × K = {config.k} · {cost['n_pairs']} paths · "
+                f"{cost['flops'] / 1e9:,.1f} GFLOP · peak memory "
+                f"{cost['memory'] / 2**30:,.2f} GiB")
+            if refusal:
+                st.error(f"Cannot run: {refusal}.", icon=":material/memory:")
+    with run_box:
+        invalid = problem is not None or refusal is not None or (
+            checked is None and estimate_failed(("estimate", *items)))
+        if start_button("Run experiment", "run_experiment", seconds, items, type="primary",
+                        icon=":material/play_arrow:", disabled=invalid, width="stretch"):
+            start_run(values, shown)
+
+
+st.title("Explore a run")
+st.caption("Train K minima, join them with low-loss paths, and read how deep each minimum's "
+           "trap is. Set up a run in the sidebar; it runs in the background while you read.")
+init_config()
+estimate_box, run_box = sidebar()
+values = current_config()
+settle_job()
+failure_notice()
+running = running_jobs()
+for job_id in running:
+    job_progress(job_id, "Running experiment", cancel_key=f"cancel_{job_id}")
+run_id = run_picker(
+    "Show run", pending=running,
+    empty_message="No finished runs yet: pick a preset in the sidebar (or set your own network "
+                  "and minima) and press **Run experiment**. The default preset finishes in well "
+                  "under a minute on a laptop CPU, the *tiny* one in seconds. The barcode, the "
+                  "persistence diagram, the loss along every path and the table of minima "
+                  "appear here.")
+r = result(run_id)
+if r is not None:
+    if is_demo(r.run_id):
+        start_here()
+        demo_notice(r.run_id)
+    show_run(r)
+estimate_and_run(values, run_id, estimate_box, run_box)

@@ -5,9 +5,13 @@ import streamlit as st
 
 from lossbarcode import plots, stats
 from lossbarcode.experiment import setting_differences
-from pages import _common as ui
+from pages._exports import csv_text, downloads, json_text
+from pages._pickers import run_label
+from pages._present import chart
+from pages._runs import finished_runs, result, run_health_of
+from pages._streamlit_shim import use_navigation
 
-ui.use_navigation()
+use_navigation()
 
 MAX_DEFAULT_RUNS = 4
 MEASURES = {"test error": "test_error", "test loss": "test_loss"}
@@ -22,7 +26,7 @@ st.caption(
     "within each run (which differences between the runs cannot make)."
 )
 
-runs = ui.finished_runs()
+runs = finished_runs()
 if not runs:
     st.info("No finished runs yet. Start one on the **Explore** page, then come back.",
             icon=":material/info:")
@@ -36,10 +40,10 @@ if "gen_runs" not in st.session_state:
                                  or ([current] if current in runs else [])
                                  or runs[:MAX_DEFAULT_RUNS])
 with st.sidebar:
-    chosen = st.multiselect("Runs to pool", runs, key="gen_runs", format_func=ui.run_label,
+    chosen = st.multiselect("Runs to pool", runs, key="gen_runs", format_func=run_label,
                             help="Their minima are pooled into one rank correlation.")
     measure = st.radio("Generalization measure", list(MEASURES), horizontal=True)
-    broken = [r for r in chosen if ui.run_health_of(ui.result(r)).broken]
+    broken = [r for r in chosen if run_health_of(result(r)).broken]
     include_broken = bool(broken) and st.toggle(
         f"Include {len(broken)} broken runs", value=False,
         help="Runs with diverged minima or paths far below their minima measure the "
@@ -55,7 +59,7 @@ if not chosen:
 pooled_runs = [r for r in chosen if include_broken or r not in broken]
 if broken:
     st.warning(f"{len(broken)} of the chosen runs are broken ("
-               + "; ".join(f"`{r[:8]}`: {ui.run_health_of(ui.result(r)).summary()}"
+               + "; ".join(f"`{r[:8]}`: {run_health_of(result(r)).summary()}"
                            for r in broken)
                + (") and pooled anyway." if include_broken else
                   ") and left out; the sidebar can include them."), icon=":material/report:")
@@ -63,7 +67,7 @@ if not pooled_runs:
     st.info("Every chosen run is broken: include them in the sidebar, or choose others.",
             icon=":material/info:")
     st.stop()
-results = {run_id: ui.result(run_id) for run_id in pooled_runs}
+results = {run_id: result(run_id) for run_id in pooled_runs}
 groups, ids, points = {}, {}, []
 for run_id, r in results.items():
     label = f"{run_id[:8]} · {r.config.arch} {r.config.width}×{r.config.depth} · " \
@@ -106,9 +110,9 @@ cols[4].metric("n minima", pooled.n, help="Essential (global) and diverged minim
 st.caption(f"Pooled p: {pooled.describe()}. Within-run p: {within.combined.describe()}, over "
            f"the {len(within.used)} of {len(groups)} runs with ρ defined.")
 
-ui.chart(plots.generalization_figure(groups, {"pooled": pooled, "within runs": within.combined},
-                                     y_label=measure, minima_ids=ids),
-         key="generalization", name="generalization")
+chart(plots.generalization_figure(groups, {"pooled": pooled, "within runs": within.combined},
+                                  y_label=measure, minima_ids=ids),
+      key="generalization", name="generalization")
 rows = [{"run": run_id, "setting": label, "minima": results[run_id].k, "n (finite)": test.n,
          "spearman": test.rho, "p": test.p_text(), "method": test.method,
          "permutations": test.n_permutations}
@@ -118,9 +122,9 @@ st.dataframe(rows, hide_index=True, width="stretch",
                             "p": st.column_config.TextColumn(
                                 "p-value", help="Exact permutation p (all n! orderings) up "
                                 f"to n = 8, else {stats.N_PERMUTATIONS:,} random ones.")})
-ui.downloads([
-    ("Points (CSV)", ui.csv_text(points), "generalization_points.csv", "text/csv"),
-    ("Statistics (JSON)", ui.json_text({
+downloads([
+    ("Points (CSV)", csv_text(points), "generalization_points.csv", "text/csv"),
+    ("Statistics (JSON)", json_text({
         "measure": measure, "pooled": pooled.to_dict(), "within_runs": within.to_dict(),
         "runs": dict(zip(within.groups, pooled_runs, strict=True)),
         "setting_differences": differences}),

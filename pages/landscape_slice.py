@@ -6,9 +6,15 @@ import streamlit as st
 from lossbarcode import plots, to_score
 from lossbarcode.provenance import describe_config
 from lossbarcode.store import ResultStore
-from pages import _common as ui
+from pages._exports import csv_text, downloads, json_text
+from pages._notices import demo_notice, health_banner
+from pages._pickers import picked_result
+from pages._present import chart
+from pages._runs import run_store
+from pages._streamlit_shim import use_navigation
+from pages._views import await_view, background
 
-ui.use_navigation()
+use_navigation()
 
 RESOLUTIONS = [21, 31, 41, 61, 81]
 
@@ -29,9 +35,9 @@ st.caption(
     "paths that leave the plane can only do better, so its bars are upper bounds on the run's."
 )
 
-r = ui.picked_result("Run")
-ui.demo_notice(r.run_id)
-ui.health_banner(r)
+r = picked_result("Run")
+demo_notice(r.run_id)
+health_banner(r)
 valid = [i for i in range(r.k) if not r.diverged[i]]
 if len(valid) < 3:
     st.warning(f"This run has {len(valid)} converged minima; a plane needs three. Run it with "
@@ -62,11 +68,11 @@ if len(chosen) != 3:
 minima = tuple(sorted(int(m) for m in chosen))
 st.query_params["minima"] = ",".join(map(str, minima))
 
-root = str(ui.run_store(r.run_id).root)
-future = ui.background(("slice", root, r.run_id, minima, resolution, float(margin)),
-                       compute_slice, root, r.run_id, minima, resolution, float(margin))
-grid = ui.await_view(future, f"Evaluating the loss on a {resolution}×{resolution} grid through "
-                             f"minima {minima}… the page updates by itself.")
+root = str(run_store(r.run_id).root)
+future = background(("slice", root, r.run_id, minima, resolution, float(margin)),
+                    compute_slice, root, r.run_id, minima, resolution, float(margin))
+grid = await_view(future, f"Evaluating the loss on a {resolution}×{resolution} grid through "
+                          f"minima {minima}… the page updates by itself.")
 if grid is None:
     st.stop()
 
@@ -87,21 +93,21 @@ cols[1].metric("Grid TO-score (l2)", f"{to_score(bars):.4g}",
 cols[2].metric("Loss range on the plane", f"{loss_range:.4g}")
 left, right = st.columns([3, 2])
 with left:
-    ui.chart(plots.slice_figure(grid.x, grid.y, grid.loss, bars, grid.points, grid.minima,
-                                kind=view, point_loss=grid.point_loss, colors=colors,
-                                clip_quantile=0.9 if clip else None,
-                                title=f"Training loss on the plane through minima {minima}"),
-             key="slice", name=f"slice_{r.run_id}_{'_'.join(map(str, minima))}")
+    chart(plots.slice_figure(grid.x, grid.y, grid.loss, bars, grid.points, grid.minima,
+                             kind=view, point_loss=grid.point_loss, colors=colors,
+                             clip_quantile=0.9 if clip else None,
+                             title=f"Training loss on the plane through minima {minima}"),
+          key="slice", name=f"slice_{r.run_id}_{'_'.join(map(str, minima))}")
 with right:
-    ui.chart(plots.barcode_figure(bars, title="Grid barcode of the slice",
-                                  xaxis_title="training loss", colors=colors),
-             key="slice_barcode", name=f"slice_barcode_{r.run_id}")
+    chart(plots.barcode_figure(bars, title="Grid barcode of the slice",
+                               xaxis_title="training loss", colors=colors),
+          key="slice_barcode", name=f"slice_barcode_{r.run_id}")
 rows = [{"u": float(u), "v": float(v), "loss": float(grid.loss[i, j])}
         for i, u in enumerate(grid.x) for j, v in enumerate(grid.y)]
-ui.downloads([
-    ("Grid (CSV)", ui.csv_text(rows), f"slice_{r.run_id}.csv", "text/csv"),
-    ("Grid barcode (JSON)", ui.json_text({"run_id": r.run_id, "minima": list(minima),
-                                          "points": np.asarray(grid.points).tolist(),
-                                          "barcode": bars.to_dict()}),
+downloads([
+    ("Grid (CSV)", csv_text(rows), f"slice_{r.run_id}.csv", "text/csv"),
+    ("Grid barcode (JSON)", json_text({"run_id": r.run_id, "minima": list(minima),
+                                       "points": np.asarray(grid.points).tolist(),
+                                       "barcode": bars.to_dict()}),
      f"slice_barcode_{r.run_id}.json", "application/json"),
 ])

@@ -4,9 +4,11 @@ import numpy as np
 import streamlit as st
 
 from lossbarcode import minima_barcode, plots, to_score
-from pages import _common as ui
+from lossbarcode.topology import NORMALIZATIONS, NORMS, RULES
+from pages._present import chart
+from pages._streamlit_shim import use_navigation
 
-ui.use_navigation()
+use_navigation()
 
 # The worked example of the design notes: three minima a, b, c joined by three paths.
 NAMES = ["a", "b", "c"]
@@ -69,7 +71,7 @@ st.markdown(
     "found between each pair: c–a 5, c–b 3, b–a 3.5."
 )
 rule = st.radio(
-    "Rule", ui.RULES, horizontal=True,
+    "Rule", RULES, horizontal=True,
     format_func={"union_find": "union-find (exact, default)",
                  "direct": "direct paths only (the paper's released code)"}.get,
     help="The direct rule lets a minimum die only on a path that leads straight to a lower "
@@ -85,16 +87,16 @@ rows = [{"minimum": NAMES[m], "birth": f"{b:g}", "death": "∞" if np.isinf(d) e
         for i, (m, b, d) in enumerate(zip(bars.minima, bars.births, bars.deaths, strict=True))]
 left, right = st.columns([3, 2])
 with left:
-    ui.chart(plots.barcode_figure(bars, labels=labels, colors=colors,
-                                  title=f"Barcode ({rule.replace('_', '-')} rule)"),
-             key="example_barcode", name=f"worked_example_barcode_{rule}")
+    chart(plots.barcode_figure(bars, labels=labels, colors=colors,
+                               title=f"Barcode ({rule.replace('_', '-')} rule)"),
+          key="example_barcode", name=f"worked_example_barcode_{rule}")
 with right:
     st.dataframe(rows, hide_index=True, width="stretch")
     st.metric("TO-score (l2)", f"{to_score(bars):.4g}",
               help="sqrt(sum of squared finite lengths)")
     st.caption("All variants: " + ", ".join(
         f"{n}{'/range' if z else ''} = {to_score(bars, n, z):.3g}"
-        for z in ui.NORMALIZATIONS for n in ui.NORMS))
+        for z in NORMALIZATIONS for n in NORMS))
 if rule == "union_find":
     st.markdown(
         "Raise the level c. At **c = 3** the path c–b opens: b (born at 2) is younger than c "

@@ -6,9 +6,15 @@ import streamlit as st
 from lossbarcode import plots
 from lossbarcode.provenance import describe_config
 from lossbarcode.store import ResultStore
-from pages import _common as ui
+from pages._exports import csv_text, downloads
+from pages._notices import demo_notice, health_banner
+from pages._pickers import picked_result
+from pages._present import chart
+from pages._runs import run_store
+from pages._streamlit_shim import use_navigation
+from pages._views import await_view, await_with_interim, background, view_future
 
-ui.use_navigation()
+use_navigation()
 
 COLOR_BY = ("minimum", "train loss", "test error", "segment length")
 METHODS = {"auto": "auto", "umap": "UMAP", "pca": "PCA"}
@@ -30,9 +36,9 @@ st.caption(
     "are only a sketch; the barcode is computed in the full space."
 )
 
-r = ui.picked_result("Run")
-ui.demo_notice(r.run_id)
-ui.health_banner(r)
+r = picked_result("Run")
+demo_notice(r.run_id)
+health_banner(r)
 
 with st.sidebar:
     dims = {"2": 2, "3": 3}
@@ -50,25 +56,25 @@ with st.sidebar:
                             help="'minimum' uses each minimum's own colour, as on every page.")
     seed = st.number_input("Projection seed", min_value=0, value=0)
 
-root = str(ui.run_store(r.run_id).root)
+root = str(run_store(r.run_id).root)
 retry = st.sidebar.button("Recompute", icon=":material/refresh:",
                           help="Try again after an error (e.g. after installing umap-learn).")
 key = ("map", root, r.run_id, dim, method, int(seed))
 interim = None
-if method != "pca" and ui.view_future(key) is None:  # PCA first: it is ready in a moment
-    interim = ui.background(("map", root, r.run_id, dim, "pca", 0), compute_map, root,
-                            r.run_id, dim, "pca", 0)
-future = ui.background(key, compute_map, root, r.run_id, dim, method, int(seed), retry=retry)
+if method != "pca" and view_future(key) is None:  # PCA first: it is ready in a moment
+    interim = background(("map", root, r.run_id, dim, "pca", 0), compute_map, root,
+                         r.run_id, dim, "pca", 0)
+future = background(key, compute_map, root, r.run_id, dim, method, int(seed), retry=retry)
 if interim is None and method != "pca" and not future.done():
-    interim = ui.view_future(("map", root, r.run_id, dim, "pca", 0))
+    interim = view_future(("map", root, r.run_id, dim, "pca", 0))
 message = (f"Projecting {r.k} minima and their path images ({METHODS[method]})… the page "
            "updates by itself.")
 if interim is not None:
-    projection, provisional = ui.await_with_interim(
+    projection, provisional = await_with_interim(
         future, interim, message + " UMAP is imported and compiled on first use (15–35 s on "
         "a cold machine): PCA is shown until it is ready.")
 else:
-    projection, provisional = ui.await_view(future, message), False
+    projection, provisional = await_view(future, message), False
 if projection is None:
     st.stop()
 
@@ -99,18 +105,18 @@ st.caption(f"`{r.run_id}` · {describe_config(r.config)}  \n{about} · a path dr
 
 axis = "UMAP" if projection.method == "umap" else "PC"
 fig = plots.projection_figure(
-    projection.minima, values, projection.paths, projection.pairs, color_label=color_by,
+    projection.minima_coords, values, projection.path_coords, projection.pairs,
+    color_label=color_by,
     highlight=highlight, title=f"Minima and paths ({projection.method.upper()}, {dim}-D)",
     path_colors=plots.path_colors(r.barcode, projection.pairs),
     axis_titles=[f"{axis} {i + 1}" for i in range(dim)])
-ui.chart(fig, key="map", name=f"minima_map_{r.run_id}_{dim}d")
+chart(fig, key="map", name=f"minima_map_{r.run_id}_{dim}d")
 
-rows = [{"kind": "minimum", "minimum": i, "pair": "", **{f"c{d + 1}": float(projection.minima[i,
-                                                                                            d])
-                                                        for d in range(dim)}}
-        for i in range(projection.minima.shape[0])]
-for (i, j), path in zip(projection.pairs, projection.paths, strict=True):
+rows = [{"kind": "minimum", "minimum": i, "pair": "",
+         **{f"c{d + 1}": float(xy[d]) for d in range(dim)}}
+        for i, xy in enumerate(projection.minima_coords)]
+for (i, j), path in zip(projection.pairs, projection.path_coords, strict=True):
     rows += [{"kind": "path image", "minimum": "", "pair": f"{i}-{j}",
               **{f"c{d + 1}": float(p[d]) for d in range(dim)}} for p in np.asarray(path)]
-ui.downloads([("Coordinates (CSV)", ui.csv_text(rows), f"minima_map_{r.run_id}_{dim}d.csv",
-               "text/csv")])
+downloads([("Coordinates (CSV)", csv_text(rows), f"minima_map_{r.run_id}_{dim}d.csv",
+            "text/csv")])

@@ -5,7 +5,8 @@ import streamlit as st
 
 from lossbarcode import grid_barcode, plots, to_score, toys
 from lossbarcode.animation import level_range, sublevel_animation
-from pages._common import chart, columns, use_navigation
+from pages._present import chart, columns
+from pages._streamlit_shim import use_navigation
 
 use_navigation()
 

@@ -95,13 +95,15 @@ def array(value) -> np.ndarray:
 
 
 def test_widget_choices_match_the_library():
-    from lossbarcode import data, minima, models, paths, topology
-    from pages import _common as ui
+    from lossbarcode import choices as ui  # the pages' widgets read their choices from here
+    from lossbarcode import data, minima, models, paths
 
     assert ui.DATASETS == data.DATASETS and ui.ARCHS == models.ARCHS
     assert ui.OPTIMIZERS == minima.OPTIMIZERS and ui.SCHEDULES == minima.SCHEDULES
     assert ui.PATH_METHODS == paths.METHODS and ui.PAIRINGS == paths.PAIRINGS
-    assert ui.RULES == topology.RULES and ui.NORMS == topology.NORMS
+    # The rule and norm widgets read the library's tuples themselves.
+    assert "from lossbarcode.topology import NORMS, RULES" in (ROOT / "pages" / "explore.py"
+                                                              ).read_text()
 
 
 def test_explore_shows_the_latest_run_and_highlights_a_minimum(store):
@@ -166,7 +168,7 @@ def test_explore_runs_the_tiny_preset_and_rejects_bad_configs(store):
 
 def test_explore_asks_before_a_long_run_and_refuses_what_cannot_fit(store):
     from lossbarcode.cost import CONFIRM_ABOVE_S
-    from pages import _common as ui
+    from pages import _jobs as ui
 
     config = TINY.replace(steps=2_000_000, seed=11)  # minutes of training steps
     at = settle(app(preset="tiny"))
@@ -203,7 +205,7 @@ def test_explore_live_progress_then_result(store):
     at.sidebar.button[0].click().run()
     assert not at.exception
     assert at.query_params["run"] == config.run_id
-    from pages import _common as ui
+    from pages import _jobs as ui
 
     status = ui._manager(str(store["root"])).wait(config.run_id, timeout=120)
     assert status.state == "done", status
@@ -214,7 +216,7 @@ def test_explore_live_progress_then_result(store):
 
 
 def test_two_sessions_asking_for_one_run_compute_it_once(store):
-    from pages import _common as ui
+    from pages import _jobs as ui
 
     config = TINY.replace(seed=5)
     sessions = [settle(app(preset="tiny")) for _ in range(2)]
@@ -233,7 +235,7 @@ def test_two_sessions_asking_for_one_run_compute_it_once(store):
 
 
 def test_explore_cancel_a_running_job(store):
-    from pages import _common as ui
+    from pages import _jobs as ui
 
     config = TINY.replace(steps=20_000, seed=6)  # long enough to be cancelled while running
     at = settle(app(preset="tiny"))
@@ -310,7 +312,7 @@ def test_scaling_launches_a_sweep_from_the_page(store):
     launch.click().run()
     assert not at.exception
     job = at.session_state["sweep_job"]
-    from pages import _common as ui
+    from pages import _jobs as ui
 
     assert ui._manager(str(store["root"])).wait(job, timeout=120).state == "done"
     at.run()
@@ -330,7 +332,7 @@ def test_scaling_asks_before_a_long_sweep(store):
     settle(at.text_input(key="sw_seeds").set_value("9").run())
     next(b for b in at.button if b.label == "Launch sweep").click().run()
     assert not at.exception
-    from pages import _common as ui
+    from pages import _jobs as ui
 
     wanted = TINY.replace(width=6, steps=2_000_000, seed=9).run_id
     manager = ui._manager(str(store["root"]))
@@ -453,7 +455,9 @@ def test_app_start_and_toy_page_do_not_import_torch():
         "from streamlit.testing.v1 import AppTest\n"
         "for page in ('pages/toy_landscapes.py', 'pages/method.py'):\n"
         "    assert not AppTest.from_file(page, default_timeout=60).run().exception\n"
-        "import pages._common\n"
+        "import pages._exports, pages._jobs, pages._notices, pages._pickers, pages._present\n"
+        "import pages._runs, pages._streamlit_shim, pages._sweep_jobs, pages._sweeps\n"
+        "import pages._views, pages._explore_state\n"
         "bad = [m for m in ('torch', 'umap') if m in sys.modules]\n"
         "assert not bad, bad\n"
     )
@@ -461,7 +465,7 @@ def test_app_start_and_toy_page_do_not_import_torch():
 
 
 def test_every_page_opens_on_the_demo_run_until_there_are_runs(tmp_path, monkeypatch):
-    from pages import _common as ui
+    from pages import _runs as ui
 
     monkeypatch.setenv("LOSSBARCODE_RESULTS", str(tmp_path / "empty"))
     monkeypatch.delenv("LOSSBARCODE_DEMO_RUNS", raising=False)
@@ -484,7 +488,7 @@ def test_every_page_opens_on_the_demo_run_until_there_are_runs(tmp_path, monkeyp
 
 def test_the_shipped_demo_run_is_the_current_default():
     from lossbarcode.experiment import load_result
-    from pages import _common as ui
+    from pages import _runs as ui
 
     demo = ResultStore(ui.DEMO_RUNS)
     (run_id,) = demo.list()

@@ -1,0 +1,129 @@
+"""Where the dashboard's runs come from: the results folder, else the shipped demo runs.
+
+Results and their health are cached by small values (a folder and a run id), never by arrays;
+nothing here imports torch.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import streamlit as st
+
+from lossbarcode.experiment import Result, load_result
+from lossbarcode.health import RunHealth, run_health
+from lossbarcode.store import ResultStore
+
+ROOT = Path(__file__).resolve().parents[1]
+DEMO_RUNS_ENV = "LOSSBARCODE_DEMO_RUNS"
+DEMO_RUNS = ROOT / "assets" / "demo_runs"
+# How the shipped demo run was made (the default config); a test checks that it is current.
+DEMO_RUN_COMMAND = "lossbarcode run --results assets/demo_runs"
+
+
+def store() -> ResultStore:
+    """The results folder: ``$LOSSBARCODE_RESULTS`` or ``./results``."""
+    return ResultStore()
+
+
+def demo_runs_path() -> Path | None:
+    """The shipped demo runs (``assets/demo_runs``; ``$LOSSBARCODE_DEMO_RUNS`` overrides it,
+    an empty value turns them off)."""
+    value = os.environ.get(DEMO_RUNS_ENV)
+    if value is None:
+        return DEMO_RUNS
+    return Path(value) if value else None
+
+
+@st.cache_resource(show_spinner=False)
+def _demo_store(source: str) -> ResultStore | None:
+    """A private copy of the demo runs: views derived from them (maps, slices) are cached
+    next to a run, and the shipped folder stays as it was committed."""
+    import shutil
+    import tempfile
+
+    if not Path(source).is_dir():
+        return None
+    copy = Path(tempfile.mkdtemp(prefix="lossbarcode-demo-")) / "runs"
+    shutil.copytree(source, copy, ignore=shutil.ignore_patterns(".locks", ".trash-*"))
+    return ResultStore(copy)
+
+
+def demo_store() -> ResultStore | None:
+    """The store of the shipped demo runs, or None when there are none."""
+    path = demo_runs_path()
+    return None if path is None else _demo_store(str(path))
+
+
+def _finished(s: ResultStore) -> list[str]:
+    """Ids of the finished runs of ``s``, most recent first."""
+    try:
+        ids = [r for r in s.list() if s.exists(r)]
+    except OSError:
+        return []
+
+    def mtime(run_id: str) -> float:
+        try:
+            return (s.root / run_id / "result.json").stat().st_mtime
+        except OSError:
+            return 0.0
+
+    return sorted(ids, key=mtime, reverse=True)
+
+
+def finished_runs() -> list[str]:
+    """Ids of the finished runs, most recent first: the results folder's, or, until it has
+    one, the shipped demo runs."""
+    own = _finished(store())
+    if own:
+        return own
+    demo = demo_store()
+    return _finished(demo) if demo is not None else []
+
+
+def run_store(run_id: str) -> ResultStore:
+    """The store that holds ``run_id``: the results folder, or the demo runs."""
+    own = store()
+    if not own.exists(run_id):
+        demo = demo_store()
+        if demo is not None and demo.exists(run_id):
+            return demo
+    return own
+
+
+def is_demo(run_id: str) -> bool:
+    """Whether ``run_id`` is shown from the shipped demo runs."""
+    demo = demo_store()
+    return demo is not None and run_store(run_id).root == demo.root
+
+
+# cache_resource: one shared (frozen) Result per run instead of an unpickled copy per call;
+# run pickers format every option through run_label() on each rerun.
+@st.cache_resource(show_spinner=False, max_entries=256)
+def _result(root: str, run_id: str) -> Result:
+    result = load_result(ResultStore(root), run_id)
+    if result is None:  # raising keeps the miss out of the cache
+        raise LookupError(run_id)
+    return result
+
+
+def result(run_id: str | None) -> Result | None:
+    """The finished result of ``run_id`` (cached by folder + run id), None if not finished."""
+    if not run_id:
+        return None
+    try:
+        return _result(str(run_store(run_id).root), run_id)
+    except (LookupError, ValueError):
+        return None
+
+
+@st.cache_resource(show_spinner=False, max_entries=256)
+def health(root: str, run_id: str) -> RunHealth:
+    """:func:`lossbarcode.health.run_health` of a stored run (cached by folder + run id)."""
+    return run_health(_result(root, run_id))
+
+
+def run_health_of(r: Result) -> RunHealth:
+    """:func:`health` of a loaded result, from the store that holds it."""
+    return health(str(run_store(r.run_id).root), r.run_id)
