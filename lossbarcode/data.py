@@ -45,7 +45,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from lossbarcode.choices import DATASETS, TASKS
+from lossbarcode.choices import DATASET, DATASETS, TASKS
 from lossbarcode.datafiles import CIFAR as _CIFAR
 from lossbarcode.datafiles import DEFAULT_ROOT, fingerprint, text_files
 from lossbarcode.datafiles import MNIST_FILES as _MNIST_FILES
@@ -133,7 +133,7 @@ def tensor_digest(dataset: Dataset) -> str:
 
 
 def load(
-    name: str = "digits",
+    name: str = DATASET,
     root: str | Path | None = None,
     download: bool = False,
     n_train: int | None = None,

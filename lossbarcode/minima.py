@@ -31,10 +31,19 @@ import torch
 from torch import Tensor
 
 from lossbarcode._checks import check_int as _check_int
-from lossbarcode.choices import MINIMA_LR, OPTIMIZERS, SCHEDULES
+from lossbarcode.choices import (
+    BATCH_SIZE,
+    MINIMA_LR,
+    MINIMA_STEPS,
+    OPTIMIZER,
+    OPTIMIZERS,
+    POLISH_STEPS,
+    SCHEDULE,
+    SCHEDULES,
+)
 from lossbarcode.landscape import Landscape, derive_seed, network_seeds
 
-DEFAULT_LR = MINIMA_LR
+DEFAULT_LR = MINIMA_LR  # kept for compatibility: the training rates, choices.MINIMA_LR
 Progress = Callable[[int, int, float], Any]
 
 
@@ -182,11 +191,11 @@ def lr_at(step: int, steps: int, lr: float, schedule: str) -> float:
 def find_minima(
     landscape: Landscape,
     k: int,
-    optimizer: str = "sgd",
+    optimizer: str = OPTIMIZER,
     lr: float | None = None,
-    schedule: str = "constant",
-    steps: int = 500,
-    batch_size: int = 64,
+    schedule: str = SCHEDULE,
+    steps: int = MINIMA_STEPS,
+    batch_size: int = BATCH_SIZE,
     seed: int = 0,
     momentum: float = 0.9,
     *,
@@ -195,7 +204,7 @@ def find_minima(
     eps: float = 1e-8,
     record_every: int | None = None,
     progress: Progress | None = None,
-    polish_steps: int = 0,
+    polish_steps: int = POLISH_STEPS,
 ) -> Minima:
     """Train ``k`` networks from ``k`` seeds together; return their final parameters and losses.
 
@@ -228,7 +237,7 @@ def find_minima(
         raise ValueError(f"optimizer must be one of {OPTIMIZERS}, got {optimizer!r}")
     if schedule not in SCHEDULES:
         raise ValueError(f"schedule must be one of {SCHEDULES}, got {schedule!r}")
-    lr = DEFAULT_LR[optimizer] if lr is None else float(lr)
+    lr = MINIMA_LR[optimizer] if lr is None else float(lr)
     if not (lr > 0 and math.isfinite(lr)):
         raise ValueError(f"lr must be a positive finite number, got {lr}")
     if not 0 <= momentum < 1:

@@ -54,32 +54,38 @@ from torch import Tensor
 from lossbarcode._checks import check_int as _check_int
 from lossbarcode._checks import check_positive
 from lossbarcode.choices import (
+    BEZIER_T_SAMPLES,
+    NEB_CYCLES,
+    NEB_INSERT,
+    PAIRING,
     PAIRINGS,
     PATH_ATOL,
+    PATH_BATCH_SIZE,
     PATH_CYCLE_STEPS,
     PATH_EVAL_POINTS,
     PATH_FINAL_STEPS,
     PATH_IMAGES,
     PATH_LR,
     PATH_MAX_STEPS,
+    PATH_METHOD,
     PATH_METHODS,
     PATH_REFINE_POINTS,
     PATH_REFINE_ROUNDS,
     PATH_TOL,
     PATHS_VERSION,
+    SCREEN_POINTS,
 )
 from lossbarcode.landscape import Landscape, derive_seed
 from lossbarcode.minima import BatchedOptimizer, Minima
 
 METHODS = PATH_METHODS
-DEFAULT_LR = PATH_LR
+DEFAULT_LR = PATH_LR  # kept for compatibility: the path step sizes, choices.PATH_LR
 Progress = Callable[[int, int, dict[str, Any]], Any]
 _BLOCK_BYTES = 256 * 2**20  # cap on path points materialised at once before evaluation
-CYCLE_STEPS = PATH_CYCLE_STEPS
+CYCLE_STEPS = PATH_CYCLE_STEPS  # kept for compatibility
 _FINAL_CHECK = 10  # full-batch steps between two convergence checks
 _GROW, _SHRINK, _MAX_GROWTH = 1.5, 0.5, 64.0  # step-size adaptation per cycle (bold driver)
 _PATIENCE = 2  # calm checks in a row that make a path converged
-_REFINE_ROUNDS, _REFINE_POINTS = PATH_REFINE_ROUNDS, PATH_REFINE_POINTS
 _ROLE_STREAM = {"all": 1, "list": 2, "tree": 3, "shortcut": 4}  # one data stream per stage
 
 
@@ -332,8 +338,8 @@ class PlaneSlice:
 def connect(
     landscape: Landscape,
     minima: Minima,
-    pairs: str | Sequence[tuple[int, int]] = "all",
-    method: str = "neb",
+    pairs: str | Sequence[tuple[int, int]] = PAIRING,
+    method: str = PATH_METHOD,
     images: int = PATH_IMAGES,
     steps: int | None = None,
     lr: float | None = None,
@@ -345,16 +351,16 @@ def connect(
     atol: float = PATH_ATOL,
     max_steps: int = PATH_MAX_STEPS,
     final_steps: int = PATH_FINAL_STEPS,
-    cycle_steps: int = CYCLE_STEPS,
+    cycle_steps: int = PATH_CYCLE_STEPS,
     climb: bool = True,
     optimizer: str | None = None,
-    batch_size: int | None = 128,
+    batch_size: int | None = PATH_BATCH_SIZE,
     spring: float = 0.5,
-    cycles: int = 3,
-    insert: int = 2,
-    t_samples: int = 4,
+    cycles: int = NEB_CYCLES,
+    insert: int = NEB_INSERT,
+    t_samples: int = BEZIER_T_SAMPLES,
     max_shortcuts: int | None = None,
-    screen_points: int = 9,
+    screen_points: int = SCREEN_POINTS,
 ) -> Paths:
     """Connect pairs of minima with low-loss paths and measure their barriers.
 
@@ -400,8 +406,8 @@ def connect(
         raise ValueError(f"method must be one of {METHODS}, got {method!r}")
     if optimizer is None:
         optimizer = "adam" if method == "bezier" else "sgd"
-    if optimizer not in DEFAULT_LR:
-        raise ValueError(f"optimizer must be one of {tuple(DEFAULT_LR)}, got {optimizer!r}")
+    if optimizer not in PATH_LR:
+        raise ValueError(f"optimizer must be one of {tuple(PATH_LR)}, got {optimizer!r}")
     if steps is not None:
         steps = _check_int(steps, "steps", 0)
     if batch_size is not None:
@@ -410,7 +416,7 @@ def connect(
         max_shortcuts = _check_int(max_shortcuts, "max_shortcuts", 0)
     if not (isinstance(spring, int | float) and 0 <= spring <= 1):
         raise ValueError(f"spring must be a number in [0, 1], got {spring!r}")
-    lr = DEFAULT_LR[optimizer] if lr is None else lr
+    lr = PATH_LR[optimizer] if lr is None else lr
     check_positive(lr, "lr")
     check_positive(tol, "tol", "0.05: a cycle may lower the barrier by 5% of the segment")
     check_positive(atol, "atol", "1e-4 loss units")
@@ -953,8 +959,9 @@ class _Engine:
                        ) -> tuple[np.ndarray, np.ndarray]:
         """Dense loss along polygonal chains ``(M, n, P)``: ``t (M, L)`` (normalised arc
         length) and ``loss (M, L)``. ``eval_points`` points between neighbouring images, then
-        ``_REFINE_ROUNDS`` rounds of ``_REFINE_POINTS`` more on each side of the highest point,
-        so the reported maximum is the loss at a point of the chain, close to its true top."""
+        ``PATH_REFINE_ROUNDS`` rounds of ``PATH_REFINE_POINTS`` more on each side of the
+        highest point, so the reported maximum is the loss at a point of the chain, close to
+        its true top."""
         m, n, _ = chain.shape
         seg_len = (chain[:, 1:] - chain[:, :-1]).to(torch.float64).norm(dim=-1)  # (M, n-1)
         cum = torch.cat([torch.zeros(m, 1, dtype=torch.float64, device=chain.device),
@@ -1000,14 +1007,14 @@ class _Engine:
         vals = _evaluate_groups(self.land, m, u.shape[1],
                                 lambda g: points(g, u[g]))
         rows = np.arange(m)[:, None]
-        for _ in range(_REFINE_ROUNDS):
+        for _ in range(PATH_REFINE_ROUNDS):
             if u.shape[1] < 2 or m == 0:
                 break
             top = np.argmax(vals, axis=1)
             lo = u[np.arange(m), np.maximum(top - 1, 0)]
             mid = u[np.arange(m), top]
             hi = u[np.arange(m), np.minimum(top + 1, u.shape[1] - 1)]
-            f = np.arange(1, _REFINE_POINTS + 1) / (_REFINE_POINTS + 1)
+            f = np.arange(1, PATH_REFINE_POINTS + 1) / (PATH_REFINE_POINTS + 1)
             new = np.concatenate([lo[:, None] + (mid - lo)[:, None] * f,
                                   mid[:, None] + (hi - mid)[:, None] * f], axis=1)
             new_vals = _evaluate_groups(self.land, m, new.shape[1],
