@@ -113,7 +113,7 @@ class ExperimentConfig:
     Run: ``seed``, ``device`` (auto|cpu|cuda|cuda:N), ``dtype``.
     """
 
-    dataset: str = "digits"
+    dataset: str = choices.DATASET
     n_train: int | None = None
     n_test: int | None = None
     data_root: str | None = None
@@ -122,14 +122,14 @@ class ExperimentConfig:
     depth: int = 2
     heads: int = 4
     k: int = 8
-    optimizer: str = "sgd"
+    optimizer: str = choices.OPTIMIZER
     lr: float | None = None
-    schedule: str = "constant"
-    steps: int = 2000
-    batch_size: int = 64
-    polish_steps: int = 0
-    path_method: str = "neb"
-    pairs: str = "all"
+    schedule: str = choices.SCHEDULE
+    steps: int = choices.MINIMA_STEPS
+    batch_size: int = choices.BATCH_SIZE
+    polish_steps: int = choices.POLISH_STEPS
+    path_method: str = choices.PATH_METHOD
+    pairs: str = choices.PAIRING
     images: int = choices.PATH_IMAGES
     path_steps: int | None = None
     path_max_steps: int = choices.PATH_MAX_STEPS
