@@ -45,6 +45,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from lossbarcode._checks import check_fraction, check_int, check_nonnegative
 from lossbarcode.choices import DATASET, DATASETS, TASKS
 from lossbarcode.datafiles import CIFAR as _CIFAR
 from lossbarcode.datafiles import DEFAULT_ROOT, fingerprint, text_files
@@ -163,8 +164,7 @@ def load(
     for label, n in (("n_train", n_train), ("n_test", n_test)):
         if n is not None and (isinstance(n, bool) or not isinstance(n, int) or n < 1):
             raise ValueError(f"{label} must be a positive integer or None, got {n!r}")
-    if not isinstance(seed, int) or isinstance(seed, bool) or seed < 0:
-        raise ValueError(f"seed must be a non-negative integer, got {seed!r}")
+    seed = check_int(seed, "seed", 0)
     loader, allowed = _LOADERS[name]
     unknown = sorted(set(options) - set(allowed))
     if unknown:
@@ -274,24 +274,6 @@ def _take(x: np.ndarray | torch.Tensor, idx: np.ndarray | None):
     return x if idx is None else x[idx]
 
 
-def _check_fraction(value: float, label: str) -> float:
-    if not 0.0 < float(value) < 1.0:
-        raise ValueError(f"{label} must be strictly between 0 and 1, got {value!r}")
-    return float(value)
-
-
-def _check_positive_int(value: Any, label: str, minimum: int = 1) -> int:
-    if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
-        raise ValueError(f"{label} must be an integer >= {minimum}, got {value!r}")
-    return value
-
-
-def _check_nonnegative(value: float, label: str) -> float:
-    if not float(value) >= 0.0:
-        raise ValueError(f"{label} must be >= 0, got {value!r}")
-    return float(value)
-
-
 def _images(
     name: str,
     train: tuple[np.ndarray, np.ndarray],
@@ -383,7 +365,7 @@ def _load_digits(
 ) -> Dataset:
     from sklearn.datasets import load_digits
 
-    test_fraction = _check_fraction(test_fraction, "test_fraction")
+    test_fraction = check_fraction(test_fraction, "test_fraction")
     bunch = load_digits()
     images = bunch.images.astype(np.uint8)[:, None]  # (1797, 1, 8, 8), values 0..16
     labels = bunch.target.astype(np.int64)
@@ -410,7 +392,7 @@ def _synthetic_sizes(n_train: int | None, n_test: int | None) -> tuple[int, int]
 def _load_spirals(
     name: str, root, download, n_train, n_test, seed, *, noise: float = 0.05, turns: float = 1.5
 ) -> Dataset:
-    noise = _check_nonnegative(noise, "noise")
+    noise = check_nonnegative(noise, "noise")
     if not float(turns) > 0:
         raise ValueError(f"turns must be > 0, got {turns!r}")
 
@@ -431,7 +413,7 @@ def _load_spirals(
 def _load_blobs(
     name: str, root, download, n_train, n_test, seed, *, n_classes: int = 4, std: float = 0.6
 ) -> Dataset:
-    n_classes = _check_positive_int(n_classes, "n_classes", minimum=2)
+    n_classes = check_int(n_classes, "n_classes", 2)
     if not float(std) > 0:
         raise ValueError(f"std must be > 0, got {std!r}")
     angles = 2 * math.pi * np.arange(n_classes) / n_classes
@@ -460,10 +442,10 @@ def _load_teacher(
     hidden: int = 16,
     noise: float = 0.0,
 ) -> Dataset:
-    dim = _check_positive_int(dim, "dim")
-    out_dim = _check_positive_int(out_dim, "out_dim")
-    hidden = _check_positive_int(hidden, "hidden")
-    noise = _check_nonnegative(noise, "noise")
+    dim = check_int(dim, "dim", 1)
+    out_dim = check_int(out_dim, "out_dim", 1)
+    hidden = check_int(hidden, "hidden", 1)
+    noise = check_nonnegative(noise, "noise")
     t = _rng(seed, "teacher")
     w1 = t.standard_normal((dim, hidden)) / math.sqrt(dim)
     b1 = 0.1 * t.standard_normal(hidden)
@@ -483,8 +465,8 @@ def _load_teacher(
 def _load_modadd(
     name: str, root, download, n_train, n_test, seed, *, p: int = 23, train_fraction: float = 0.5
 ) -> Dataset:
-    p = _check_positive_int(p, "p", minimum=2)
-    train_fraction = _check_fraction(train_fraction, "train_fraction")
+    p = check_int(p, "p", 2)
+    train_fraction = check_fraction(train_fraction, "train_fraction")
     a, b = np.divmod(np.arange(p * p), p)
     x = np.stack([a, b, np.full_like(a, p)], axis=1)  # token p is '='
     y = np.full_like(x, IGNORE_INDEX)
@@ -534,9 +516,9 @@ def _load_text(
     ``x`` is the first ``seq_len`` characters and ``y`` the following ones. Defaults: up to 4,096
     train and 1,024 test windows.
     """
-    seq_len = _check_positive_int(seq_len, "seq_len")
-    test_fraction = _check_fraction(test_fraction, "test_fraction")
-    max_chars = _check_positive_int(max_chars, "max_chars")
+    seq_len = check_int(seq_len, "seq_len", 1)
+    test_fraction = check_fraction(test_fraction, "test_fraction")
+    max_chars = check_int(max_chars, "max_chars", 1)
     if root is None:
         raise ValueError(
             "dataset 'text' needs root=<path to a .txt/.jsonl file or a folder of them>"

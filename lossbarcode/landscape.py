@@ -66,6 +66,7 @@ from torch.func import functional_call, vmap
 from torch.nn import functional as F
 
 from lossbarcode import data, models
+from lossbarcode._checks import check_int
 from lossbarcode.wide import WideFCN, wide_fcn_for
 
 LossFn = Callable[[Tensor, Tensor], Tensor]
@@ -404,9 +405,7 @@ class Landscape:
     def init(self, k: int, seed: int = 0) -> Tensor:
         """``(k, P)`` stack of ``k`` independent initialisations; network ``i`` uses seed
         ``network_seeds(seed, k)[i]``."""
-        if int(k) < 1:
-            raise ValueError(f"k must be >= 1, got {k}")
-        return self.init_from_seeds(network_seeds(seed, int(k)))
+        return self.init_from_seeds(network_seeds(seed, check_int(k, "k", 1)))
 
     def init_from_seeds(self, seeds: Sequence[int] | np.ndarray) -> Tensor:
         """``(len(seeds), P)`` initialisations, one per seed. Initialisation runs on the CPU in

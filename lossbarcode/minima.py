@@ -31,6 +31,7 @@ import torch
 from torch import Tensor
 
 from lossbarcode._checks import check_int as _check_int
+from lossbarcode._checks import check_nonnegative, check_positive
 from lossbarcode.choices import (
     BATCH_SIZE,
     MINIMA_LR,
@@ -237,15 +238,12 @@ def find_minima(
         raise ValueError(f"optimizer must be one of {OPTIMIZERS}, got {optimizer!r}")
     if schedule not in SCHEDULES:
         raise ValueError(f"schedule must be one of {SCHEDULES}, got {schedule!r}")
-    lr = MINIMA_LR[optimizer] if lr is None else float(lr)
-    if not (lr > 0 and math.isfinite(lr)):
-        raise ValueError(f"lr must be a positive finite number, got {lr}")
+    lr = MINIMA_LR[optimizer] if lr is None else check_positive(lr, "lr")
     if not 0 <= momentum < 1:
         raise ValueError(f"momentum must be in [0, 1), got {momentum}")
     if not (0 <= betas[0] < 1 and 0 <= betas[1] < 1):
         raise ValueError(f"betas must lie in [0, 1), got {betas}")
-    if weight_decay < 0:
-        raise ValueError(f"weight_decay must be >= 0, got {weight_decay}")
+    weight_decay = check_nonnegative(weight_decay, "weight_decay")
     seed = _check_int(seed, "seed", 0)
     polish_steps = _check_int(polish_steps, "polish_steps", 0)
     record_every = max(1, steps // 100) if record_every is None else _check_int(
