@@ -43,7 +43,6 @@ from typing import Any
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 
 from lossbarcode._checks import check_fraction, check_int, check_nonnegative
 from lossbarcode.choices import DATASET, DATASETS, TASKS
@@ -54,6 +53,7 @@ from lossbarcode.datafiles import MNIST_FOLDERS as _MNIST_FOLDERS
 from lossbarcode.datafiles import SVHN_FILES as _SVHN_FILES
 from lossbarcode.datafiles import TEXT_SUFFIXES as _TEXT_SUFFIXES
 from lossbarcode.datafiles import data_root as _root
+from lossbarcode.losses import IGNORE_INDEX, task_error, task_loss  # kept for compatibility
 
 __all__ = [
     "DATASETS",
@@ -67,8 +67,6 @@ __all__ = [
     "tensor_digest",
     "task_loss",
 ]
-
-IGNORE_INDEX = -100
 
 _SYNTHETIC_DEFAULT_N = 512
 
@@ -179,72 +177,6 @@ def load(
         seed=seed,
         **options,
     )
-
-
-# ----------------------------------------------------------------------------- losses / errors
-
-
-def task_loss(task: str) -> Callable[[torch.Tensor, torch.Tensor], torch.Tensor]:
-    """The mean training loss for ``task`` as ``loss(outputs, targets) -> scalar``.
-
-    classification: cross-entropy of ``(N, C)`` logits against ``(N,)`` labels; regression:
-    mean squared error of ``(N, d)`` against ``(N, d)``; sequence: cross-entropy of ``(N, T, V)``
-    logits against ``(N, T)`` tokens, positions equal to -100 ignored. Safe under ``vmap``.
-    """
-    _check_task(task)
-    return _LOSSES[task]
-
-
-def task_error(task: str) -> Callable[[torch.Tensor, torch.Tensor], torch.Tensor] | None:
-    """The error rate for ``task`` as ``error(outputs, targets) -> scalar`` in [0, 1].
-
-    classification: fraction of rows whose argmax differs from the label; sequence: the same
-    over non-ignored tokens; regression: ``None`` (there is no error rate).
-    """
-    _check_task(task)
-    return _ERRORS[task]
-
-
-def _check_task(task: str) -> None:
-    if task not in TASKS:
-        raise ValueError(f"unknown task {task!r}; expected one of {', '.join(TASKS)}")
-
-
-def _classification_loss(outputs: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
-    return F.cross_entropy(outputs, targets)
-
-
-def _regression_loss(outputs: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
-    return F.mse_loss(outputs, targets)
-
-
-def _sequence_loss(outputs: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
-    return F.cross_entropy(
-        outputs.reshape(-1, outputs.shape[-1]), targets.reshape(-1), ignore_index=IGNORE_INDEX
-    )
-
-
-def _classification_error(outputs: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
-    return (outputs.argmax(dim=-1) != targets).float().mean()
-
-
-def _sequence_error(outputs: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
-    mask = targets != IGNORE_INDEX
-    wrong = (outputs.argmax(dim=-1) != targets) & mask
-    # clamp: a batch with no scored token has error 0 rather than 0/0
-    return wrong.sum().float() / mask.sum().clamp(min=1).float()
-
-
-_LOSSES = {
-    "classification": _classification_loss,
-    "regression": _regression_loss,
-    "sequence": _sequence_loss,
-}
-_ERRORS = {
-    "classification": _classification_error,
-    "regression": None,
-    "sequence": _sequence_error,
-}
 
 
 # ------------------------------------------------------------------------------------- helpers

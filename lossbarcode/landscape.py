@@ -35,8 +35,8 @@ Requirements on the user's pieces:
   initialisation of any other model exactly.
 
 Speed: the built-in tasks' losses are computed for all B networks in one call
-(:func:`batched_task_loss`), and the built-in fully connected family runs as one "wide net"
-with a hand-derived gradient for the built-in classification and regression losses
+(:func:`lossbarcode.losses.batched_task_loss`), and the built-in fully connected family runs as
+one "wide net" with a hand-derived gradient for the built-in classification and regression losses
 (:mod:`lossbarcode.wide`, checked against vmap + autograd at construction); everything else
 goes through vmap and autograd. A landscape is not thread-safe (``functional_call``
 temporarily swaps the template's parameters): use one per thread.
@@ -63,14 +63,19 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 from torch.func import functional_call, vmap
-from torch.nn import functional as F
 
-from lossbarcode import data, models
+from lossbarcode import models
 from lossbarcode._checks import check_int
+from lossbarcode.losses import (  # batched_task_loss, LossFn: also kept here for compatibility
+    BatchedLossFn,
+    LossFn,
+    batched_loss_task,
+    batched_task_loss,
+    task_error,
+    task_loss,
+)
 from lossbarcode.wide import WideFCN, wide_fcn_for
 
-LossFn = Callable[[Tensor, Tensor], Tensor]
-BatchedLossFn = Callable[[Tensor, Tensor], Tensor]  # (B, n, ...) outputs, targets -> (B,)
 MEMORY_FRACTION = 0.5  # share of free memory a landscape may plan for by default
 _GRAD_FACTOR = 3.0  # activations kept for backward + their gradients + temporaries
 _FORWARD_FACTOR = 1.0  # forward only: at most the activations themselves live at once
@@ -187,7 +192,7 @@ class Landscape:
         """Landscape of ``model`` on a ``lossbarcode.data.Dataset`` (or anything with
         ``x_train, y_train, x_test, y_test`` tensors and a ``task`` name).
 
-        ``loss_fn``/``error_fn`` default to ``data.task_loss(task)`` / ``data.task_error(task)``.
+        ``loss_fn``/``error_fn`` default to ``losses.task_loss(task)`` / ``task_error(task)``.
         ``eval_subset``: evaluate ``batch=None`` losses on a fixed, seeded subset of this many
         training examples instead of the whole training set. ``memory_limit`` in bytes.
         """
@@ -204,9 +209,9 @@ class Landscape:
                 raise ValueError("dataset has no 'task'; pass loss_fn=... explicitly")
             if task is not None:
                 if loss_fn is None:
-                    loss_fn = data.task_loss(task)
+                    loss_fn = task_loss(task)
                 if error_fn is None:
-                    error_fn = data.task_error(task)
+                    error_fn = task_error(task)
         return cls.from_tensors(
             model,
             dataset.x_train,
@@ -667,8 +672,7 @@ class Landscape:
         """The wide net for this model if one exists and reproduces the vmap + autograd path
         on a probe (shared and per-network inputs): ``None`` if its forward differs (vmap is
         used), and without its gradient (``task=None``; autograd is used) if only that differs."""
-        task = next((t for t, f in _BATCHED_LOSSES.items() if f is self.batched_loss_fn), None)
-        wide = wide_fcn_for(self.module, task)
+        wide = wide_fcn_for(self.module, batched_loss_task(self.batched_loss_fn))
         if wide is None or self.fixed:
             return None
         base = torch.cat([p.reshape(-1) for p in self._template_params()])
@@ -701,46 +705,6 @@ class Landscape:
     def _template_params(self) -> Iterator[Tensor]:
         named = dict(self.module.named_parameters())
         return (named[n] for n in self.names)
-
-
-def batched_task_loss(task: str) -> BatchedLossFn | None:
-    """``(outputs (B, n, ...), targets (B, n, ...)) -> (B,)``: the loss of
-    ``lossbarcode.data.task_loss(task)`` for B networks at once (one flat loss call instead of
-    B vmapped ones); ``None`` for an unknown task."""
-    return _BATCHED_LOSSES.get(task)
-
-
-def _neg_log_likelihood(out: Tensor, target: Tensor) -> Tensor:
-    """``-log softmax(out)[target]`` per row of ``out.reshape(-1, C)``, shape ``(N,)``.
-
-    The softmax runs over dim 0 of the transposed ``(C, N)`` view: with few classes the CPU
-    kernel is then vectorised over the N rows, 3-4x faster than ``F.cross_entropy`` (whose
-    kernel vectorises over the C classes)."""
-    logp = F.log_softmax(out.reshape(-1, out.shape[-1]).t(), dim=0)
-    return -logp.gather(0, target.reshape(1, -1))[0]
-
-
-def _batched_classification(out: Tensor, y: Tensor) -> Tensor:
-    return _neg_log_likelihood(out, y).view(out.shape[0], -1).mean(1)
-
-
-def _batched_regression(out: Tensor, y: Tensor) -> Tensor:
-    return (out - y).square().reshape(out.shape[0], -1).mean(1)
-
-
-def _batched_sequence(out: Tensor, y: Tensor) -> Tensor:
-    b = out.shape[0]
-    scored = y != data.IGNORE_INDEX
-    nll = _neg_log_likelihood(out, y.clamp_min(0)) * scored.reshape(-1)
-    # Mean over scored tokens per network, as cross_entropy(ignore_index=...) does.
-    return nll.view(b, -1).sum(1) / scored.reshape(b, -1).sum(1)
-
-
-_BATCHED_LOSSES: dict[str, BatchedLossFn] = {
-    "classification": _batched_classification,
-    "regression": _batched_regression,
-    "sequence": _batched_sequence,
-}
 
 
 def _ranges(n: int, step: int) -> Iterator[tuple[int, int]]:

@@ -10,7 +10,7 @@ import torch
 from torch import nn
 
 from lossbarcode import data, models
-from lossbarcode.landscape import Landscape, batched_task_loss, network_seeds
+from lossbarcode.landscape import Landscape, network_seeds
 
 
 @pytest.fixture(scope="module")
@@ -92,25 +92,6 @@ def test_user_module_loss_and_data(reference):
         torch.testing.assert_close(grads[b], ref_g)
     test_loss, test_err = land.test_metrics(thetas)
     assert test_loss.shape == (2,) and test_err is None
-
-
-def test_batched_task_losses_match_data_losses():
-    g = torch.Generator().manual_seed(0)
-    out = torch.randn(3, 7, 5, generator=g)
-    y = torch.randint(0, 5, (3, 7), generator=g)
-    ce = batched_task_loss("classification")(out, y)
-    ref = torch.stack([data.task_loss("classification")(out[b], y[b]) for b in range(3)])
-    torch.testing.assert_close(ce, ref)
-    seq_out = torch.randn(2, 4, 3, 6, generator=g)
-    seq_y = torch.randint(0, 6, (2, 4, 3), generator=g)
-    seq_y[:, :, :2] = data.IGNORE_INDEX
-    seq = batched_task_loss("sequence")(seq_out, seq_y)
-    ref = torch.stack([data.task_loss("sequence")(seq_out[b], seq_y[b]) for b in range(2)])
-    torch.testing.assert_close(seq, ref)
-    reg_out, reg_y = torch.randn(2, 5, 3, generator=g), torch.randn(2, 5, 3, generator=g)
-    reg = batched_task_loss("regression")(reg_out, reg_y)
-    ref = torch.stack([data.task_loss("regression")(reg_out[b], reg_y[b]) for b in range(2)])
-    torch.testing.assert_close(reg, ref)
 
 
 def test_init_is_seeded_and_independent_of_k(digits):
