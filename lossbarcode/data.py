@@ -54,6 +54,7 @@ from lossbarcode.datafiles import SVHN_FILES as _SVHN_FILES
 from lossbarcode.datafiles import TEXT_SUFFIXES as _TEXT_SUFFIXES
 from lossbarcode.datafiles import data_root as _root
 from lossbarcode.losses import IGNORE_INDEX, task_error, task_loss  # kept for compatibility
+from lossbarcode.seeds import stream_rng as _rng
 
 __all__ = [
     "DATASETS",
@@ -180,12 +181,6 @@ def load(
 
 
 # ------------------------------------------------------------------------------------- helpers
-
-
-def _rng(seed: int, stream: str) -> np.random.Generator:
-    """An independent numpy generator per (seed, purpose), so streams never interact."""
-    key = [int(b) for b in stream.encode()]
-    return np.random.default_rng(np.random.SeedSequence([seed, *key]))
 
 
 def _subset_indices(

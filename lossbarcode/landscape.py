@@ -54,7 +54,6 @@ from __future__ import annotations
 
 import copy
 import math
-import os
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field, replace
 from typing import Any
@@ -66,6 +65,11 @@ from torch.func import functional_call, vmap
 
 from lossbarcode import models
 from lossbarcode._checks import check_int
+from lossbarcode.devices import (  # available_memory, default_device: also kept for compatibility
+    available_memory,
+    default_device,
+    mib,
+)
 from lossbarcode.losses import (  # batched_task_loss, LossFn: also kept here for compatibility
     BatchedLossFn,
     LossFn,
@@ -74,6 +78,8 @@ from lossbarcode.losses import (  # batched_task_loss, LossFn: also kept here fo
     task_error,
     task_loss,
 )
+from lossbarcode.seeds import derive_seed as derive_seed  # kept for compatibility
+from lossbarcode.seeds import network_seeds
 from lossbarcode.wide import WideFCN, wide_fcn_for
 
 MEMORY_FRACTION = 0.5  # share of free memory a landscape may plan for by default
@@ -82,47 +88,6 @@ _FORWARD_FACTOR = 1.0  # forward only: at most the activations themselves live a
 _PARAM_COPIES_GRAD = 6  # theta chunk, per-parameter grads, flat grad, optimizer-side copies
 _PARAM_COPIES_FORWARD = 2
 CPU_CHUNK_BYTES = 16 * 2**20  # activations per chunk on the CPU (cache-sized, see _plan)
-
-
-def default_device(device: str | torch.device | None = None) -> torch.device:
-    """``device`` if given, else CUDA when available, else CPU."""
-    if device is not None:
-        return torch.device(device)
-    return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-
-
-def network_seeds(seed: int, k: int) -> np.ndarray:
-    """``k`` independent 31-bit seeds derived from ``seed``; entry ``i`` depends only on
-    ``(seed, i)``, so network ``i`` is the same network whatever ``k`` is. Shape ``(k,)``."""
-    return np.array([derive_seed(seed, i) >> 1 for i in range(k)], dtype=np.int64)
-
-
-def derive_seed(*keys: int) -> int:
-    """A 32-bit seed that depends only on the integers ``keys`` (numpy's ``SeedSequence``):
-    independent random streams for each (run seed, network, stage, ...)."""
-    return int(np.random.SeedSequence([int(k) for k in keys]).generate_state(1)[0])
-
-
-def available_memory(device: torch.device) -> int:
-    """Free bytes on ``device``: free CUDA memory, or ``MemAvailable`` RAM on the host."""
-    if device.type == "cuda":
-        free, _total = torch.cuda.mem_get_info(device)
-        return int(free)
-    try:
-        with open("/proc/meminfo") as fh:
-            for line in fh:
-                if line.startswith("MemAvailable:"):
-                    return int(line.split()[1]) * 1024
-    except OSError:
-        pass
-    try:
-        return int(os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE"))
-    except (ValueError, OSError, AttributeError):
-        return 4 * 2**30
-
-
-def _mib(n_bytes: float) -> str:
-    return f"{n_bytes / 2**20:,.1f} MiB"
 
 
 @dataclass(frozen=True, eq=False, repr=False)
@@ -328,17 +293,17 @@ class Landscape:
         if param_cost > land.memory_limit:
             raise ValueError(
                 f"one parameter vector ({land.n_params:,} parameters) needs about "
-                f"{_mib(param_cost)} to evaluate with gradients, over memory_limit "
-                f"{_mib(land.memory_limit)}; use a smaller model or raise memory_limit"
+                f"{mib(param_cost)} to evaluate with gradients, over memory_limit "
+                f"{mib(land.memory_limit)}; use a smaller model or raise memory_limit"
             )
         object.__setattr__(land, "act_bytes", land._probe_activation_bytes())
         object.__setattr__(land, "wide", land._checked_wide())
         one = land._cost(1, 1, grad=True)
         if one > land.memory_limit:
             raise ValueError(
-                f"one network on one example needs about {_mib(one)} (activations "
-                f"{_mib(land.act_bytes)} per example), over memory_limit "
-                f"{_mib(land.memory_limit)}; use a smaller model or input, or raise memory_limit"
+                f"one network on one example needs about {mib(one)} (activations "
+                f"{mib(land.act_bytes)} per example), over memory_limit "
+                f"{mib(land.memory_limit)}; use a smaller model or input, or raise memory_limit"
             )
         return land
 
@@ -360,7 +325,7 @@ class Landscape:
     def __repr__(self) -> str:
         return (
             f"Landscape(P={self.n_params:,}, n_train={self.n_train}, n_eval={self.n_eval}, "
-            f"device={self.device}, dtype={self.dtype}, memory_limit={_mib(self.memory_limit)})"
+            f"device={self.device}, dtype={self.dtype}, memory_limit={mib(self.memory_limit)})"
         )
 
     # ------------------------------------------------------------------ conversions
@@ -629,8 +594,8 @@ class Landscape:
         n_chunk = int((self.memory_limit - param_part) // per_ex)
         if n_chunk < 1:
             raise ValueError(
-                f"one network on one example needs about {_mib(param_part + per_ex)}, over "
-                f"memory_limit {_mib(self.memory_limit)}; raise memory_limit or shrink the model"
+                f"one network on one example needs about {mib(param_part + per_ex)}, over "
+                f"memory_limit {mib(self.memory_limit)}; raise memory_limit or shrink the model"
             )
         return 1, min(n, n_chunk)
 

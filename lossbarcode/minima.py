@@ -6,7 +6,7 @@ SGD-with-momentum or Adam run as batched tensor updates with per-network optimiz
 same update rules as ``torch.optim.SGD`` / ``torch.optim.Adam``).
 
 Each network draws its own minibatches: network ``i`` has seed ``seeds[i]``
-(``landscape.network_seeds(seed, K)[i]``) for both its initialisation and its private
+(``seeds.network_seeds(seed, K)[i]``) for both its initialisation and its private
 shuffling of the training set (a fresh permutation per epoch, the last incomplete batch
 dropped). Network ``i`` therefore follows the same trajectory whatever K is.
 
@@ -42,7 +42,8 @@ from lossbarcode.choices import (
     SCHEDULE,
     SCHEDULES,
 )
-from lossbarcode.landscape import Landscape, derive_seed, network_seeds
+from lossbarcode.landscape import Landscape
+from lossbarcode.seeds import derive_seed, network_seeds
 
 DEFAULT_LR = MINIMA_LR  # kept for compatibility: the training rates, choices.MINIMA_LR
 Progress = Callable[[int, int, float], Any]

@@ -75,8 +75,9 @@ from lossbarcode.choices import (
     PATHS_VERSION,
     SCREEN_POINTS,
 )
-from lossbarcode.landscape import Landscape, derive_seed
+from lossbarcode.landscape import Landscape
 from lossbarcode.minima import BatchedOptimizer, Minima
+from lossbarcode.seeds import derive_seed
 
 METHODS = PATH_METHODS
 DEFAULT_LR = PATH_LR  # kept for compatibility: the path step sizes, choices.PATH_LR

@@ -10,7 +10,8 @@ import torch
 from torch import nn
 
 from lossbarcode import data, models
-from lossbarcode.landscape import Landscape, network_seeds
+from lossbarcode.landscape import Landscape
+from lossbarcode.seeds import network_seeds
 
 
 @pytest.fixture(scope="module")
@@ -202,3 +203,18 @@ def test_device_and_dtype(digits):
     out = land.loss(land.init(2, seed=0).numpy())  # numpy input is accepted too
     assert out.dtype == torch.float64 and out.device.type == "cpu"
     assert np.all(np.isfinite(out.numpy()))
+
+
+def test_moved_helpers_are_reexported_unchanged():
+    from lossbarcode import devices, landscape, seeds
+
+    # Kept for compatibility: the old names are the new homes' objects, not copies.
+    assert landscape.derive_seed is seeds.derive_seed
+    assert landscape.network_seeds is seeds.network_seeds
+    assert landscape.default_device is devices.default_device
+    assert landscape.available_memory is devices.available_memory
+    # Seeds are the stored runs' seeds: fixed values, whatever module computes them.
+    assert seeds.derive_seed(0, 1) == int(np.random.SeedSequence([0, 1]).generate_state(1)[0])
+    np.testing.assert_array_equal(seeds.network_seeds(3, 2),
+                                  [seeds.derive_seed(3, 0) >> 1, seeds.derive_seed(3, 1) >> 1])
+    assert devices.mib(3 * 2**20) == "3.0 MiB"
