@@ -296,8 +296,10 @@ class Landscape:
                 f"{mib(param_cost)} to evaluate with gradients, over memory_limit "
                 f"{mib(land.memory_limit)}; use a smaller model or raise memory_limit"
             )
-        object.__setattr__(land, "act_bytes", land._probe_activation_bytes())
-        object.__setattr__(land, "wide", land._checked_wide())
+        # Built in stages, each a new frozen landscape: the probe measures a landscape without
+        # act_bytes, and the wide-net check evaluates one that has them.
+        land = replace(land, act_bytes=land._probe_activation_bytes())
+        land = replace(land, wide=land._checked_wide())
         one = land._cost(1, 1, grad=True)
         if one > land.memory_limit:
             raise ValueError(

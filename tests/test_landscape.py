@@ -218,3 +218,12 @@ def test_moved_helpers_are_reexported_unchanged():
     np.testing.assert_array_equal(seeds.network_seeds(3, 2),
                                   [seeds.derive_seed(3, 0) >> 1, seeds.derive_seed(3, 1) >> 1])
     assert devices.mib(3 * 2**20) == "3.0 MiB"
+
+
+def test_landscape_is_frozen_and_complete_after_construction(digits):
+    model = models.build("fcn", 8, 1, digits.input_shape, digits.n_outputs, seed=0)
+    land = Landscape.from_dataset(model, digits, device="cpu")
+    # Construction measures the activations and picks the wide net without mutating.
+    assert land.act_bytes > 0 and land.wide is not None
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        land.act_bytes = 1.0  # type: ignore[misc]
