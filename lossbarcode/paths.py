@@ -1,4 +1,4 @@
-"""Low-loss paths between minima, their loss profiles and barriers, and plane slices.
+"""Low-loss paths between minima, their loss profiles and barriers.
 
 :func:`connect` joins pairs of minima with a chain of parameter vectors ("images", endpoints
 included) and measures each path's *barrier*: the highest training loss along it.
@@ -53,6 +53,7 @@ from torch import Tensor
 
 from lossbarcode._checks import check_int as _check_int
 from lossbarcode._checks import check_positive
+from lossbarcode.blocks import items_per_block
 from lossbarcode.choices import (
     BEZIER_T_SAMPLES,
     NEB_CYCLES,
@@ -77,12 +78,13 @@ from lossbarcode.choices import (
 )
 from lossbarcode.landscape import Landscape
 from lossbarcode.minima import BatchedOptimizer, Minima
+from lossbarcode.planes import PlaneSlice as PlaneSlice  # kept for compatibility
+from lossbarcode.planes import plane_slice as plane_slice  # kept for compatibility
 from lossbarcode.seeds import derive_seed
 
 METHODS = PATH_METHODS
 DEFAULT_LR = PATH_LR  # kept for compatibility: the path step sizes, choices.PATH_LR
 Progress = Callable[[int, int, dict[str, Any]], Any]
-_BLOCK_BYTES = 256 * 2**20  # cap on path points materialised at once before evaluation
 CYCLE_STEPS = PATH_CYCLE_STEPS  # kept for compatibility
 _FINAL_CHECK = 10  # full-batch steps between two convergence checks
 _GROW, _SHRINK, _MAX_GROWTH = 1.5, 0.5, 64.0  # step-size adaptation per cycle (bold driver)
@@ -302,37 +304,6 @@ def _check_arrays(a: Any, io: np.ndarray, po: np.ndarray, img: np.ndarray, pt: n
             raise ValueError(f"{name} must have shape ({m},), got {np.asarray(a[name]).shape}")
 
 
-@dataclass(frozen=True, eq=False)
-class PlaneSlice:
-    """Training loss on the plane through three parameter vectors ``a, b, c``.
-
-    Plane coordinates ``(x, y)`` map to ``origin + x * basis[0] + y * basis[1]``; ``a`` is at
-    ``(0, 0)``, ``b`` on the positive x axis.
-
-    Attributes:
-        xs: ``(R,)`` grid x coordinates; ys: ``(R,)`` grid y coordinates.
-        loss: ``(R, R)`` with ``loss[iy, ix]`` the loss at ``(xs[ix], ys[iy])`` (rows = y,
-            the layout of image/heatmap plots).
-        positions: ``(3, 2)`` plane coordinates of ``a, b, c``.
-        point_loss: ``(3,)`` loss exactly at ``a, b, c`` (evaluated with the grid).
-        origin: ``(P,)`` CPU tensor (= ``a``); basis: ``(2, P)`` orthonormal CPU tensor.
-    """
-
-    xs: np.ndarray
-    ys: np.ndarray
-    loss: np.ndarray
-    positions: np.ndarray
-    point_loss: np.ndarray
-    origin: Tensor
-    basis: Tensor
-
-    def to_params(self, x: Any, y: Any) -> Tensor:
-        """Parameter vectors at plane coordinates ``x, y`` (same shape ``S``) -> ``(*S, P)``."""
-        xt = torch.as_tensor(np.asarray(x, dtype=np.float64), dtype=self.origin.dtype)
-        yt = torch.as_tensor(np.asarray(y, dtype=np.float64), dtype=self.origin.dtype)
-        return self.origin + xt[..., None] * self.basis[0] + yt[..., None] * self.basis[1]
-
-
 # ------------------------------------------------------------------------------ public API
 
 
@@ -495,56 +466,6 @@ def barrier_matrix(paths: Paths, k: int | None = None) -> np.ndarray:
     own[: paths.k] = np.where(np.isfinite(paths.minima_loss), paths.minima_loss, np.inf)
     np.fill_diagonal(out, own)
     return out
-
-
-def plane_slice(
-    landscape: Landscape,
-    a: Tensor,
-    b: Tensor,
-    c: Tensor,
-    resolution: int = 25,
-    margin: float = 0.25,
-) -> PlaneSlice:
-    """Training loss on a ``resolution x resolution`` grid in the plane through ``a, b, c``
-    (each ``(P,)``), covering the three points plus ``margin`` times the larger side of their
-    bounding box on every side. One batched (chunked) evaluation on the evaluation set."""
-    resolution = _check_int(resolution, "resolution", 2)
-    if not (margin >= 0 and math.isfinite(margin)):
-        raise ValueError(f"margin must be a finite number >= 0, got {margin}")
-    pts = landscape.as_thetas(torch.stack([torch.as_tensor(v).reshape(-1) for v in (a, b, c)]))
-    pts = pts.to(torch.float64)
-    u = pts[1] - pts[0]
-    nu = float(u.norm())
-    if nu == 0:
-        raise ValueError("a and b coincide; the three points must span a plane")
-    u = u / nu
-    w = pts[2] - pts[0]
-    v = w - (w @ u) * u
-    nv = float(v.norm())
-    # Relative to the working precision: thinner triangles are collinear up to round-off.
-    if nv <= 1e3 * torch.finfo(landscape.dtype).eps * max(nu, float(w.norm())):
-        raise ValueError("a, b and c are (nearly) collinear; they must span a plane")
-    v = v / nv
-    pos = np.array([[0.0, 0.0], [nu, 0.0], [float(w @ u), nv]])
-    lo, hi = pos.min(axis=0), pos.max(axis=0)
-    pad = margin * float((hi - lo).max())
-    xs = np.linspace(lo[0] - pad, hi[0] + pad, resolution)
-    ys = np.linspace(lo[1] - pad, hi[1] + pad, resolution)
-    gy, gx = np.meshgrid(ys, xs, indexing="ij")  # rows = y
-    coords = np.concatenate([np.stack([gx.ravel(), gy.ravel()], 1), pos])
-    coords_t = torch.as_tensor(coords, device=landscape.device, dtype=torch.float64)
-    origin, basis = pts[0], torch.stack([u, v])
-
-    def make(s0: int, s1: int) -> Tensor:
-        return (origin + coords_t[s0:s1] @ basis).to(landscape.dtype)
-
-    vals = _evaluate_points(landscape, coords.shape[0], make)
-    n = resolution * resolution
-    return PlaneSlice(
-        xs=xs, ys=ys, loss=vals[:n].reshape(resolution, resolution), positions=pos,
-        point_loss=vals[n:], origin=origin.to(landscape.dtype).cpu(),
-        basis=basis.to(landscape.dtype).cpu(),
-    )
 
 
 # ------------------------------------------------------------------------------ engine
@@ -943,7 +864,7 @@ class _Engine:
         if n <= 2:
             out[rows] = 0.0
             return out
-        group = _items_per_block(self.land, n)
+        group = items_per_block(self.land, n)
         for s0 in range(0, len(rows), group):
             idx = rows[s0 : s0 + group]
             sub = chain[torch.as_tensor(idx, device=chain.device)]
@@ -1081,7 +1002,7 @@ def _evaluate_groups(land: Landscape, m: int, length: int,
                      make: Callable[[np.ndarray], Tensor]) -> np.ndarray:
     """Loss ``(m, length)`` of points made per group of items by ``make(indices)`` ->
     ``(g, length, P)``; groups are sized so the points stay under a memory cap."""
-    group = _items_per_block(land, length)
+    group = items_per_block(land, length)
     out = np.empty((m, length))
     for s in range(0, m, group):
         g = np.arange(s, min(m, s + group))
@@ -1090,21 +1011,6 @@ def _evaluate_groups(land: Landscape, m: int, length: int,
             ).reshape(len(g), length)
     # A NaN loss on a path means the path is unusable: count it as an infinite barrier.
     return np.where(np.isnan(out), np.inf, out)
-
-
-def _evaluate_points(land: Landscape, n: int, make: Callable[[int, int], Tensor]) -> np.ndarray:
-    """Loss ``(n,)`` of points made in blocks by ``make(start, stop) -> (stop-start, P)``."""
-    block = _items_per_block(land, 1)
-    parts = [land.loss(make(s, min(n, s + block))).to("cpu", torch.float64).numpy()
-             for s in range(0, n, block)]
-    return np.concatenate(parts)
-
-
-def _items_per_block(land: Landscape, points_per_item: int) -> int:
-    """How many items of ``points_per_item`` parameter vectors to materialise at once."""
-    point_bytes = land.n_params * (torch.finfo(land.dtype).bits // 8)
-    cap = min(_BLOCK_BYTES, max(1, land.memory_limit // 4))
-    return max(1, int(cap // max(points_per_item * point_bytes, 1)))
 
 
 def _check_pairs(pairs: Any, minima: Minima) -> np.ndarray:

@@ -8,11 +8,11 @@ import numpy as np
 import pytest
 import torch
 
-from lossbarcode import data, models
-from lossbarcode import paths as paths_mod
+from lossbarcode import choices, data, models
 from lossbarcode.landscape import Landscape
 from lossbarcode.minima import Minima, find_minima
-from lossbarcode.paths import Paths, barrier_matrix, connect, plane_slice
+from lossbarcode.paths import Paths, barrier_matrix, connect
+from lossbarcode.planes import plane_slice
 
 FAST = {"images": 4, "steps": 60, "batch_size": 64, "eval_points": 2}
 
@@ -55,7 +55,7 @@ def test_linear_paths(land, mins, linear):
         torch.testing.assert_close(chain[-1], mins.thetas[j])
         np.testing.assert_allclose(loss[[0, -1]], mins.train_loss[[i, j]], rtol=1e-5)
     assert len(linear.profile_t[0]) == (FAST["images"] + 1) * (FAST["eval_points"] + 1) + 1 + (
-        paths_mod._REFINE_ROUNDS * 2 * paths_mod._REFINE_POINTS)
+        choices.PATH_REFINE_ROUNDS * 2 * choices.PATH_REFINE_POINTS)
     # Straight segments between trained minima cross a real barrier on digits.
     assert np.all(linear.barriers > np.maximum(mins.train_loss[linear.pairs[:, 0]],
                                                mins.train_loss[linear.pairs[:, 1]]) + 0.05)
