@@ -89,7 +89,11 @@ CYCLE_STEPS = PATH_CYCLE_STEPS  # kept for compatibility
 _FINAL_CHECK = 10  # full-batch steps between two convergence checks
 _GROW, _SHRINK, _MAX_GROWTH = 1.5, 0.5, 64.0  # step-size adaptation per cycle (bold driver)
 _PATIENCE = 2  # calm checks in a row that make a path converged
-_ROLE_STREAM = {"all": 1, "list": 2, "tree": 3, "shortcut": 4}  # one data stream per stage
+# Each stage's random streams (its minibatches, Bezier's t) are seeded by (seed, the stage's
+# fixed key), never by how many stages ran before, so a stage draws the same numbers whatever
+# the order of the stages. The keys are part of every stored run's numbers: never change them.
+_STAGE_KEY = {"all": 1, "list": 2, "tree": 3, "shortcut": 4}
+_BEZIER_T_KEY = 7  # second key of Bezier's random-t stream (the first is the stage's)
 
 
 @dataclass(frozen=True, eq=False)
@@ -415,7 +419,8 @@ def connect(
 
     thetas = landscape.as_thetas(minima.thetas)
     losses = np.asarray(minima.train_loss, dtype=np.float64).copy()
-    run = _Engine(landscape, thetas, losses, settings, progress)
+    run = _Engine(land=landscape, thetas=thetas, minima_loss=losses, settings=settings,
+                  progress=progress)
 
     if isinstance(pairs, str):
         all_pairs = np.array([(i, j) for a, i in enumerate(valid) for j in valid[a + 1 :]],
@@ -560,7 +565,7 @@ class _Track:
 class _Engine:
     """One call of :func:`connect`: shared settings, data sampling and evaluation."""
 
-    def __init__(self, land: Landscape, thetas: Tensor, minima_loss: np.ndarray,
+    def __init__(self, *, land: Landscape, thetas: Tensor, minima_loss: np.ndarray,
                  settings: _Settings, progress: Progress | None):
         self.land, self.thetas, self.minima_loss = land, thetas, minima_loss
         self.s, self.progress = settings, progress
@@ -573,7 +578,7 @@ class _Engine:
         n = x_all.shape[0]
         if self.s.batch_size is None or self.s.batch_size >= n:
             return lambda: (x_all, y_all)
-        gen = torch.Generator().manual_seed(derive_seed(self.s.seed, _ROLE_STREAM[role]))
+        gen = torch.Generator().manual_seed(_stage_seed(self.s.seed, role))
         bs = self.s.batch_size
         state = {"perm": torch.empty(0, dtype=torch.long), "pos": n}  # shuffle first
 
@@ -801,7 +806,7 @@ class _Engine:
         s = self.s
         m, p = a.shape
         draw = self._batches(role)
-        gen = torch.Generator().manual_seed(derive_seed(s.seed, _ROLE_STREAM[role], 7))
+        gen = torch.Generator().manual_seed(_stage_seed(s.seed, role, _BEZIER_T_KEY))
         bend = 0.5 * (a + c)
 
         def barrier(rows: np.ndarray, b: Tensor) -> np.ndarray:
@@ -949,6 +954,12 @@ class _Engine:
 
 
 # ------------------------------------------------------------------------------ helpers
+
+
+def _stage_seed(seed: int, role: str, *keys: int) -> int:
+    """The seed of stage ``role``'s random stream (``keys`` name a second stream of it):
+    fixed by ``seed`` and the stage's key, whatever ran before (see ``_STAGE_KEY``)."""
+    return derive_seed(seed, _STAGE_KEY[role], *keys)
 
 
 def _neb_force(chain: Tensor, grad: Tensor, climb_loss: Tensor | None
