@@ -20,6 +20,7 @@ PAIRINGS = ("all", "mst")
 
 # Defaults shared by ExperimentConfig and the public functions that take the same setting.
 DATASET = "digits"
+HEADS = 4  # transformer attention heads
 OPTIMIZER = "sgd"
 SCHEDULE = "constant"
 MINIMA_STEPS = 2000  # training steps per network
@@ -27,6 +28,7 @@ BATCH_SIZE = 64  # training examples per minibatch step of the minima
 POLISH_STEPS = 0  # full-batch steps after training (0 = none)
 PATH_METHOD = "neb"
 PAIRING = "all"
+DTYPE = "float32"  # the torch dtype's name
 
 # The path stopping rule (lossbarcode.paths.connect), read by the config, the CLI help, the
 # dashboard and the cost model. PATHS_VERSION names the path algorithm and is part of every

@@ -63,7 +63,7 @@ import torch
 from torch import Tensor, nn
 from torch.func import functional_call, vmap
 
-from lossbarcode import models
+from lossbarcode import choices, models
 from lossbarcode._checks import check_int
 from lossbarcode.devices import (  # available_memory, default_device: also kept for compatibility
     available_memory,
@@ -82,6 +82,7 @@ from lossbarcode.seeds import derive_seed as derive_seed  # kept for compatibili
 from lossbarcode.seeds import network_seeds
 from lossbarcode.wide import WideFCN, wide_fcn_for
 
+DTYPE: torch.dtype = getattr(torch, choices.DTYPE)  # the config's default dtype
 MEMORY_FRACTION = 0.5  # share of free memory a landscape may plan for by default
 _GRAD_FACTOR = 3.0  # activations kept for backward + their gradients + temporaries
 _FORWARD_FACTOR = 1.0  # forward only: at most the activations themselves live at once
@@ -147,7 +148,7 @@ class Landscape:
         dataset: Any,
         *,
         device: str | torch.device | None = None,
-        dtype: torch.dtype = torch.float32,
+        dtype: torch.dtype = DTYPE,
         loss_fn: LossFn | None = None,
         error_fn: LossFn | None = None,
         eval_subset: int | None = None,
@@ -206,7 +207,7 @@ class Landscape:
         error_fn: LossFn | None = None,
         batched_loss_fn: BatchedLossFn | None = None,
         device: str | torch.device | None = None,
-        dtype: torch.dtype = torch.float32,
+        dtype: torch.dtype = DTYPE,
         eval_subset: int | None = None,
         memory_limit: int | None = None,
         init_fn: Callable[[int], nn.Module] | None = None,

@@ -23,7 +23,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from lossbarcode._checks import check_int
-from lossbarcode.choices import ARCHS
+from lossbarcode.choices import ARCHS, HEADS
 
 __all__ = ["ARCHS", "ModelSpec", "build", "describe", "n_params"]
 
@@ -69,7 +69,7 @@ def build(
     input_shape: tuple[int, ...],
     n_outputs: int,
     *,
-    heads: int = 4,
+    heads: int = HEADS,
     seed: int | None = None,
     **options: Any,
 ) -> nn.Module:
