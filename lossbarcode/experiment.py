@@ -120,7 +120,7 @@ class ExperimentConfig:
     arch: str = "fcn"
     width: int = 32
     depth: int = 2
-    heads: int = 4
+    heads: int = choices.HEADS
     k: int = 8
     optimizer: str = choices.OPTIMIZER
     lr: float | None = None
@@ -143,7 +143,7 @@ class ExperimentConfig:
     score_normalize: str | None = None
     seed: int = 0
     device: str = "auto"
-    dtype: str = "float32"
+    dtype: str = choices.DTYPE
 
     def validate(self) -> ExperimentConfig:
         """Return ``self`` if every value is possible, else raise ``ValueError`` listing all
