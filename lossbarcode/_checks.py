@@ -34,6 +34,20 @@ def check_positive(value: Any, name: str, hint: str = "") -> float:
     return float(value)
 
 
+def check_nonnegative(value: Any, name: str) -> float:
+    """``value`` as a ``float`` if it is a number >= 0 (NaN is not); else ``ValueError``."""
+    if not float(value) >= 0.0:
+        raise ValueError(f"{name} must be >= 0, got {value!r}")
+    return float(value)
+
+
+def check_fraction(value: Any, name: str) -> float:
+    """``value`` as a ``float`` if it lies strictly between 0 and 1; else ``ValueError``."""
+    if not 0.0 < float(value) < 1.0:
+        raise ValueError(f"{name} must be strictly between 0 and 1, got {value!r}")
+    return float(value)
+
+
 def is_positive_number(value: Any) -> bool:
     """True for a finite number > 0 (Python or numpy, not bool)."""
     return (not isinstance(value, bool) and isinstance(value, int | float | np.integer

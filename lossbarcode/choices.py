@@ -1,8 +1,9 @@
-"""The names an experiment can choose from, without importing the engine.
+"""The names an experiment can choose from and its defaults, without importing the engine.
 
-The config's validation, the command line and the dashboard's widgets read these; the modules
-that implement them (``data``, ``models``, ``minima``, ``paths``, all importing torch) re-export
-them, so there is one list of each.
+The config's validation and defaults, the command line, the dashboard's widgets and the cost
+model read these; the modules that implement them (``data``, ``models``, ``minima``,
+``paths``, all importing torch) re-export them or take their argument defaults from them, so
+there is one list and one default of each.
 """
 
 TASKS = ("classification", "regression", "sequence")
@@ -17,6 +18,18 @@ SCHEDULES = ("constant", "anneal")
 PATH_METHODS = ("linear", "neb", "bezier")
 PAIRINGS = ("all", "mst")
 
+# Defaults shared by ExperimentConfig and the public functions that take the same setting.
+DATASET = "digits"
+HEADS = 4  # transformer attention heads
+OPTIMIZER = "sgd"
+SCHEDULE = "constant"
+MINIMA_STEPS = 2000  # training steps per network
+BATCH_SIZE = 64  # training examples per minibatch step of the minima
+POLISH_STEPS = 0  # full-batch steps after training (0 = none)
+PATH_METHOD = "neb"
+PAIRING = "all"
+DTYPE = "float32"  # the torch dtype's name
+
 # The path stopping rule (lossbarcode.paths.connect), read by the config, the CLI help, the
 # dashboard and the cost model. PATHS_VERSION names the path algorithm and is part of every
 # run id: 1 = a fixed step budget (before Dec 2026), 2 = paths optimised until converged.
@@ -30,11 +43,11 @@ PATH_CYCLE_STEPS = 50  # minibatch steps between two convergence checks
 PATH_REFINE_ROUNDS, PATH_REFINE_POINTS = 3, 6
 PATH_IMAGES = 6
 PATH_EVAL_POINTS = 3
-# connect()'s settings that the config does not expose, read by connect and the cost model.
-PATH_BATCH_SIZE = 128  # training examples per path minibatch step
-NEB_CYCLES, NEB_INSERT = 3, 2  # fixed-budget NEB: cycles, and images inserted after each
+# connect()'s remaining defaults, also read by the cost model (not config fields).
+PATH_BATCH_SIZE = 128  # training examples per NEB / Bezier minibatch step
+NEB_CYCLES, NEB_INSERT = 3, 2  # fixed budget: AutoNEB cycles; images inserted per cycle
 BEZIER_T_SAMPLES = 4  # curve points per pair per Bezier step
-MST_SCREEN_POINTS = 9  # points per straight segment when pairs="mst" ranks all pairs
+SCREEN_POINTS = 9  # points per straight segment when "mst" ranks all pairs
 MINIMA_LR = {"sgd": 0.05, "adam": 1e-3}  # default training learning rate per optimizer
 PATH_LR = {"sgd": 0.05, "adam": 0.01}  # default (initial) path step size per optimizer
 

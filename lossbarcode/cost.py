@@ -30,13 +30,13 @@ from typing import TYPE_CHECKING, Any
 from lossbarcode.choices import (
     BEZIER_T_SAMPLES,
     DATASET_SHAPES,
-    MST_SCREEN_POINTS,
     NEB_CYCLES,
     NEB_INSERT,
     PATH_BATCH_SIZE,
     PATH_CYCLE_STEPS,
     PATH_REFINE_POINTS,
     PATH_REFINE_ROUNDS,
+    SCREEN_POINTS,
     VECTOR_DATASETS,
 )
 
@@ -309,7 +309,7 @@ def _cost_parts(config: ExperimentConfig) -> dict[str, Any]:
         train_points = BEZIER_T_SAMPLES * steps
         evals += n_pairs * (checks + 1) * (chain_points(img + 2) + _REFINE)
     if config.pairs == "mst" and k > 2:
-        evals += n_all * MST_SCREEN_POINTS
+        evals += n_all * SCREEN_POINTS
     paths_flops = (3 * fwd * n_pairs * (path_batch * train_points + n_eval * full_points)
                    + fwd * n_eval * evals)
 

@@ -43,9 +43,9 @@ from typing import Any
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 
-from lossbarcode.choices import DATASETS, TASKS
+from lossbarcode._checks import check_fraction, check_int, check_nonnegative
+from lossbarcode.choices import DATASET, DATASETS, SYNTHETIC_N, TASKS
 from lossbarcode.datafiles import CIFAR as _CIFAR
 from lossbarcode.datafiles import DEFAULT_ROOT, fingerprint, text_files
 from lossbarcode.datafiles import MNIST_FILES as _MNIST_FILES
@@ -53,6 +53,8 @@ from lossbarcode.datafiles import MNIST_FOLDERS as _MNIST_FOLDERS
 from lossbarcode.datafiles import SVHN_FILES as _SVHN_FILES
 from lossbarcode.datafiles import TEXT_SUFFIXES as _TEXT_SUFFIXES
 from lossbarcode.datafiles import data_root as _root
+from lossbarcode.losses import IGNORE_INDEX, task_error, task_loss  # kept for compatibility
+from lossbarcode.seeds import stream_rng as _rng
 
 __all__ = [
     "DATASETS",
@@ -66,10 +68,6 @@ __all__ = [
     "tensor_digest",
     "task_loss",
 ]
-
-IGNORE_INDEX = -100
-
-_SYNTHETIC_DEFAULT_N = 512
 
 
 @dataclass(frozen=True, eq=False)
@@ -133,7 +131,7 @@ def tensor_digest(dataset: Dataset) -> str:
 
 
 def load(
-    name: str = "digits",
+    name: str = DATASET,
     root: str | Path | None = None,
     download: bool = False,
     n_train: int | None = None,
@@ -163,8 +161,7 @@ def load(
     for label, n in (("n_train", n_train), ("n_test", n_test)):
         if n is not None and (isinstance(n, bool) or not isinstance(n, int) or n < 1):
             raise ValueError(f"{label} must be a positive integer or None, got {n!r}")
-    if not isinstance(seed, int) or isinstance(seed, bool) or seed < 0:
-        raise ValueError(f"seed must be a non-negative integer, got {seed!r}")
+    seed = check_int(seed, "seed", 0)
     loader, allowed = _LOADERS[name]
     unknown = sorted(set(options) - set(allowed))
     if unknown:
@@ -181,79 +178,7 @@ def load(
     )
 
 
-# ----------------------------------------------------------------------------- losses / errors
-
-
-def task_loss(task: str) -> Callable[[torch.Tensor, torch.Tensor], torch.Tensor]:
-    """The mean training loss for ``task`` as ``loss(outputs, targets) -> scalar``.
-
-    classification: cross-entropy of ``(N, C)`` logits against ``(N,)`` labels; regression:
-    mean squared error of ``(N, d)`` against ``(N, d)``; sequence: cross-entropy of ``(N, T, V)``
-    logits against ``(N, T)`` tokens, positions equal to -100 ignored. Safe under ``vmap``.
-    """
-    _check_task(task)
-    return _LOSSES[task]
-
-
-def task_error(task: str) -> Callable[[torch.Tensor, torch.Tensor], torch.Tensor] | None:
-    """The error rate for ``task`` as ``error(outputs, targets) -> scalar`` in [0, 1].
-
-    classification: fraction of rows whose argmax differs from the label; sequence: the same
-    over non-ignored tokens; regression: ``None`` (there is no error rate).
-    """
-    _check_task(task)
-    return _ERRORS[task]
-
-
-def _check_task(task: str) -> None:
-    if task not in TASKS:
-        raise ValueError(f"unknown task {task!r}; expected one of {', '.join(TASKS)}")
-
-
-def _classification_loss(outputs: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
-    return F.cross_entropy(outputs, targets)
-
-
-def _regression_loss(outputs: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
-    return F.mse_loss(outputs, targets)
-
-
-def _sequence_loss(outputs: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
-    return F.cross_entropy(
-        outputs.reshape(-1, outputs.shape[-1]), targets.reshape(-1), ignore_index=IGNORE_INDEX
-    )
-
-
-def _classification_error(outputs: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
-    return (outputs.argmax(dim=-1) != targets).float().mean()
-
-
-def _sequence_error(outputs: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
-    mask = targets != IGNORE_INDEX
-    wrong = (outputs.argmax(dim=-1) != targets) & mask
-    # clamp: a batch with no scored token has error 0 rather than 0/0
-    return wrong.sum().float() / mask.sum().clamp(min=1).float()
-
-
-_LOSSES = {
-    "classification": _classification_loss,
-    "regression": _regression_loss,
-    "sequence": _sequence_loss,
-}
-_ERRORS = {
-    "classification": _classification_error,
-    "regression": None,
-    "sequence": _sequence_error,
-}
-
-
 # ------------------------------------------------------------------------------------- helpers
-
-
-def _rng(seed: int, stream: str) -> np.random.Generator:
-    """An independent numpy generator per (seed, purpose), so streams never interact."""
-    key = [int(b) for b in stream.encode()]
-    return np.random.default_rng(np.random.SeedSequence([seed, *key]))
 
 
 def _subset_indices(
@@ -272,24 +197,6 @@ def _subset_indices(
 
 def _take(x: np.ndarray | torch.Tensor, idx: np.ndarray | None):
     return x if idx is None else x[idx]
-
-
-def _check_fraction(value: float, label: str) -> float:
-    if not 0.0 < float(value) < 1.0:
-        raise ValueError(f"{label} must be strictly between 0 and 1, got {value!r}")
-    return float(value)
-
-
-def _check_positive_int(value: Any, label: str, minimum: int = 1) -> int:
-    if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
-        raise ValueError(f"{label} must be an integer >= {minimum}, got {value!r}")
-    return value
-
-
-def _check_nonnegative(value: float, label: str) -> float:
-    if not float(value) >= 0.0:
-        raise ValueError(f"{label} must be >= 0, got {value!r}")
-    return float(value)
 
 
 def _images(
@@ -383,7 +290,7 @@ def _load_digits(
 ) -> Dataset:
     from sklearn.datasets import load_digits
 
-    test_fraction = _check_fraction(test_fraction, "test_fraction")
+    test_fraction = check_fraction(test_fraction, "test_fraction")
     bunch = load_digits()
     images = bunch.images.astype(np.uint8)[:, None]  # (1797, 1, 8, 8), values 0..16
     labels = bunch.target.astype(np.int64)
@@ -404,13 +311,13 @@ def _load_digits(
 
 
 def _synthetic_sizes(n_train: int | None, n_test: int | None) -> tuple[int, int]:
-    return (n_train or _SYNTHETIC_DEFAULT_N, n_test or _SYNTHETIC_DEFAULT_N)
+    return (n_train or SYNTHETIC_N, n_test or SYNTHETIC_N)
 
 
 def _load_spirals(
     name: str, root, download, n_train, n_test, seed, *, noise: float = 0.05, turns: float = 1.5
 ) -> Dataset:
-    noise = _check_nonnegative(noise, "noise")
+    noise = check_nonnegative(noise, "noise")
     if not float(turns) > 0:
         raise ValueError(f"turns must be > 0, got {turns!r}")
 
@@ -431,7 +338,7 @@ def _load_spirals(
 def _load_blobs(
     name: str, root, download, n_train, n_test, seed, *, n_classes: int = 4, std: float = 0.6
 ) -> Dataset:
-    n_classes = _check_positive_int(n_classes, "n_classes", minimum=2)
+    n_classes = check_int(n_classes, "n_classes", 2)
     if not float(std) > 0:
         raise ValueError(f"std must be > 0, got {std!r}")
     angles = 2 * math.pi * np.arange(n_classes) / n_classes
@@ -460,10 +367,10 @@ def _load_teacher(
     hidden: int = 16,
     noise: float = 0.0,
 ) -> Dataset:
-    dim = _check_positive_int(dim, "dim")
-    out_dim = _check_positive_int(out_dim, "out_dim")
-    hidden = _check_positive_int(hidden, "hidden")
-    noise = _check_nonnegative(noise, "noise")
+    dim = check_int(dim, "dim", 1)
+    out_dim = check_int(out_dim, "out_dim", 1)
+    hidden = check_int(hidden, "hidden", 1)
+    noise = check_nonnegative(noise, "noise")
     t = _rng(seed, "teacher")
     w1 = t.standard_normal((dim, hidden)) / math.sqrt(dim)
     b1 = 0.1 * t.standard_normal(hidden)
@@ -483,8 +390,8 @@ def _load_teacher(
 def _load_modadd(
     name: str, root, download, n_train, n_test, seed, *, p: int = 23, train_fraction: float = 0.5
 ) -> Dataset:
-    p = _check_positive_int(p, "p", minimum=2)
-    train_fraction = _check_fraction(train_fraction, "train_fraction")
+    p = check_int(p, "p", 2)
+    train_fraction = check_fraction(train_fraction, "train_fraction")
     a, b = np.divmod(np.arange(p * p), p)
     x = np.stack([a, b, np.full_like(a, p)], axis=1)  # token p is '='
     y = np.full_like(x, IGNORE_INDEX)
@@ -534,9 +441,9 @@ def _load_text(
     ``x`` is the first ``seq_len`` characters and ``y`` the following ones. Defaults: up to 4,096
     train and 1,024 test windows.
     """
-    seq_len = _check_positive_int(seq_len, "seq_len")
-    test_fraction = _check_fraction(test_fraction, "test_fraction")
-    max_chars = _check_positive_int(max_chars, "max_chars")
+    seq_len = check_int(seq_len, "seq_len", 1)
+    test_fraction = check_fraction(test_fraction, "test_fraction")
+    max_chars = check_int(max_chars, "max_chars", 1)
     if root is None:
         raise ValueError(
             "dataset 'text' needs root=<path to a .txt/.jsonl file or a folder of them>"

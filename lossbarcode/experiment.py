@@ -162,23 +162,23 @@ class ExperimentConfig:
     ``dtype``). What each field means: :data:`FIELD_HELP` (:func:`field_help` with its default).
     """
 
-    dataset: str = "digits"
+    dataset: str = choices.DATASET
     n_train: int | None = None
     n_test: int | None = None
     data_root: str | None = None
     arch: str = "fcn"
     width: int = 32
     depth: int = 2
-    heads: int = 4
+    heads: int = choices.HEADS
     k: int = 8
-    optimizer: str = "sgd"
+    optimizer: str = choices.OPTIMIZER
     lr: float | None = None
-    schedule: str = "constant"
-    steps: int = 2000
-    batch_size: int = 64
-    polish_steps: int = 0
-    path_method: str = "neb"
-    pairs: str = "all"
+    schedule: str = choices.SCHEDULE
+    steps: int = choices.MINIMA_STEPS
+    batch_size: int = choices.BATCH_SIZE
+    polish_steps: int = choices.POLISH_STEPS
+    path_method: str = choices.PATH_METHOD
+    pairs: str = choices.PAIRING
     images: int = choices.PATH_IMAGES
     path_steps: int | None = None
     path_max_steps: int = choices.PATH_MAX_STEPS
@@ -192,7 +192,7 @@ class ExperimentConfig:
     score_normalize: str | None = None
     seed: int = 0
     device: str = "auto"
-    dtype: str = "float32"
+    dtype: str = choices.DTYPE
 
     def __post_init__(self) -> None:
         """Check every value once, at construction: an ``ExperimentConfig`` that exists is

@@ -35,8 +35,8 @@ Requirements on the user's pieces:
   initialisation of any other model exactly.
 
 Speed: the built-in tasks' losses are computed for all B networks in one call
-(:func:`batched_task_loss`), and the built-in fully connected family runs as one "wide net"
-with a hand-derived gradient for the built-in classification and regression losses
+(:func:`lossbarcode.losses.batched_task_loss`), and the built-in fully connected family runs as
+one "wide net" with a hand-derived gradient for the built-in classification and regression losses
 (:mod:`lossbarcode.wide`, checked against vmap + autograd at construction); everything else
 goes through vmap and autograd. A landscape is not thread-safe (``functional_call``
 temporarily swaps the template's parameters): use one per thread.
@@ -54,7 +54,6 @@ from __future__ import annotations
 
 import copy
 import math
-import os
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field, replace
 from typing import Any
@@ -63,60 +62,33 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 from torch.func import functional_call, vmap
-from torch.nn import functional as F
 
-from lossbarcode import data, models
+from lossbarcode import choices, models
+from lossbarcode._checks import check_int
+from lossbarcode.devices import (  # available_memory, default_device: also kept for compatibility
+    available_memory,
+    default_device,
+    mib,
+)
+from lossbarcode.losses import (  # batched_task_loss, LossFn: also kept here for compatibility
+    BatchedLossFn,
+    LossFn,
+    batched_loss_task,
+    batched_task_loss,
+    task_error,
+    task_loss,
+)
+from lossbarcode.seeds import derive_seed as derive_seed  # kept for compatibility
+from lossbarcode.seeds import network_seeds
 from lossbarcode.wide import WideFCN, wide_fcn_for
 
-LossFn = Callable[[Tensor, Tensor], Tensor]
-BatchedLossFn = Callable[[Tensor, Tensor], Tensor]  # (B, n, ...) outputs, targets -> (B,)
+DTYPE: torch.dtype = getattr(torch, choices.DTYPE)  # the config's default dtype
 MEMORY_FRACTION = 0.5  # share of free memory a landscape may plan for by default
 _GRAD_FACTOR = 3.0  # activations kept for backward + their gradients + temporaries
 _FORWARD_FACTOR = 1.0  # forward only: at most the activations themselves live at once
 _PARAM_COPIES_GRAD = 6  # theta chunk, per-parameter grads, flat grad, optimizer-side copies
 _PARAM_COPIES_FORWARD = 2
 CPU_CHUNK_BYTES = 16 * 2**20  # activations per chunk on the CPU (cache-sized, see _plan)
-
-
-def default_device(device: str | torch.device | None = None) -> torch.device:
-    """``device`` if given, else CUDA when available, else CPU."""
-    if device is not None:
-        return torch.device(device)
-    return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-
-
-def network_seeds(seed: int, k: int) -> np.ndarray:
-    """``k`` independent 31-bit seeds derived from ``seed``; entry ``i`` depends only on
-    ``(seed, i)``, so network ``i`` is the same network whatever ``k`` is. Shape ``(k,)``."""
-    return np.array([derive_seed(seed, i) >> 1 for i in range(k)], dtype=np.int64)
-
-
-def derive_seed(*keys: int) -> int:
-    """A 32-bit seed that depends only on the integers ``keys`` (numpy's ``SeedSequence``):
-    independent random streams for each (run seed, network, stage, ...)."""
-    return int(np.random.SeedSequence([int(k) for k in keys]).generate_state(1)[0])
-
-
-def available_memory(device: torch.device) -> int:
-    """Free bytes on ``device``: free CUDA memory, or ``MemAvailable`` RAM on the host."""
-    if device.type == "cuda":
-        free, _total = torch.cuda.mem_get_info(device)
-        return int(free)
-    try:
-        with open("/proc/meminfo") as fh:
-            for line in fh:
-                if line.startswith("MemAvailable:"):
-                    return int(line.split()[1]) * 1024
-    except OSError:
-        pass
-    try:
-        return int(os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE"))
-    except (ValueError, OSError, AttributeError):
-        return 4 * 2**30
-
-
-def _mib(n_bytes: float) -> str:
-    return f"{n_bytes / 2**20:,.1f} MiB"
 
 
 @dataclass(frozen=True, eq=False, repr=False)
@@ -176,7 +148,7 @@ class Landscape:
         dataset: Any,
         *,
         device: str | torch.device | None = None,
-        dtype: torch.dtype = torch.float32,
+        dtype: torch.dtype = DTYPE,
         loss_fn: LossFn | None = None,
         error_fn: LossFn | None = None,
         eval_subset: int | None = None,
@@ -186,7 +158,7 @@ class Landscape:
         """Landscape of ``model`` on a ``lossbarcode.data.Dataset`` (or anything with
         ``x_train, y_train, x_test, y_test`` tensors and a ``task`` name).
 
-        ``loss_fn``/``error_fn`` default to ``data.task_loss(task)`` / ``data.task_error(task)``.
+        ``loss_fn``/``error_fn`` default to ``losses.task_loss(task)`` / ``task_error(task)``.
         ``eval_subset``: evaluate ``batch=None`` losses on a fixed, seeded subset of this many
         training examples instead of the whole training set. ``memory_limit`` in bytes.
         """
@@ -203,9 +175,9 @@ class Landscape:
                 raise ValueError("dataset has no 'task'; pass loss_fn=... explicitly")
             if task is not None:
                 if loss_fn is None:
-                    loss_fn = data.task_loss(task)
+                    loss_fn = task_loss(task)
                 if error_fn is None:
-                    error_fn = data.task_error(task)
+                    error_fn = task_error(task)
         return cls.from_tensors(
             model,
             dataset.x_train,
@@ -235,7 +207,7 @@ class Landscape:
         error_fn: LossFn | None = None,
         batched_loss_fn: BatchedLossFn | None = None,
         device: str | torch.device | None = None,
-        dtype: torch.dtype = torch.float32,
+        dtype: torch.dtype = DTYPE,
         eval_subset: int | None = None,
         memory_limit: int | None = None,
         init_fn: Callable[[int], nn.Module] | None = None,
@@ -322,17 +294,19 @@ class Landscape:
         if param_cost > land.memory_limit:
             raise ValueError(
                 f"one parameter vector ({land.n_params:,} parameters) needs about "
-                f"{_mib(param_cost)} to evaluate with gradients, over memory_limit "
-                f"{_mib(land.memory_limit)}; use a smaller model or raise memory_limit"
+                f"{mib(param_cost)} to evaluate with gradients, over memory_limit "
+                f"{mib(land.memory_limit)}; use a smaller model or raise memory_limit"
             )
-        object.__setattr__(land, "act_bytes", land._probe_activation_bytes())
-        object.__setattr__(land, "wide", land._checked_wide())
+        # Built in stages, each a new frozen landscape: the probe measures a landscape without
+        # act_bytes, and the wide-net check evaluates one that has them.
+        land = replace(land, act_bytes=land._probe_activation_bytes())
+        land = replace(land, wide=land._checked_wide())
         one = land._cost(1, 1, grad=True)
         if one > land.memory_limit:
             raise ValueError(
-                f"one network on one example needs about {_mib(one)} (activations "
-                f"{_mib(land.act_bytes)} per example), over memory_limit "
-                f"{_mib(land.memory_limit)}; use a smaller model or input, or raise memory_limit"
+                f"one network on one example needs about {mib(one)} (activations "
+                f"{mib(land.act_bytes)} per example), over memory_limit "
+                f"{mib(land.memory_limit)}; use a smaller model or input, or raise memory_limit"
             )
         return land
 
@@ -354,7 +328,7 @@ class Landscape:
     def __repr__(self) -> str:
         return (
             f"Landscape(P={self.n_params:,}, n_train={self.n_train}, n_eval={self.n_eval}, "
-            f"device={self.device}, dtype={self.dtype}, memory_limit={_mib(self.memory_limit)})"
+            f"device={self.device}, dtype={self.dtype}, memory_limit={mib(self.memory_limit)})"
         )
 
     # ------------------------------------------------------------------ conversions
@@ -404,9 +378,7 @@ class Landscape:
     def init(self, k: int, seed: int = 0) -> Tensor:
         """``(k, P)`` stack of ``k`` independent initialisations; network ``i`` uses seed
         ``network_seeds(seed, k)[i]``."""
-        if int(k) < 1:
-            raise ValueError(f"k must be >= 1, got {k}")
-        return self.init_from_seeds(network_seeds(seed, int(k)))
+        return self.init_from_seeds(network_seeds(seed, check_int(k, "k", 1)))
 
     def init_from_seeds(self, seeds: Sequence[int] | np.ndarray) -> Tensor:
         """``(len(seeds), P)`` initialisations, one per seed. Initialisation runs on the CPU in
@@ -625,8 +597,8 @@ class Landscape:
         n_chunk = int((self.memory_limit - param_part) // per_ex)
         if n_chunk < 1:
             raise ValueError(
-                f"one network on one example needs about {_mib(param_part + per_ex)}, over "
-                f"memory_limit {_mib(self.memory_limit)}; raise memory_limit or shrink the model"
+                f"one network on one example needs about {mib(param_part + per_ex)}, over "
+                f"memory_limit {mib(self.memory_limit)}; raise memory_limit or shrink the model"
             )
         return 1, min(n, n_chunk)
 
@@ -668,8 +640,7 @@ class Landscape:
         """The wide net for this model if one exists and reproduces the vmap + autograd path
         on a probe (shared and per-network inputs): ``None`` if its forward differs (vmap is
         used), and without its gradient (``task=None``; autograd is used) if only that differs."""
-        task = next((t for t, f in _BATCHED_LOSSES.items() if f is self.batched_loss_fn), None)
-        wide = wide_fcn_for(self.module, task)
+        wide = wide_fcn_for(self.module, batched_loss_task(self.batched_loss_fn))
         if wide is None or self.fixed:
             return None
         base = torch.cat([p.reshape(-1) for p in self._template_params()])
@@ -702,46 +673,6 @@ class Landscape:
     def _template_params(self) -> Iterator[Tensor]:
         named = dict(self.module.named_parameters())
         return (named[n] for n in self.names)
-
-
-def batched_task_loss(task: str) -> BatchedLossFn | None:
-    """``(outputs (B, n, ...), targets (B, n, ...)) -> (B,)``: the loss of
-    ``lossbarcode.data.task_loss(task)`` for B networks at once (one flat loss call instead of
-    B vmapped ones); ``None`` for an unknown task."""
-    return _BATCHED_LOSSES.get(task)
-
-
-def _neg_log_likelihood(out: Tensor, target: Tensor) -> Tensor:
-    """``-log softmax(out)[target]`` per row of ``out.reshape(-1, C)``, shape ``(N,)``.
-
-    The softmax runs over dim 0 of the transposed ``(C, N)`` view: with few classes the CPU
-    kernel is then vectorised over the N rows, 3-4x faster than ``F.cross_entropy`` (whose
-    kernel vectorises over the C classes)."""
-    logp = F.log_softmax(out.reshape(-1, out.shape[-1]).t(), dim=0)
-    return -logp.gather(0, target.reshape(1, -1))[0]
-
-
-def _batched_classification(out: Tensor, y: Tensor) -> Tensor:
-    return _neg_log_likelihood(out, y).view(out.shape[0], -1).mean(1)
-
-
-def _batched_regression(out: Tensor, y: Tensor) -> Tensor:
-    return (out - y).square().reshape(out.shape[0], -1).mean(1)
-
-
-def _batched_sequence(out: Tensor, y: Tensor) -> Tensor:
-    b = out.shape[0]
-    scored = y != data.IGNORE_INDEX
-    nll = _neg_log_likelihood(out, y.clamp_min(0)) * scored.reshape(-1)
-    # Mean over scored tokens per network, as cross_entropy(ignore_index=...) does.
-    return nll.view(b, -1).sum(1) / scored.reshape(b, -1).sum(1)
-
-
-_BATCHED_LOSSES: dict[str, BatchedLossFn] = {
-    "classification": _batched_classification,
-    "regression": _batched_regression,
-    "sequence": _batched_sequence,
-}
 
 
 def _ranges(n: int, step: int) -> Iterator[tuple[int, int]]:

@@ -6,7 +6,7 @@ SGD-with-momentum or Adam run as batched tensor updates with per-network optimiz
 same update rules as ``torch.optim.SGD`` / ``torch.optim.Adam``).
 
 Each network draws its own minibatches: network ``i`` has seed ``seeds[i]``
-(``landscape.network_seeds(seed, K)[i]``) for both its initialisation and its private
+(``seeds.network_seeds(seed, K)[i]``) for both its initialisation and its private
 shuffling of the training set (a fresh permutation per epoch, the last incomplete batch
 dropped). Network ``i`` therefore follows the same trajectory whatever K is.
 
@@ -31,10 +31,21 @@ import torch
 from torch import Tensor
 
 from lossbarcode._checks import check_int as _check_int
-from lossbarcode.choices import MINIMA_LR, OPTIMIZERS, SCHEDULES
-from lossbarcode.landscape import Landscape, derive_seed, network_seeds
+from lossbarcode._checks import check_nonnegative, check_positive
+from lossbarcode.choices import (
+    BATCH_SIZE,
+    MINIMA_LR,
+    MINIMA_STEPS,
+    OPTIMIZER,
+    OPTIMIZERS,
+    POLISH_STEPS,
+    SCHEDULE,
+    SCHEDULES,
+)
+from lossbarcode.landscape import Landscape
+from lossbarcode.seeds import derive_seed, network_seeds
 
-DEFAULT_LR = MINIMA_LR
+DEFAULT_LR = MINIMA_LR  # kept for compatibility: the training rates, choices.MINIMA_LR
 Progress = Callable[[int, int, float], Any]
 
 
@@ -182,11 +193,11 @@ def lr_at(step: int, steps: int, lr: float, schedule: str) -> float:
 def find_minima(
     landscape: Landscape,
     k: int,
-    optimizer: str = "sgd",
+    optimizer: str = OPTIMIZER,
     lr: float | None = None,
-    schedule: str = "constant",
-    steps: int = 500,
-    batch_size: int = 64,
+    schedule: str = SCHEDULE,
+    steps: int = MINIMA_STEPS,
+    batch_size: int = BATCH_SIZE,
     seed: int = 0,
     momentum: float = 0.9,
     *,
@@ -195,7 +206,7 @@ def find_minima(
     eps: float = 1e-8,
     record_every: int | None = None,
     progress: Progress | None = None,
-    polish_steps: int = 0,
+    polish_steps: int = POLISH_STEPS,
 ) -> Minima:
     """Train ``k`` networks from ``k`` seeds together; return their final parameters and losses.
 
@@ -228,15 +239,12 @@ def find_minima(
         raise ValueError(f"optimizer must be one of {OPTIMIZERS}, got {optimizer!r}")
     if schedule not in SCHEDULES:
         raise ValueError(f"schedule must be one of {SCHEDULES}, got {schedule!r}")
-    lr = DEFAULT_LR[optimizer] if lr is None else float(lr)
-    if not (lr > 0 and math.isfinite(lr)):
-        raise ValueError(f"lr must be a positive finite number, got {lr}")
+    lr = MINIMA_LR[optimizer] if lr is None else check_positive(lr, "lr")
     if not 0 <= momentum < 1:
         raise ValueError(f"momentum must be in [0, 1), got {momentum}")
     if not (0 <= betas[0] < 1 and 0 <= betas[1] < 1):
         raise ValueError(f"betas must lie in [0, 1), got {betas}")
-    if weight_decay < 0:
-        raise ValueError(f"weight_decay must be >= 0, got {weight_decay}")
+    weight_decay = check_nonnegative(weight_decay, "weight_decay")
     seed = _check_int(seed, "seed", 0)
     polish_steps = _check_int(polish_steps, "polish_steps", 0)
     record_every = max(1, steps // 100) if record_every is None else _check_int(

@@ -22,7 +22,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from lossbarcode.choices import ARCHS
+from lossbarcode._checks import check_int
+from lossbarcode.choices import ARCHS, HEADS
 
 __all__ = ["ARCHS", "ModelSpec", "build", "describe", "n_params"]
 
@@ -68,7 +69,7 @@ def build(
     input_shape: tuple[int, ...],
     n_outputs: int,
     *,
-    heads: int = 4,
+    heads: int = HEADS,
     seed: int | None = None,
     **options: Any,
 ) -> nn.Module:
@@ -94,9 +95,9 @@ def build(
     """
     if arch not in ARCHS:
         raise ValueError(f"unknown arch {arch!r}; available: {', '.join(ARCHS)}")
-    width = _positive_int(width, "width")
-    depth = _positive_int(depth, "depth")
-    n_outputs = _positive_int(n_outputs, "n_outputs")
+    width = check_int(width, "width", 1)
+    depth = check_int(depth, "depth", 1)
+    n_outputs = check_int(n_outputs, "n_outputs", 1)
     input_shape = _shape(input_shape)
     unknown = sorted(set(options) - set(_OPTIONS[arch]))
     if unknown:
@@ -108,7 +109,7 @@ def build(
             f"unknown activation {opts['activation']!r}; choose from {', '.join(ACTIVATIONS)}"
         )
     if arch == "transformer":
-        heads = _positive_int(heads, "heads")
+        heads = check_int(heads, "heads", 1)
         if width % heads:
             raise ValueError(
                 f"transformer width (d_model) {width} is not divisible by heads={heads}; "
@@ -153,12 +154,6 @@ def describe(model: nn.Module) -> dict[str, Any]:
 
 
 # ------------------------------------------------------------------------------------ helpers
-
-
-def _positive_int(value: Any, label: str) -> int:
-    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-        raise ValueError(f"{label} must be an integer >= 1, got {value!r}")
-    return value
 
 
 def _shape(input_shape: Any) -> tuple[int, ...]:
@@ -334,9 +329,9 @@ class Transformer(nn.Module):
                 f"arch 'transformer' needs token sequences with input_shape=(T,), got "
                 f"{spec.input_shape}; use 'cnn', 'resnet' or 'fcn' for images and vectors"
             )
-        mlp_ratio = _positive_int(spec.options["mlp_ratio"], "mlp_ratio")
+        mlp_ratio = check_int(spec.options["mlp_ratio"], "mlp_ratio", 1)
         vocab = spec.options["vocab_size"]
-        vocab = spec.n_outputs if vocab is None else _positive_int(vocab, "vocab_size")
+        vocab = spec.n_outputs if vocab is None else check_int(vocab, "vocab_size", 1)
         w = spec.width
         self.max_len = spec.input_shape[0]
         self.embed = nn.Embedding(vocab, w)

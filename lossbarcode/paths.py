@@ -1,4 +1,4 @@
-"""Low-loss paths between minima, their loss profiles and barriers, and plane slices.
+"""Low-loss paths between minima, their loss profiles and barriers.
 
 :func:`connect` joins pairs of minima with a chain of parameter vectors ("images", endpoints
 included) and measures each path's *barrier*: the highest training loss along it.
@@ -53,34 +53,47 @@ from torch import Tensor
 
 from lossbarcode._checks import check_int as _check_int
 from lossbarcode._checks import check_positive
+from lossbarcode.blocks import items_per_block
 from lossbarcode.choices import (
+    BEZIER_T_SAMPLES,
+    NEB_CYCLES,
+    NEB_INSERT,
+    PAIRING,
     PAIRINGS,
     PATH_ATOL,
+    PATH_BATCH_SIZE,
     PATH_CYCLE_STEPS,
     PATH_EVAL_POINTS,
     PATH_FINAL_STEPS,
     PATH_IMAGES,
     PATH_LR,
     PATH_MAX_STEPS,
+    PATH_METHOD,
     PATH_METHODS,
     PATH_REFINE_POINTS,
     PATH_REFINE_ROUNDS,
     PATH_TOL,
     PATHS_VERSION,
+    SCREEN_POINTS,
 )
-from lossbarcode.landscape import Landscape, derive_seed
+from lossbarcode.landscape import Landscape
 from lossbarcode.minima import BatchedOptimizer, Minima
+from lossbarcode.planes import PlaneSlice as PlaneSlice  # kept for compatibility
+from lossbarcode.planes import plane_slice as plane_slice  # kept for compatibility
+from lossbarcode.seeds import derive_seed
 
 METHODS = PATH_METHODS
-DEFAULT_LR = PATH_LR
+DEFAULT_LR = PATH_LR  # kept for compatibility: the path step sizes, choices.PATH_LR
 Progress = Callable[[int, int, dict[str, Any]], Any]
-_BLOCK_BYTES = 256 * 2**20  # cap on path points materialised at once before evaluation
-CYCLE_STEPS = PATH_CYCLE_STEPS
+CYCLE_STEPS = PATH_CYCLE_STEPS  # kept for compatibility
 _FINAL_CHECK = 10  # full-batch steps between two convergence checks
 _GROW, _SHRINK, _MAX_GROWTH = 1.5, 0.5, 64.0  # step-size adaptation per cycle (bold driver)
 _PATIENCE = 2  # calm checks in a row that make a path converged
-_REFINE_ROUNDS, _REFINE_POINTS = PATH_REFINE_ROUNDS, PATH_REFINE_POINTS
-_ROLE_STREAM = {"all": 1, "list": 2, "tree": 3, "shortcut": 4}  # one data stream per stage
+# Each stage's random streams (its minibatches, Bezier's t) are seeded by (seed, the stage's
+# fixed key), never by how many stages ran before, so a stage draws the same numbers whatever
+# the order of the stages. The keys are part of every stored run's numbers: never change them.
+_STAGE_KEY = {"all": 1, "list": 2, "tree": 3, "shortcut": 4}
+_BEZIER_T_KEY = 7  # second key of Bezier's random-t stream (the first is the stage's)
 
 
 @dataclass(frozen=True, eq=False)
@@ -295,45 +308,14 @@ def _check_arrays(a: Any, io: np.ndarray, po: np.ndarray, img: np.ndarray, pt: n
             raise ValueError(f"{name} must have shape ({m},), got {np.asarray(a[name]).shape}")
 
 
-@dataclass(frozen=True, eq=False)
-class PlaneSlice:
-    """Training loss on the plane through three parameter vectors ``a, b, c``.
-
-    Plane coordinates ``(x, y)`` map to ``origin + x * basis[0] + y * basis[1]``; ``a`` is at
-    ``(0, 0)``, ``b`` on the positive x axis.
-
-    Attributes:
-        xs: ``(R,)`` grid x coordinates; ys: ``(R,)`` grid y coordinates.
-        loss: ``(R, R)`` with ``loss[iy, ix]`` the loss at ``(xs[ix], ys[iy])`` (rows = y,
-            the layout of image/heatmap plots).
-        positions: ``(3, 2)`` plane coordinates of ``a, b, c``.
-        point_loss: ``(3,)`` loss exactly at ``a, b, c`` (evaluated with the grid).
-        origin: ``(P,)`` CPU tensor (= ``a``); basis: ``(2, P)`` orthonormal CPU tensor.
-    """
-
-    xs: np.ndarray
-    ys: np.ndarray
-    loss: np.ndarray
-    positions: np.ndarray
-    point_loss: np.ndarray
-    origin: Tensor
-    basis: Tensor
-
-    def to_params(self, x: Any, y: Any) -> Tensor:
-        """Parameter vectors at plane coordinates ``x, y`` (same shape ``S``) -> ``(*S, P)``."""
-        xt = torch.as_tensor(np.asarray(x, dtype=np.float64), dtype=self.origin.dtype)
-        yt = torch.as_tensor(np.asarray(y, dtype=np.float64), dtype=self.origin.dtype)
-        return self.origin + xt[..., None] * self.basis[0] + yt[..., None] * self.basis[1]
-
-
 # ------------------------------------------------------------------------------ public API
 
 
 def connect(
     landscape: Landscape,
     minima: Minima,
-    pairs: str | Sequence[tuple[int, int]] = "all",
-    method: str = "neb",
+    pairs: str | Sequence[tuple[int, int]] = PAIRING,
+    method: str = PATH_METHOD,
     images: int = PATH_IMAGES,
     steps: int | None = None,
     lr: float | None = None,
@@ -345,16 +327,16 @@ def connect(
     atol: float = PATH_ATOL,
     max_steps: int = PATH_MAX_STEPS,
     final_steps: int = PATH_FINAL_STEPS,
-    cycle_steps: int = CYCLE_STEPS,
+    cycle_steps: int = PATH_CYCLE_STEPS,
     climb: bool = True,
     optimizer: str | None = None,
-    batch_size: int | None = 128,
+    batch_size: int | None = PATH_BATCH_SIZE,
     spring: float = 0.5,
-    cycles: int = 3,
-    insert: int = 2,
-    t_samples: int = 4,
+    cycles: int = NEB_CYCLES,
+    insert: int = NEB_INSERT,
+    t_samples: int = BEZIER_T_SAMPLES,
     max_shortcuts: int | None = None,
-    screen_points: int = 9,
+    screen_points: int = SCREEN_POINTS,
 ) -> Paths:
     """Connect pairs of minima with low-loss paths and measure their barriers.
 
@@ -400,8 +382,8 @@ def connect(
         raise ValueError(f"method must be one of {METHODS}, got {method!r}")
     if optimizer is None:
         optimizer = "adam" if method == "bezier" else "sgd"
-    if optimizer not in DEFAULT_LR:
-        raise ValueError(f"optimizer must be one of {tuple(DEFAULT_LR)}, got {optimizer!r}")
+    if optimizer not in PATH_LR:
+        raise ValueError(f"optimizer must be one of {tuple(PATH_LR)}, got {optimizer!r}")
     if steps is not None:
         steps = _check_int(steps, "steps", 0)
     if batch_size is not None:
@@ -410,7 +392,7 @@ def connect(
         max_shortcuts = _check_int(max_shortcuts, "max_shortcuts", 0)
     if not (isinstance(spring, int | float) and 0 <= spring <= 1):
         raise ValueError(f"spring must be a number in [0, 1], got {spring!r}")
-    lr = DEFAULT_LR[optimizer] if lr is None else lr
+    lr = PATH_LR[optimizer] if lr is None else lr
     check_positive(lr, "lr")
     check_positive(tol, "tol", "0.05: a cycle may lower the barrier by 5% of the segment")
     check_positive(atol, "atol", "1e-4 loss units")
@@ -437,7 +419,8 @@ def connect(
 
     thetas = landscape.as_thetas(minima.thetas)
     losses = np.asarray(minima.train_loss, dtype=np.float64).copy()
-    run = _Engine(landscape, thetas, losses, settings, progress)
+    run = _Engine(land=landscape, thetas=thetas, minima_loss=losses, settings=settings,
+                  progress=progress)
 
     if isinstance(pairs, str):
         all_pairs = np.array([(i, j) for a, i in enumerate(valid) for j in valid[a + 1 :]],
@@ -488,56 +471,6 @@ def barrier_matrix(paths: Paths, k: int | None = None) -> np.ndarray:
     own[: paths.k] = np.where(np.isfinite(paths.minima_loss), paths.minima_loss, np.inf)
     np.fill_diagonal(out, own)
     return out
-
-
-def plane_slice(
-    landscape: Landscape,
-    a: Tensor,
-    b: Tensor,
-    c: Tensor,
-    resolution: int = 25,
-    margin: float = 0.25,
-) -> PlaneSlice:
-    """Training loss on a ``resolution x resolution`` grid in the plane through ``a, b, c``
-    (each ``(P,)``), covering the three points plus ``margin`` times the larger side of their
-    bounding box on every side. One batched (chunked) evaluation on the evaluation set."""
-    resolution = _check_int(resolution, "resolution", 2)
-    if not (margin >= 0 and math.isfinite(margin)):
-        raise ValueError(f"margin must be a finite number >= 0, got {margin}")
-    pts = landscape.as_thetas(torch.stack([torch.as_tensor(v).reshape(-1) for v in (a, b, c)]))
-    pts = pts.to(torch.float64)
-    u = pts[1] - pts[0]
-    nu = float(u.norm())
-    if nu == 0:
-        raise ValueError("a and b coincide; the three points must span a plane")
-    u = u / nu
-    w = pts[2] - pts[0]
-    v = w - (w @ u) * u
-    nv = float(v.norm())
-    # Relative to the working precision: thinner triangles are collinear up to round-off.
-    if nv <= 1e3 * torch.finfo(landscape.dtype).eps * max(nu, float(w.norm())):
-        raise ValueError("a, b and c are (nearly) collinear; they must span a plane")
-    v = v / nv
-    pos = np.array([[0.0, 0.0], [nu, 0.0], [float(w @ u), nv]])
-    lo, hi = pos.min(axis=0), pos.max(axis=0)
-    pad = margin * float((hi - lo).max())
-    xs = np.linspace(lo[0] - pad, hi[0] + pad, resolution)
-    ys = np.linspace(lo[1] - pad, hi[1] + pad, resolution)
-    gy, gx = np.meshgrid(ys, xs, indexing="ij")  # rows = y
-    coords = np.concatenate([np.stack([gx.ravel(), gy.ravel()], 1), pos])
-    coords_t = torch.as_tensor(coords, device=landscape.device, dtype=torch.float64)
-    origin, basis = pts[0], torch.stack([u, v])
-
-    def make(s0: int, s1: int) -> Tensor:
-        return (origin + coords_t[s0:s1] @ basis).to(landscape.dtype)
-
-    vals = _evaluate_points(landscape, coords.shape[0], make)
-    n = resolution * resolution
-    return PlaneSlice(
-        xs=xs, ys=ys, loss=vals[:n].reshape(resolution, resolution), positions=pos,
-        point_loss=vals[n:], origin=origin.to(landscape.dtype).cpu(),
-        basis=basis.to(landscape.dtype).cpu(),
-    )
 
 
 # ------------------------------------------------------------------------------ engine
@@ -632,7 +565,7 @@ class _Track:
 class _Engine:
     """One call of :func:`connect`: shared settings, data sampling and evaluation."""
 
-    def __init__(self, land: Landscape, thetas: Tensor, minima_loss: np.ndarray,
+    def __init__(self, *, land: Landscape, thetas: Tensor, minima_loss: np.ndarray,
                  settings: _Settings, progress: Progress | None):
         self.land, self.thetas, self.minima_loss = land, thetas, minima_loss
         self.s, self.progress = settings, progress
@@ -645,7 +578,7 @@ class _Engine:
         n = x_all.shape[0]
         if self.s.batch_size is None or self.s.batch_size >= n:
             return lambda: (x_all, y_all)
-        gen = torch.Generator().manual_seed(derive_seed(self.s.seed, _ROLE_STREAM[role]))
+        gen = torch.Generator().manual_seed(_stage_seed(self.s.seed, role))
         bs = self.s.batch_size
         state = {"perm": torch.empty(0, dtype=torch.long), "pos": n}  # shuffle first
 
@@ -873,7 +806,7 @@ class _Engine:
         s = self.s
         m, p = a.shape
         draw = self._batches(role)
-        gen = torch.Generator().manual_seed(derive_seed(s.seed, _ROLE_STREAM[role], 7))
+        gen = torch.Generator().manual_seed(_stage_seed(s.seed, role, _BEZIER_T_KEY))
         bend = 0.5 * (a + c)
 
         def barrier(rows: np.ndarray, b: Tensor) -> np.ndarray:
@@ -936,7 +869,7 @@ class _Engine:
         if n <= 2:
             out[rows] = 0.0
             return out
-        group = _items_per_block(self.land, n)
+        group = items_per_block(self.land, n)
         for s0 in range(0, len(rows), group):
             idx = rows[s0 : s0 + group]
             sub = chain[torch.as_tensor(idx, device=chain.device)]
@@ -953,8 +886,9 @@ class _Engine:
                        ) -> tuple[np.ndarray, np.ndarray]:
         """Dense loss along polygonal chains ``(M, n, P)``: ``t (M, L)`` (normalised arc
         length) and ``loss (M, L)``. ``eval_points`` points between neighbouring images, then
-        ``_REFINE_ROUNDS`` rounds of ``_REFINE_POINTS`` more on each side of the highest point,
-        so the reported maximum is the loss at a point of the chain, close to its true top."""
+        ``PATH_REFINE_ROUNDS`` rounds of ``PATH_REFINE_POINTS`` more on each side of the
+        highest point, so the reported maximum is the loss at a point of the chain, close to
+        its true top."""
         m, n, _ = chain.shape
         seg_len = (chain[:, 1:] - chain[:, :-1]).to(torch.float64).norm(dim=-1)  # (M, n-1)
         cum = torch.cat([torch.zeros(m, 1, dtype=torch.float64, device=chain.device),
@@ -1000,14 +934,14 @@ class _Engine:
         vals = _evaluate_groups(self.land, m, u.shape[1],
                                 lambda g: points(g, u[g]))
         rows = np.arange(m)[:, None]
-        for _ in range(_REFINE_ROUNDS):
+        for _ in range(PATH_REFINE_ROUNDS):
             if u.shape[1] < 2 or m == 0:
                 break
             top = np.argmax(vals, axis=1)
             lo = u[np.arange(m), np.maximum(top - 1, 0)]
             mid = u[np.arange(m), top]
             hi = u[np.arange(m), np.minimum(top + 1, u.shape[1] - 1)]
-            f = np.arange(1, _REFINE_POINTS + 1) / (_REFINE_POINTS + 1)
+            f = np.arange(1, PATH_REFINE_POINTS + 1) / (PATH_REFINE_POINTS + 1)
             new = np.concatenate([lo[:, None] + (mid - lo)[:, None] * f,
                                   mid[:, None] + (hi - mid)[:, None] * f], axis=1)
             new_vals = _evaluate_groups(self.land, m, new.shape[1],
@@ -1020,6 +954,12 @@ class _Engine:
 
 
 # ------------------------------------------------------------------------------ helpers
+
+
+def _stage_seed(seed: int, role: str, *keys: int) -> int:
+    """The seed of stage ``role``'s random stream (``keys`` name a second stream of it):
+    fixed by ``seed`` and the stage's key, whatever ran before (see ``_STAGE_KEY``)."""
+    return derive_seed(seed, _STAGE_KEY[role], *keys)
 
 
 def _neb_force(chain: Tensor, grad: Tensor, climb_loss: Tensor | None
@@ -1073,7 +1013,7 @@ def _evaluate_groups(land: Landscape, m: int, length: int,
                      make: Callable[[np.ndarray], Tensor]) -> np.ndarray:
     """Loss ``(m, length)`` of points made per group of items by ``make(indices)`` ->
     ``(g, length, P)``; groups are sized so the points stay under a memory cap."""
-    group = _items_per_block(land, length)
+    group = items_per_block(land, length)
     out = np.empty((m, length))
     for s in range(0, m, group):
         g = np.arange(s, min(m, s + group))
@@ -1082,21 +1022,6 @@ def _evaluate_groups(land: Landscape, m: int, length: int,
             ).reshape(len(g), length)
     # A NaN loss on a path means the path is unusable: count it as an infinite barrier.
     return np.where(np.isnan(out), np.inf, out)
-
-
-def _evaluate_points(land: Landscape, n: int, make: Callable[[int, int], Tensor]) -> np.ndarray:
-    """Loss ``(n,)`` of points made in blocks by ``make(start, stop) -> (stop-start, P)``."""
-    block = _items_per_block(land, 1)
-    parts = [land.loss(make(s, min(n, s + block))).to("cpu", torch.float64).numpy()
-             for s in range(0, n, block)]
-    return np.concatenate(parts)
-
-
-def _items_per_block(land: Landscape, points_per_item: int) -> int:
-    """How many items of ``points_per_item`` parameter vectors to materialise at once."""
-    point_bytes = land.n_params * (torch.finfo(land.dtype).bits // 8)
-    cap = min(_BLOCK_BYTES, max(1, land.memory_limit // 4))
-    return max(1, int(cap // max(points_per_item * point_bytes, 1)))
 
 
 def _check_pairs(pairs: Any, minima: Minima) -> np.ndarray:

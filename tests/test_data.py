@@ -149,42 +149,6 @@ def test_to_moves_every_tensor_and_returns_new_dataset():
     assert moved.meta == ds.meta and moved.task == ds.task
 
 
-# ----------------------------------------------------------------------------- losses / errors
-
-
-def test_task_losses_and_errors():
-    logits = torch.tensor([[2.0, 0.0], [0.0, 3.0], [1.0, 0.0]])
-    labels = torch.tensor([0, 1, 1])
-    ce = data.task_loss("classification")(logits, labels)
-    assert torch.isclose(ce, torch.nn.functional.cross_entropy(logits, labels))
-    assert float(data.task_error("classification")(logits, labels)) == pytest.approx(1 / 3)
-
-    assert float(data.task_loss("regression")(torch.ones(2, 1), torch.zeros(2, 1))) == 1.0
-    assert data.task_error("regression") is None
-
-    seq_logits = torch.zeros(1, 3, 4)
-    seq_logits[0, 2, 1] = 5.0
-    seq_logits[0, 1, 2] = 5.0
-    targets = torch.tensor([[data.IGNORE_INDEX, 3, 1]])
-    assert float(data.task_error("sequence")(seq_logits, targets)) == pytest.approx(0.5)
-    loss = data.task_loss("sequence")(seq_logits, targets)
-    manual = torch.nn.functional.cross_entropy(seq_logits[0, 1:], targets[0, 1:])
-    assert torch.isclose(loss, manual)
-
-    with pytest.raises(ValueError, match="unknown task"):
-        data.task_loss("ranking")
-    with pytest.raises(ValueError, match="unknown task"):
-        data.task_error("ranking")
-
-
-def test_task_losses_work_under_vmap():
-    ds = data.load("modadd", p=5, n_train=6)
-    outputs = torch.randn(3, 6, 3, ds.n_outputs)
-    loss = data.task_loss("sequence")
-    batched = torch.func.vmap(loss, in_dims=(0, None))(outputs, ds.y_train)
-    assert torch.allclose(batched, torch.stack([loss(o, ds.y_train) for o in outputs]))
-
-
 # ---------------------------------------------------------------------------------- local text
 
 TEXT = "the quick brown fox jumps over the lazy dog. " * 20

@@ -8,11 +8,13 @@ import numpy as np
 import pytest
 import torch
 
-from lossbarcode import data, models
+from lossbarcode import choices, data, models
 from lossbarcode import paths as paths_mod
 from lossbarcode.landscape import Landscape
 from lossbarcode.minima import Minima, find_minima
-from lossbarcode.paths import Paths, barrier_matrix, connect, plane_slice
+from lossbarcode.paths import Paths, barrier_matrix, connect
+from lossbarcode.planes import plane_slice
+from lossbarcode.seeds import derive_seed
 
 FAST = {"images": 4, "steps": 60, "batch_size": 64, "eval_points": 2}
 
@@ -55,7 +57,7 @@ def test_linear_paths(land, mins, linear):
         torch.testing.assert_close(chain[-1], mins.thetas[j])
         np.testing.assert_allclose(loss[[0, -1]], mins.train_loss[[i, j]], rtol=1e-5)
     assert len(linear.profile_t[0]) == (FAST["images"] + 1) * (FAST["eval_points"] + 1) + 1 + (
-        paths_mod._REFINE_ROUNDS * 2 * paths_mod._REFINE_POINTS)
+        choices.PATH_REFINE_ROUNDS * 2 * choices.PATH_REFINE_POINTS)
     # Straight segments between trained minima cross a real barrier on digits.
     assert np.all(linear.barriers > np.maximum(mins.train_loss[linear.pairs[:, 0]],
                                                mins.train_loss[linear.pairs[:, 1]]) + 0.05)
@@ -351,3 +353,31 @@ def test_image_losses_are_read_off_the_refined_profile(land, mins, method):
     for chain, at_images in zip(paths.images, paths.image_losses(), strict=True):
         np.testing.assert_allclose(at_images, land.loss(chain).double().numpy(), rtol=1e-4,
                                    atol=1e-6)
+
+
+def test_each_stage_draws_the_same_numbers_in_any_order(land, mins):
+    settings = paths_mod._Settings(
+        method="neb", images=2, fixed_steps=None, lr=0.05, eval_points=1, seed=3,
+        optimizer="sgd", batch_size=16, spring=0.5, cycles=3, insert=2, t_samples=4, tol=0.05,
+        atol=1e-4, max_steps=50, final_steps=0, cycle_steps=10, climb=True)
+
+    def draws(roles: list[str]) -> dict[str, list[torch.Tensor]]:
+        engine = paths_mod._Engine(land=land, thetas=land.as_thetas(mins.thetas),
+                                   minima_loss=mins.train_loss, settings=settings,
+                                   progress=None)
+        out: dict[str, list[torch.Tensor]] = {}
+        for role in roles:
+            draw = engine._batches(role)
+            out[role] = [draw()[0] for _ in range(20)]  # past one epoch of 256 / 16
+        return out
+
+    standard = draws(["tree", "shortcut"])
+    for other in (draws(["shortcut", "all", "tree"]), draws(["tree", "tree", "shortcut"])):
+        for role in ("tree", "shortcut"):
+            for a, b in zip(standard[role], other[role], strict=True):
+                assert torch.equal(a, b)
+    assert not torch.equal(torch.cat(standard["tree"]), torch.cat(standard["shortcut"]))
+    # The stage keys are part of stored runs' numbers: pinned.
+    assert [paths_mod._stage_seed(3, r) for r in ("all", "list", "tree", "shortcut")] == [
+        derive_seed(3, k) for k in (1, 2, 3, 4)]
+    assert paths_mod._stage_seed(3, "tree", 7) == derive_seed(3, 3, 7)
