@@ -8,6 +8,7 @@ grid covering the three points, in one batched, memory-capped evaluation.
 from __future__ import annotations
 
 import math
+import warnings
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
@@ -29,27 +30,50 @@ class PlaneSlice:
     ``(0, 0)``, ``b`` on the positive x axis.
 
     Attributes:
-        xs: ``(R,)`` grid x coordinates; ys: ``(R,)`` grid y coordinates.
-        loss: ``(R, R)`` with ``loss[iy, ix]`` the loss at ``(xs[ix], ys[iy])`` (rows = y,
-            the layout of image/heatmap plots).
-        positions: ``(3, 2)`` plane coordinates of ``a, b, c``.
+        x: ``(R,)`` grid x coordinates; y: ``(R,)`` grid y coordinates.
+        loss: ``(R, R)`` with ``loss[i_x, i_y]`` the loss at ``(x[i_x], y[i_y])``, the order
+            of every grid here (:class:`~lossbarcode.slices.ResultSlice`, the toy functions'
+            grids); transpose it for image/heatmap plots (rows = y).
+        points: ``(3, 2)`` plane coordinates of ``a, b, c``.
         point_loss: ``(3,)`` loss exactly at ``a, b, c`` (evaluated with the grid).
         origin: ``(P,)`` CPU tensor (= ``a``); basis: ``(2, P)`` orthonormal CPU tensor.
     """
 
-    xs: np.ndarray
-    ys: np.ndarray
+    x: np.ndarray
+    y: np.ndarray
     loss: np.ndarray
-    positions: np.ndarray
+    points: np.ndarray
     point_loss: np.ndarray
     origin: Tensor
     basis: Tensor
+
+    # Deprecated names (until Dec 2026 ``loss`` was indexed [i_y, i_x]): kept so old code
+    # runs, with a warning that says the grid's order changed.
+    @property
+    def xs(self) -> np.ndarray:
+        _renamed("xs", "x")
+        return self.x
+
+    @property
+    def ys(self) -> np.ndarray:
+        _renamed("ys", "y")
+        return self.y
+
+    @property
+    def positions(self) -> np.ndarray:
+        _renamed("positions", "points")
+        return self.points
 
     def to_params(self, x: Any, y: Any) -> Tensor:
         """Parameter vectors at plane coordinates ``x, y`` (same shape ``S``) -> ``(*S, P)``."""
         xt = torch.as_tensor(np.asarray(x, dtype=np.float64), dtype=self.origin.dtype)
         yt = torch.as_tensor(np.asarray(y, dtype=np.float64), dtype=self.origin.dtype)
         return self.origin + xt[..., None] * self.basis[0] + yt[..., None] * self.basis[1]
+
+
+def _renamed(old: str, new: str) -> None:
+    warnings.warn(f"PlaneSlice.{old} is deprecated: use .{new}; note that .loss is now indexed "
+                  "[i_x, i_y] (it was [i_y, i_x])", DeprecationWarning, stacklevel=3)
 
 
 def plane_slice(
@@ -85,7 +109,7 @@ def plane_slice(
     pad = margin * float((hi - lo).max())
     xs = np.linspace(lo[0] - pad, hi[0] + pad, resolution)
     ys = np.linspace(lo[1] - pad, hi[1] + pad, resolution)
-    gy, gx = np.meshgrid(ys, xs, indexing="ij")  # rows = y
+    gx, gy = np.meshgrid(xs, ys, indexing="ij")  # loss[i_x, i_y]
     coords = np.concatenate([np.stack([gx.ravel(), gy.ravel()], 1), pos])
     coords_t = torch.as_tensor(coords, device=landscape.device, dtype=torch.float64)
     origin, basis = pts[0], torch.stack([u, v])
@@ -96,7 +120,7 @@ def plane_slice(
     vals = _evaluate_points(landscape, coords.shape[0], make)
     n = resolution * resolution
     return PlaneSlice(
-        xs=xs, ys=ys, loss=vals[:n].reshape(resolution, resolution), positions=pos,
+        x=xs, y=ys, loss=vals[:n].reshape(resolution, resolution), points=pos,
         point_loss=vals[n:], origin=origin.to(landscape.dtype).cpu(),
         basis=basis.to(landscape.dtype).cpu(),
     )

@@ -2,7 +2,7 @@
 
 :func:`result_slice` rebuilds the run's landscape from its config, evaluates the loss on a
 ``resolution x resolution`` grid over the plane through minima ``a, b, c``
-(:func:`lossbarcode.paths.plane_slice`, one batched evaluation), computes the grid's exact H0
+(:func:`lossbarcode.planes.plane_slice`, one batched evaluation), computes the grid's exact H0
 barcode (:func:`lossbarcode.topology.grid_barcode`) and caches everything in the store as a
 stage ``slice-<a>-<b>-<c>-<R>`` (``-m<margin x 1000>`` appended for a margin other than 0.25),
 so each slice is computed once. A slice shows two dimensions out of P: its minima and bars
@@ -83,7 +83,7 @@ def result_slice(
     Raises ``ValueError`` for repeated, out-of-range or diverged minima, a resolution below 5,
     a run without stored minima or config, or three (nearly) collinear minima.
     """
-    from lossbarcode.paths import plane_slice  # imports torch: only when computing
+    from lossbarcode.planes import plane_slice  # imports torch: only when computing
 
     resolution = check_int(resolution, "resolution", MIN_RESOLUTION)
     if isinstance(margin, bool) or not isinstance(margin, int | float) or not (
@@ -120,10 +120,10 @@ def result_slice(
         landscape = build_landscape(run_config)
         a, b, c = (found.thetas[i] for i in idx)
         plane = plane_slice(landscape, a, b, c, resolution=resolution, margin=margin)
-        loss = np.ascontiguousarray(plane.loss.T)  # plane_slice is [i_y, i_x]; ours [i_x, i_y]
+        loss = plane.loss
         result = ResultSlice(
-            x=np.asarray(plane.xs, dtype=np.float64), y=np.asarray(plane.ys, dtype=np.float64),
-            loss=loss, points=np.asarray(plane.positions, dtype=np.float64),
+            x=np.asarray(plane.x, dtype=np.float64), y=np.asarray(plane.y, dtype=np.float64),
+            loss=loss, points=np.asarray(plane.points, dtype=np.float64),
             minima=np.asarray(idx, dtype=np.int64),
             point_loss=np.asarray(plane.point_loss, dtype=np.float64),
             barcode=topology.grid_barcode(_finite(loss)), resolution=resolution, margin=margin,

@@ -166,7 +166,7 @@ def test_result_slice_through_three_minima(tiny_run, monkeypatch):
     def fail(*args, **kwargs):
         raise AssertionError("computed the slice again instead of loading it")
 
-    monkeypatch.setattr("lossbarcode.paths.plane_slice", fail)
+    monkeypatch.setattr("lossbarcode.planes.plane_slice", fail)
     monkeypatch.setattr(slices, "build_landscape", fail)
     again = result_slice(store, result.run_id, minima=(0, 1, 2), resolution=15)
     np.testing.assert_array_equal(again.loss, s.loss)

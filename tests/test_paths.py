@@ -177,19 +177,21 @@ def test_paths_to_arrays_roundtrip(land, mins, linear, tmp_path):
 def test_plane_slice(land, mins):
     a, b, c = mins.thetas[0], mins.thetas[1], mins.thetas[2]
     sl = plane_slice(land, a, b, c, resolution=12, margin=0.2)
-    assert sl.loss.shape == (12, 12) and sl.xs.shape == (12,) and sl.ys.shape == (12,)
-    assert sl.positions[0].tolist() == [0.0, 0.0] and sl.positions[1, 1] == 0.0
+    assert sl.loss.shape == (12, 12) and sl.x.shape == (12,) and sl.y.shape == (12,)
+    assert sl.points[0].tolist() == [0.0, 0.0] and sl.points[1, 1] == 0.0
     np.testing.assert_allclose(sl.point_loss, land.loss(torch.stack([a, b, c])).numpy(),
                                rtol=1e-5, atol=1e-6)
     np.testing.assert_allclose(sl.point_loss, mins.train_loss[:3], rtol=1e-4, atol=1e-5)
     # The plane coordinates map back onto the three minima.
-    for p, theta in zip(sl.positions, (a, b, c), strict=True):
+    for p, theta in zip(sl.points, (a, b, c), strict=True):
         torch.testing.assert_close(sl.to_params(p[0], p[1]), theta, rtol=1e-4, atol=1e-4)
-    # Grid values are the loss at the mapped parameters (rows = y, columns = x).
-    iy, ix = 3, 7
-    theta = sl.to_params(sl.xs[ix], sl.ys[iy])
-    assert sl.loss[iy, ix] == pytest.approx(float(land.loss(theta)), rel=1e-4)
-    assert sl.xs.min() < 0 < sl.positions[1, 0] < sl.xs.max()
+    # Grid values are the loss at the mapped parameters, indexed [i_x, i_y] like every grid.
+    ix, iy = 7, 3
+    theta = sl.to_params(sl.x[ix], sl.y[iy])
+    assert sl.loss[ix, iy] == pytest.approx(float(land.loss(theta)), rel=1e-4)
+    assert sl.x.min() < 0 < sl.points[1, 0] < sl.x.max()
+    with pytest.warns(DeprecationWarning, match=r"\[i_x, i_y\]"):
+        assert sl.xs is sl.x and sl.ys is sl.y and sl.positions is sl.points
     with pytest.raises(ValueError, match="collinear"):
         plane_slice(land, a, b, 2 * b - a)
     with pytest.raises(ValueError, match="coincide"):
