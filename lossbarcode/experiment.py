@@ -107,13 +107,14 @@ FIELD_HELP: dict[str, str] = {
     "depth": "hidden layers, conv layers, residual blocks or transformer layers",
     "heads": "attention heads of the transformer; must divide the width",
     "k": "number of minima K (>= 2): networks trained from K seeds, all at once; the barcode "
-         "has K bars",
+         "has K bars, and pairs 'all' joins K(K-1)/2 pairs",
     "optimizer": "how the K networks are trained: sgd (with momentum) or adam",
     "lr": f"learning rate (none: the optimizer's default, {_per_optimizer(choices.MINIMA_LR)})",
     "schedule": "constant, or anneal (cosine decay to 0)",
     "steps": "minibatch training steps per network",
     "batch_size": "examples per training step",
-    "polish_steps": "full-batch steps after training, towards true critical points (0: none)",
+    "polish_steps": "full-batch steps after training, towards true critical points (0: none; "
+                    "each minimum's gradient norm is stored to show how close it got)",
     "path_method": "linear: the straight line (an upper bound); neb: nudged elastic band; "
                    "bezier: a trained curve with one bend",
     "pairs": "all pairs, or mst: a spanning tree first plus shortcuts (cheaper for large K)",

@@ -16,7 +16,7 @@ import streamlit as st
 
 from lossbarcode.choices import PRESETS, TORCHVISION_DATASETS
 from lossbarcode.datafiles import missing_files
-from lossbarcode.experiment import ExperimentConfig
+from lossbarcode.experiment import ExperimentConfig, field_help
 from pages._jobs import estimate, manager
 from pages._pickers import remember_run
 from pages._runs import result, store
@@ -28,6 +28,16 @@ NEEDS_ROOT = ("text", *TORCHVISION_DATASETS)  # datasets read from the data fold
 CUSTOM = "custom"  # the preset of an edited config
 
 # --------------------------------------------------------------------------- config widgets
+
+
+def help_for(name: str, empty: bool = False) -> str:
+    """The help of config field ``name``'s widget: the config's own description
+    (:func:`~lossbarcode.experiment.field_help`) as a sentence; ``empty`` for a box left empty
+    to mean None."""
+    text = field_help(name)
+    if empty:
+        text = text.replace("none: ", "empty: ", 1)
+    return text[0].upper() + text[1:] + "."
 
 
 def to_widgets(values: dict[str, Any]) -> dict[str, Any]:

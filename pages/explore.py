@@ -11,7 +11,6 @@ from lossbarcode import plots
 from lossbarcode.choices import (
     ARCHS,
     DATASETS,
-    MINIMA_LR,
     OPTIMIZERS,
     PAIRINGS,
     PATH_METHODS,
@@ -19,7 +18,7 @@ from lossbarcode.choices import (
     SCHEDULES,
 )
 from lossbarcode.cli import reproduce_command
-from lossbarcode.experiment import ExperimentConfig, Result
+from lossbarcode.experiment import Result
 from lossbarcode.provenance import describe_config
 from lossbarcode.topology import NORMS, RULES, death_pair
 from pages._explore_state import (
@@ -31,6 +30,7 @@ from pages._explore_state import (
     current_config,
     estimate_failed,
     failure_notice,
+    help_for,
     init_config,
     pick,
     problems_now,
@@ -54,7 +54,6 @@ use_navigation()
 def sidebar() -> tuple[Any, Any]:
     """The config widgets (keys ``cfg_<field>``); returns the boxes below them for the
     estimate and the Run button."""
-    D = ExperimentConfig()  # the defaults the help texts name
     with st.sidebar:
         st.header("New experiment")
         st.selectbox("Preset", [*PRESETS, CUSTOM], key="preset", on_change=apply_preset,
@@ -62,97 +61,77 @@ def sidebar() -> tuple[Any, Any]:
                      help="A starting point; editing any setting makes it a custom config.")
         with st.expander("Data and model", expanded=True, icon=":material/dataset:"):
             dataset = st.selectbox("Dataset", DATASETS, key="cfg_dataset",
-                                   help="digits (8×8 handwritten, bundled) is the default; "
-                                        "spirals/blobs/teacher are synthetic; torchvision sets are "
-                                        "read from the data folder, never downloaded here.")
+                                   help=help_for("dataset"))
             if dataset in NEEDS_ROOT:
                 st.text_input("Data folder / text file", key="cfg_data_root",
                               placeholder="./data" if dataset != "text" else "path/to/text",
-                              help="torchvision layout for image sets (files are never downloaded "
-                                   "here); a .txt/.jsonl file or folder for 'text'.")
+                              help=help_for("data_root"))
             arch = st.selectbox("Architecture", ARCHS, key="cfg_arch",
-                                help="fcn: fully connected; cnn: convolutional; resnet: residual "
-                                     "blocks; transformer: for the sequence sets (modadd, text).")
+                                help=help_for("arch"))
             c1, c2 = st.columns(2)
             c1.number_input("Width", step=1, key="cfg_width",
-                            help="Hidden units (fcn), channels (cnn/resnet) or d_model.")
+                            help=help_for("width"))
             c2.number_input("Depth", step=1, key="cfg_depth",
-                            help="Hidden layers, conv layers, residual blocks or layers.")
+                            help=help_for("depth"))
             if arch == "transformer":
                 st.number_input("Heads", step=1, key="cfg_heads",
-                                help="Attention heads; must divide the width.")
+                                help=help_for("heads"))
             c1, c2 = st.columns(2)
             c1.number_input("Train examples", step=100, value=None, key="cfg_n_train",
                             placeholder="all",
-                            help="Empty = the whole training split (synthetic sets: 512).")
+                            help=help_for("n_train", empty=True))
             c2.number_input("Test examples", step=100, value=None, key="cfg_n_test",
-                            placeholder="all", help="Empty = the whole test split.")
+                            placeholder="all", help=help_for("n_test", empty=True))
         with st.expander("Minima", icon=":material/south:"):
             st.number_input("Minima K", step=1, key="cfg_k",
-                            help="Networks trained from K seeds, all at once; the barcode has K "
-                                 "bars and the paths join K(K-1)/2 pairs (pairs 'all').")
+                            help=help_for("k"))
             c1, c2 = st.columns(2)
             c1.radio("Optimizer", OPTIMIZERS, key="cfg_optimizer",
-                     help="How the K networks are trained: SGD with momentum, or Adam.")
+                     help=help_for("optimizer"))
             c2.radio("Schedule", SCHEDULES, key="cfg_schedule",
-                     help="constant small lr, or annealed (cosine decay to 0).")
+                     help=help_for("schedule"))
             c1, c2 = st.columns(2)
             c1.number_input("Learning rate", value=None, format="%.4g", key="cfg_lr",
                             placeholder="default",
-                            help="Empty = the optimizer's default ("
-                                 + ", ".join(f"{v:g} {k}" for k, v in MINIMA_LR.items()) + ").")
+                            help=help_for("lr", empty=True))
             c2.number_input("Steps", step=50, key="cfg_steps",
-                            help=f"Minibatch training steps per network (default {D.steps}).")
+                            help=help_for("steps"))
             c1, c2 = st.columns(2)
             c1.number_input("Batch size", step=16, key="cfg_batch_size",
-                            help=f"Examples per training step (default {D.batch_size}).")
+                            help=help_for("batch_size"))
             c2.number_input("Polish steps", step=50, key="cfg_polish_steps",
-                            help="Full-batch steps after training, towards true critical points "
-                                 "(each minimum's gradient norm is shown in the table). 0 = none.")
+                            help=help_for("polish_steps"))
         with st.expander("Paths and score", icon=":material/route:"):
             st.selectbox("Path method", PATH_METHODS, key="cfg_path_method",
-                         help="linear: straight line (upper bound); neb: nudged elastic band; "
-                              "bezier: a trained curve with one bend.")
+                         help=help_for("path_method"))
             st.radio("Pairs", PAIRINGS, key="cfg_pairs", horizontal=True,
-                     help="all pairs, or a spanning tree first plus shortcuts (cheaper for "
-                          "large K).")
+                     help=help_for("pairs"))
             c1, c2 = st.columns(2)
             c1.number_input("Images per path", step=1, key="cfg_images",
-                            help=f"Movable points of each NEB chain (default {D.images}); more "
-                                 "follow a bent valley more closely.")
+                            help=help_for("images"))
             c2.number_input("Fixed path steps", step=25, value=None, key="cfg_path_steps",
                             placeholder="until converged",
-                            help="Empty = optimise every path until it converges (default). A "
-                                 "number runs that fixed budget instead: the old method, never "
-                                 "certified.")
+                            help=help_for("path_steps", empty=True))
             c1, c2 = st.columns(2)
             c1.number_input("Path tolerance", format="%.3g", key="cfg_path_tol",
-                            help="A path stops when a cycle lowers its barrier by at most this "
-                                 f"share of its segment (plus the resolution), twice in a row "
-                                 f"(default {D.path_tol:g}).")
+                            help=help_for("path_tol"))
             c2.number_input("Resolution (loss)", format="%.2g", key="cfg_path_atol",
-                            help="Barriers are resolved to about this much training loss "
-                                 f"(default {D.path_atol:g}).")
+                            help=help_for("path_atol"))
             st.number_input("Path step cap", step=500, key="cfg_path_max_steps",
-                            help="Minibatch steps per path at most; a path that reaches it is "
-                                 f"reported unconverged (default {D.path_max_steps}).")
+                            help=help_for("path_max_steps"))
             st.radio("Barcode rule", RULES, key="cfg_rule", horizontal=True,
-                     help="union_find: exact H0 (default); direct: the paper code's rule.")
+                     help=help_for("rule"))
             c1, c2 = st.columns(2)
             c1.selectbox("TO-score norm", NORMS, key="cfg_score_norm",
-                         help="How the finite segment lengths are combined: l2 (default, the "
-                              "paper's), sum, max or mean.")
+                         help=help_for("score_norm"))
             c2.selectbox("Normalize", ["none", "range"], key="cfg_score_normalize",
-                         help="none: in loss units (default); range: divided by the spread of "
-                              "the minima's losses, to compare different tasks.")
+                         help=help_for("score_normalize"))
         with st.expander("Run", icon=":material/settings:"):
             c1, c2 = st.columns(2)
             c1.number_input("Seed", step=1, key="cfg_seed",
-                            help="Seeds the data split and the K initialisations; another seed "
-                                 "gives another sample of minima.")
+                            help=help_for("seed"))
             c2.selectbox("Device", ["auto", "cpu", "cuda"], key="cfg_device",
-                         help="auto: CUDA when present, else CPU. Results do not depend on it "
-                              "(up to round-off), so it is not part of the run id.")
+                         help=help_for("device"))
         return st.container(), st.container()
 
 

@@ -560,6 +560,21 @@ def test_explore_settings_all_have_help():
     missing = [ast.unparse(c.args[0]) for c in calls if not any(k.arg == "help"
                                                                  for k in c.keywords)]
     assert not missing, f"settings without help: {missing}"
+    # A config field's help is the config's own description, not a second copy.
+    for c in calls:
+        key = next(k.value.value for k in c.keywords if k.arg == "key")
+        if key.startswith("cfg_"):
+            (text,) = [ast.unparse(k.value) for k in c.keywords if k.arg == "help"]
+            assert text.startswith(f"help_for('{key[4:]}'"), f"{key}: {text}"
+
+
+def test_a_settings_help_is_the_config_fields_description():
+    from lossbarcode.experiment import FIELD_HELP
+    from pages._explore_state import help_for
+
+    assert help_for("width").startswith(FIELD_HELP["width"][0].upper() + FIELD_HELP["width"][1:])
+    assert "(default 32)" in help_for("width")
+    assert help_for("lr", empty=True).startswith("Learning rate (empty: the optimizer's default")
 
 
 def test_minima_map_warns_about_an_unknown_run_link(store):
