@@ -372,13 +372,12 @@ def test_cross_design_varies_one_scale_at_a_time():
 
 def test_the_shipped_demo_sweep_is_reproducible_by_its_command():
     document = json.loads((ROOT / "assets" / "demo_sweep.json").read_text())
-    from lossbarcode import cli
+    from lossbarcode.cli import parse_sweep_command
     from lossbarcode.sweep import sweep_configs
 
     (command,) = document["command"]
-    args = cli.build_parser().parse_args(command.split()[1:])
-    configs = sweep_configs(cli._config_from(args), cli._ints(args.widths),
-                            cli._ints(args.depths), cli._ints(args.seeds), args.design)
+    base, axes = parse_sweep_command(command)
+    configs = sweep_configs(base, **axes)
     assert sorted(c.run_id for c in configs) == sorted(r["run_id"] for r in document["records"])
     assert set(document["barcodes"]) == {r["run_id"] for r in document["records"]}
     # Made by converged paths (path algorithm 2), so every scale has a resolution floor.
