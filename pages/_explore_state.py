@@ -10,6 +10,7 @@ the run it belongs to).
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 import streamlit as st
@@ -38,6 +39,16 @@ def help_for(name: str, empty: bool = False) -> str:
     if empty:
         text = text.replace("none: ", "empty: ", 1)
     return text[0].upper() + text[1:] + "."
+
+
+def setting(widget: Callable[..., Any], label: str, name: str, *args: Any,
+            **kwargs: Any) -> Any:
+    """The widget of config field ``name`` (key ``cfg_<name>``, help :func:`help_for`): e.g.
+    ``setting(st.number_input, "Width", "width", step=1)``. A number box that may stay empty
+    (``value=None``) says what empty means."""
+    return widget(label, *args, key=f"cfg_{name}",
+                  help=help_for(name, empty="value" in kwargs and kwargs["value"] is None),
+                  **kwargs)
 
 
 def to_widgets(values: dict[str, Any]) -> dict[str, Any]:

@@ -30,11 +30,11 @@ from pages._explore_state import (
     current_config,
     estimate_failed,
     failure_notice,
-    help_for,
     init_config,
     pick,
     problems_now,
     running_jobs,
+    setting,
     settle_job,
     start_run,
     sync_highlight,
@@ -60,78 +60,52 @@ def sidebar() -> tuple[Any, Any]:
                      format_func=lambda p: "Custom (edited)" if p == CUSTOM else PRESETS[p][0],
                      help="A starting point; editing any setting makes it a custom config.")
         with st.expander("Data and model", expanded=True, icon=":material/dataset:"):
-            dataset = st.selectbox("Dataset", DATASETS, key="cfg_dataset",
-                                   help=help_for("dataset"))
+            dataset = setting(st.selectbox, "Dataset", "dataset", DATASETS)
             if dataset in NEEDS_ROOT:
-                st.text_input("Data folder / text file", key="cfg_data_root",
-                              placeholder="./data" if dataset != "text" else "path/to/text",
-                              help=help_for("data_root"))
-            arch = st.selectbox("Architecture", ARCHS, key="cfg_arch",
-                                help=help_for("arch"))
+                setting(st.text_input, "Data folder / text file", "data_root",
+                        placeholder="./data" if dataset != "text" else "path/to/text")
+            arch = setting(st.selectbox, "Architecture", "arch", ARCHS)
             c1, c2 = st.columns(2)
-            c1.number_input("Width", step=1, key="cfg_width",
-                            help=help_for("width"))
-            c2.number_input("Depth", step=1, key="cfg_depth",
-                            help=help_for("depth"))
+            setting(c1.number_input, "Width", "width", step=1)
+            setting(c2.number_input, "Depth", "depth", step=1)
             if arch == "transformer":
-                st.number_input("Heads", step=1, key="cfg_heads",
-                                help=help_for("heads"))
+                setting(st.number_input, "Heads", "heads", step=1)
             c1, c2 = st.columns(2)
-            c1.number_input("Train examples", step=100, value=None, key="cfg_n_train",
-                            placeholder="all",
-                            help=help_for("n_train", empty=True))
-            c2.number_input("Test examples", step=100, value=None, key="cfg_n_test",
-                            placeholder="all", help=help_for("n_test", empty=True))
+            setting(c1.number_input, "Train examples", "n_train", step=100, value=None,
+                    placeholder="all")
+            setting(c2.number_input, "Test examples", "n_test", step=100, value=None,
+                    placeholder="all")
         with st.expander("Minima", icon=":material/south:"):
-            st.number_input("Minima K", step=1, key="cfg_k",
-                            help=help_for("k"))
+            setting(st.number_input, "Minima K", "k", step=1)
             c1, c2 = st.columns(2)
-            c1.radio("Optimizer", OPTIMIZERS, key="cfg_optimizer",
-                     help=help_for("optimizer"))
-            c2.radio("Schedule", SCHEDULES, key="cfg_schedule",
-                     help=help_for("schedule"))
+            setting(c1.radio, "Optimizer", "optimizer", OPTIMIZERS)
+            setting(c2.radio, "Schedule", "schedule", SCHEDULES)
             c1, c2 = st.columns(2)
-            c1.number_input("Learning rate", value=None, format="%.4g", key="cfg_lr",
-                            placeholder="default",
-                            help=help_for("lr", empty=True))
-            c2.number_input("Steps", step=50, key="cfg_steps",
-                            help=help_for("steps"))
+            setting(c1.number_input, "Learning rate", "lr", value=None, format="%.4g",
+                    placeholder="default")
+            setting(c2.number_input, "Steps", "steps", step=50)
             c1, c2 = st.columns(2)
-            c1.number_input("Batch size", step=16, key="cfg_batch_size",
-                            help=help_for("batch_size"))
-            c2.number_input("Polish steps", step=50, key="cfg_polish_steps",
-                            help=help_for("polish_steps"))
+            setting(c1.number_input, "Batch size", "batch_size", step=16)
+            setting(c2.number_input, "Polish steps", "polish_steps", step=50)
         with st.expander("Paths and score", icon=":material/route:"):
-            st.selectbox("Path method", PATH_METHODS, key="cfg_path_method",
-                         help=help_for("path_method"))
-            st.radio("Pairs", PAIRINGS, key="cfg_pairs", horizontal=True,
-                     help=help_for("pairs"))
+            setting(st.selectbox, "Path method", "path_method", PATH_METHODS)
+            setting(st.radio, "Pairs", "pairs", PAIRINGS, horizontal=True)
             c1, c2 = st.columns(2)
-            c1.number_input("Images per path", step=1, key="cfg_images",
-                            help=help_for("images"))
-            c2.number_input("Fixed path steps", step=25, value=None, key="cfg_path_steps",
-                            placeholder="until converged",
-                            help=help_for("path_steps", empty=True))
+            setting(c1.number_input, "Images per path", "images", step=1)
+            setting(c2.number_input, "Fixed path steps", "path_steps", step=25, value=None,
+                    placeholder="until converged")
             c1, c2 = st.columns(2)
-            c1.number_input("Path tolerance", format="%.3g", key="cfg_path_tol",
-                            help=help_for("path_tol"))
-            c2.number_input("Resolution (loss)", format="%.2g", key="cfg_path_atol",
-                            help=help_for("path_atol"))
-            st.number_input("Path step cap", step=500, key="cfg_path_max_steps",
-                            help=help_for("path_max_steps"))
-            st.radio("Barcode rule", RULES, key="cfg_rule", horizontal=True,
-                     help=help_for("rule"))
+            setting(c1.number_input, "Path tolerance", "path_tol", format="%.3g")
+            setting(c2.number_input, "Resolution (loss)", "path_atol", format="%.2g")
+            setting(st.number_input, "Path step cap", "path_max_steps", step=500)
+            setting(st.radio, "Barcode rule", "rule", RULES, horizontal=True)
             c1, c2 = st.columns(2)
-            c1.selectbox("TO-score norm", NORMS, key="cfg_score_norm",
-                         help=help_for("score_norm"))
-            c2.selectbox("Normalize", ["none", "range"], key="cfg_score_normalize",
-                         help=help_for("score_normalize"))
+            setting(c1.selectbox, "TO-score norm", "score_norm", NORMS)
+            setting(c2.selectbox, "Normalize", "score_normalize", ["none", "range"])
         with st.expander("Run", icon=":material/settings:"):
             c1, c2 = st.columns(2)
-            c1.number_input("Seed", step=1, key="cfg_seed",
-                            help=help_for("seed"))
-            c2.selectbox("Device", ["auto", "cpu", "cuda"], key="cfg_device",
-                         help=help_for("device"))
+            setting(c1.number_input, "Seed", "seed", step=1)
+            setting(c2.selectbox, "Device", "device", ["auto", "cpu", "cuda"])
         return st.container(), st.container()
 
 
