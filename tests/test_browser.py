@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from lossbarcode.bench.browser import CHROMIUM, serve_app, wait_ready
+from lossbarcode.bench.browser import CHROMIUM, launch_browser, serve_app, wait_ready
 
 ROOT = Path(__file__).resolve().parents[1]
 ARTIFACTS = ROOT / "test-artifacts"
@@ -33,6 +33,8 @@ pytestmark = [pytest.mark.browser, pytest.mark.slow]
 
 @pytest.fixture(scope="module")
 def playwright_api():
+    """Playwright and Debian's Chromium are here (browsers start with bench.browser's
+    launch_browser, as the benchmarks' do)."""
     api = pytest.importorskip("playwright.sync_api")
     if not Path(CHROMIUM).exists():
         pytest.fail(f"no Chromium at {CHROMIUM}: install Debian's chromium (see .ci/run)")
@@ -58,12 +60,6 @@ def app_env(tmp_path_factory):
                                     "score_variant": "l2", "records": records,
                                     "barcodes": {r["run_id"]: bars for r in records}}))
     return {"LOSSBARCODE_RESULTS": str(folder / "results"), "LOSSBARCODE_DEMO_SWEEP": str(demo)}
-
-
-def launch(p):
-    from lossbarcode.bench.browser import CHROMIUM_ARGS
-
-    return p.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
 
 
 def no_exception(page, where: str) -> None:
@@ -106,8 +102,7 @@ def wait_new_run_shown(page, old: list[str], timeout_s: float = 180) -> None:
 
 
 def test_run_an_experiment_click_a_bar_and_visit_every_page(playwright_api, app_env):
-    with serve_app(app_env) as (url, _), playwright_api.sync_playwright() as p:
-        browser = launch(p)
+    with serve_app(app_env) as (url, _), launch_browser() as browser:
         page = browser.new_page(viewport={"width": 1400, "height": 1000})
         page.goto(f"{url}/?preset=tiny", wait_until="domcontentloaded")
         wait_ready(page, "Explore a run", charts=3, timeout=120)  # the demo run
@@ -142,14 +137,12 @@ def test_run_an_experiment_click_a_bar_and_visit_every_page(playwright_api, app_
             no_exception(dark, f"{path} (dark)")
             assert "Page not found" not in dark.content()
             screenshot(dark, f"{path or 'explore'}_dark")
-        browser.close()
 
 
 def test_a_shared_link_is_the_first_request_of_a_fresh_server(playwright_api, app_env):
     """Regression: before the first st.navigation call Streamlit would run a page of the
     pages/ folder alone (no app navigation); the pages reroute through app.py."""
-    with serve_app(app_env) as (url, _), playwright_api.sync_playwright() as p:
-        browser = launch(p)
+    with serve_app(app_env) as (url, _), launch_browser() as browser:
         page = browser.new_page(viewport={"width": 1400, "height": 1000})
         page.goto(f"{url}/toy_landscapes?toy=himmelblau", wait_until="domcontentloaded")
         wait_ready(page, "Toy landscapes", charts=4)
@@ -159,13 +152,11 @@ def test_a_shared_link_is_the_first_request_of_a_fresh_server(playwright_api, ap
         titles = page.locator(".js-plotly-plot .gtitle").all_text_contents()
         assert "Himmelblau" in titles
         no_exception(page, "toy page")
-        browser.close()
 
 
 def test_first_open_shows_the_demo_run_and_where_to_start(playwright_api, app_env, tmp_path):
     env = {**app_env, "LOSSBARCODE_RESULTS": str(tmp_path / "results")}  # no runs of its own
-    with serve_app(env) as (url, _), playwright_api.sync_playwright() as p:
-        browser = launch(p)
+    with serve_app(env) as (url, _), launch_browser() as browser:
         page = browser.new_page(viewport={"width": 1440, "height": 900})
         page.goto(url, wait_until="domcontentloaded")
         wait_ready(page, "Explore a run", charts=3, timeout=120)
@@ -178,14 +169,12 @@ def test_first_open_shows_the_demo_run_and_where_to_start(playwright_api, app_en
         page.get_by_role("link", name="3 · The scaling curve").click()
         wait_ready(page, "Scaling", charts=2, timeout=60)
         no_exception(page, "scaling from start here")
-        browser.close()
 
 
 def test_the_url_names_the_shown_run_after_a_fast_run_and_after_cancel(playwright_api,
                                                                          tmp_path):
     env = {"LOSSBARCODE_RESULTS": str(tmp_path / "results"), "LOSSBARCODE_DEMO_RUNS": ""}
-    with serve_app(env) as (url, _), playwright_api.sync_playwright() as p:
-        browser = launch(p)
+    with serve_app(env) as (url, _), launch_browser() as browser:
         page = browser.new_page(viewport={"width": 1440, "height": 900})
         page.add_init_script("""window.__urls = [];  // the URL changes, for a failure's message
 for (const name of ['pushState', 'replaceState']) {
@@ -235,12 +224,10 @@ for (const name of ['pushState', 'replaceState']) {
         assert "not in the results folder" not in text
         assert url_run(page) == shown_run(page) == shown[-1], "after cancel: the open run"
         no_exception(page, "after cancel")
-        browser.close()
 
 
 def test_presentation_mode_stacks_charts_in_large_type(playwright_api, app_env):
-    with serve_app(app_env) as (url, _), playwright_api.sync_playwright() as p:
-        browser = launch(p)
+    with serve_app(app_env) as (url, _), launch_browser() as browser:
         page = browser.new_page(viewport={"width": 1440, "height": 900})
         page.goto(url, wait_until="domcontentloaded")
         wait_ready(page, "Explore a run", charts=3, timeout=120)
@@ -267,7 +254,6 @@ def test_presentation_mode_stacks_charts_in_large_type(playwright_api, app_env):
         page.get_by_role("button", name="Exit presentation mode").click()
         page.get_by_role("button", name="Presentation mode").wait_for(timeout=30_000)
         page.wait_for_function("!location.search.includes('present=1')", timeout=10_000)
-        browser.close()
 
 
 def test_toy_animation_moves_in_the_browser_without_the_server(playwright_api, app_env):
@@ -275,8 +261,7 @@ def test_toy_animation_moves_in_the_browser_without_the_server(playwright_api, a
     page sends the server nothing meanwhile."""
     from lossbarcode.bench.toy import FIND_FIGURE_JS, animate_every_frame, open_toy_page
 
-    with serve_app(app_env) as (url, _), playwright_api.sync_playwright() as p:
-        browser = launch(p)
+    with serve_app(app_env) as (url, _), launch_browser() as browser:
         sent: list[str] = []
         page = open_toy_page(browser, url, "six_hump_camel", sent)
         assert sent, "the page talks to the server over the websocket that is watched"
@@ -291,4 +276,3 @@ def test_toy_animation_moves_in_the_browser_without_the_server(playwright_api, a
         assert first.startswith("level c = ") and last != first
         assert run["messages_sent"] == 0
         no_exception(page, "toy animation")
-        browser.close()
