@@ -50,6 +50,7 @@ BEZIER_T_SAMPLES = 4  # curve points per pair per Bezier step
 SCREEN_POINTS = 9  # points per straight segment when "mst" ranks all pairs
 MINIMA_LR = {"sgd": 0.05, "adam": 1e-3}  # default training learning rate per optimizer
 PATH_LR = {"sgd": 0.05, "adam": 0.01}  # default (initial) path step size per optimizer
+PATH_OPTIMIZER = {"linear": "sgd", "neb": "sgd", "bezier": "adam"}  # per path method
 
 # The dashboard's presets, also measured by ``lossbarcode bench estimate``: name -> (label,
 # config fields that differ from the default ExperimentConfig).

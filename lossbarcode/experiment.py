@@ -126,8 +126,9 @@ FIELD_HELP: dict[str, str] = {
     "path_tol": "stopping rule: a path stops when a cycle lowers its barrier by at most this "
                 "share of its segment (plus path_atol), twice in a row",
     "path_atol": "the resolution of a barrier, in loss units",
-    "path_lr": f"initial path step size (none: {_per_optimizer(choices.PATH_LR)}; NEB "
-               "steps with sgd, Bezier with adam)",
+    "path_lr": f"initial path step size (none: {_per_optimizer(choices.PATH_LR)}; paths "
+               "step with " + ", ".join(f"{o} ({m})" for m, o in choices.PATH_OPTIMIZER.items()
+                                        if m != "linear") + ")",
     "eval_points": "interpolated evaluation points between neighbouring images",
     "eval_subset": "evaluate barriers on a fixed subset of this many training examples "
                    "(none: the whole training set)",

@@ -70,6 +70,7 @@ from lossbarcode.choices import (
     PATH_MAX_STEPS,
     PATH_METHOD,
     PATH_METHODS,
+    PATH_OPTIMIZER,
     PATH_REFINE_POINTS,
     PATH_REFINE_ROUNDS,
     PATH_TOL,
@@ -364,7 +365,7 @@ def connect(
         cycle_steps: steps between two convergence checks.
         climb: NEB's final phase moves the highest image up along the path (climbing image).
         optimizer: ``"sgd"`` (momentum 0.9) or ``"adam"``, batched with per-image state;
-            default SGD for NEB and Adam for Bezier.
+            default :data:`~lossbarcode.choices.PATH_OPTIMIZER` of the method.
         batch_size: training examples per minibatch step (``None``: the whole evaluation
             set).
         spring: NEB spacing relaxation in [0, 1] (0 = none, 1 = jump to the midpoint).
@@ -381,7 +382,7 @@ def connect(
     if method not in METHODS:
         raise ValueError(f"method must be one of {METHODS}, got {method!r}")
     if optimizer is None:
-        optimizer = "adam" if method == "bezier" else "sgd"
+        optimizer = PATH_OPTIMIZER[method]
     if optimizer not in PATH_LR:
         raise ValueError(f"optimizer must be one of {tuple(PATH_LR)}, got {optimizer!r}")
     if steps is not None:
