@@ -20,7 +20,9 @@ PAIRINGS = ("all", "mst")
 
 # Defaults shared by ExperimentConfig and the public functions that take the same setting.
 DATASET = "digits"
+ARCH, WIDTH, DEPTH = "fcn", 32, 2
 HEADS = 4  # transformer attention heads
+K = 8  # minima per run
 OPTIMIZER = "sgd"
 SCHEDULE = "constant"
 MINIMA_STEPS = 2000  # training steps per network
@@ -55,13 +57,13 @@ PATH_OPTIMIZER = {"linear": "sgd", "neb": "sgd", "bezier": "adam"}  # per path m
 # The dashboard's presets, also measured by ``lossbarcode bench estimate``: name -> (label,
 # config fields that differ from the default ExperimentConfig).
 PRESETS: dict[str, tuple[str, dict]] = {
-    "default": ("Default: digits, fcn 32×2, K = 8", {}),
+    "default": (f"Default: {DATASET}, {ARCH} {WIDTH}×{DEPTH}, K = {K}", {}),
     "tiny": ("Tiny smoke test (a few seconds)",
              {"n_train": 200, "n_test": 100, "width": 8, "depth": 1, "k": 4, "steps": 300,
               "batch_size": 32, "images": 2, "path_steps": 10, "eval_points": 2,
               "device": "cpu"}),
-    "wide": ("Wide: fcn 128×2", {"width": 128}),
-    "deep": ("Deep: fcn 32×4", {"depth": 4}),
+    "wide": (f"Wide: {ARCH} 128×{DEPTH}", {"width": 128}),
+    "deep": (f"Deep: {ARCH} {WIDTH}×4", {"depth": 4}),
     "annealed": ("Annealed learning rate", {"schedule": "anneal"}),
     "spirals": ("Spirals, fcn 16×2, K = 10", {"dataset": "spirals", "width": 16, "k": 10}),
 }

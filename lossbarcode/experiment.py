@@ -168,11 +168,11 @@ class ExperimentConfig:
     n_train: int | None = None
     n_test: int | None = None
     data_root: str | None = None
-    arch: str = "fcn"
-    width: int = 32
-    depth: int = 2
+    arch: str = choices.ARCH
+    width: int = choices.WIDTH
+    depth: int = choices.DEPTH
     heads: int = choices.HEADS
-    k: int = 8
+    k: int = choices.K
     optimizer: str = choices.OPTIMIZER
     lr: float | None = None
     schedule: str = choices.SCHEDULE
