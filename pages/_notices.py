@@ -7,7 +7,7 @@ import streamlit as st
 from lossbarcode.experiment import Result
 from lossbarcode.health import RunHealth
 from pages._present import columns
-from pages._runs import DEMO_RUN_COMMAND, is_demo, run_health_of
+from pages._runs import DEMO_RUN_COMMAND, is_demo, result, run_health_of
 
 
 def health_banner(r: Result) -> RunHealth:
@@ -28,9 +28,11 @@ def demo_notice(run_id: str) -> None:
     """Say that ``run_id`` is the shipped demo run, how it was made, and where to start."""
     if not is_demo(run_id):
         return
+    c = result(run_id).config
     st.info("You are looking at the **demo run** shipped with the app (the default config: "
-            f"digits, fcn 32×2, K = 8; made by `{DEMO_RUN_COMMAND}`). Your own runs replace "
-            "it as soon as you have one.", icon=":material/school:")
+            f"{c.dataset}, {c.arch} {c.width}×{c.depth}, K = {c.k}; made by "
+            f"`{DEMO_RUN_COMMAND}`). Your own runs replace it as soon as you have one.",
+            icon=":material/school:")
 
 
 def start_here() -> None:
