@@ -21,7 +21,7 @@ from pathlib import Path
 from typing import Any
 
 from lossbarcode import choices
-from lossbarcode.experiment import ExperimentConfig, field_help
+from lossbarcode.config import ExperimentConfig, field_help
 
 # Flags whose name differs from the config field.
 FLAG_NAMES = {"k": "minima"}

@@ -41,7 +41,7 @@ from lossbarcode.choices import (
 )
 
 if TYPE_CHECKING:
-    from lossbarcode.experiment import ExperimentConfig
+    from lossbarcode.config import ExperimentConfig
     from lossbarcode.store import ResultStore
 
 __all__ = ["CONFIRM_ABOVE_S", "COST_STAGES", "RAW", "Calibration", "check_fits", "check_memory",
@@ -184,7 +184,7 @@ def store_calibration(store: ResultStore, kind: str, like: ExperimentConfig | No
 def _stored_timings(root: str, runs: tuple[str, ...]
                     ) -> tuple[tuple[ExperimentConfig, dict[str, float], str], ...]:
     """``(config, stage timings, device kind)`` of the finished runs ``runs`` of ``root``."""
-    from lossbarcode.experiment import ExperimentConfig
+    from lossbarcode.config import ExperimentConfig
     from lossbarcode.store import ResultStore
 
     store = ResultStore(root)

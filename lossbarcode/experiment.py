@@ -1,6 +1,6 @@
 """One experiment, from a config to a stored, resumable result.
 
-:class:`ExperimentConfig` holds every knob; :func:`run_experiment` goes
+:class:`~lossbarcode.config.ExperimentConfig` holds every knob; :func:`run_experiment` goes
 
     data -> model -> landscape -> K minima -> paths -> barrier matrix -> barcode -> TO-scores
 
@@ -16,339 +16,40 @@ The files of a run, ``<results>/<run_id>/``, are described once, in the README's
 the fingerprint of the data it was made from (``data``; the minima and paths also the hash of
 the loaded tensors, ``tensors``), checked before a stage is reused.
 
-The run id hashes :meth:`ExperimentConfig.identity` (what it holds is said there).
+The run id hashes :meth:`~lossbarcode.config.ExperimentConfig.identity` (it says what it holds).
 """
 
 from __future__ import annotations
 
 import dataclasses
-import functools
-import hashlib
-import json
 import math
 import platform
-import re
 import time
 import warnings
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
 
 from lossbarcode import choices, topology
-from lossbarcode._checks import check_int, int_problem, is_positive_number
-from lossbarcode.datafiles import fingerprint
+from lossbarcode._checks import check_int, int_problem
+
+# The config's names, kept importable from here (their home is lossbarcode.config).
+from lossbarcode.config import DTYPES as DTYPES
+from lossbarcode.config import FIELD_HELP as FIELD_HELP
+from lossbarcode.config import ExperimentConfig, identity_hash, score_variant
+from lossbarcode.config import field_help as field_help
+from lossbarcode.config import setting_differences as setting_differences
 from lossbarcode.store import CorruptResultError, ResultStore
 from lossbarcode.views import drop_views_of
 
-DTYPES = ("float32", "float64")
 Progress = Callable[[str, int, int, str], Any]
 """``progress(stage, done, total, message)``; raising :class:`Cancelled` in it stops the run."""
 
 
 class Cancelled(Exception):
     """Raised (by a progress callback) to stop a run; finished stages stay saved."""
-
-
-_DEVICE = re.compile(r"auto|cpu|cuda(:[0-9]+)?")
-# Python types a config field may hold, by its annotation's parts (bool is never an int here).
-_KINDS: dict[str, tuple[type, ...]] = {"str": (str,), "int": (int,), "float": (int, float)}
-_KIND_NAMES = {"str": "a string", "int": "an integer", "float": "a number"}
-
-
-def _type_problems(values: Mapping[str, Any]) -> list[str]:
-    """One message per config value of the wrong Python type (e.g. ``"heads": "4"``)."""
-    problems = []
-    for f in dataclasses.fields(ExperimentConfig):
-        if f.name not in values:
-            continue
-        value = values[f.name]
-        parts = [part.strip() for part in str(f.type).split("|")]
-        optional = "None" in parts
-        kinds = [part for part in parts if part != "None"]
-        if value is None and optional:
-            continue
-        ok = not isinstance(value, bool) and isinstance(
-            value, tuple(t for kind in kinds for t in _KINDS[kind]))
-        if not ok:
-            wanted = " or ".join(_KIND_NAMES[kind] for kind in kinds) + (
-                " or null" if optional else "")
-            problems.append(f"field {f.name!r} must be {wanted}, got {value!r} "
-                            f"({type(value).__name__})")
-    return problems
-
-
-def identity_hash(identity: Mapping[str, Any]) -> str:
-    """The 16-hex-digit run id of an identity dict (:meth:`ExperimentConfig.identity`)."""
-    canonical = json.dumps(identity, sort_keys=True, separators=(",", ":"), allow_nan=False)
-    return hashlib.sha256(canonical.encode()).hexdigest()[:16]
-
-
-def _per_optimizer(values: Mapping[str, float]) -> str:
-    return ", ".join(f"{v:g} {k}" for k, v in values.items())
-
-
-# What each config field means: the one description, read by the CLI's --help, the dashboard's
-# widgets and the docs (field_help adds the default).
-FIELD_HELP: dict[str, str] = {
-    "dataset": "digits: 8x8 handwritten, bundled; spirals, blobs and teacher are synthetic; "
-               "modadd and text are token sequences; the torchvision sets ("
-               + ", ".join(choices.TORCHVISION_DATASETS) + ") are read from the data folder, "
-               "never downloaded",
-    "n_train": "training examples, a seeded subset (none: the whole training split; "
-               "synthetic sets: 512)",
-    "n_test": "test examples, a seeded subset (none: the whole test split)",
-    "data_root": "folder of the torchvision datasets (their own layout), or the .txt/.jsonl "
-                 "file or folder for 'text'",
-    "arch": "fcn: fully connected; cnn: convolutional; resnet: residual blocks; transformer: "
-            "for the sequence sets (modadd, text)",
-    "width": "hidden units (fcn), channels (cnn, resnet) or d_model (transformer)",
-    "depth": "hidden layers, conv layers, residual blocks or transformer layers",
-    "heads": "attention heads of the transformer; must divide the width",
-    "k": "number of minima K (>= 2): networks trained from K seeds, all at once; the barcode "
-         "has K bars, and pairs 'all' joins K(K-1)/2 pairs",
-    "optimizer": "how the K networks are trained: sgd (with momentum) or adam",
-    "lr": f"learning rate (none: the optimizer's default, {_per_optimizer(choices.MINIMA_LR)})",
-    "schedule": "constant, or anneal (cosine decay to 0)",
-    "steps": "minibatch training steps per network",
-    "batch_size": "examples per training step",
-    "polish_steps": "full-batch steps after training, towards true critical points (0: none; "
-                    "each minimum's gradient norm is stored to show how close it got)",
-    "path_method": "linear: the straight line (an upper bound); neb: nudged elastic band; "
-                   "bezier: a trained curve with one bend",
-    "pairs": "all pairs, or mst: a spanning tree first plus shortcuts (cheaper for large K)",
-    "images": "movable points of each path; more follow a bent valley more closely",
-    "path_steps": "none: optimise every path until it converges; a number: that fixed step "
-                  "budget instead (the old method, never reported as converged)",
-    "path_max_steps": "minibatch steps per path at most; a path that reaches it is reported "
-                      "unconverged",
-    "path_tol": "stopping rule: a path stops when a cycle lowers its barrier by at most this "
-                "share of its segment (plus path_atol), twice in a row",
-    "path_atol": "the resolution of a barrier, in loss units",
-    "path_lr": f"initial path step size (none: {_per_optimizer(choices.PATH_LR)}; paths "
-               "step with " + ", ".join(f"{o} ({m})" for m, o in choices.PATH_OPTIMIZER.items()
-                                        if m != "linear") + ")",
-    "eval_points": "interpolated evaluation points between neighbouring images",
-    "eval_subset": "evaluate barriers on a fixed subset of this many training examples "
-                   "(none: the whole training set)",
-    "rule": "union_find: exact H0; direct: the paper code's rule",
-    "score_norm": "how the finite segment lengths make the TO-score: l2 (the paper's), sum, "
-                  "max or mean",
-    "score_normalize": "none: in loss units; range: divided by the spread of the minima's "
-                       "losses, to compare different tasks",
-    "seed": "seeds the data split and the K initialisations; another seed gives another "
-            "sample of minima",
-    "device": "auto (CUDA when present, else CPU), cpu, cuda or cuda:N; results do not depend "
-              "on it (up to round-off), so it is not part of the run id",
-    "dtype": "float32 or float64",
-}
-
-
-def field_help(name: str) -> str:
-    """:data:`FIELD_HELP` of config field ``name`` plus its default (where it is not None,
-    whose meaning the description says)."""
-    default = next(f.default for f in dataclasses.fields(ExperimentConfig) if f.name == name)
-    text = FIELD_HELP[name]
-    return text if default is None else f"{text} (default {default!r})"
-
-
-@dataclass(frozen=True)
-class ExperimentConfig:
-    """Every knob of one experiment, checked at construction. Same config -> same ``run_id``
-    anywhere.
-
-    Groups: data (``dataset`` ... ``data_root``), model (``arch`` ... ``heads``), minima
-    (``k`` ... ``polish_steps``), paths (``path_method`` ... ``eval_subset``), barcode and
-    score (``rule``, ``score_norm``, ``score_normalize``), run (``seed``, ``device``,
-    ``dtype``). What each field means: :data:`FIELD_HELP` (:func:`field_help` with its default).
-    """
-
-    dataset: str = choices.DATASET
-    n_train: int | None = None
-    n_test: int | None = None
-    data_root: str | None = None
-    arch: str = choices.ARCH
-    width: int = choices.WIDTH
-    depth: int = choices.DEPTH
-    heads: int = choices.HEADS
-    k: int = choices.K
-    optimizer: str = choices.OPTIMIZER
-    lr: float | None = None
-    schedule: str = choices.SCHEDULE
-    steps: int = choices.MINIMA_STEPS
-    batch_size: int = choices.BATCH_SIZE
-    polish_steps: int = choices.POLISH_STEPS
-    path_method: str = choices.PATH_METHOD
-    pairs: str = choices.PAIRING
-    images: int = choices.PATH_IMAGES
-    path_steps: int | None = None
-    path_max_steps: int = choices.PATH_MAX_STEPS
-    path_tol: float = choices.PATH_TOL
-    path_atol: float = choices.PATH_ATOL
-    path_lr: float | None = None
-    eval_points: int = choices.PATH_EVAL_POINTS
-    eval_subset: int | None = None
-    rule: str = "union_find"
-    score_norm: str = "l2"
-    score_normalize: str | None = None
-    seed: int = 0
-    device: str = "auto"
-    dtype: str = choices.DTYPE
-
-    def __post_init__(self) -> None:
-        """Check every value once, at construction: an ``ExperimentConfig`` that exists is
-        valid. ``ValueError`` lists all problems, each with what to do."""
-        # Types first: the checks below compare and do arithmetic on the values.
-        problems = _type_problems(self.to_dict())
-        if problems:
-            raise ValueError("invalid experiment config: " + "; ".join(problems))
-
-        def need(ok: bool, message: str) -> None:
-            if not ok:
-                problems.append(message)
-
-        def positive_int(name: str, minimum: int = 1, optional: bool = False) -> None:
-            value = getattr(self, name)
-            if not (optional and value is None):
-                problem = int_problem(value, name, minimum)
-                need(problem is None, problem or "")
-
-        def choice(name: str, options: tuple) -> None:
-            need(getattr(self, name) in options,
-                 f"{name} must be one of {list(options)}, got {getattr(self, name)!r}")
-
-        choice("dataset", choices.DATASETS)
-        choice("arch", choices.ARCHS)
-        choice("optimizer", choices.OPTIMIZERS)
-        choice("schedule", choices.SCHEDULES)
-        choice("path_method", choices.PATH_METHODS)
-        choice("pairs", choices.PAIRINGS)
-        choice("rule", topology.RULES)
-        choice("score_norm", topology.NORMS)
-        choice("score_normalize", topology.NORMALIZATIONS)
-        choice("dtype", DTYPES)
-        for name in ("width", "depth", "heads", "steps", "batch_size", "path_max_steps"):
-            positive_int(name)
-        positive_int("path_steps", optional=True)
-        positive_int("polish_steps", minimum=0)
-        positive_int("k", minimum=2)
-        positive_int("images", minimum=1)
-        positive_int("eval_points", minimum=0)
-        positive_int("seed", minimum=0)
-        for name in ("n_train", "n_test", "eval_subset"):
-            positive_int(name, optional=True)
-        for name in ("lr", "path_lr"):
-            value = getattr(self, name)
-            need(value is None or is_positive_number(value),
-                 f"{name} must be a positive number (or None for the default), got {value!r}")
-        for name, hint in (("path_tol", choices.PATH_TOL), ("path_atol", choices.PATH_ATOL)):
-            value = getattr(self, name)
-            need(is_positive_number(value),
-                 f"{name} must be a positive finite number, got {value!r}; the default is "
-                 f"{hint}")
-        need(_DEVICE.fullmatch(self.device) is not None,
-             f"device must be 'auto', 'cpu' or 'cuda[:N]', got {self.device!r}")
-        if self.arch == "transformer":
-            need(self.dataset in choices.SEQUENCE_DATASETS,
-                 "arch 'transformer' needs a sequence dataset: use dataset 'modadd' or 'text'")
-            need(self.width % max(self.heads, 1) == 0,
-                 f"transformer width (d_model) {self.width} must be divisible by heads "
-                 f"{self.heads}")
-        elif self.dataset in choices.SEQUENCE_DATASETS:
-            problems.append(f"dataset {self.dataset!r} is a token sequence task: use arch "
-                            "'transformer'")
-        if self.arch in ("cnn",):
-            need(self.dataset not in choices.VECTOR_DATASETS,
-                 f"arch 'cnn' needs image data; {self.dataset!r} has vector inputs (use fcn or "
-                 "resnet)")
-        if problems:
-            raise ValueError("invalid experiment config: " + "; ".join(problems))
-
-    def validate(self) -> ExperimentConfig:
-        """``self``: kept for compatibility (deprecated). A config is validated when it is
-        constructed, so there is nothing left to check."""
-        return self
-
-    @property
-    def path_rule(self) -> str:
-        """How this config's paths stop, in words (for captions, notes and sweep files)."""
-        if self.path_steps is not None:
-            return f"a fixed budget of {self.path_steps} steps"
-        return (f"optimised until converged (tol {self.path_tol:g} x segment + "
-                f"{self.path_atol:g}, cap {self.path_max_steps} steps)")
-
-    @property
-    def score_variant(self) -> str:
-        """Name of the TO-score variant this config reports (``"l2"``, ``"max_range"``...)."""
-        return score_variant(self.score_norm, self.score_normalize)
-
-    def identity(self, data: str | None = None) -> dict[str, Any]:
-        """The dict the run id hashes: what determines the computation, canonicalised.
-
-        Every field but ``device`` (same results on any device up to round-off), plus
-        ``paths_version`` (:data:`~lossbarcode.choices.PATHS_VERSION`), with
-        ``data_root`` replaced by ``data``, the content fingerprint of the data files
-        (computed from ``data_root`` when not given), ``heads`` at its default outside
-        transformers, and ``eval_subset`` None when it covers all ``n_train`` examples.
-        """
-        values = self.to_dict()
-        del values["device"]
-        if self.arch != "transformer":
-            values["heads"] = ExperimentConfig.heads
-        if (self.eval_subset is not None and self.n_train is not None
-                and self.eval_subset >= self.n_train):
-            values["eval_subset"] = None
-        values["data_root"] = None
-        values["data"] = fingerprint(self.dataset, self.data_root) if data is None else data
-        # The path algorithm: a result made by an older one is never returned for a config
-        # whose paths are now computed differently.
-        values["paths_version"] = choices.PATHS_VERSION
-        return values
-
-    @functools.cached_property
-    def run_id(self) -> str:
-        """A stable 16-hex-digit hash of :meth:`identity` (computed once per config)."""
-        return identity_hash(self.identity())
-
-
-    def to_dict(self) -> dict[str, Any]:
-        return dataclasses.asdict(self)
-
-    @classmethod
-    def from_dict(cls, values: Mapping[str, Any]) -> ExperimentConfig:
-        """Build from a dict (e.g. a JSON/TOML file); ``ValueError`` naming the field for an
-        unknown key or a value of the wrong type."""
-        if not isinstance(values, Mapping):
-            raise ValueError(f"a config must be an object of field: value pairs, got "
-                             f"{type(values).__name__}")
-        known = {f.name for f in dataclasses.fields(cls)}
-        unknown = sorted(str(k) for k in set(values) - known)
-        if unknown:
-            raise ValueError(f"unknown config keys {unknown}; known keys: {sorted(known)}")
-        problems = _type_problems(values)
-        if problems:
-            raise ValueError("invalid experiment config: " + "; ".join(problems))
-        return cls(**values)
-
-    def replace(self, **changes: Any) -> ExperimentConfig:
-        return dataclasses.replace(self, **changes)
-
-
-def setting_differences(configs: Sequence[ExperimentConfig]) -> dict[str, list[Any]]:
-    """The knobs on which ``configs`` differ, ``name -> distinct values`` (first-seen order;
-    empty if they agree): the fields of :meth:`ExperimentConfig.identity` (so ``device`` and
-    knobs that change nothing are not differences) other than ``seed`` and the data
-    fingerprint. Runs pooled across such a difference confound it with what is compared."""
-    values: dict[str, list[Any]] = {}
-    for config in configs:
-        identity = config.identity(data="")  # the data files' fingerprint is not a knob
-        del identity["seed"]  # seeds differ by design
-        for name, value in identity.items():
-            values.setdefault(name, [])
-            if value not in values[name]:
-                values[name].append(value)
-    return {name: seen for name, seen in values.items() if len(seen) > 1}
 
 
 def _json_float(x: float) -> float | None:
@@ -688,11 +389,6 @@ def _result_from_dict(cls: type[Result], data: dict[str, Any]) -> Result:
                                     (m,)),
         paths_version=version,
     )
-
-
-def score_variant(norm: str, normalize: str | None) -> str:
-    """Name of a TO-score variant: ``"l2"``, ``"max_range"``, ..."""
-    return f"{norm}_range" if normalize else norm
 
 
 SCORE_VARIANTS = tuple(score_variant(norm, normalize)

@@ -6,7 +6,7 @@ from collections.abc import Sequence
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:  # the engine (torch) is not needed to describe a config
-    from lossbarcode.experiment import ExperimentConfig
+    from lossbarcode.config import ExperimentConfig
 
 
 def describe_config(config: ExperimentConfig, varied: Sequence[str] = ()) -> str:

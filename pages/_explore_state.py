@@ -16,8 +16,8 @@ from typing import Any
 import streamlit as st
 
 from lossbarcode.choices import PRESETS, TORCHVISION_DATASETS
+from lossbarcode.config import ExperimentConfig, field_help
 from lossbarcode.datafiles import missing_files
-from lossbarcode.experiment import ExperimentConfig, field_help
 from pages._jobs import estimate, manager
 from pages._pickers import remember_run
 from pages._runs import result, store

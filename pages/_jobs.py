@@ -11,7 +11,7 @@ from typing import Any
 
 import streamlit as st
 
-from lossbarcode.experiment import ExperimentConfig
+from lossbarcode.config import ExperimentConfig
 from lossbarcode.store import ResultStore
 from pages._runs import store
 

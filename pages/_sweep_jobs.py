@@ -12,7 +12,7 @@ from typing import Any
 import streamlit as st
 
 from lossbarcode.cli import parse_sweep_command
-from lossbarcode.experiment import ExperimentConfig
+from lossbarcode.config import ExperimentConfig
 from lossbarcode.sweep import sweep_family
 from pages._jobs import estimate, job_outcome, manager
 from pages._runs import store

@@ -4,7 +4,7 @@ import numpy as np
 import streamlit as st
 
 from lossbarcode import plots, stats
-from lossbarcode.experiment import setting_differences
+from lossbarcode.config import setting_differences
 from pages._exports import csv_text, downloads, json_text
 from pages._pickers import run_label
 from pages._present import chart

@@ -6,7 +6,7 @@ import streamlit as st
 
 from lossbarcode import plots
 from lossbarcode.choices import ARCHS, DATASETS
-from lossbarcode.experiment import ExperimentConfig
+from lossbarcode.config import ExperimentConfig
 from lossbarcode.sweep import fullest_value, summarize, sweep_commands, sweep_resolution
 from lossbarcode.topology import Barcode
 from pages._exports import csv_text, downloads, json_text

@@ -63,6 +63,15 @@ def test_invalid_configs_list_every_problem():
         ExperimentConfig.from_dict({"widht": 3})
 
 
+def test_the_config_is_torch_free():
+    """The command line, the dashboard and the cost model read configs without the engine."""
+    code = ("import sys; from lossbarcode.config import ExperimentConfig; "
+            "ExperimentConfig().run_id; assert 'torch' not in sys.modules, 'torch imported'")
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                          cwd=ROOT, check=False)
+    assert done.returncode == 0, done.stderr[-500:]
+
+
 def test_a_config_that_exists_is_valid():
     """Validation happens at construction, so no path builds an invalid config: not a
     replace, not dataclasses.replace, not from_dict."""

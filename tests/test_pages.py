@@ -552,7 +552,7 @@ def test_explore_settings_all_have_help():
     gives it the field's key and help; the only other sidebar setting (the preset) has help."""
     import ast
 
-    from lossbarcode.experiment import ExperimentConfig
+    from lossbarcode.config import ExperimentConfig
 
     source = (ROOT / "pages" / "explore.py").read_text()
     calls = [node for node in ast.walk(ast.parse(source)) if isinstance(node, ast.Call)]

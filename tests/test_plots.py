@@ -214,7 +214,7 @@ def test_barcode_limits_cover_every_barcode(barcode):
 
 def test_provenance_strings():
     from lossbarcode.cli import reproduce_command
-    from lossbarcode.experiment import ExperimentConfig
+    from lossbarcode.config import ExperimentConfig
     from lossbarcode.provenance import describe_config
 
     config = ExperimentConfig(width=8, k=4, schedule="anneal", device="cpu")
