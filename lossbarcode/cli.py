@@ -166,20 +166,19 @@ def _say(message: str) -> None:
     print(f"lossbarcode: {message}", file=sys.stderr, flush=True)
 
 
-def _ints(text: str | None) -> list[int] | None:
-    if text is None:
-        return None
-    try:
-        return [int(v) for v in text.split(",") if v.strip()]
-    except ValueError as err:
-        raise ValueError(f"expected a comma list of integers, got {text!r}") from err
+def _ints(text: str | None, flag: str) -> list[int] | None:
+    """A comma-list flag's integers (None when the flag is not given)."""
+    from lossbarcode.sweep import axis_values
+
+    return None if text is None else axis_values(text, flag)
 
 
 def _cmd_sweep(args: argparse.Namespace) -> int:
     from lossbarcode.sweep import summarize, sweep, sweep_records, write_sweep_file
 
     config = _config_from(args)
-    widths, depths, seeds = _ints(args.widths), _ints(args.depths), _ints(args.seeds)
+    widths, depths, seeds = (_ints(args.widths, "--widths"), _ints(args.depths, "--depths"),
+                              _ints(args.seeds, "--seeds"))
     if args.output and args.append and Path(args.output).is_file():
         _check_append(Path(args.output))
     bar = None
@@ -240,7 +239,7 @@ def parse_sweep_command(command: str) -> tuple[ExperimentConfig, dict[str, Any]]
     if "sweep" not in words:
         raise ValueError(f"not a 'lossbarcode sweep' command: {command!r}")
     args = build_parser().parse_args(words[words.index("sweep"):])
-    axes: dict[str, Any] = {name: _ints(getattr(args, name))
+    axes: dict[str, Any] = {name: _ints(getattr(args, name), f"--{name}")
                             for name in ("widths", "depths", "seeds")}
     axes["design"] = args.design
     return _config_from(args), axes
@@ -392,8 +391,8 @@ def _bench_experiment(args: argparse.Namespace) -> int:
 def _bench_convergence(args: argparse.Namespace) -> int:
     from lossbarcode.bench.convergence import convergence_benchmark
 
-    rows = convergence_benchmark(tuple(_ints(args.widths) or ()), k=args.minima,
-                                 budgets=tuple(_ints(args.budgets) or ()),
+    rows = convergence_benchmark(tuple(_ints(args.widths, "--widths") or ()), k=args.minima,
+                                 budgets=tuple(_ints(args.budgets, "--budgets") or ()),
                                  progress=lambda msg: print(msg, file=sys.stderr, flush=True))
     print("Mean NEB barrier excess (barrier - higher endpoint loss) on digits fcn depth 2: "
           "fixed budgets of 1x/4x/16x 300 steps vs the converging default (same minima per "
@@ -405,7 +404,8 @@ def _bench_convergence(args: argparse.Namespace) -> int:
 def _bench_engine(args: argparse.Namespace) -> int:
     from lossbarcode.bench.engine import engine_benchmark, print_engine_benchmark
 
-    rows = engine_benchmark(device=args.device, widths=tuple(_ints(args.widths) or (32,)),
+    widths = tuple(_ints(args.widths, "--widths") or (32,))
+    rows = engine_benchmark(device=args.device, widths=widths,
                             repeats=args.repeats, parts=tuple(args.parts.split(",")))
     print_engine_benchmark(rows)
     return 0

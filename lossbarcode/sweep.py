@@ -42,6 +42,20 @@ RunProgress = Callable[[int, int, ExperimentConfig], Any]
 """``progress(done, total, config)`` after each run of a sweep."""
 
 
+def axis_values(text: str, name: str) -> list[int]:
+    """The integers of a comma list such as ``"4,8,16"`` (spaces allowed): a sweep axis typed on
+    the command line or in the dashboard. ``ValueError`` naming ``name`` and saying how to
+    write it, for anything else or for no value."""
+    try:
+        values = [int(v) for v in text.replace(" ", "").split(",") if v]
+    except ValueError:
+        raise ValueError(f"{name}: write a comma list of integers, e.g. 4,8,16 "
+                         f"(got {text!r})") from None
+    if not values:
+        raise ValueError(f"{name}: give at least one value")
+    return values
+
+
 def sweep_configs(
     base: ExperimentConfig,
     widths: Sequence[int] | None = None,

@@ -19,18 +19,6 @@ from pages._runs import store
 from pages._sweeps import family_id
 
 
-def axis_values(text: str, name: str) -> list[int]:
-    """The integers of a launcher field (``"4,8,16"``); ``ValueError`` saying how to write
-    them."""
-    try:
-        values = [int(v) for v in text.replace(" ", "").split(",") if v]
-    except ValueError:
-        raise ValueError(f"{name}: write a comma list of integers, e.g. 4,8,16") from None
-    if not values:
-        raise ValueError(f"{name}: give at least one value")
-    return values
-
-
 def plan_sweep(base: ExperimentConfig, axes: dict[str, Any]) -> dict[str, Any]:
     """Runs, finished runs, estimated seconds and the first memory refusal of a sweep
     (background worker: torch)."""

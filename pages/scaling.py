@@ -7,7 +7,13 @@ import streamlit as st
 from lossbarcode import plots
 from lossbarcode.choices import ARCHS, DATASETS
 from lossbarcode.config import ExperimentConfig
-from lossbarcode.sweep import fullest_value, summarize, sweep_commands, sweep_resolution
+from lossbarcode.sweep import (
+    axis_values,
+    fullest_value,
+    summarize,
+    sweep_commands,
+    sweep_resolution,
+)
 from lossbarcode.topology import Barcode
 from pages._exports import csv_text, downloads, json_text
 from pages._jobs import config_key, format_seconds, job_progress, start_button
@@ -15,7 +21,6 @@ from pages._present import chart
 from pages._runs import finished_runs, store
 from pages._streamlit_shim import use_navigation
 from pages._sweep_jobs import (
-    axis_values,
     finish_sweep_job,
     launch,
     launch_commands,

@@ -81,3 +81,12 @@ def test_resolution_and_the_base_of_a_cross():
     assert sweep_resolution([{"to_score_floor": None}]) == (None, 0, 0)
     cross = [{"width": w, "depth": 2} for w in (4, 8, 16)] + [{"width": 4, "depth": 1}]
     assert fullest_value(cross, "width", "depth", [1, 2]) == 2
+
+
+def test_a_comma_list_is_read_one_way_for_the_cli_and_the_dashboard():
+    from lossbarcode.sweep import axis_values
+
+    assert axis_values("4, 8,16", "widths") == [4, 8, 16]
+    for bad, why in (("4,x", "comma list of integers"), (" , ", "at least one value")):
+        with pytest.raises(ValueError, match=why):
+            axis_values(bad, "--widths")
