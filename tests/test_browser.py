@@ -238,7 +238,10 @@ def test_presentation_mode_stacks_charts_in_large_type(playwright_api, app_env):
         page.get_by_role("button", name="Exit presentation mode").wait_for(timeout=30_000)
         wait_ready(page, "Explore a run", charts=3, timeout=60)
         page.wait_for_function("location.search.includes('present=1')", timeout=10_000)
-        assert not page.get_by_role("button", name="Run experiment").is_visible()
+        # The sidebar's settings are hidden by the mode's style, which may land a moment after
+        # the Exit button: wait for it (a sidebar that stays visible fails here).
+        page.get_by_role("button", name="Run experiment").wait_for(state="hidden",
+                                                                    timeout=10_000)
         after = page.evaluate(sizes_js)
         assert all(a >= 1.2 * b for a, b in zip(after, before, strict=True)), (before, after)
         boxes = [page.locator(".js-plotly-plot").nth(i).bounding_box() for i in range(2)]
