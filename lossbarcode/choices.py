@@ -28,26 +28,36 @@ SCHEDULE = "constant"
 MINIMA_STEPS = 2000  # training steps per network
 BATCH_SIZE = 64  # training examples per minibatch step of the minima
 POLISH_STEPS = 0  # full-batch steps after training (0 = none)
+MINIMA_TOL = 1e-3  # a critical point: full-batch gradient norm of the mean training loss
+MINIMA_TOL_MAX = 1.0  # a larger tolerance would certify anything: refused
 PATH_METHOD = "neb"
 PAIRING = "all"
 DTYPE = "float32"  # the torch dtype's name
 
 # The path stopping rule (lossbarcode.paths.connect), read by the config, the CLI help, the
 # dashboard and the cost model. PATHS_VERSION names the path algorithm and is part of every
-# run id: 1 = a fixed step budget (before Dec 2026), 2 = paths optimised until converged.
-PATHS_VERSION = 2
+# run id: 1 = a fixed step budget (before Dec 2026), 2 = paths optimised until converged,
+# 3 = step-scaled springs, stalls, maximised tops, critical tops, restarts, planned pairs.
+PATHS_VERSION = 3
 PATH_TOL = 0.05  # a cycle may lower the barrier by at most this share of the segment ...
 PATH_ATOL = 1e-4  # ... plus this many loss units (the resolution floor of a barrier)
 PATH_MAX_STEPS = 4000  # minibatch steps per path at most
-PATH_FINAL_STEPS = 200  # full-batch (climbing-image) steps per path at most
+PATH_FINAL_STEPS = 2000  # full-batch (climbing-image) steps per path at most
 PATH_CYCLE_STEPS = 50  # minibatch steps between two convergence checks
-# A profile's top is refined in this many rounds of this many points on each side.
-PATH_REFINE_ROUNDS, PATH_REFINE_POINTS = 3, 6
+PATH_STALL = 2.0**-8  # a path whose step size falls below this share of its first is stalled
+PATH_RESTARTS = 3  # starts per deciding pair (the straight line and R - 1 others)
+PATH_RESTARTS_MAX = 10
+# A profile's top is maximised by a golden-section search of this many steps on the two
+# highest local maxima of the dense profile (0.618^30: 5e-7 of a sample interval).
+PATH_GOLDEN_STEPS, PATH_GOLDEN_PEAKS = 30, 2
+# Tolerances above these would certify anything: the config refuses them.
+PATH_TOL_MAX, PATH_ATOL_MAX = 1.0, 0.1
 PATH_IMAGES = 6
 PATH_EVAL_POINTS = 3
 # connect()'s remaining defaults, also read by the cost model (not config fields).
 PATH_BATCH_SIZE = 128  # training examples per NEB / Bezier minibatch step
 NEB_CYCLES, NEB_INSERT = 3, 2  # fixed budget: AutoNEB cycles; images inserted per cycle
+NEB_TOP_INSERTS = 12  # images NEB's full-batch phase may insert at path tops between images
 BEZIER_T_SAMPLES = 4  # curve points per pair per Bezier step
 SCREEN_POINTS = 9  # points per straight segment when "mst" ranks all pairs
 MINIMA_LR = {"sgd": 0.05, "adam": 1e-3}  # default training learning rate per optimizer

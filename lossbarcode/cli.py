@@ -158,8 +158,18 @@ def _cmd_run(args: argparse.Namespace) -> int:
     if not args.quiet:
         print(f"TO-score ({config.score_variant}): {result.score:.6g}   minima: {result.k}   "
               f"stages: " + ", ".join(f"{k} {v:.1f}s" for k, v in result.timings.items()))
+        print(result.certification_note())
+        print(f"health: {_health_line(result)}")
     print(result.run_id)
     return 0
+
+
+def _health_line(result) -> str:
+    """The run's health in one line (lossbarcode.health, the dashboard's source too)."""
+    from lossbarcode.health import run_health
+
+    found = run_health(result)
+    return found.summary() + "".join(f"\n  {p.severity}: {p.message}" for p in found.problems)
 
 
 def _say(message: str) -> None:
@@ -208,11 +218,14 @@ def _cmd_sweep(args: argparse.Namespace) -> int:
     rows = summarize(records)
     print(_table([{k: v for k, v in r.items() if k not in ("to_score_seeds", "seeds")}
                   for r in rows]))
-    broken = [r for r in records if r.get("broken")]
-    if broken:
-        print(f"{len(broken)} broken runs left out of the summary (their numbers measure the "
-              "training, not the network): " + "; ".join(f"{r['run_id']} {r['health']}"
-                                                        for r in broken))
+    from lossbarcode.sweep import curve_ready
+
+    left = [r for r in records if not curve_ready(r)]
+    if left:
+        print(f"{len(left)} runs left out of the summary (broken, or fewer than 90% of their "
+              "minima certified: their numbers measure the training, not the network): "
+              + "; ".join(f"{r['run_id']} {r.get('minima_certified', '?')}/{r['k']} minima "
+                          f"certified, {r['health']}" for r in left))
     return 0
 
 
@@ -289,13 +302,16 @@ def _cmd_list(args: argparse.Namespace) -> int:
             rows.append({"run_id": run_id, "status": "partial: " + ",".join(
                 store.stages(run_id))})
             continue
+        from lossbarcode.health import run_health
+
         c = result.config
+        minima, k = result.minima_count
+        bars, finite = result.certified
         rows.append({"run_id": run_id, "status": "done", "dataset": c.dataset, "arch": c.arch,
                      "width": c.width, "depth": c.depth, "k": result.k, "seed": c.seed,
                      "method": c.path_method, "to_score": result.score,
-                     "paths": "old fixed budget" if result.paths_version < 2 else
-                     f"{int(result.path_converged.sum())}/{len(result.path_converged)} "
-                     "converged"})
+                     "certified": f"{minima}/{k} minima, {bars}/{finite} bars",
+                     "health": run_health(result).summary()})
     print(_table(rows) if rows else f"no runs in {store.root}")
     return 0
 
@@ -319,14 +335,20 @@ def _cmd_show(args: argparse.Namespace) -> int:
     c = result.config
     print(f"run {result.run_id}: {c.dataset} {c.arch} width {c.width} depth {c.depth}, "
           f"K={result.k}, {c.path_method} paths ({c.pairs} pairs), {result.n_params} parameters")
-    print(f"TO-score ({result.config.score_variant}): {result.score:.6g}")
+    print(f"TO-score ({result.config.score_variant}, bars at certified minima): "
+          f"{result.score:.6g}")
     print("  " + "  ".join(f"{k}={v:.4g}" for k, v in result.scores.items()))
+    print("  all minima: " + "  ".join(f"{k}={v:.4g}" for k, v in result.scores_all.items()))
+    print(result.certification_note())
+    print(f"health: {_health_line(result)}")
     g = result.generalization
     if g.get("spearman") is not None:
         print(f"segment length vs test error: Spearman {g['spearman']:.3f} "
               f"(p={g['p_value']:.3g}, {g['method']} permutation test over "
               f"{g['n_permutations']:,} permutations, n={g['n']})")
     print(f"paths: {result.paths_note()}")
+    print()
+    print(_table(result.bar_table()))
     print()
     print(_table(result.minima_table()))
     print()

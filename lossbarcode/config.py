@@ -85,8 +85,13 @@ FIELD_HELP: dict[str, str] = {
     "schedule": "constant, or anneal (cosine decay to 0)",
     "steps": "minibatch training steps per network",
     "batch_size": "examples per training step",
-    "polish_steps": "full-batch steps after training, towards true critical points (0: none; "
-                    "each minimum's gradient norm is stored to show how close it got)",
+    "polish_steps": "full-batch steps after training at most: they run until every gradient "
+                    "norm is at most minima_tol (a minimum that does not get there is not "
+                    "certified)",
+    "minima_tol": "a certified minimum has a full-batch gradient norm of at most this (mean "
+                  "training loss) and no Hessian eigenvalue below minus this; a path's top is "
+                  "a saddle when its gradient norm is at most this (at most "
+                  f"{choices.MINIMA_TOL_MAX:g})",
     "path_method": "linear: the straight line (an upper bound); neb: nudged elastic band; "
                    "bezier: a trained curve with one bend",
     "pairs": "all pairs, or mst: a spanning tree first plus shortcuts (cheaper for large K)",
@@ -96,8 +101,13 @@ FIELD_HELP: dict[str, str] = {
     "path_max_steps": "minibatch steps per path at most; a path that reaches it is reported "
                       "unconverged",
     "path_tol": "stopping rule: a path stops when a cycle lowers its barrier by at most this "
-                "share of its segment (plus path_atol), twice in a row",
-    "path_atol": "the resolution of a barrier, in loss units",
+                "share of its segment (plus path_atol), twice in a row (at most "
+                f"{choices.PATH_TOL_MAX:g})",
+    "path_atol": "the resolution of a barrier, in loss units (at most "
+                 f"{choices.PATH_ATOL_MAX:g}: a coarser one would certify anything)",
+    "restarts": "starts per pair that decides the barcode: the straight line and restarts-1 "
+                "others (the route through other minima, bent lines); the lowest counts and "
+                f"they must agree for a certified death (1 to {choices.PATH_RESTARTS_MAX})",
     "path_lr": f"initial path step size (none: {_per_optimizer(choices.PATH_LR)}; paths "
                "step with " + ", ".join(f"{o} ({m})" for m, o in choices.PATH_OPTIMIZER.items()
                                         if m != "linear") + ")",
@@ -151,6 +161,7 @@ class ExperimentConfig:
     steps: int = choices.MINIMA_STEPS
     batch_size: int = choices.BATCH_SIZE
     polish_steps: int = choices.POLISH_STEPS
+    minima_tol: float = choices.MINIMA_TOL
     path_method: str = choices.PATH_METHOD
     pairs: str = choices.PAIRING
     images: int = choices.PATH_IMAGES
@@ -158,6 +169,7 @@ class ExperimentConfig:
     path_max_steps: int = choices.PATH_MAX_STEPS
     path_tol: float = choices.PATH_TOL
     path_atol: float = choices.PATH_ATOL
+    restarts: int = choices.PATH_RESTARTS
     path_lr: float | None = None
     eval_points: int = choices.PATH_EVAL_POINTS
     eval_subset: int | None = None
@@ -203,7 +215,11 @@ class ExperimentConfig:
         for name in ("width", "depth", "heads", "steps", "batch_size", "path_max_steps"):
             positive_int(name)
         positive_int("path_steps", optional=True)
-        positive_int("polish_steps", minimum=0)
+        positive_int("polish_steps", minimum=1)
+        positive_int("restarts", minimum=1)
+        if isinstance(self.restarts, int) and self.restarts > choices.PATH_RESTARTS_MAX:
+            problems.append(f"restarts must be at most {choices.PATH_RESTARTS_MAX}, got "
+                            f"{self.restarts}")
         positive_int("k", minimum=2)
         positive_int("images", minimum=1)
         positive_int("eval_points", minimum=0)
@@ -214,11 +230,14 @@ class ExperimentConfig:
             value = getattr(self, name)
             need(value is None or is_positive_number(value),
                  f"{name} must be a positive number (or None for the default), got {value!r}")
-        for name, hint in (("path_tol", choices.PATH_TOL), ("path_atol", choices.PATH_ATOL)):
+        for name, hint, most in (
+                ("path_tol", choices.PATH_TOL, choices.PATH_TOL_MAX),
+                ("path_atol", choices.PATH_ATOL, choices.PATH_ATOL_MAX),
+                ("minima_tol", choices.MINIMA_TOL, choices.MINIMA_TOL_MAX)):
             value = getattr(self, name)
-            need(is_positive_number(value),
-                 f"{name} must be a positive finite number, got {value!r}; the default is "
-                 f"{hint}")
+            need(is_positive_number(value) and value <= most,
+                 f"{name} must be a positive number of at most {most:g} (a larger one would "
+                 f"certify anything), got {value!r}; the default is {hint}")
         need(_DEVICE.fullmatch(self.device) is not None,
              f"device must be 'auto', 'cpu' or 'cuda[:N]', got {self.device!r}")
         if self.arch == "transformer":

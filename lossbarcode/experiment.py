@@ -32,7 +32,7 @@ from typing import Any
 
 import numpy as np
 
-from lossbarcode import choices, topology
+from lossbarcode import certificates, choices, topology
 from lossbarcode._checks import check_int, int_problem
 
 # The config's names, kept importable from here (their home is lossbarcode.config).
@@ -69,14 +69,25 @@ class Result:
     Arrays: ``train_loss`` / ``test_loss`` / ``test_error`` / ``diverged`` / ``grad_norm``
     are ``(K,)`` (NaN where diverged or not defined); ``pairs`` ``(M, 2)``;
     ``barrier_matrix`` ``(K, K)`` with ``np.inf`` where no path was computed (``path_barriers``
-    ``(M,)`` holds the same barriers per path); ``scores``: the TO-score of every variant
-    (:data:`SCORE_VARIANTS`), ``score`` the config's; ``profiles`` ``M`` pairs of ``(t,
-    loss)`` arrays. Per path (``(M,)``, or ``M`` arrays): ``path_converged``,
+    ``(M,)`` holds the same barriers per path; a restarted pair has several paths, the lowest
+    counts); ``profiles`` ``M`` pairs of ``(t, loss)`` arrays.
+
+    The birth certificates, ``(K,)``: ``minima_certified``, ``hessian_min_eig`` (smallest
+    Hessian eigenvalue, NaN where not computed: ``curvature_skipped`` says why), ``stuck``
+    (did not learn) and ``minima_reasons`` (why a minimum is not certified, ``""`` if it is).
+    ``barcode`` is the headline barcode: bars born at the certified minima only, deaths through
+    every point (:func:`~lossbarcode.topology.minima_barcode` with ``births``); ``scores`` its
+    TO-score in every variant (:data:`SCORE_VARIANTS`), ``score`` the config's.
+    ``barcode_all`` / ``scores_all``: the same with a bar at every minimum that did not
+    diverge (the variant "all minima").
+
+    Per path (``(M,)``, or ``M`` arrays): ``path_converged``, ``path_stalled``,
     ``path_steps_used``, ``path_history`` (barrier after each check) and
-    ``path_history_steps`` (the steps used at each check),
-    ``path_perp_grad_norm``. ``paths_version``: the path algorithm that made the paths (1 = a
-    fixed step budget, before convergence checks existed; see
-    :data:`~lossbarcode.choices.PATHS_VERSION`).
+    ``path_history_steps`` (the steps used at each check), ``path_perp_grad_norm``,
+    ``path_top_grad_norm`` (gradient norm at the path's top), ``path_role`` and
+    ``path_start`` (how the pair was chosen, where the path started). ``paths_version``: the
+    path algorithm that made the paths (see :data:`~lossbarcode.choices.PATHS_VERSION`).
+    Certificates of bars: :meth:`bar_certificates` (:mod:`lossbarcode.certificates`).
     """
 
     run_id: str
@@ -105,6 +116,17 @@ class Result:
     path_perp_grad_norm: np.ndarray = field(default_factory=lambda: np.zeros(0))
     paths_version: int = choices.PATHS_VERSION
     data_fingerprint: str | None = None  # the identity's "data": content of the data files
+    minima_certified: np.ndarray = field(default_factory=lambda: np.zeros(0, dtype=bool))
+    hessian_min_eig: np.ndarray = field(default_factory=lambda: np.zeros(0))
+    stuck: np.ndarray = field(default_factory=lambda: np.zeros(0, dtype=bool))
+    minima_reasons: tuple[str, ...] = ()
+    curvature_skipped: str = ""
+    barcode_all: topology.Barcode | None = None
+    scores_all: dict[str, float] = field(default_factory=dict)
+    path_stalled: np.ndarray = field(default_factory=lambda: np.zeros(0, dtype=bool))
+    path_top_grad_norm: np.ndarray = field(default_factory=lambda: np.zeros(0))
+    path_role: np.ndarray = field(default_factory=lambda: np.zeros(0, dtype=str))
+    path_start: np.ndarray = field(default_factory=lambda: np.zeros(0, dtype=str))
 
     @property
     def k(self) -> int:
@@ -119,19 +141,59 @@ class Result:
         """``(K,)`` segment length of each minimum: NaN if diverged, inf for essential bars."""
         return segment_lengths(self.barcode, self.k)
 
+    def deaths(self) -> dict[tuple[int, int], Any]:
+        """The death certificate of every connected pair (:class:`~lossbarcode.certificates.
+        Death`: lowest barrier, spread over its restarts, certified, reason)."""
+        c = self.config
+        return certificates.death_certificates(
+            self.pairs, self.path_barriers, self.path_converged, self.path_stalled,
+            self.path_top_grad_norm, self.train_loss, tol=c.path_tol, atol=c.path_atol,
+            grad_tol=c.minima_tol)
+
+    def bar_certificates(self) -> tuple[np.ndarray, list[str]]:
+        """``(certified (n_bars,), reasons)`` for each bar of :attr:`barcode`: birth and death
+        checked, run not broken (:func:`~lossbarcode.certificates.bar_certificates`)."""
+        from lossbarcode.health import run_health
+
+        return certificates.bar_certificates(
+            self.barcode, self.deaths(), self.minima_certified, list(self.minima_reasons),
+            run_health(self).broken)
+
     def bar_certified(self) -> np.ndarray:
-        """``(n_bars,)`` bool per bar of :attr:`barcode`: True where the bar's death comes
-        from a converged path (the lowest path between the two minima of its saddle edge);
-        False for a death made by an unconverged path, and for the essential bar."""
-        return bar_certified(self.barcode, self.pairs, self.path_barriers,
-                             self.path_converged)
+        """``(n_bars,)`` bool per bar of :attr:`barcode`: see :meth:`bar_certificates`."""
+        return self.bar_certificates()[0]
+
+    def bar_spread(self) -> np.ndarray:
+        """``(n_bars,)`` how far apart the restarts of each bar's death pair ended (0 for a
+        pair solved once; NaN for the essential bar): the uncertainty of its death."""
+        deaths = self.deaths()
+        out = np.full(len(self.barcode), np.nan)
+        for b, (i, j) in enumerate(self.barcode.saddle_edges.tolist()):
+            death = deaths.get((min(i, j), max(i, j)))
+            if death is not None and np.isfinite(self.barcode.deaths[b]):
+                out[b] = death.spread
+        return out
 
     @property
     def certified(self) -> tuple[int, int]:
-        """``(certified, finite)``: how many of the finite bars the TO-score sums have a
-        death from a converged path."""
+        """``(certified, finite)``: how many of the finite bars the TO-score sums are
+        certified."""
         finite = np.isfinite(self.barcode.deaths)
         return int(self.bar_certified()[finite].sum()), int(finite.sum())
+
+    @property
+    def minima_count(self) -> tuple[int, int]:
+        """``(certified, K)``: how many of the K minima are certified."""
+        return int(np.sum(self.minima_certified)), self.k
+
+    def certification_note(self) -> str:
+        """One line: "k/K minima certified, c/b bars certified" and what the score covers."""
+        done, k = self.minima_count
+        bars, finite = self.certified
+        skipped = (f" (gradient-certified only: {self.curvature_skipped})"
+                   if self.curvature_skipped else "")
+        return (f"{done}/{k} minima certified{skipped}, {bars}/{finite} finite bars certified;"
+                " the TO-score counts bars born at certified minima")
 
     def minima_table(self) -> list[dict[str, Any]]:
         """One row per minimum: losses, test error and its bar (None if diverged); NaN where
@@ -156,6 +218,9 @@ class Result:
                 "length": None if bar is None else float(lengths[bar]),
                 "merged_into_minimum": None if absorber is None or absorber < 0 else absorber,
                 "grad_norm": float(self.grad_norm[i]) if len(self.grad_norm) else float("nan"),
+                "hessian_min_eig": float(self.hessian_min_eig[i]),
+                "certified": bool(self.minima_certified[i]),
+                "why_not": self.minima_reasons[i],
             })
         return rows
 
@@ -166,26 +231,44 @@ class Result:
             return (f"made by the old fixed-budget method (path algorithm {self.paths_version},"
                     f" {c.path_steps} steps): barriers not converged, upper bounds only")
         done, bars = self.certified
-        return (f"{int(self.path_converged.sum())}/{len(self.path_converged)} converged, "
-                f"{c.path_rule}; {done}/{bars} finite bars certified")
+        stalled = int(self.path_stalled.sum())
+        return (f"{int(self.path_converged.sum())}/{len(self.path_converged)} converged"
+                + (f", {stalled} stalled" if stalled else "")
+                + f", {c.path_rule}; {done}/{bars} finite bars certified")
 
     def path_table(self) -> list[dict[str, Any]]:
-        """One row per path: its pair, barrier, the straight line's, and its convergence:
-        converged, steps used, the barrier's change over the last check, the final
-        perpendicular gradient norm."""
+        """One row per path: its pair, how it was chosen and started, its barrier, the straight
+        line's, and its convergence: converged or stalled, steps used, the barrier's change
+        over the last check, the final perpendicular gradient norm and the gradient norm at
+        its top."""
         rows = []
         for m, (i, j) in enumerate(self.pairs.tolist()):
             hist = self.path_history[m] if m < len(self.path_history) else np.zeros(0)
             rows.append({
                 "pair": f"{i}-{j}",
+                "role": str(self.path_role[m]),
+                "start": str(self.path_start[m]),
                 "barrier": float(self.path_barriers[m]),
                 "linear": float(self.linear_barriers[m]),
                 "converged": bool(self.path_converged[m]),
+                "stalled": bool(self.path_stalled[m]),
                 "steps": int(self.path_steps_used[m]),
                 "last_change": float(hist[-2] - hist[-1]) if len(hist) > 1 else float("nan"),
                 "perp_grad": float(self.path_perp_grad_norm[m]),
+                "top_grad": float(self.path_top_grad_norm[m]),
             })
         return rows
+
+    def bar_table(self) -> list[dict[str, Any]]:
+        """One row per bar of the headline barcode: its minimum, birth, death, length, the
+        restarts' spread of its death, whether it is certified and why not."""
+        certified, reasons = self.bar_certificates()
+        spread = self.bar_spread()
+        return [{"minimum": int(m), "birth": float(b), "death": float(d),
+                 "length": float(d - b), "spread": float(spread[n]),
+                 "certified": bool(certified[n]), "why_not": reasons[n]}
+                for n, (m, b, d) in enumerate(zip(self.barcode.minima, self.barcode.births,
+                                                  self.barcode.deaths, strict=True))]
 
     def to_dict(self) -> dict[str, Any]:
         """A JSON-safe dict (``null`` for NaN and for unconnected barriers): the result stage's
@@ -200,16 +283,24 @@ class Result:
                  "test_loss": _json_float(self.test_loss[i]),
                  "test_error": _json_float(self.test_error[i]),
                  "diverged": bool(self.diverged[i]),
-                 "grad_norm": _json_float(self.grad_norm[i]) if len(self.grad_norm) else None}
+                 "grad_norm": _json_float(self.grad_norm[i]),
+                 "hessian_min_eig": _json_float(self.hessian_min_eig[i]),
+                 "stuck": bool(self.stuck[i]),
+                 "certified": bool(self.minima_certified[i]),
+                 "why_not": self.minima_reasons[i]}
                 for i in range(k)
             ],
+            "curvature_skipped": self.curvature_skipped,
             "paths_version": self.paths_version,
             "paths": [
                 {"converged": bool(self.path_converged[m]),
+                 "stalled": bool(self.path_stalled[m]),
                  "steps": int(self.path_steps_used[m]),
                  "barrier_history": [_json_float(b) for b in self.path_history[m]],
                  "history_steps": [int(s) for s in self.path_history_steps[m]],
-                 "perp_grad_norm": _json_float(self.path_perp_grad_norm[m])}
+                 "perp_grad_norm": _json_float(self.path_perp_grad_norm[m]),
+                 "top_grad_norm": _json_float(self.path_top_grad_norm[m]),
+                 "role": str(self.path_role[m]), "start": str(self.path_start[m])}
                 for m in range(len(self.path_converged))
             ],
             "pairs": self.pairs.tolist(),
@@ -221,6 +312,8 @@ class Result:
                          for t, loss in self.profiles],
             "barcode": self.barcode.to_dict(),
             "to_score": {k: _json_float(v) for k, v in self.scores.items()},
+            "barcode_all": (self.barcode_all or self.barcode).to_dict(),
+            "to_score_all": {k: _json_float(v) for k, v in self.scores_all.items()},
             "generalization": {k: _json_float(v) if isinstance(v, float) else v
                                for k, v in self.generalization.items()},
             "timings": dict(self.timings),
@@ -353,7 +446,12 @@ def _result_from_dict(cls: type[Result], data: dict[str, Any]) -> Result:
             and p["steps"] >= 0 for p in paths):
         raise ValueError(f"result paths must be {m} objects with converged (bool) and steps "
                          "(int >= 0)")
+    certs = _certificates_from_dict(data, minima, paths, version, column)
+    scores = {str(key): float(_floats([v], f"to_score {key}")[0]) for key, v in to_score.items()}
+    scores_all = certs.pop("scores_all") or scores
     return cls(
+        **certs,
+        scores_all=scores_all,
         run_id=run_id,
         config=config,
         train_loss=column("train_loss"),
@@ -367,8 +465,7 @@ def _result_from_dict(cls: type[Result], data: dict[str, Any]) -> Result:
         linear_barriers=_floats(data["linear_barriers"], "linear_barriers", (m,)),
         profiles=tuple(parsed_profiles),
         barcode=barcode,
-        scores={str(key): float(_floats([v], f"to_score {key}")[0])
-                  for key, v in to_score.items()},
+        scores=scores,
         # Results stored before permutation p-values (no "method") had spearmanr's
         # asymptotic p, wrong for few minima: recomputed from their own data.
         generalization=dict(generalization) if "method" in generalization
@@ -389,6 +486,49 @@ def _result_from_dict(cls: type[Result], data: dict[str, Any]) -> Result:
                                     (m,)),
         paths_version=version,
     )
+
+
+OLDER_CERTIFICATES = "made by an older lossbarcode, before births and deaths were certified"
+
+
+def _certificates_from_dict(data: dict[str, Any], minima: list[dict], paths: list[dict],
+                            version: int, column: Callable[[str], np.ndarray]
+                            ) -> dict[str, Any]:
+    """The certificate fields of a stored result (Result keyword arguments, and "scores_all");
+    a result of an older path algorithm has none: nothing in it is certified."""
+    k, m = len(minima), len(paths)
+    if version < 3:
+        return {"minima_certified": np.zeros(k, dtype=bool), "hessian_min_eig": np.full(k, np.nan),
+                "stuck": np.zeros(k, dtype=bool), "minima_reasons": (OLDER_CERTIFICATES,) * k,
+                "curvature_skipped": "", "barcode_all": None, "scores_all": {},
+                "path_stalled": np.zeros(m, dtype=bool), "path_top_grad_norm": np.full(m, np.nan),
+                "path_role": np.full(m, "all"), "path_start": np.full(m, "line")}
+    flags = {key: [x[key] for x in minima] for key in ("certified", "stuck")}
+    reasons = [x["why_not"] for x in minima]
+    stalled = [p["stalled"] for p in paths]
+    roles, starts = [p["role"] for p in paths], [p["start"] for p in paths]
+    if not all(isinstance(v, bool) for v in [*flags["certified"], *flags["stuck"], *stalled]):
+        raise ValueError("result certified, stuck and stalled flags must be true/false")
+    if not all(isinstance(v, str) for v in [*reasons, *roles, *starts,
+                                            data["curvature_skipped"]]):
+        raise ValueError("result why_not, role, start and curvature_skipped must be strings")
+    scores_all = data["to_score_all"]
+    if not isinstance(scores_all, dict) or set(scores_all) != set(SCORE_VARIANTS):
+        raise ValueError(f"result to_score_all must hold the variants {list(SCORE_VARIANTS)}")
+    return {
+        "minima_certified": np.array(flags["certified"], dtype=bool).reshape(k),
+        "hessian_min_eig": column("hessian_min_eig"),
+        "stuck": np.array(flags["stuck"], dtype=bool).reshape(k),
+        "minima_reasons": tuple(reasons), "curvature_skipped": data["curvature_skipped"],
+        "barcode_all": topology.Barcode.from_dict(data["barcode_all"]),
+        "scores_all": {str(key): float(_floats([v], f"to_score_all {key}")[0])
+                       for key, v in scores_all.items()},
+        "path_stalled": np.array(stalled, dtype=bool).reshape(m),
+        "path_top_grad_norm": _floats([p["top_grad_norm"] for p in paths],
+                                      "paths top_grad_norm", (m,)),
+        "path_role": np.array(roles, dtype=str).reshape(m),
+        "path_start": np.array(starts, dtype=str).reshape(m),
+    }
 
 
 SCORE_VARIANTS = tuple(score_variant(norm, normalize)
@@ -711,7 +851,7 @@ def run_experiment(
             found = minima_mod.find_minima(
                 landscape(), config.k, optimizer=config.optimizer, lr=config.lr,
                 schedule=config.schedule, steps=config.steps, batch_size=config.batch_size,
-                seed=config.seed, polish_steps=config.polish_steps,
+                seed=config.seed, polish_steps=config.polish_steps, tol=config.minima_tol,
                 progress=lambda step, total, loss: report(
                     "minima", step, total, f"mean minibatch loss {loss:.4g}"),
             )
@@ -757,6 +897,7 @@ def run_experiment(
                 images=config.images, steps=config.path_steps, lr=config.path_lr,
                 eval_points=config.eval_points, seed=config.seed, tol=config.path_tol,
                 atol=config.path_atol, max_steps=config.path_max_steps,
+                grad_tol=config.minima_tol, restarts=config.restarts,
                 progress=lambda step, total, info: report(
                     "paths", step, total, str(info.get("stage", ""))),
             )
@@ -799,18 +940,8 @@ def assemble_result(config: ExperimentConfig, found, connected, timings: dict[st
         raise ValueError(f"all {found.k} training runs diverged, so there is no barcode; lower "
                          "the learning rate (--lr) or use --schedule anneal")
     barriers = barrier_matrix(connected, found.k)
-    barcode = topology.minima_barcode(found.train_loss[valid],
-                                      barriers[np.ix_(valid, valid)], rule=config.rule)
-    # Bars index the valid minima; map them back to indices among all K.
-    barcode = dataclasses.replace(
-        barcode,
-        minima=valid[barcode.minima],
-        saddle_edges=np.where(barcode.saddle_edges >= 0,
-                              valid[np.maximum(barcode.saddle_edges, 0)], -1),
-        saddles=np.where(barcode.saddles >= 0,
-                         valid[np.maximum(barcode.saddle_edges[:, 0], 0)] * found.k
-                         + valid[np.maximum(barcode.saddle_edges[:, 1], 0)], -1),
-    )
+    barcode = _valid_barcode(found, barriers, config.rule, found.certified[valid])
+    barcode_all = _valid_barcode(found, barriers, config.rule, None)
     timings = {**timings, "barcode": time.perf_counter() - start}
     return Result(
         run_id=config.run_id,
@@ -826,6 +957,9 @@ def assemble_result(config: ExperimentConfig, found, connected, timings: dict[st
         profiles=tuple(connected.profiles),
         barcode=barcode,
         scores=all_scores(barcode),
+        barcode_all=barcode_all,
+        scores_all=all_scores(barcode_all),
+        # Bars at certified minima only: an uncertified point has no segment to correlate.
         generalization=generalization_summary(segment_lengths(barcode, found.k),
                                               found.test_error),
         timings=timings,
@@ -839,4 +973,32 @@ def assemble_result(config: ExperimentConfig, found, connected, timings: dict[st
         path_history_steps=connected.history_steps,
         path_perp_grad_norm=connected.perp_grad_norm,
         paths_version=connected.version,
+        minima_certified=found.certified,
+        hessian_min_eig=found.hessian_min_eig,
+        stuck=found.stuck,
+        minima_reasons=tuple(found.certificate_reasons()),
+        curvature_skipped=found.curvature_skipped,
+        path_stalled=connected.stalled,
+        path_top_grad_norm=connected.top_grad_norm,
+        path_role=connected.role,
+        path_start=connected.start,
+    )
+
+
+def _valid_barcode(found, barriers: np.ndarray, rule: str,
+                   births: np.ndarray | None) -> topology.Barcode:
+    """The barcode of the minima that did not diverge (bars at ``births`` among them, every
+    one when None), with bar and edge indices among all K."""
+    valid = found.valid
+    barcode = topology.minima_barcode(found.train_loss[valid], barriers[np.ix_(valid, valid)],
+                                      rule=rule, births=births)
+    k = found.k
+    return dataclasses.replace(
+        barcode,
+        minima=valid[barcode.minima],
+        saddle_edges=np.where(barcode.saddle_edges >= 0,
+                              valid[np.maximum(barcode.saddle_edges, 0)], -1),
+        saddles=np.where(barcode.saddles >= 0,
+                         valid[np.maximum(barcode.saddle_edges[:, 0], 0)] * k
+                         + valid[np.maximum(barcode.saddle_edges[:, 1], 0)], -1),
     )

@@ -1,22 +1,29 @@
 """The health of a finished run: can its barcode be read as a property of the network?
 
 :func:`run_health` checks a :class:`~lossbarcode.experiment.Result` for the ways a run can look
-clean and still measure the tool:
+clean and still measure the tool. It reads the certificates of :mod:`lossbarcode.certificates`
+(the one home of those rules), so health, ``lossbarcode show`` and every page agree:
 
 * ``diverged``: minima whose training hit NaN/inf or ended above its starting loss (they are
-  left out of the barcode, so a run with few survivors scores only those);
+  left out, so a run with few survivors scores only those);
+* ``uncertified``: minima that are not certified minima (gradient above the tolerance,
+  negative curvature, or stuck: see ``Result.minima_reasons``); their bars are left out of the
+  headline barcode. Fewer than :data:`CERTIFIED_BROKEN` of the minima certified makes the run
+  broken: its barcode says more about the training than about the network;
+* ``stuck``: minima that did not learn (their loss is not clearly below the starting one);
 * ``below_minima``: paths whose loss dips below both their endpoints by more than the barrier
-  resolution (``path_atol``): the endpoints are not minima of the loss to within that
-  resolution, so each bar's birth is uncertain by the dip; a dip of more than
-  :data:`DIP_BROKEN` resolutions means training was far from finished;
-* ``gradient``: minima whose full-batch gradient norm is large (:data:`GRAD_NORM_LARGE`), so
-  their birth is not the value of a critical point;
-* ``unconverged``: paths that hit their step cap (their bars are upper bounds, hatched);
-* ``old_paths``: paths made by the fixed-budget method of path algorithm 1.
+  resolution (``path_atol``): between certified minima that is a lower basin the path passes
+  through (a caution); below uncertified ones by more than :data:`DIP_BROKEN` resolutions it
+  means training was far from finished (broken);
+* ``unconverged`` / ``stalled``: paths that hit their step cap or whose step size collapsed
+  (their barriers are upper bounds);
+* ``uncertified_deaths``: finite bars whose death is not certified (see the bar table);
+* ``old_paths``: paths made by an older path algorithm (before paths were certified).
 
-Diverged minima and a far dip make a run **broken**: its score is not a property of the
-network, so pooled statistics (the Scaling curves, the Generalization correlation) leave it out
-unless asked to keep it. The others are **cautions**, shown with the run.
+Diverged minima, too few certified minima and far dips below uncertified minima make a run
+**broken**: its score is not a property of the network, so pooled statistics (the Scaling
+curves, the Generalization correlation) leave it out unless asked to keep it, and none of its
+bars is certified. The others are **cautions**, shown with the run.
 """
 
 from __future__ import annotations
@@ -26,14 +33,15 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
+from lossbarcode import choices
+
 if TYPE_CHECKING:
     from lossbarcode.experiment import Result
 
 BROKEN, CAUTION = "broken", "caution"
-# A minimum whose full-batch gradient norm is above this is not near a critical point: after
-# the default training (2000 Adam steps on digits) the norms are about 1e-3 to 1e-2.
-GRAD_NORM_LARGE = 0.1
-DIP_BROKEN = 100  # a path this many resolutions (path_atol) below its minima: not trained
+CERTIFIED_BROKEN = 0.5  # a run with fewer certified minima than this share is broken
+CERTIFIED_CURVES = 0.9  # the share a run needs to enter the Scaling curves (sweep.summarize)
+DIP_BROKEN = 100  # a path this many resolutions (path_atol) below uncertified minima: broken
 
 
 @dataclass(frozen=True)
@@ -75,9 +83,11 @@ class RunHealth:
                 "problems": [vars(p) for p in self.problems]}
 
 
-_NOUNS = {"diverged": "diverged minima", "below_minima": "paths below their minima",
-          "gradient": "minima with a large gradient", "unconverged": "unconverged paths",
-          "old_paths": "paths of the old fixed-budget method"}
+_NOUNS = {"diverged": "diverged minima", "uncertified": "uncertified minima",
+          "stuck": "stuck minima", "below_minima": "paths below their minima",
+          "unconverged": "unconverged paths", "stalled": "stalled paths",
+          "uncertified_deaths": "bars with uncertified deaths",
+          "old_paths": "paths of an older path algorithm"}
 
 
 def path_dips(result: Result) -> np.ndarray:
@@ -91,8 +101,8 @@ def path_dips(result: Result) -> np.ndarray:
 
 
 def run_health(result: Result) -> RunHealth:
-    """Check ``result`` (see the module doc); the thresholds are the run's own barrier
-    resolution (``config.path_atol``) and :data:`GRAD_NORM_LARGE`."""
+    """Check ``result`` (see the module doc); the thresholds are the run's own tolerances
+    (``config.path_atol``, ``config.minima_tol``) and the constants above."""
     problems = []
     k = result.k
     diverged = int(np.sum(result.diverged))
@@ -101,39 +111,70 @@ def run_health(result: Result) -> RunHealth:
             "diverged", BROKEN, diverged,
             f"{diverged} of {k} minima diverged (NaN/inf, or a final loss above the starting "
             f"one) and are left out of the barcode. Lower the learning rate."))
-    atol = result.config.path_atol
-    dips = path_dips(result)
-    below = np.flatnonzero(np.nan_to_num(dips, nan=0.0) > atol)
-    if below.size:
-        worst = float(np.nanmax(dips))
-        far = worst > DIP_BROKEN * atol
+    certified = np.asarray(result.minima_certified, dtype=bool)
+    uncertified = int(np.sum(~certified & ~result.diverged))
+    if uncertified:
+        few = certified.sum() < CERTIFIED_BROKEN * k
+        reasons = sorted({r.split(" ")[0] for r in result.minima_reasons if r})
         problems.append(Problem(
-            "below_minima", BROKEN if far else CAUTION, int(below.size),
-            f"{below.size} of {len(dips)} paths go below both their endpoints, by up to "
-            f"{worst:.3g} in loss ({worst / atol:.3g}× the resolution {atol:g}): the trained "
-            "networks are " + ("far from minima. Lower the learning rate or train longer."
-                               if far else "not minima to within the resolution, so each "
-                               "bar's birth is uncertain by up to that much. Add polish "
-                               "steps or train longer.")))
-    grad = np.asarray(result.grad_norm, dtype=float)
-    steep = int(np.sum(np.isfinite(grad) & (grad > GRAD_NORM_LARGE)))
-    if steep:
+            "uncertified", BROKEN if few else CAUTION, uncertified,
+            f"{uncertified} of {k} minima are not certified minima ({', '.join(reasons)}; see "
+            "the minima table): their bars are left out of the TO-score. "
+            + ("Too few are certified for the barcode to describe the network. "
+               if few else "") + "Train longer (--steps, --polish-steps) or change the "
+            "optimizer or learning rate."))
+    stuck = int(np.sum(result.stuck))
+    if stuck:
         problems.append(Problem(
-            "gradient", CAUTION, steep,
-            f"{steep} of {k} minima have a full-batch gradient norm above {GRAD_NORM_LARGE:g} "
-            f"(largest {np.nanmax(grad):.3g}): they are not at critical points, so their bars "
-            "start above a true minimum. Add polish steps or train longer."))
-    if result.paths_version < 2:
+            "stuck", CAUTION, stuck,
+            f"{stuck} of {k} minima did not learn (their loss stayed near the starting one). "
+            "Raise the learning rate or use another optimizer."))
+    _dip_problem(result, certified, problems)
+    if result.paths_version < choices.PATHS_VERSION:
         problems.append(Problem(
             "old_paths", CAUTION, len(result.pairs),
-            "The paths were made by the old fixed-budget method: their barriers are upper "
-            "bounds. Run the config again to converge them."))
+            f"The paths were made by an older path algorithm ({result.paths_version}): "
+            "nothing in this run is certified. Run the config again."))
     else:
-        unconverged = int(np.sum(~np.asarray(result.path_converged, dtype=bool)))
-        if unconverged:
+        for kind, mask, what in (
+                ("unconverged", ~result.path_converged & ~result.path_stalled,
+                 "hit their step cap before converging. Raise the path step cap."),
+                ("stalled", result.path_stalled,
+                 "stalled: their step size collapsed before they converged.")):
+            count = int(np.sum(mask))
+            if count:
+                problems.append(Problem(
+                    kind, CAUTION, count,
+                    f"{count} of {len(mask)} paths {what} The bars they end are upper bounds."))
+        deaths = result.deaths()
+        finite = np.isfinite(result.barcode.deaths)
+        keys = [tuple(sorted(int(v) for v in edge))
+                for edge in result.barcode.saddle_edges[finite]]
+        weak = sum(1 for key in keys if not (key in deaths and deaths[key].certified))
+        if weak:
             problems.append(Problem(
-                "unconverged", CAUTION, unconverged,
-                f"{unconverged} of {len(result.path_converged)} paths hit their step cap "
-                "before converging: the bars they end are upper bounds (hatched). Raise "
-                "the path step cap."))
+                "uncertified_deaths", CAUTION, weak,
+                f"{weak} of {int(finite.sum())} finite bars have an uncertified death (see "
+                "the bar table for why): their lengths are upper bounds."))
     return RunHealth(tuple(sorted(problems, key=lambda p: p.severity != BROKEN)))
+
+
+def _dip_problem(result: Result, certified: np.ndarray, problems: list[Problem]) -> None:
+    """Paths below both their minima: a lower basin between certified minima (caution), a
+    sign of unfinished training below uncertified ones (broken when far)."""
+    atol = result.config.path_atol
+    dips = np.nan_to_num(path_dips(result), nan=0.0)
+    below = np.flatnonzero(dips > atol)
+    if not below.size:
+        return
+    worst = float(dips.max())
+    ends_certified = certified[result.pairs[below]].all(axis=1) if len(certified) else \
+        np.zeros(below.size, dtype=bool)
+    far = bool(np.any(~ends_certified & (dips[below] > DIP_BROKEN * atol)))
+    problems.append(Problem(
+        "below_minima", BROKEN if far else CAUTION, int(below.size),
+        f"{below.size} of {len(dips)} paths go below both their endpoints, by up to "
+        f"{worst:.3g} in loss ({worst / atol:.3g}× the resolution {atol:g}): "
+        + ("the trained networks are far from minima. Train longer." if far else
+           "they pass through a lower basin between the two minima (a lower point a bar can "
+           "die into through another path).")))

@@ -32,7 +32,7 @@ from lossbarcode.experiment import (
     run_experiment,
     save_result,
 )
-from lossbarcode.health import run_health
+from lossbarcode.health import CERTIFIED_CURVES, run_health
 from lossbarcode.store import ResultStore, atomic_write_bytes
 
 EXECUTORS = ("local", "ray")
@@ -214,6 +214,7 @@ def sweep_records(results: Sequence[Result]) -> list[dict[str, Any]]:
             "paths_version": r.paths_version,
             "paths_converged": int(r.path_converged.sum()), "n_paths": len(r.path_converged),
             "bars_certified": r.certified[0], "bars_finite": r.certified[1],
+            "minima_certified": r.minima_count[0],
             "path_atol": r.config.path_atol,
             "health": health.summary(), "broken": health.broken,
         }
@@ -239,19 +240,28 @@ def _resolution(recs: Sequence[dict[str, Any]]) -> dict[str, Any]:
     }
 
 
+def curve_ready(record: dict[str, Any]) -> bool:
+    """Whether a sweep record may enter a curve: its run is not broken and at least
+    :data:`~lossbarcode.health.CERTIFIED_CURVES` of its minima are certified (records made
+    before minima were certified never are)."""
+    return (not record.get("broken") and "minima_certified" in record
+            and record["minima_certified"] >= CERTIFIED_CURVES * record["k"])
+
+
 def summarize(records: Sequence[dict[str, Any]], include_broken: bool = False
               ) -> list[dict[str, Any]]:
     """Per (arch, width, depth): TO-score mean / std / per-seed values and mean test error.
 
-    Records of broken runs (``broken``: diverged minima, paths far below their minima) are
-    left out unless ``include_broken``; each row counts them in ``runs_left_out``. A scale
-    with only broken runs has no row. Rows are sorted by arch, depth, width.
+    Records that are not :func:`curve_ready` (broken runs, or fewer than 90% of their minima
+    certified) are left out unless ``include_broken``; each row counts them in
+    ``runs_left_out``. A scale with no usable run has no row. Rows are sorted by arch, depth,
+    width.
     """
     groups: dict[tuple, list[dict[str, Any]]] = {}
     left_out: dict[tuple, int] = {}
     for rec in records:
         scale = (rec["arch"], rec["width"], rec["depth"])
-        if rec.get("broken") and not include_broken:
+        if not curve_ready(rec) and not include_broken:
             left_out[scale] = left_out.get(scale, 0) + 1
         else:
             groups.setdefault(scale, []).append(rec)

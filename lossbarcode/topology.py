@@ -409,7 +409,8 @@ def _assemble(
     bar_of_vertex = {int(v): i for i, v in enumerate(minima[order])}
     n_dying = dying.shape[0]
     merged = np.concatenate([absorber, np.full(essential.shape[0], -1, dtype=np.int64)])
-    merged = np.array([bar_of_vertex[int(v)] if v >= 0 else -1 for v in merged[order]])
+    # An absorber without a bar (a point that is not a birth, see minima_barcode) gives -1.
+    merged = np.array([bar_of_vertex.get(int(v), -1) for v in merged[order]])
     saddle_edges = np.concatenate(
         [edges[killer].reshape(-1, 2), np.full((essential.shape[0], 2), -1, dtype=np.int64)]
     )
@@ -590,7 +591,8 @@ def sample_barcode(
 
 
 def minima_barcode(
-    losses: Any, barriers: Any, rule: str = "union_find", keep_zero: bool = True
+    losses: Any, barriers: Any, rule: str = "union_find", keep_zero: bool = True,
+    births: Any = None,
 ) -> Barcode:
     """Barcode of K minima joined by paths: one segment per minimum.
 
@@ -604,6 +606,11 @@ def minima_barcode(
             through other minima) or ``"direct"`` (the released paper code's rule: death = the
             smallest direct barrier to a strictly lower minimum).
         keep_zero: keep zero-length segments (default True: every minimum gets a segment).
+        births: optional ``(K,)`` bools: only these points are born (certified minima); the
+            others are still points of the landscape that paths pass through, and a lower
+            one is a point of lower loss that a bar can die into (d_m is the lowest level
+            joining m to *any* lower point). A bar absorbed by a component whose lowest point
+            has no bar has ``merged_into`` -1. Default: every point is born.
 
     Returns:
         A :class:`Barcode`; ``saddles`` is the flat index ``i * K + j`` (``i < j``) of the
@@ -634,6 +641,14 @@ def minima_barcode(
         dying, killer, absorber, essential = _elder_rule_h0(vals, edges, edge_values, False)
     else:
         dying, killer, absorber, essential = _direct_rule(vals, edges, edge_values)
+    if births is not None:
+        born = np.asarray(births, dtype=bool).reshape(-1)
+        if born.shape != (k,):
+            raise ValueError(f"births must be {k} bools, got shape {born.shape}")
+        # The elder rule kills the lowest point of the younger component: a bar only where
+        # that point is born.
+        dying, killer, absorber = dying[born[dying]], killer[born[dying]], absorber[born[dying]]
+        essential = essential[born[essential]]
     saddles = edges[killer, 0] * k + edges[killer, 1]
     return _assemble(vals, edges, edge_values, dying, killer, absorber, essential, saddles,
                      keep_zero)
