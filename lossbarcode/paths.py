@@ -39,9 +39,10 @@ Diverged minima are never paired.
 
 Restarts: every path is an upper bound on its pair's barrier, and a path optimised from one
 start finds *a* minimum-energy path, not the lowest. The pairs that decide the barcode (the
-minimum spanning forest of the barriers, at most K-1) are re-solved from ``restarts - 1``
-other starts (the chain along the pair's best route through other minima, and straight lines
-bent by a random perpendicular offset); each restart is one more path of the pair (``role``
+minimum spanning forest of the barriers, at most K-1; not those already monotone) are
+re-solved from ``restarts - 1`` other starts (the chain along the pair's best route through
+other minima, then straight lines bent by a random perpendicular offset, in opposite pairs so
+both sides of the line are tried); each restart is one more path of the pair (``role``
 "restart", ``start`` "route" or "bent"), the lowest counts, and the spread says how sure the
 barrier is. The forest is recomputed and new deciding pairs restarted until it stops changing.
 
@@ -109,7 +110,7 @@ _GROW, _SHRINK, _MAX_GROWTH = 1.5, 0.5, 64.0  # step-size adaptation per cycle (
 # FIRE (Bitzek et al. 2006), the full-batch phase's optimiser: the standard constants.
 _FIRE_N_MIN, _FIRE_INC, _FIRE_DEC, _FIRE_ALPHA, _FIRE_F_ALPHA, _FIRE_DT_MAX = (
     5, 1.1, 0.5, 0.1, 0.99, 10.0)
-_CHECK_GOLDEN_STEPS = 12  # golden-section steps of the profiles measured at each check
+_CHECK_GOLDEN_STEPS = 20  # golden-section steps of the profiles measured at each check
 _PATIENCE = 2  # calm checks in a row that make a path converged
 # Each stage's random streams (its minibatches, Bezier's t) are seeded by (seed, the stage's
 # fixed key), never by how many stages ran before, so a stage draws the same numbers whatever
@@ -600,7 +601,7 @@ class _Track:
         between do not count), or a barrier within ``atol`` of the higher endpoint, and the
         path is converged. ``base``: the first step size, when not ``s.lr``; a phase that
         adapts its own step size (FIRE) passes it: the step size is not grown here and a
-        rising barrier is kept (that phase keeps the lowest chain it saw), only a non-finite
+        rising barrier is kept (that phase judges the lowest chain it saw), only a non-finite
         one undone. Returns the bool mask over ``act`` of the cycles kept."""
         # A rise within atol (the resolution) is no rise: the top of a path moves by that much
         # with any small change of its images, so rejecting it would only stall.
@@ -700,12 +701,13 @@ class _Engine:
                 rows.append(r)
             bent = 0
             while sum(1 for q in rows if q == r) < s.restarts - 1:
+                # Bends come in opposite pairs: both sides of the straight line get a start.
                 gen = torch.Generator().manual_seed(_stage_seed(s.seed, "restart", _BENT_KEY,
-                                                                i, j, bent))
+                                                                i, j, bent // 2))
                 d = torch.randn(a.shape[0], generator=gen, dtype=torch.float64).to(a)
                 along = (c - a) / (c - a).norm().clamp_min(1e-30)
                 d = d - (d @ along) * along
-                d = d * (_BEND * (c - a).norm() / d.norm().clamp_min(1e-30))
+                d = d * ((-1) ** bent * _BEND * (c - a).norm() / d.norm().clamp_min(1e-30))
                 line = _lerp(a[None], c[None], f[:, None])
                 starts.append(line + torch.sin(math.pi * f)[:, None] * d[None])
                 kinds.append("bent")
@@ -874,10 +876,12 @@ class _Engine:
                                                   device=chain.device),
                                "alpha": np.full(m, _FIRE_ALPHA),
                                "npos": np.zeros(m, dtype=np.int64), "inserted": 0}
-        # NEB does not lower the top of its polygon at every step (the images rearrange):
-        # each path keeps the lowest chain it passed through, reported when it does not
-        # converge.
-        best = {"bar": track.barrier.copy(), "chains": [c.clone() for c in chain]}
+        # NEB does not lower the top of its polygon at every step (the images rearrange, and
+        # a climbing image can swap between two saddles of one height): each path keeps the
+        # lowest chain it passed through, and its checks judge that chain -- converged when
+        # it has not been undercut for two checks and its top is a critical point.
+        best = {"bar": track.barrier.copy(), "chains": [c.clone() for c in chain],
+                "critical": np.zeros(m, dtype=bool)}
         pending: dict[str, Any] = {}
 
         def run(act: np.ndarray, sub: Tensor, dt: Tensor
@@ -895,11 +899,12 @@ class _Engine:
             between = (np.abs(top_u - np.round(top_u)) > 1e-3) & (
                 vals.max(axis=1) > image_top + self.s.atol)
             bar = np.maximum(vals.max(axis=1), track.floor[act])
-            lower = np.flatnonzero(bar < best["bar"][act])
-            for r in lower:
+            critical = self._grad_norms(pts) <= self.s.grad_tol
+            for r in np.flatnonzero(bar < best["bar"][act]):
                 best["bar"][act[r]], best["chains"][act[r]] = bar[r], sub[r].clone()
+                best["critical"][act[r]] = critical[r]
             pending.update(act=act, top_u=top_u, top_pts=pts, between=between)
-            return sub, bar, self._grad_norms(pts) <= self.s.grad_tol
+            return sub, best["bar"][act], best["critical"][act]
 
         def commit(act: np.ndarray, ok: np.ndarray) -> None:
             keep, back = act[ok], act[~ok]
@@ -934,11 +939,8 @@ class _Engine:
 
         state = self._cycles(chain.clone(), track, _FINAL_CHECK, cap, run, insert_tops,
                              base=dt0, commit=commit)
-        worse = np.flatnonzero(~track.converged & (best["bar"] < track.barrier))
-        for i in worse:
-            state[i] = _pad_chain(best["chains"][i], state.shape[1])
-            track.barrier[i] = best["bar"][i]
-        return state
+        n_final = max(state.shape[1], max(c.shape[0] for c in best["chains"]))
+        return torch.stack([_pad_chain(c, n_final) for c in best["chains"]])
 
     def _fire_steps(self, chain: Tensor, vel: Tensor, dt: np.ndarray, alpha: np.ndarray,
                     npos: np.ndarray, dt0: float, role: str, done_total: tuple[int, int]

@@ -152,6 +152,8 @@ def barcode_figure(
     highlight: int | None = None,
     x_range: tuple[float, float] | None = None,
     certified: Sequence[bool] | np.ndarray | None = None,
+    reasons: Sequence[str] | None = None,
+    spread: Sequence[float] | np.ndarray | None = None,
 ) -> go.Figure:
     """Horizontal bars ``[birth, death)``, one per minimum, the global minimum on top.
 
@@ -166,9 +168,11 @@ def barcode_figure(
             numbers on the axis, ``"minimum m"`` in the hover).
         highlight: a minimum (vertex) index: its bar is outlined, the others faded.
         x_range: the loss axis range (default: fitted to this barcode).
-        certified: ``n`` bools (see ``Result.bar_certified``): a finite bar whose death
-            comes from an unconverged path (False) is hatched, and its hover says that its
+        certified: ``n`` bools (see ``Result.bar_certificates``): an uncertified finite bar
+            is hatched, and its hover says why (``reasons``, ``n`` strings) and that its
             death is an upper bound. None: no marking.
+        spread: ``n`` values (NaN for none): how far apart the restarts of each bar's death
+            ended, drawn as a whisker to the left of its death (``Result.bar_spread``).
 
     Trace 0 is the bars (``customdata[i] = [minimum, bar index]``, so a selected point names
     its minimum); bars too short to see (zero-length segments) get a marker at their birth in
@@ -189,7 +193,10 @@ def barcode_figure(
         f"{names[i]}<br>birth {barcode.births[i]:.6g}<br>death "
         + (INFINITY_MARK if essential[i] else f"{barcode.deaths[i]:.6g}")
         + ("" if essential[i] else f"<br>length {lengths[i]:.6g}")
-        + ("<br><b>unconverged path</b>: the death is an upper bound" if unsure[i] else "")
+        + (f"<br>restarts' spread {spread[i]:.3g}" if spread is not None
+           and np.isfinite(spread[i]) and spread[i] > 0 else "")
+        + (f"<br><b>not certified</b>: {reasons[i] if reasons else 'unconverged path'}; the "
+           "death is an upper bound" if unsure[i] else "")
         for i in range(n)
     ]
     bar_color = list(colors) if colors is not None else bar_colors(n)
@@ -230,6 +237,16 @@ def barcode_figure(
             hovertext=np.array(hover, dtype=object)[short],
             hoverinfo="text", showlegend=False,
         ))
+    if spread is not None:
+        whisker = ~essential & np.isfinite(np.asarray(spread, dtype=float)) & (
+            np.asarray(spread, dtype=float) > 0)
+        if whisker.any():
+            fig.add_trace(go.Scatter(
+                x=barcode.deaths[whisker], y=rows[whisker], mode="markers", name="spread",
+                error_x={"type": "data", "symmetric": False, "array": np.zeros(whisker.sum()),
+                         "arrayminus": np.asarray(spread, dtype=float)[whisker],
+                         "color": NEUTRAL, "thickness": 1.5, "width": 4},
+                marker={"size": 1, "color": NEUTRAL}, hoverinfo="skip", showlegend=False))
     if essential.any():
         fig.add_trace(go.Scatter(
             x=np.full(essential.sum(), hi), y=rows[essential], mode="markers+text",

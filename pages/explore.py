@@ -116,15 +116,25 @@ def metrics(r: Result) -> None:
     finite = np.isfinite(lengths)
     cols = st.columns(5)
     certified, finite_bars = r.certified
+    minima_done, k = r.minima_count
     cols[0].metric(f"TO-score ({variant})", f"{r.score:.4g}",
                    delta=f"{certified}/{finite_bars} bars certified", delta_color="off",
-                   help="Norm of the finite segment lengths (arXiv:2012.15834). A bar is "
-                        "certified when the path that ends it converged. Other "
-                        "variants: " + ", ".join(f"{k} {v:.3g}" for k, v in r.scores.items()))
-    cols[1].metric("Minima", f"{r.k - int(r.diverged.sum())} / {r.k}",
+                   help="Norm of the finite segment lengths (arXiv:2012.15834) of the bars "
+                        "born at certified minima. A bar is certified when its minimum is "
+                        "(gradient, curvature, learned) and its death is (converged path, top "
+                        "a saddle or the path monotone, restarts agree), in a run that is not "
+                        "broken. Other variants: "
+                        + ", ".join(f"{k} {v:.3g}" for k, v in r.scores.items())
+                        + "; with a bar at every minimum: "
+                        + ", ".join(f"{k} {v:.3g}" for k, v in r.scores_all.items()))
+    cols[1].metric("Certified minima", f"{minima_done} / {k}",
                    delta=run_health_of(r).summary(), delta_color="off",
-                   help="Trained without diverging / trained; diverged minima are left out "
-                        "of the barcode. Below: the run's health (see the boxes above).")
+                   help="Minima with a full-batch gradient norm of at most "
+                        f"{c.minima_tol:g}, no negative curvature, and a loss clearly below "
+                        "the start; only they have bars in the TO-score"
+                        + (f" ({r.curvature_skipped}: gradient-certified only)"
+                           if r.curvature_skipped else "")
+                        + ". Below: the run's health (see the boxes above).")
     cols[2].metric("Longest segment", f"{lengths[finite].max():.4g}" if finite.any() else "—")
     cols[3].metric("Parameters", f"{r.n_params:,}")
     cols[4].metric("Compute time", format_seconds(sum(r.timings.values())),
@@ -132,7 +142,7 @@ def metrics(r: Result) -> None:
                    + f" on {r.device}")
     st.caption(f"`{r.run_id}` · {describe_config(c)}  \n"
                f"Reproduce: `{reproduce_command(c)}`")
-    st.caption(f"Paths: {r.paths_note()}")
+    st.caption(f"Paths: {r.paths_note()}  \n{r.certification_note()}")
     health_banner(r)
 
 
@@ -155,6 +165,7 @@ def highlight_note(r: Result, highlight: int, pair: int | None) -> None:
 def run_charts(r: Result, highlight: int | None, pair: int | None) -> None:
     """Barcode, persistence diagram (both select a minimum) and the loss along the paths."""
     c, variant, barcode = r.config, r.config.score_variant, r.barcode
+    certified, reasons = r.bar_certificates()
     colors = plots.minimum_colors(barcode.minima)
     labels = [f"minimum {m}" for m in barcode.minima]
     left, right = columns([3, 2])
@@ -162,7 +173,8 @@ def run_charts(r: Result, highlight: int | None, pair: int | None) -> None:
         chart(plots.barcode_figure(barcode, colors=colors, labels=labels, highlight=highlight,
                                    title=f"Loss barcode · TO-score ({variant}) "
                                          f"{r.score:.4g}", xaxis_title="training loss",
-                                   certified=r.bar_certified()),
+                                   certified=certified, reasons=reasons,
+                                   spread=r.bar_spread()),
               key="pick_barcode", name=f"barcode_{r.run_id}",
               on_select=lambda: pick("pick_barcode"), selection_mode="points")
     with right:
@@ -208,8 +220,9 @@ def minima_table(r: Result, highlight: int | None) -> None:
     table = pd.DataFrame(r.minima_table())
     table["length"] = table["length"].astype(float)
     table.insert(0, "colour", "")
-    table = table[["colour", "minimum", "train_loss", "test_loss", "test_error", "length",
-                   "birth", "death", "merged_into_minimum", "diverged"]]
+    table = table[["colour", "minimum", "certified", "train_loss", "test_loss", "test_error",
+                   "length", "birth", "death", "merged_into_minimum", "grad_norm",
+                   "hessian_min_eig", "why_not", "diverged"]]
 
     def shade(row: pd.Series) -> list[str]:
         color = plots.minimum_color(int(row["minimum"]))
@@ -233,8 +246,22 @@ def minima_table(r: Result, highlight: int | None) -> None:
             "death": st.column_config.NumberColumn(format="%.5g"),
             "merged_into_minimum": st.column_config.NumberColumn(
                 "merged into minimum", format="%d"),
+            "grad_norm": st.column_config.NumberColumn(
+                "gradient norm", format="%.2e", help="full-batch, at the minimum"),
+            "hessian_min_eig": st.column_config.NumberColumn(
+                "smallest curvature", format="%.2e",
+                help="smallest Hessian eigenvalue (Lanczos); below minus the tolerance: a "
+                     "saddle, not a minimum"),
+            "why_not": st.column_config.TextColumn("why not certified"),
         },
     )
+    bars = pd.DataFrame(r.bar_table())
+    with st.expander(f"Bars: {r.certification_note()}", icon=":material/verified:"):
+        st.dataframe(bars, hide_index=True, width="stretch", column_config={
+            "spread": st.column_config.NumberColumn(
+                "restarts' spread", format="%.3g",
+                help="how far apart the restarts of the pair that killed the bar ended"),
+            "why_not": st.column_config.TextColumn("why not certified")})
 
 
 def run_downloads(r: Result) -> None:
@@ -275,7 +302,10 @@ def run_links(r: Result) -> None:
             "no bar.\n"
             "- **Loss along each path**: the triangle marks each path's barrier (its highest "
             "loss). A minimum dies on the cheapest route out — possibly through other minima.\n"
-            f"- **TO-score ({variant})**: the {variant} norm of the finite segment lengths.")
+            f"- **TO-score ({variant})**: the {variant} norm of the finite segment lengths of "
+            "the bars born at certified minima (the table of minima says which are, and why "
+            "not). A hatched bar is not certified: its death is an upper bound; a whisker "
+            "shows how far its restarts disagreed.")
 
 
 def show_run(r: Result) -> None:

@@ -9,6 +9,7 @@ from lossbarcode.choices import ARCHS, DATASETS
 from lossbarcode.config import ExperimentConfig
 from lossbarcode.sweep import (
     axis_values,
+    curve_ready,
     fullest_value,
     summarize,
     sweep_commands,
@@ -54,17 +55,23 @@ def sidebar(sources: dict[str, dict[str, Any]]) -> tuple[str | None, bool, str]:
 
 
 def runs_shown(records: list[dict]) -> list[dict]:
-    """The summary rows of the records, broken runs left out unless the sidebar includes
-    them (a warning says which and how many)."""
-    broken = [r for r in records if r.get("broken")]
-    include_broken = bool(broken) and st.sidebar.toggle(
-        f"Include {len(broken)} broken runs", value=False,
-        help="Runs with diverged minima or paths far below their minima measure the "
-             "training, not the network; they are left out of the curves unless included.")
+    """The summary rows of the records, runs that are broken or have fewer than 90% of their
+    minima certified left out unless the sidebar includes them (a warning says which and how
+    many)."""
+    left = [r for r in records if not curve_ready(r)]
+    include_broken = bool(left) and st.sidebar.toggle(
+        f"Include {len(left)} runs that are broken or under-certified", value=False,
+        help="Runs with diverged minima, too few certified minima or paths far below their "
+             "minima measure the training, not the network; runs with fewer than 90% of their "
+             "minima certified are not what the curve claims. They are left out of the curves "
+             "unless included.")
     summary = summarize(records, include_broken=include_broken)
-    if broken:
-        st.warning(f"{len(broken)} of {len(records)} runs are broken ("
-                   + "; ".join(sorted({r['health'] for r in broken}))
+    if left:
+        st.warning(f"{len(left)} of {len(records)} runs are broken or have fewer than 90% of "
+                   "their minima certified ("
+                   + "; ".join(sorted({f"{r.get('minima_certified', '?')}/{r['k']} minima "
+                                       f"certified, {r.get('health', 'health unknown')}"
+                                       for r in left}))
                    + (") and included in the curves." if include_broken else
                       ") and left out of the curves; the sidebar can include them."),
                    icon=":material/report:")
@@ -73,6 +80,10 @@ def runs_shown(records: list[dict]) -> list[dict]:
 
 def scaling_charts(summary: list[dict], variant: str | None, log_x: bool, y_axis: str) -> None:
     """TO-score against width and against depth, with the resolution floor."""
+    if not summary:
+        st.info("No run of this sweep can enter a curve (see the warning above); the sidebar "
+                "can include them.", icon=":material/info:")
+        return
     floor, certified, finite_bars = sweep_resolution(summary)
     log_y = y_axis == "log" or (y_axis == "auto" and plots.spans_decades(
         [row["to_score_mean"] for row in summary], floor))
@@ -81,7 +92,9 @@ def scaling_charts(summary: list[dict], variant: str | None, log_x: bool, y_axis
                    "TO-scores are upper bounds set partly by the path budget.",
                    icon=":material/history:")
     else:
-        st.caption(f"{certified}/{finite_bars} finite bars certified (their paths converged). "
+        st.caption(f"{certified}/{finite_bars} finite bars certified (birth at a certified "
+                   "minimum, death at a converged saddle or monotone path, restarts agreeing); "
+                   "the TO-scores count bars born at certified minima. "
                    f"Dashed line: the resolution floor, the score of bars each as long as the "
                    f"path tolerance; a score on it reads as \"below what we can resolve\".")
     widths = sorted({row["width"] for row in summary})
