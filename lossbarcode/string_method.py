@@ -26,14 +26,16 @@ Step size, per pair, scale-free (the same defaults serve a 2-parameter closed fo
 10^5-parameter network). The first step moves the fastest image ``FIRST_MOVE`` of the image
 spacing; no step moves an image more than ``MAX_MOVE`` of it. An accepted step grows ``dt`` by
 ``GROW``; a rejected one is undone and ``dt`` halves. A step is rejected when a loss or gradient
-is not finite, or when it was unstable: for every interior image the secant curvature along its
-actual move, ``kappa = (g_new - g_old) . d / |d|^2`` (for the climbing image, of its climbing
-field), must satisfy ``dt * kappa <= STABLE`` -- an Euler step on a quadratic diverges exactly
-when ``dt * curvature > 2``. (The energy of a reparametrised string is not monotone along
-convergent iterations -- the images slide along the path -- so an energy test would reject good
-steps at every ``dt`` and stall; the secant test has no such fixed point and is insensitive to
-round-off.) A pair whose ``dt`` falls below ``STALL_FACTOR`` times its first ``dt`` stops and is
-*stalled*, never converged.
+is not finite, or when it was unstable: the secant curvature of the string along its actual
+move, ``kappa = sum_i (g_new_i - g_old_i) . d_i / sum_i |d_i|^2`` over the interior images
+(the climbing image with its climbing field), must satisfy ``dt * kappa <= STABLE`` -- an Euler
+step on a quadratic diverges exactly when ``dt * curvature > 2``, and a growing unstable mode
+soon dominates the move. (The energy of a reparametrised string is not monotone along
+convergent iterations -- the images slide along the path -- so an energy test rejects good
+steps at every ``dt`` and stalls; the secant has no such fixed point and is insensitive to
+round-off. Summed over the string, it is not fooled by one image crossing a ReLU kink, whose
+gradient jump over a tiny move would veto every ``dt``.) A pair whose ``dt`` falls below
+``STALL_FACTOR`` times its first ``dt`` stops and is *stalled*, never converged.
 
 Climbing starts at the first convergence check at which the plain string's barrier was quiet
 (see below), or at ``max_steps // 2`` at the latest; with ``climb=False`` it never starts.
@@ -92,8 +94,6 @@ STALL_FACTOR = 1e-6  # dt below this share of the first dt: stalled
 FIRST_MOVE = 0.1  # the first step moves the fastest image this share of the image spacing
 MAX_MOVE = 0.5  # no step moves an image further than this share of the image spacing
 STABLE = 2.0  # dt x secant curvature above this: the Euler step was unstable
-NOISE_SHARE = 0.1  # images that moved less than this share of the largest move are weighed
-#                    as if they had moved that far (their secant is round-off)
 CHECK_POINTS = 3  # loss samples inside every segment at a convergence check
 MAX_REFINE = 2  # default max_images: what this many doublings of the images would give
 PROFILE_POINTS = 8  # loss samples per segment of the final polygon (its start included)
@@ -516,22 +516,20 @@ class _Run:
         ``dt`` fell below the floor."""
         g, k, tau = pr.group, pr.k, pr.tau
         ar = torch.arange(len(pr.li), device=pr.phi.device)
-        # Secant curvature along each image's actual move (the climbing image: of its climbing
-        # field); images that moved round-off distances are weighed at NOISE_SHARE of the
-        # largest move, so their secant (round-off / tiny) cannot veto a step.
+        # Secant curvature of the whole string along its actual move (the climbing image: of
+        # its climbing field). Summed over the images, not per image: one image crossing a
+        # ReLU kink has a gradient jump over a tiny move, a huge per-image secant at any dt.
         d = pr.new[:, 1:-1] - pr.phi[:, 1:-1]
         y = new_grad - pr.grad
         yk = y[ar, k - 1]
         y[ar, k - 1] = torch.where(pr.climbing[:, None],
                                    yk - 2 * (yk * tau).sum(-1, keepdim=True) * tau, yk)
         f64 = torch.float64
-        d2 = (d * d).sum(-1).to(f64)
-        floor = (NOISE_SHARE**2) * d2.amax(dim=1, keepdim=True)
-        kappa = (y * d).sum(-1).to(f64) / torch.maximum(d2, floor).clamp_min(
+        kappa = (y * d).sum((1, 2)).to(f64) / (d * d).sum((1, 2)).to(f64).clamp_min(
             torch.finfo(f64).tiny)
         finite = (torch.isfinite(new_loss).all(1) & torch.isfinite(new_grad).flatten(1).all(1)
-                  & torch.isfinite(kappa).all(1))
-        ok = finite & (pr.dt * kappa.amax(dim=1) <= STABLE)
+                  & torch.isfinite(kappa))
+        ok = finite & (pr.dt * kappa <= STABLE)
         keep = pr.li[ok]
         g.chain[keep] = pr.new[ok]
         g.loss[keep, 1:-1] = new_loss[ok]
