@@ -71,7 +71,7 @@ the barrier is the maximum of everything evaluated and never below either endpoi
 
 Images. Six interior images (the default :data:`~lossbarcode.choices.PATH_IMAGES`) are enough
 to start: the climbing image resolves the top whatever the spacing, and refinement adds images
-only where a chord cuts a ridge (on digits fcn 8x2 strings ended with 10-25). Starting with more
+only where a chord cuts a ridge (on digits fcn 8x2 strings ended with 18-27). Starting with more
 costs proportionally at every step and helps only where the path is curved everywhere.
 """
 
@@ -109,7 +109,8 @@ class StringPaths:
     """Result of :func:`string_paths` for ``M`` pairs.
 
     Attributes:
-        chains: ``M`` CPU tensors ``(n, P)``, the final strings, endpoints included.
+        chains: ``M`` CPU tensors ``(n_m, P)``, the final strings, endpoints included
+            (``n_m = images + 2`` plus the images refinement inserted).
         barriers: ``(M,)`` maximum loss along each final chain (the polygon through its images),
             ``>=`` both endpoint losses.
         top_t: ``(M,)`` arc-length position in ``[0, 1]`` of that maximum.
