@@ -32,6 +32,29 @@ def three_hump_camel(points: np.ndarray) -> np.ndarray:
     return 2 * x**2 - 1.05 * x**4 + x**6 / 6 + x * y + y**2
 
 
+def two_saddle(points: np.ndarray) -> np.ndarray:
+    """f(x, y) = 2(x² + y² − 1)² + y² + 0.3y + 0.1x: two minima on a ring, joined by two channels.
+
+    The ring ``x² + y² = 1`` holds the two minima and the two channels between them, one above
+    and one below the straight segment between the minima, whose saddles have different
+    heights; the segment itself crosses the ridge of a central maximum. Its critical points
+    (Newton on the gradient, checked to 1e-9 in ``tests/test_string_method.py``):
+
+    * global minimum (−0.996066700, −0.142830285), f = −0.121740292;
+    * minimum (0.980956453, −0.158056231), f = 0.075985299;
+    * lower saddle, below the segment: (0.060162101, −0.888036330), f = 0.614552241;
+    * upper saddle, above the segment: (0.042414618, 0.838743873), f = 1.133063541;
+    * maximum (0.012533527, 0.050178973), f = 2.008139211.
+
+    So the higher minimum dies at the lower saddle (barcode [−0.121740, ∞),
+    [0.075985, 0.614552]); the straight segment between the minima peaks near 1.89, and a
+    path optimised through the upper channel stops at the upper saddle (a local MEP that is
+    not the lowest).
+    """
+    x, y = _split(points, 2)
+    return 2 * (x**2 + y**2 - 1) ** 2 + y**2 + 0.3 * y + 0.1 * x
+
+
 def six_hump_camel(points: np.ndarray) -> np.ndarray:
     """f(x, y) = (4 − 2.1x² + x⁴/3)x² + xy + (−4 + 4y²)y²: six minima, two of them global."""
     x, y = _split(points, 2)
@@ -85,6 +108,8 @@ TOYS: dict[str, Toy] = {
             "Two minima of different depth: one finite bar from the shallow minimum to the hump."),
         Toy("three_hump_camel", "Three-hump camel", three_hump_camel, ((-2.0, 2.0), (-2.0, 2.0)),
             "A global minimum at the origin and two shallower side minima behind saddles."),
+        Toy("two_saddle", "Two-saddle ring", two_saddle, ((-1.6, 1.6), (-1.6, 1.6)),
+            "Two minima joined by two channels whose saddles differ: the lower one decides."),
         Toy("six_hump_camel", "Six-hump camel", six_hump_camel, ((-2.0, 2.0), (-1.0, 1.0)),
             "Six minima; two global ones give two long-lived components."),
         Toy("himmelblau", "Himmelblau", himmelblau, ((-5.0, 5.0), (-5.0, 5.0)),
