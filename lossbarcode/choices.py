@@ -15,7 +15,7 @@ VECTOR_DATASETS = ("spirals", "blobs", "teacher")  # synthetic vectors, any size
 ARCHS: tuple[str, ...] = ("fcn", "cnn", "resnet", "transformer")
 OPTIMIZERS = ("sgd", "adam")
 SCHEDULES = ("constant", "anneal")
-PATH_METHODS = ("linear", "neb", "bezier")
+PATH_METHODS = ("linear", "neb", "bezier", "string")
 PAIRINGS = ("all", "mst")
 
 # Defaults shared by ExperimentConfig and the public functions that take the same setting.
@@ -62,7 +62,8 @@ BEZIER_T_SAMPLES = 4  # curve points per pair per Bezier step
 SCREEN_POINTS = 9  # points per straight segment when "mst" ranks all pairs
 MINIMA_LR = {"sgd": 0.05, "adam": 1e-3}  # default training learning rate per optimizer
 PATH_LR = {"sgd": 0.05, "adam": 0.01}  # default (initial) path step size per optimizer
-PATH_OPTIMIZER = {"linear": "sgd", "neb": "sgd", "bezier": "adam"}  # per path method
+# Per path method (the string method chooses its own steps: lossbarcode.string_method).
+PATH_OPTIMIZER = {"linear": "sgd", "neb": "sgd", "bezier": "adam", "string": "sgd"}
 
 # The dashboard's presets, also measured by ``lossbarcode bench estimate``: name -> (label,
 # config fields that differ from the default ExperimentConfig).

@@ -411,14 +411,18 @@ def _bench_experiment(args: argparse.Namespace) -> int:
 
 
 def _bench_convergence(args: argparse.Namespace) -> int:
-    from lossbarcode.bench.convergence import convergence_benchmark
+    from lossbarcode.bench.convergence import ABS_SLACK, CASES, convergence_benchmark
 
-    rows = convergence_benchmark(tuple(_ints(args.widths, "--widths") or ()), k=args.minima,
-                                 budgets=tuple(_ints(args.budgets, "--budgets") or ()),
+    families = tuple(f for f in args.families.split(",") if f)
+    unknown = sorted(set(families) - set(CASES))
+    if unknown:
+        raise ValueError(f"--families: unknown {unknown}; choose from {','.join(CASES)}")
+    rows = convergence_benchmark(families, k=args.minima, factor=args.factor,
                                  progress=lambda msg: print(msg, file=sys.stderr, flush=True))
-    print("Mean NEB barrier excess (barrier - higher endpoint loss) on digits fcn depth 2: "
-          "fixed budgets of 1x/4x/16x 300 steps vs the converging default (same minima per "
-          "width)")
+    print(f"Per pair: barrier excess (barrier - higher endpoint) of the default paths against "
+          f"its restarts, the string method and NEB with {args.factor}x the step caps; target: "
+          f"default <= best + max(path_tol x segment, {ABS_SLACK:g}); paths optimised and "
+          "seconds on each family's first row")
     print(_table(rows, ".3g"))
     return 0
 
@@ -556,13 +560,13 @@ def build_parser() -> argparse.ArgumentParser:
     topo.set_defaults(handler=_bench_topology)
 
     conv = which.add_parser(
-        "convergence", help="barrier excess of fixed path budgets vs the converging default")
-    conv.add_argument("--widths", default="8,32,128,512",
-                      help="comma list of fcn widths (default 8,32,128,512)")
-    conv.add_argument("--minima", type=int, default=4, help="minima K per width (default 4)")
-    conv.add_argument("--budgets", default="1,4,16",
-                      help="fixed budgets to compare, in multiples of 300 steps (default "
-                           "1,4,16; the goal is stated against 16)")
+        "convergence", help="per pair: the default barrier against restarts, the string "
+                            "method and a 4x budget, on every family")
+    conv.add_argument("--families", default="fcn,cnn,resnet,transformer",
+                      help="comma list of families (default fcn,cnn,resnet,transformer)")
+    conv.add_argument("--minima", type=int, default=4, help="minima K per family (default 4)")
+    conv.add_argument("--factor", type=int, default=4,
+                      help="the larger budget, in multiples of the step caps (default 4)")
     conv.set_defaults(handler=_bench_convergence)
 
     engine = which.add_parser(

@@ -93,7 +93,8 @@ FIELD_HELP: dict[str, str] = {
                   "a saddle when its gradient norm is at most this (at most "
                   f"{choices.MINIMA_TOL_MAX:g})",
     "path_method": "linear: the straight line (an upper bound); neb: nudged elastic band; "
-                   "bezier: a trained curve with one bend",
+                   "bezier: a trained curve with one bend; string: the string method with a "
+                   "climbing image (independent of neb, full batch, slower)",
     "pairs": "all pairs, or mst: a spanning tree first plus shortcuts (cheaper for large K)",
     "images": "movable points of each path; more follow a bent valley more closely",
     "path_steps": "none: optimise every path until it converges; a number: that fixed step "
@@ -110,7 +111,8 @@ FIELD_HELP: dict[str, str] = {
                 f"they must agree for a certified death (1 to {choices.PATH_RESTARTS_MAX})",
     "path_lr": f"initial path step size (none: {_per_optimizer(choices.PATH_LR)}; paths "
                "step with " + ", ".join(f"{o} ({m})" for m, o in choices.PATH_OPTIMIZER.items()
-                                        if m != "linear") + ")",
+                                        if m not in ("linear", "string"))
+               + "; the string method chooses its own)",
     "eval_points": "interpolated evaluation points between neighbouring images",
     "eval_subset": "evaluate barriers on a fixed subset of this many training examples "
                    "(none: the whole training set)",
@@ -240,6 +242,10 @@ class ExperimentConfig:
                  f"certify anything), got {value!r}; the default is {hint}")
         need(_DEVICE.fullmatch(self.device) is not None,
              f"device must be 'auto', 'cpu' or 'cuda[:N]', got {self.device!r}")
+        if self.path_method == "string":
+            unused = [name for name in ("path_steps", "path_lr") if getattr(self, name) is not None]
+            need(not unused, f"path_method 'string' chooses its own step size and stops on its "
+                             f"rule: drop {', '.join(unused)}")
         if self.arch == "transformer":
             need(self.dataset in choices.SEQUENCE_DATASETS,
                  "arch 'transformer' needs a sequence dataset: use dataset 'modadd' or 'text'")
@@ -268,6 +274,22 @@ class ExperimentConfig:
             return f"a fixed budget of {self.path_steps} steps"
         return (f"optimised until converged (tol {self.path_tol:g} x segment + "
                 f"{self.path_atol:g}, cap {self.path_max_steps} steps)")
+
+    def minima_settings(self) -> dict[str, Any]:
+        """The keyword arguments of :func:`lossbarcode.minima.find_minima` (after the
+        landscape and ``k``) that this config sets."""
+        return {"optimizer": self.optimizer, "lr": self.lr, "schedule": self.schedule,
+                "steps": self.steps, "batch_size": self.batch_size, "seed": self.seed,
+                "polish_steps": self.polish_steps, "tol": self.minima_tol}
+
+    def path_settings(self) -> dict[str, Any]:
+        """The keyword arguments of :func:`lossbarcode.paths.connect` (after the landscape
+        and the minima) that this config sets."""
+        return {"pairs": self.pairs, "method": self.path_method, "images": self.images,
+                "steps": self.path_steps, "lr": self.path_lr, "eval_points": self.eval_points,
+                "seed": self.seed, "tol": self.path_tol, "atol": self.path_atol,
+                "max_steps": self.path_max_steps, "grad_tol": self.minima_tol,
+                "restarts": self.restarts}
 
     @property
     def score_variant(self) -> str:

@@ -34,8 +34,8 @@ from lossbarcode.choices import (
     NEB_INSERT,
     PATH_BATCH_SIZE,
     PATH_CYCLE_STEPS,
-    PATH_REFINE_POINTS,
-    PATH_REFINE_ROUNDS,
+    PATH_GOLDEN_PEAKS,
+    PATH_GOLDEN_STEPS,
     SCREEN_POINTS,
     VECTOR_DATASETS,
 )
@@ -62,7 +62,7 @@ _STEP_OVERHEAD_S = {"cpu": 0.7e-3, "cuda": 0.3e-3}  # dispatch per minima traini
 _PATH_STEP_OVERHEAD_S = {"cpu": 3e-3, "cuda": 2e-3}  # dispatch per path optimisation step
 _SETUP_S = 0.2  # data loading, landscape, saving (outside the stage timings)
 _STAGE_FIXED_S = 0.05  # per stage: first calls, evaluation set-up, whatever the size
-_REFINE = 2 * PATH_REFINE_ROUNDS * PATH_REFINE_POINTS  # added around a profile's top
+_REFINE = PATH_GOLDEN_PEAKS * (2 + PATH_GOLDEN_STEPS)  # golden-section points at a top
 # Converging paths, measured on the default digits fcn runs at widths 4-256: minibatch steps
 # per path, and the share of paths that need the full-batch phase and its typical length.
 _EXPECTED_PATH_STEPS, _FINAL_SHARE, _FINAL_STEPS_TYPICAL = 800, 0.5, 20

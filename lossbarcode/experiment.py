@@ -849,9 +849,7 @@ def run_experiment(
             _drop_derived(store, run_id, "minima")
             start = time.perf_counter()
             found = minima_mod.find_minima(
-                landscape(), config.k, optimizer=config.optimizer, lr=config.lr,
-                schedule=config.schedule, steps=config.steps, batch_size=config.batch_size,
-                seed=config.seed, polish_steps=config.polish_steps, tol=config.minima_tol,
+                landscape(), config.k, **config.minima_settings(),
                 progress=lambda step, total, loss: report(
                     "minima", step, total, f"mean minibatch loss {loss:.4g}"),
             )
@@ -893,11 +891,7 @@ def run_experiment(
             _drop_derived(store, run_id, "paths")
             start = time.perf_counter()
             connected = paths_mod.connect(
-                land, found, pairs=config.pairs, method=config.path_method,
-                images=config.images, steps=config.path_steps, lr=config.path_lr,
-                eval_points=config.eval_points, seed=config.seed, tol=config.path_tol,
-                atol=config.path_atol, max_steps=config.path_max_steps,
-                grad_tol=config.minima_tol, restarts=config.restarts,
+                land, found, **config.path_settings(),
                 progress=lambda step, total, info: report(
                     "paths", step, total, str(info.get("stage", ""))),
             )

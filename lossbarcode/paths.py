@@ -427,6 +427,9 @@ def connect(
     """
     if method not in METHODS:
         raise ValueError(f"method must be one of {METHODS}, got {method!r}")
+    if method == "string" and (steps is not None or lr is not None or optimizer is not None):
+        raise ValueError("the string method chooses its own step size and stops on its rule: "
+                         "drop steps, lr and optimizer")
     if optimizer is None:
         optimizer = PATH_OPTIMIZER[method]
     if optimizer not in PATH_LR:
@@ -743,6 +746,9 @@ class _Engine:
         lin_t, lin_loss = self._chain_profile(lin_chain)
         lin_bar = lin_loss.max(axis=1)
         m = len(pairs)
+        if s.method == "string":
+            return self._string(pairs, role, starts, start_kind, floor,
+                                (lin_chain, lin_t, lin_loss, lin_bar))
         start = lin_chain if starts is None else starts
         track = _Track.start(floor, np.maximum(self._chain_profile(start, report=False)[1].max(
             axis=1), floor) if starts is not None else lin_bar, s.lr)
@@ -786,6 +792,49 @@ class _Engine:
                                     self._perp_grad_norm(chain, ~fallback)),
             stalled=track.stalled.copy(), top_grad_norm=top_grad,
             start=np.full(m, "line") if start_kind is None else np.asarray(start_kind),
+        )
+
+    def _string(self, pairs: np.ndarray, role: str, starts: Tensor | None,
+                start_kind: np.ndarray | None, floor: np.ndarray,
+                line: tuple[Tensor, np.ndarray, np.ndarray, np.ndarray]) -> Paths:
+        """The paths of ``pairs`` by the string method (:mod:`lossbarcode.string_method`, an
+        independent minimum-energy-path method sharing only the landscape), as rows of
+        :class:`Paths`; ``line``: the straight chains, their profiles and barriers."""
+        from lossbarcode.string_method import CHECK_EVERY, string_paths
+
+        s = self.s
+        lin_chain, lin_t, lin_loss, lin_bar = line
+        a, c = self.thetas[pairs[:, 0]], self.thetas[pairs[:, 1]]
+        self._report(0, 1, {"stage": role, "method": "string", "active": len(pairs)})
+        found = string_paths(self.land, a, c, images=s.images, start=starts, tol=s.tol,
+                             atol=s.atol, grad_tol=s.grad_tol, max_steps=s.max_steps,
+                             climb=s.climb)
+        self._report(1, 1, {"stage": role, "method": "string", "active": 0})
+        fallback = found.barriers > lin_bar
+        lin_top = self._grad_norms(self._chain_top(lin_chain, lin_t, lin_loss))
+        chains = [lin_chain[i].detach().cpu() if fallback[i] else found.chains[i]
+                  for i in range(len(pairs))]
+        perp = np.array([self._perp_grad_norm(ch.to(self.thetas)[None],
+                                              np.ones(1, dtype=bool))[0] for ch in chains])
+        start_bar = lin_bar if starts is None else self._chain_barrier(starts, floor)
+        history = tuple(np.concatenate([[b], h]) for b, h in zip(start_bar, found.history,
+                                                                  strict=True))
+        return Paths(
+            pairs=pairs, images=tuple(chains),
+            profile_t=tuple(lin_t[i] if fallback[i] else found.profile_t[i]
+                            for i in range(len(pairs))),
+            profile_loss=tuple(lin_loss[i] if fallback[i] else found.profile_loss[i]
+                               for i in range(len(pairs))),
+            barriers=np.maximum(np.minimum(found.barriers, lin_bar), floor),
+            linear_barriers=np.maximum(lin_bar, floor), fallback=fallback,
+            role=np.full(len(pairs), role), minima_loss=self.minima_loss, method="string",
+            settings={}, converged=found.converged.copy(), steps_used=found.steps.copy(),
+            barrier_history=history,
+            history_steps=tuple(np.minimum(np.arange(len(h)) * CHECK_EVERY, n).astype(np.int64)
+                                for h, n in zip(history, found.steps, strict=True)),
+            perp_grad_norm=perp, stalled=found.stalled.copy(),
+            top_grad_norm=np.where(fallback, lin_top, found.top_grad_norm),
+            start=np.full(len(pairs), "line") if start_kind is None else np.asarray(start_kind),
         )
 
     # -- NEB
