@@ -27,9 +27,26 @@ OPTIMIZER = "sgd"
 SCHEDULE = "constant"
 MINIMA_STEPS = 2000  # training steps per network
 BATCH_SIZE = 64  # training examples per minibatch step of the minima
-POLISH_STEPS = 0  # full-batch steps after training (0 = none)
-MINIMA_TOL = 1e-3  # a critical point: full-batch gradient norm of the mean training loss
-MINIMA_TOL_MAX = 1.0  # a larger tolerance would certify anything: refused
+POLISH_STEPS = 500  # full-batch L-BFGS iterations per network at most (the phase's cap)
+# Per built-in family: (optimizer, learning rate, steps) of the minibatch phase and the cap
+# on full-batch iterations (lossbarcode.minima.training_defaults; measured by
+# ``lossbarcode bench minima``).
+TRAINING: dict[str, tuple[str, float, int, int]] = {
+    "fcn": ("adam", 3e-3, 2000, 2000),
+    "cnn": ("sgd", 0.05, 2000, 500),
+    "resnet": ("sgd", 0.05, 2000, 500),
+    "transformer": ("adam", 1e-3, 2000, 500),
+}
+# When a trained network is a minimum (lossbarcode.minima.certify): its full-batch gradient
+# norm (of the mean training loss) is at most MINIMA_TOL, its smallest Hessian eigenvalue at
+# least -MINIMA_TOL, and its loss at most STUCK_RATIO times its loss at initialisation (for a
+# loss >= 0; generally: at least (1 - STUCK_RATIO) * |initial| below it), else it is "stuck".
+MINIMA_TOL = 1e-3
+MINIMA_TOL_MAX = 1.0  # a larger tolerance would certify almost any point
+STUCK_RATIO = 0.9
+LANCZOS_ITERS = 50  # Hessian-vector products per minimum for its smallest eigenvalue
+LBFGS_MEMORY = 10  # (s, y) pairs the full-batch L-BFGS phase keeps per network
+SADDLE_ROUNDS = 2  # escapes from a saddle (step along negative curvature, descend again)
 PATH_METHOD = "neb"
 PAIRING = "all"
 DTYPE = "float32"  # the torch dtype's name

@@ -460,6 +460,24 @@ def _bench_toy(args: argparse.Namespace) -> int:
     return 0
 
 
+def _bench_minima(args: argparse.Namespace) -> int:
+    from lossbarcode.bench.minima import (
+        method_benchmark,
+        print_minima_benchmark,
+        training_benchmark,
+    )
+
+    def note(msg: str) -> None:
+        print(msg, file=sys.stderr, flush=True)
+
+    training = training_benchmark(k=args.minima, progress=note) if args.part in (
+        "all", "training") else []
+    methods = method_benchmark(k=args.minima, progress=note) if args.part in (
+        "all", "methods") else []
+    print_minima_benchmark(training, methods)
+    return 0
+
+
 def _seconds(text: str) -> float:
     value = float(text)
     if not value >= 0:
@@ -599,6 +617,15 @@ def build_parser() -> argparse.ArgumentParser:
     toy_bench.add_argument("--rounds", type=int, default=3,
                            help="passes over every frame after a warm-up (default 3)")
     toy_bench.set_defaults(handler=_bench_toy)
+
+    minima_bench = which.add_parser(
+        "minima", help="certified minima: new default training vs the old one; L-BFGS vs "
+                       "gradient descent vs torch.optim.LBFGS")
+    minima_bench.add_argument("--minima", type=int, default=6,
+                              help="minima K per case (default 6)")
+    minima_bench.add_argument("--part", choices=("all", "training", "methods"), default="all",
+                              help="which table to make (default all)")
+    minima_bench.set_defaults(handler=_bench_minima)
 
     exp = which.add_parser("experiment", help="the default experiment, cold and cached")
     exp.add_argument("--repeat", type=int, default=5,

@@ -88,6 +88,9 @@ _GRAD_FACTOR = 3.0  # activations kept for backward + their gradients + temporar
 _FORWARD_FACTOR = 1.0  # forward only: at most the activations themselves live at once
 _PARAM_COPIES_GRAD = 6  # theta chunk, per-parameter grads, flat grad, optimizer-side copies
 _PARAM_COPIES_FORWARD = 2
+# A Hessian-vector product keeps the gradient's graph for a second backward pass: about this
+# many times a gradient's activations and parameter copies (measured 2-3x; the larger bound).
+HVP_FACTOR = 3.0
 CPU_CHUNK_BYTES = 16 * 2**20  # activations per chunk on the CPU (cache-sized, see _plan)
 
 
@@ -419,6 +422,53 @@ class Landscape:
         """Gradients ``(B, P)`` of the mean training loss (see :meth:`loss` for ``batch``)."""
         return self.loss_and_grad(thetas, batch)[1]
 
+    def hvp(self, thetas: Tensor, vectors: Tensor) -> Tensor:
+        """Exact Hessian-vector products of the evaluation-set loss (the loss of
+        :meth:`loss` with ``batch=None``): row ``b`` of the result is ``H(thetas[b]) @
+        vectors[b]``.
+
+        ``thetas``, ``vectors``: ``(B, P)`` (a ``(P,)`` vector is ``B = 1``); returns ``(B, P)``
+        on :attr:`device` in :attr:`dtype`. Computed by a second backward pass through the
+        gradient of the same batched loss the landscape evaluates (the wide net's forward for
+        the built-in fcn, vmap + autograd otherwise), in chunks of vectors and examples that
+        fit ``memory_limit`` at :data:`HVP_FACTOR` times a gradient's cost. Piecewise-linear
+        activations (ReLU) contribute their almost-everywhere second derivative, zero."""
+        thetas = self.as_thetas(thetas)
+        vectors = self.as_thetas(vectors)
+        if vectors.shape != thetas.shape:
+            raise ValueError(f"vectors must have the shape of thetas {tuple(thetas.shape)}, "
+                             f"got {tuple(vectors.shape)}")
+        x, y = self.x_eval, self.y_eval
+        b_total, n = thetas.shape[0], x.shape[0]
+        bsz, nsz = self._plan(b_total, n, grad=True, factor=HVP_FACTOR)
+        out = []
+        for b0 in range(0, b_total, bsz):
+            tc, vc = thetas[b0 : b0 + bsz], vectors[b0 : b0 + bsz]
+            acc: Tensor | None = None
+            for s0, s1 in _ranges(n, nsz):
+                hv = self._hvp_chunk(tc, vc, x[s0:s1], y[s0:s1])
+                # mean over examples = size-weighted mean of the chunk means
+                hv = hv if nsz >= n else hv * ((s1 - s0) / n)
+                acc = hv if acc is None else acc + hv
+            assert acc is not None
+            out.append(acc)
+        return torch.cat(out) if len(out) > 1 else out[0]
+
+    def _hvp_chunk(self, thetas: Tensor, vectors: Tensor, x: Tensor, y: Tensor) -> Tensor:
+        """``(b, P)`` Hessian-vector products of the mean loss on ``x, y``. Rows never mix (each
+        network's loss depends on its own row only), so differentiating the sum of all rows'
+        ``g . v`` gives every row's product in one pass."""
+        with torch.enable_grad():
+            t = thetas.detach().requires_grad_(True)
+            loss = self._stack_loss(self.params(t), x, y, False)
+            (g,) = torch.autograd.grad(loss.sum(), t, create_graph=True,
+                                       materialize_grads=True)
+            gv = (g * vectors).sum()
+            if not gv.requires_grad:  # the loss is linear in the parameters: H = 0
+                return torch.zeros_like(thetas)
+            (hv,) = torch.autograd.grad(gv, t, materialize_grads=True)
+        return hv.detach()
+
     def test_metrics(self, thetas: Tensor) -> tuple[Tensor, Tensor | None]:
         """Test loss ``(B,)`` and test error ``(B,)`` (``None`` without an ``error_fn``).
 
@@ -569,31 +619,35 @@ class Landscape:
             return loss, None
         return loss, torch.cat(grads) if len(grads) > 1 else grads[0]
 
-    def _cost(self, b: int, n: int, grad: bool, per_vector: bool = False) -> float:
-        """Estimated peak bytes of evaluating ``b`` vectors on ``n`` examples."""
+    def _cost(self, b: int, n: int, grad: bool, per_vector: bool = False,
+              factor: float = 1.0) -> float:
+        """Estimated peak bytes of evaluating ``b`` vectors on ``n`` examples; ``factor``
+        scales a gradient's cost (:data:`HVP_FACTOR` for Hessian-vector products)."""
         es = torch.finfo(self.dtype).bits // 8
-        per_ex = self.act_bytes * (_GRAD_FACTOR if grad else _FORWARD_FACTOR)
+        per_ex = self.act_bytes * (_GRAD_FACTOR if grad else _FORWARD_FACTOR) * factor
         if per_vector:
             per_ex += self._input_bytes()
-        copies = _PARAM_COPIES_GRAD if grad else _PARAM_COPIES_FORWARD
+        copies = (_PARAM_COPIES_GRAD if grad else _PARAM_COPIES_FORWARD) * factor
         return b * (n * per_ex + copies * self.n_params * es)
 
     def _input_bytes(self) -> float:
         x, y = self.x_train[:1], self.y_train[:1]
         return float(x.numel() * x.element_size() + y.numel() * y.element_size())
 
-    def _plan(self, b: int, n: int, grad: bool, per_vector: bool = False) -> tuple[int, int]:
-        """Chunk sizes ``(vectors, examples)`` whose evaluation fits ``memory_limit``."""
-        full = self._cost(1, n, grad, per_vector)
+    def _plan(self, b: int, n: int, grad: bool, per_vector: bool = False,
+              factor: float = 1.0) -> tuple[int, int]:
+        """Chunk sizes ``(vectors, examples)`` whose evaluation fits ``memory_limit``
+        (``factor``: as in :meth:`_cost`)."""
+        full = self._cost(1, n, grad, per_vector, factor)
         if full <= self.memory_limit:
             fit = int(self.memory_limit // full)
             if self.device.type == "cpu":
                 # CPU kernels run several times faster when a chunk's activations stay in
                 # cache (measured: 16 MiB chunks beat 200 MiB ones by 3-4x on 2 cores).
-                fit = min(fit, int(CPU_CHUNK_BYTES // max(1.0, n * self.act_bytes)))
+                fit = min(fit, int(CPU_CHUNK_BYTES // max(1.0, n * self.act_bytes * factor)))
             return max(1, min(b, fit)), n
-        param_part = self._cost(1, 0, grad, per_vector)
-        per_ex = max(self._cost(1, 1, grad, per_vector) - param_part, 1.0)
+        param_part = self._cost(1, 0, grad, per_vector, factor)
+        per_ex = max(self._cost(1, 1, grad, per_vector, factor) - param_part, 1.0)
         n_chunk = int((self.memory_limit - param_part) // per_ex)
         if n_chunk < 1:
             raise ValueError(

@@ -1,9 +1,23 @@
-"""K minima of one loss landscape, trained together as one batched program.
+"""K minima of one loss landscape, trained together as one batched program, and certified.
 
 :func:`find_minima` stacks the K parameter vectors into a ``(K, P)`` tensor and trains them all at
-once: one vmapped forward/backward (:meth:`Landscape.evaluate_batch`) gives all K gradients, and
-SGD-with-momentum or Adam run as batched tensor updates with per-network optimizer state (the
-same update rules as ``torch.optim.SGD`` / ``torch.optim.Adam``).
+once, in two phases:
+
+1. **Minibatch phase**: ``steps`` steps of SGD-with-momentum or Adam. One vmapped forward/backward
+   (:meth:`Landscape.evaluate_batch`) gives all K gradients, and the optimizers run as batched
+   tensor updates with per-network state (the same update rules as ``torch.optim.SGD`` /
+   ``torch.optim.Adam``).
+2. **Full-batch phase** (:func:`lbfgs`): batched L-BFGS on the landscape's evaluation set until
+   each network's full-batch gradient norm is at most ``tol`` or it has taken ``polish_steps``
+   iterations. Minibatch noise keeps SGD a distance away from any critical point; this phase
+   brings each network onto one, and a network that reaches ``tol`` leaves the batch.
+
+Each result is then checked (:func:`certify`): the smallest Hessian eigenvalue comes from
+Lanczos on Hessian-vector products (:mod:`lossbarcode.curvature`). A network at a saddle
+(eigenvalue < ``-tol``) steps along its direction of negative curvature and descends again, at
+most ``SADDLE_ROUNDS`` times, so training does not end at saddles. A **certified minimum** has a
+gradient norm <= ``tol``, no eigenvalue below ``-tol``, a loss clearly below its loss at
+initialisation (else it is **stuck**: it did not learn) and did not diverge.
 
 Each network draws its own minibatches: network ``i`` has seed ``seeds[i]``
 (``seeds.network_seeds(seed, K)[i]``) for both its initialisation and its private
@@ -23,35 +37,41 @@ from __future__ import annotations
 import math
 import warnings
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
 import torch
 from torch import Tensor
 
+from lossbarcode import choices
 from lossbarcode._checks import check_int as _check_int
 from lossbarcode._checks import check_nonnegative, check_positive
 from lossbarcode.choices import (
     BATCH_SIZE,
+    LANCZOS_ITERS,
+    LBFGS_MEMORY,
     MINIMA_LR,
-    MINIMA_STEPS,
-    OPTIMIZER,
+    MINIMA_TOL,
+    MINIMA_TOL_MAX,
     OPTIMIZERS,
-    POLISH_STEPS,
+    SADDLE_ROUNDS,
     SCHEDULE,
     SCHEDULES,
+    STUCK_RATIO,
 )
-from lossbarcode.landscape import Landscape
+from lossbarcode.curvature import lanczos_bytes, smallest_eigenpairs
+from lossbarcode.landscape import HVP_FACTOR, Landscape
 from lossbarcode.seeds import derive_seed, network_seeds
 
 DEFAULT_LR = MINIMA_LR  # kept for compatibility: the training rates, choices.MINIMA_LR
 Progress = Callable[[int, int, float], Any]
+NOT_COMPUTED = "not computed"  # Minima.curvature_skipped of minima built without a certificate
 
 
 @dataclass(frozen=True, eq=False)
 class Minima:
-    """K trained networks (local minima) and how they were made.
+    """K trained networks (local minima), how they were made and whether they are minima.
 
     Attributes:
         thetas: ``(K, P)`` float tensor on the CPU, the final parameters.
@@ -59,7 +79,8 @@ class Minima:
             unless the landscape has an ``eval_subset``); NaN where diverged.
         test_loss: ``(K,)``; NaN where diverged or without a test set.
         test_error: ``(K,)`` fraction wrong; NaN for regression, diverged runs, no test set.
-        diverged: ``(K,)`` bool, True for runs that hit NaN/inf (exclude them downstream).
+        diverged: ``(K,)`` bool, True for runs that hit NaN/inf or ended above their initial
+            loss (exclude them downstream).
         seeds: ``(K,)`` int64, each network's initialisation/shuffling seed.
         history_steps: ``(R,)`` steps at which minibatch losses were recorded.
         history_loss: ``(R, K)`` minibatch training loss of each network at those steps.
@@ -67,7 +88,19 @@ class Minima:
             at its final parameters (how close to a critical point it is; NaN where diverged
             or unknown).
         optimizer, lr, schedule, steps, batch_size, momentum, weight_decay, seed,
-        polish_steps: the settings.
+        polish_steps: the settings (``polish_steps``: the cap of the full-batch phase).
+        tol: the certificate's tolerance on the gradient norm and on negative curvature.
+        hessian_min_eig: ``(K,)`` float64 smallest Hessian eigenvalue (Lanczos Ritz value, an
+            upper bound on it); NaN where not computed.
+        curvature_skipped: ``""`` when the curvature was checked, else why not (then the
+            minima are gradient-certified only, and not certified).
+        stuck: ``(K,)`` bool, did not learn: final loss not clearly below the initial one.
+        initial_loss: ``(K,)`` float64 evaluation-set loss at initialisation (NaN: unknown).
+        polish_steps_used: ``(K,)`` int64 full-batch iterations each network took (all saddle
+            escape rounds together).
+        certified: ``(K,)`` bool, :func:`certify` of the fields above.
+
+    The certificate fields default to "unknown": no eigenvalues, not certified.
     """
 
     thetas: Tensor
@@ -88,6 +121,23 @@ class Minima:
     seed: int
     grad_norm: np.ndarray
     polish_steps: int = 0
+    tol: float = MINIMA_TOL
+    hessian_min_eig: np.ndarray = field(default=None)  # type: ignore[assignment]
+    curvature_skipped: str = NOT_COMPUTED
+    stuck: np.ndarray = field(default=None)  # type: ignore[assignment]
+    initial_loss: np.ndarray = field(default=None)  # type: ignore[assignment]
+    polish_steps_used: np.ndarray = field(default=None)  # type: ignore[assignment]
+    certified: np.ndarray = field(default=None)  # type: ignore[assignment]
+
+    def __post_init__(self) -> None:
+        k = int(self.thetas.shape[0])
+        defaults = {"hessian_min_eig": np.full(k, np.nan), "stuck": np.zeros(k, dtype=bool),
+                    "initial_loss": np.full(k, np.nan),
+                    "polish_steps_used": np.zeros(k, dtype=np.int64),
+                    "certified": np.zeros(k, dtype=bool)}
+        for name, value in defaults.items():
+            if getattr(self, name) is None:
+                object.__setattr__(self, name, value)
 
     @property
     def k(self) -> int:
@@ -102,13 +152,19 @@ class Minima:
         """Indices of the minima that did not diverge, shape ``(K_valid,)``."""
         return np.flatnonzero(~self.diverged)
 
+    def certificate_reasons(self) -> list[str]:
+        """Why each minimum is not certified (``""`` where it is), one string per minimum."""
+        return certify(self.grad_norm, self.hessian_min_eig, self.stuck, self.diverged,
+                       self.tol, train_loss=self.train_loss, initial_loss=self.initial_loss,
+                       curvature_skipped=self.curvature_skipped)[1]
+
     def config(self) -> dict[str, Any]:
         """The training settings as a JSON-safe dict."""
         return {
             "k": self.k, "optimizer": self.optimizer, "lr": self.lr, "schedule": self.schedule,
             "steps": self.steps, "batch_size": self.batch_size, "momentum": self.momentum,
             "weight_decay": self.weight_decay, "seed": self.seed,
-            "polish_steps": self.polish_steps,
+            "polish_steps": self.polish_steps, "tol": self.tol,
         }
 
     def to_arrays(self) -> dict[str, np.ndarray]:
@@ -118,19 +174,24 @@ class Minima:
             "train_loss": self.train_loss, "test_loss": self.test_loss,
             "test_error": self.test_error, "diverged": self.diverged, "seeds": self.seeds,
             "history_steps": self.history_steps, "history_loss": self.history_loss,
-            "grad_norm": self.grad_norm,
+            "grad_norm": self.grad_norm, "hessian_min_eig": self.hessian_min_eig,
+            "curvature_skipped": np.asarray(self.curvature_skipped), "stuck": self.stuck,
+            "initial_loss": self.initial_loss, "polish_steps_used": self.polish_steps_used,
+            "certified": self.certified,
         }
         out.update({key: np.asarray(v) for key, v in self.config().items() if key != "k"})
         return out
 
     @classmethod
     def from_arrays(cls, arrays: Any) -> Minima:
-        """Inverse of :meth:`to_arrays` (accepts a dict or an ``np.load`` result)."""
+        """Inverse of :meth:`to_arrays` (accepts a dict or an ``np.load`` result). Arrays
+        without the certificate (stored before it existed) are refused: recompute them."""
         try:
             a = {key: np.asarray(arrays[key]) for key in _ARRAY_FIELDS}
         except KeyError as exc:
             raise ValueError(f"minima arrays lack field {exc}; were they written by "
-                             "Minima.to_arrays?") from exc
+                             "Minima.to_arrays? (minima stored before certificates existed "
+                             "must be recomputed)") from exc
         _check_arrays(a)
         return cls(
             thetas=torch.as_tensor(a["thetas"]),
@@ -144,17 +205,20 @@ class Minima:
             optimizer=str(a["optimizer"]), lr=float(a["lr"]), schedule=str(a["schedule"]),
             steps=int(a["steps"]), batch_size=int(a["batch_size"]),
             momentum=float(a["momentum"]), weight_decay=float(a["weight_decay"]),
-            seed=int(a["seed"]),
-            # Minima stored before gradient norms were recorded: unknown, not zero.
-            grad_norm=np.asarray(arrays["grad_norm"], dtype=np.float64) if "grad_norm" in
-            arrays else np.full(a["thetas"].shape[0], np.nan),
-            polish_steps=int(arrays["polish_steps"]) if "polish_steps" in arrays else 0,
+            seed=int(a["seed"]), grad_norm=a["grad_norm"].astype(np.float64),
+            polish_steps=int(a["polish_steps"]), tol=float(a["tol"]),
+            hessian_min_eig=a["hessian_min_eig"].astype(np.float64),
+            curvature_skipped=str(a["curvature_skipped"]), stuck=a["stuck"].astype(bool),
+            initial_loss=a["initial_loss"].astype(np.float64),
+            polish_steps_used=a["polish_steps_used"].astype(np.int64),
+            certified=a["certified"].astype(bool),
         )
 
 
 def _check_arrays(a: dict[str, np.ndarray]) -> None:
     """``ValueError`` unless stored minima arrays fit together: (K, P) finite float thetas,
-    (K,) per-minimum columns, (R, K) history, numeric 0-d settings."""
+    (K,) per-minimum columns of the right kind, (R, K) history, numeric 0-d settings, and a
+    ``certified`` column that :func:`certify` reproduces."""
     thetas = a["thetas"]
     if thetas.ndim != 2 or thetas.shape[0] < 1 or thetas.shape[1] < 1 or not np.issubdtype(
             thetas.dtype, np.floating):
@@ -163,23 +227,139 @@ def _check_arrays(a: dict[str, np.ndarray]) -> None:
     k = thetas.shape[0]
     if not np.all(np.isfinite(thetas)):
         raise ValueError("thetas hold NaN or infinite parameters")
-    for name in ("train_loss", "test_loss", "test_error", "diverged", "seeds"):
+    for name in ("train_loss", "test_loss", "test_error", "diverged", "seeds", "grad_norm",
+                 "hessian_min_eig", "stuck", "initial_loss", "polish_steps_used", "certified"):
         if a[name].shape != (k,):
             raise ValueError(f"{name} must have shape ({k},), got {a[name].shape}")
+    for name in ("diverged", "stuck", "certified"):
+        if a[name].dtype != bool:
+            raise ValueError(f"{name} must be a bool array, got {a[name].dtype}")
+    for name in ("train_loss", "test_loss", "test_error", "grad_norm", "hessian_min_eig",
+                 "initial_loss"):
+        if not np.issubdtype(a[name].dtype, np.floating):
+            raise ValueError(f"{name} must be a float array, got {a[name].dtype}")
+    if not np.issubdtype(a["polish_steps_used"].dtype, np.integer) or np.any(
+            a["polish_steps_used"] < 0):
+        raise ValueError("polish_steps_used must hold integers >= 0")
     steps = a["history_steps"]
     if steps.ndim != 1 or a["history_loss"].shape not in ((steps.shape[0], k), (0,)):
         raise ValueError(f"history_loss must have shape ({steps.shape[0]}, {k}), got "
                          f"{a['history_loss'].shape}")
-    for name in ("lr", "steps", "batch_size", "momentum", "weight_decay", "seed"):
+    for name in ("lr", "steps", "batch_size", "momentum", "weight_decay", "seed",
+                 "polish_steps", "tol"):
         if a[name].shape != () or not np.issubdtype(a[name].dtype, np.number):
             raise ValueError(f"{name} must be a number, got {a[name]!r}")
+    if not 0 < float(a["tol"]) <= MINIMA_TOL_MAX:
+        raise ValueError(f"tol must lie in (0, {MINIMA_TOL_MAX:g}], got {a['tol']!r}")
+    if a["curvature_skipped"].shape != () or a["curvature_skipped"].dtype.kind != "U":
+        raise ValueError("curvature_skipped must be a string")
+    cert = certify(a["grad_norm"], a["hessian_min_eig"], a["stuck"], a["diverged"],
+                   float(a["tol"]), curvature_skipped=str(a["curvature_skipped"]))[0]
+    if not np.array_equal(cert, a["certified"]):
+        raise ValueError("certified disagrees with the gradient norms, eigenvalues and flags "
+                         "it is made of (edited?)")
 
 
 _ARRAY_FIELDS = (
     "thetas", "train_loss", "test_loss", "test_error", "diverged", "seeds", "history_steps",
     "history_loss", "optimizer", "lr", "schedule", "steps", "batch_size", "momentum",
-    "weight_decay", "seed",
+    "weight_decay", "seed", "grad_norm", "polish_steps", "tol", "hessian_min_eig",
+    "curvature_skipped", "stuck", "initial_loss", "polish_steps_used", "certified",
 )
+
+
+# ----------------------------------------------------------------------------- the certificate
+
+
+def certify(grad_norm: Any, hessian_min_eig: Any, stuck: Any, diverged: Any, tol: float, *,
+            train_loss: Any = None, initial_loss: Any = None,
+            curvature_skipped: str = "") -> tuple[np.ndarray, list[str]]:
+    """Which of K points are certified minima, and why the others are not.
+
+    A point is certified when it did not diverge, is not stuck, its gradient norm is at most
+    ``tol`` and its smallest Hessian eigenvalue is at least ``-tol`` (no direction of descent
+    to second order). A NaN gradient norm or eigenvalue (unknown) does not certify.
+
+    Args:
+        grad_norm, hessian_min_eig: ``(K,)`` floats.
+        stuck, diverged: ``(K,)`` bools.
+        tol: the tolerance (> 0).
+        train_loss, initial_loss: optional ``(K,)`` losses, quoted in the "stuck" reasons.
+        curvature_skipped: why the eigenvalues were not computed, quoted in the reasons.
+
+    Returns:
+        ``certified`` ``(K,)`` bool and one reason per point: ``""`` when certified, else the
+        failed conditions joined by ``"; "``, e.g. ``"gradient 0.31 > tol 0.001"``,
+        ``"negative curvature -0.05"``, ``"stuck: loss 2.3, 2.31 at the start"``,
+        ``"diverged"``.
+    """
+    g = np.asarray(grad_norm, dtype=np.float64).reshape(-1)
+    eig = np.asarray(hessian_min_eig, dtype=np.float64).reshape(-1)
+    st = np.asarray(stuck, dtype=bool).reshape(-1)
+    dv = np.asarray(diverged, dtype=bool).reshape(-1)
+    k = g.shape[0]
+    if not eig.shape == st.shape == dv.shape == (k,):
+        raise ValueError("grad_norm, hessian_min_eig, stuck and diverged must all have shape "
+                         f"(K,), got {g.shape}, {eig.shape}, {st.shape}, {dv.shape}")
+    tol = float(tol)
+    with np.errstate(invalid="ignore"):
+        certified = ~dv & ~st & (g <= tol) & (eig >= -tol)
+    reasons = []
+    for i in range(k):
+        if dv[i]:
+            reasons.append("diverged")
+            continue
+        parts = []
+        if not g[i] <= tol:
+            parts.append(f"gradient {g[i]:.2g} > tol {tol:g}" if np.isfinite(g[i])
+                         else "gradient unknown")
+        if np.isnan(eig[i]):
+            parts.append("curvature not checked"
+                         + (f" ({curvature_skipped})" if curvature_skipped else ""))
+        elif eig[i] < -tol:
+            parts.append(f"negative curvature {eig[i]:.2g}")
+        if st[i]:
+            if train_loss is not None and initial_loss is not None:
+                parts.append(f"stuck: loss {float(np.asarray(train_loss)[i]):.3g}, "
+                             f"{float(np.asarray(initial_loss)[i]):.3g} at the start")
+            else:
+                parts.append("stuck")
+        reasons.append("; ".join(parts))
+    return certified, reasons
+
+
+def stuck_mask(train_loss: Any, initial_loss: Any, diverged: Any) -> np.ndarray:
+    """``(K,)`` bool: networks that did not learn, i.e. (not diverged and) whose final loss is
+    not below their initial loss by at least ``(1 - STUCK_RATIO) * |initial|`` (for a loss
+    >= 0: final > ``STUCK_RATIO`` x initial, or no lower at all). NaN losses count as stuck
+    unless diverged."""
+    final = np.asarray(train_loss, dtype=np.float64)
+    start = np.asarray(initial_loss, dtype=np.float64)
+    with np.errstate(invalid="ignore"):
+        learned = (final < start) & (final <= start - (1.0 - STUCK_RATIO) * np.abs(start))
+    return ~np.asarray(diverged, dtype=bool) & ~learned
+
+
+# ----------------------------------------------------------------------------- defaults
+
+
+def training_defaults(arch: str | None) -> tuple[str, float, int, int]:
+    """``(optimizer, lr, steps, polish_steps)`` for architecture ``arch``: the minibatch
+    phase and the cap of the full-batch phase (``choices.TRAINING``); ``None`` or an unknown
+    family (a user's model): the generic ``choices.OPTIMIZER``, its ``MINIMA_LR``,
+    ``MINIMA_STEPS`` and ``POLISH_STEPS``."""
+    if arch in choices.TRAINING:
+        return choices.TRAINING[arch]
+    return (choices.OPTIMIZER, MINIMA_LR[choices.OPTIMIZER], choices.MINIMA_STEPS,
+            choices.POLISH_STEPS)
+
+
+def landscape_arch(landscape: Landscape) -> str | None:
+    """The built-in family of the landscape's model (``models.build`` records it), or
+    ``None`` for any other model."""
+    spec = getattr(landscape.module, "spec", None)
+    arch = getattr(spec, "arch", None)
+    return arch if isinstance(arch, str) else None
 
 
 def lr_at(step: int, steps: int, lr: float, schedule: str) -> float:
@@ -190,13 +370,26 @@ def lr_at(step: int, steps: int, lr: float, schedule: str) -> float:
     return 0.5 * lr * (1.0 + math.cos(math.pi * step / max(1, steps)))
 
 
+def check_tol(tol: Any) -> float:
+    """``tol`` as a float if it lies in ``(0, MINIMA_TOL_MAX]``; else ``ValueError`` naming it
+    (a larger tolerance would certify almost any point)."""
+    if isinstance(tol, bool) or not isinstance(tol, int | float | np.integer | np.floating) \
+            or not math.isfinite(tol) or not 0 < tol <= MINIMA_TOL_MAX:
+        raise ValueError(f"tol must be a finite number in (0, {MINIMA_TOL_MAX:g}] (the "
+                         f"gradient norm and negative curvature a minimum may have), got {tol!r}")
+    return float(tol)
+
+
+# ----------------------------------------------------------------------------- training
+
+
 def find_minima(
     landscape: Landscape,
     k: int,
-    optimizer: str = OPTIMIZER,
+    optimizer: str | None = None,
     lr: float | None = None,
     schedule: str = SCHEDULE,
-    steps: int = MINIMA_STEPS,
+    steps: int | None = None,
     batch_size: int = BATCH_SIZE,
     seed: int = 0,
     momentum: float = 0.9,
@@ -206,60 +399,192 @@ def find_minima(
     eps: float = 1e-8,
     record_every: int | None = None,
     progress: Progress | None = None,
-    polish_steps: int = POLISH_STEPS,
+    polish_steps: int | None = None,
+    tol: float = MINIMA_TOL,
+    lanczos_iters: int = LANCZOS_ITERS,
+    saddle_rounds: int = SADDLE_ROUNDS,
 ) -> Minima:
-    """Train ``k`` networks from ``k`` seeds together; return their final parameters and losses.
+    """Train ``k`` networks from ``k`` seeds together, drive them to critical points and
+    certify them; return their final parameters, losses and certificates.
 
     Args:
         landscape: the loss to minimise (:class:`~lossbarcode.landscape.Landscape`).
         k: number of minima, at least 2.
-        optimizer: ``"sgd"`` (heavy-ball momentum, as ``torch.optim.SGD``) or ``"adam"``.
-        lr: peak learning rate; default 0.05 for SGD, 1e-3 for Adam.
+        optimizer: ``"sgd"`` (heavy-ball momentum, as ``torch.optim.SGD``) or ``"adam"``;
+            default: the model family's (:func:`training_defaults`, ``choices.TRAINING``).
+        lr: peak learning rate; default: the family's when ``optimizer`` is its optimizer,
+            else ``choices.MINIMA_LR[optimizer]``.
         schedule: ``"constant"`` or ``"anneal"`` (cosine decay to 0 over ``steps``).
-        steps: optimizer steps per network.
+        steps: minibatch optimizer steps per network; default: the family's.
         batch_size: examples per minibatch (capped at the training-set size; full-batch
             gradient descent when it covers the whole set).
         seed: derives the per-network seeds (see module docstring).
         momentum: SGD momentum (ignored by Adam, which uses ``betas``).
-        weight_decay: L2 penalty added to the gradient (as ``torch.optim``), default 0.
+        weight_decay: L2 penalty added to the minibatch gradient (as ``torch.optim``), default
+            0. The full-batch phase and the certificate are about the plain training loss.
         record_every: record minibatch losses every this many steps (default ``steps // 100``).
-        progress: called as ``progress(step, steps, mean_loss)`` at every record (``mean_loss``
-            over the networks that have not diverged).
-        polish_steps: after training, this many full-batch gradient steps on the evaluation
-            set with a per-network step size that starts at the final learning rate, grows
-            while the loss falls and halves (undoing the step) when it rises: towards true
-            critical points (see ``Minima.grad_norm``). 0 (default): none.
+        progress: called as ``progress(step, steps, mean_loss)`` at every record of the
+            minibatch phase (``mean_loss`` over the networks that have not diverged), then as
+            ``progress(steps, steps, mean_full_batch_loss)`` after every full-batch iteration
+            (so a callback that raises stops the run there too).
+        polish_steps: the cap on full-batch L-BFGS iterations per network per round (an int
+            >= 1); default: the family's.
+        tol: a network's full-batch phase stops when its gradient norm is <= ``tol``; the
+            certificate allows this gradient norm and eigenvalues down to ``-tol``. In
+            ``(0, MINIMA_TOL_MAX]``.
+        lanczos_iters: Hessian-vector products per network for its smallest eigenvalue.
+        saddle_rounds: at most this many escapes from a saddle (0: none).
 
     Returns:
-        :class:`Minima` with parameters on the CPU and per-network train/test metrics.
+        :class:`Minima` with parameters on the CPU, per-network train/test metrics and the
+        certificate (``certified``, ``stuck``, ``hessian_min_eig``...).
     """
-    k, steps, batch_size = _check_int(k, "k", 2), _check_int(steps, "steps", 1), _check_int(
-        batch_size, "batch_size", 1)
+    arch_opt, arch_lr, arch_steps, arch_cap = training_defaults(landscape_arch(landscape))
+    optimizer = arch_opt if optimizer is None else optimizer
     if optimizer not in OPTIMIZERS:
         raise ValueError(f"optimizer must be one of {OPTIMIZERS}, got {optimizer!r}")
+    k, batch_size = _check_int(k, "k", 2), _check_int(batch_size, "batch_size", 1)
+    steps = arch_steps if steps is None else _check_int(steps, "steps", 1)
     if schedule not in SCHEDULES:
         raise ValueError(f"schedule must be one of {SCHEDULES}, got {schedule!r}")
-    lr = MINIMA_LR[optimizer] if lr is None else check_positive(lr, "lr")
+    if lr is None:
+        lr = arch_lr if optimizer == arch_opt else MINIMA_LR[optimizer]
+    lr = check_positive(lr, "lr")
     if not 0 <= momentum < 1:
         raise ValueError(f"momentum must be in [0, 1), got {momentum}")
     if not (0 <= betas[0] < 1 and 0 <= betas[1] < 1):
         raise ValueError(f"betas must lie in [0, 1), got {betas}")
     weight_decay = check_nonnegative(weight_decay, "weight_decay")
     seed = _check_int(seed, "seed", 0)
-    polish_steps = _check_int(polish_steps, "polish_steps", 0)
+    polish_steps = _check_int(arch_cap if polish_steps is None else polish_steps,
+                              "polish_steps", 1)
+    tol = check_tol(tol)
+    lanczos_iters = _check_int(lanczos_iters, "lanczos_iters", 1)
+    saddle_rounds = _check_int(saddle_rounds, "saddle_rounds", 0)
     record_every = max(1, steps // 100) if record_every is None else _check_int(
         record_every, "record_every", 1)
 
-    dev = landscape.device
     seeds = network_seeds(seed, k)
     thetas = landscape.init_from_seeds(seeds)
+    initial_loss = landscape.loss(thetas).to("cpu", torch.float64).numpy()
+    thetas, active, hist_steps, hist_loss = _minibatch_phase(
+        landscape, thetas, seeds, optimizer, lr, schedule, steps, batch_size, momentum, betas,
+        eps, weight_decay, record_every, progress)
+    dev = landscape.device
+
+    def report(_iteration: int, full_loss: Tensor) -> None:
+        if progress is not None:
+            ok = torch.isfinite(full_loss)
+            if ok.shape == active.shape:  # all K rows (an escape round passes its own)
+                ok &= active
+            progress(steps, steps, float(full_loss[ok].mean()) if bool(ok.any())
+                     else float("nan"))
+
+    descent = lbfgs(landscape, thetas, tol, polish_steps, active=active, callback=report)
+    thetas, used = descent.thetas, descent.steps.clone()
+    loss_full, grad_norm_t = descent.loss, descent.grad_norm
+    active &= torch.isfinite(loss_full) & torch.isfinite(grad_norm_t)
+
+    # Curvature: Lanczos on every network that did not diverge, then escape saddles.
+    eig = torch.full((k,), float("nan"), dtype=torch.float64, device=dev)
+    skipped = _curvature_problem(landscape, lanczos_iters)
+    if not skipped:
+        rows = active.clone()
+        for rnd in range(saddle_rounds + 1):
+            idx = torch.nonzero(rows).squeeze(1)
+            if idx.numel() == 0:
+                break
+            values, vectors = _eigenpairs(landscape, thetas[idx], lanczos_iters, seed=rnd)
+            eig[idx] = values
+            saddle = (values < -tol) & (grad_norm_t[idx] <= tol)
+            if rnd == saddle_rounds or not bool(saddle.any()):
+                break
+            sid = idx[saddle]
+            moved, escaped = escape_saddles(landscape, thetas[sid], loss_full[sid],
+                                            vectors[saddle], values[saddle])
+            sid, moved = sid[escaped], moved[escaped]
+            if sid.numel() == 0:
+                break
+            again = lbfgs(landscape, moved, tol, polish_steps, callback=report)
+            thetas[sid], loss_full[sid] = again.thetas, again.loss
+            grad_norm_t[sid] = again.grad_norm
+            used[sid] += again.steps
+            rows = torch.zeros_like(rows)
+            rows[sid] = torch.isfinite(again.loss) & torch.isfinite(again.grad_norm)
+            active[sid] &= rows[sid]
+
+    train_loss = loss_full.to("cpu", torch.float64).numpy().copy()
+    grad_norm = grad_norm_t.to("cpu", torch.float64).numpy().copy()
+    hessian_min_eig = eig.cpu().numpy()
+    if landscape.x_test is not None:
+        tl, te = landscape.test_metrics(thetas)
+        test_loss = tl.to("cpu", torch.float64).numpy()
+        test_error = (np.full(k, np.nan) if te is None
+                      else te.to("cpu", torch.float64).numpy())
+    else:
+        test_loss, test_error = np.full(k, np.nan), np.full(k, np.nan)
+    # Not a minimum if training made the loss worse than at the random start.
+    worse = np.isfinite(train_loss) & (train_loss > initial_loss)
+    diverged = ~active.cpu().numpy() | ~np.isfinite(train_loss) | worse
+    if diverged.any():
+        rose = "".join(f"; run {i}: loss {initial_loss[i]:.4g} at the start, "
+                       f"{train_loss[i]:.4g} at the end" for i in np.flatnonzero(worse)[:3])
+        warnings.warn(
+            f"{int(diverged.sum())} of {k} training runs diverged (NaN/inf, or a final loss "
+            f"above the initial one) and are excluded: indices "
+            f"{np.flatnonzero(diverged).tolist()}{rose}; lower lr ({lr:g}) if this is "
+            "unexpected",
+            RuntimeWarning,
+            stacklevel=2,
+        )
+        for arr in (train_loss, test_loss, test_error, grad_norm, hessian_min_eig):
+            arr[diverged] = np.nan
+    stuck = stuck_mask(train_loss, initial_loss, diverged)
+    certified, _ = certify(grad_norm, hessian_min_eig, stuck, diverged, tol,
+                           curvature_skipped=skipped)
+    return Minima(
+        thetas=thetas.detach().cpu(),
+        train_loss=train_loss,
+        test_loss=test_loss,
+        test_error=test_error,
+        diverged=diverged,
+        seeds=seeds,
+        history_steps=np.asarray(hist_steps, dtype=np.int64),
+        history_loss=torch.stack(hist_loss).numpy() if hist_loss else np.zeros((0, k)),
+        optimizer=optimizer,
+        lr=lr,
+        schedule=schedule,
+        steps=steps,
+        batch_size=min(batch_size, landscape.n_train),
+        momentum=float(momentum),
+        weight_decay=float(weight_decay),
+        seed=int(seed),
+        grad_norm=grad_norm,
+        polish_steps=polish_steps,
+        tol=tol,
+        hessian_min_eig=hessian_min_eig,
+        curvature_skipped=skipped,
+        stuck=stuck,
+        initial_loss=initial_loss,
+        polish_steps_used=used.cpu().numpy().astype(np.int64),
+        certified=certified,
+    )
+
+
+def _minibatch_phase(landscape: Landscape, thetas: Tensor, seeds: np.ndarray, optimizer: str,
+                     lr: float, schedule: str, steps: int, batch_size: int, momentum: float,
+                     betas: tuple[float, float], eps: float, weight_decay: float,
+                     record_every: int, progress: Progress | None,
+                     ) -> tuple[Tensor, Tensor, list[int], list[Tensor]]:
+    """The first phase of :func:`find_minima` from ``thetas`` ``(K, P)``: the final
+    parameters, ``(K,)`` bool rows still finite, and the recorded steps and ``(K,)`` minibatch
+    losses."""
+    k, dev = thetas.shape[0], landscape.device
     sampler = _Sampler(landscape.n_train, batch_size, seeds, dev)
     state = BatchedOptimizer.create(optimizer, thetas, momentum, betas, eps)
     active = torch.ones(k, dtype=torch.bool, device=dev)
-    initial_loss = landscape.loss(thetas).to("cpu", torch.float64).numpy()
     hist_steps: list[int] = []
     hist_loss: list[Tensor] = []
-
     for step in range(steps):
         idx, per_vector = sampler.next()
         x, y = landscape.gather(idx)
@@ -282,78 +607,273 @@ def find_minima(
                 act = active.cpu()
                 progress(step + 1, steps,
                          float(loss_cpu[act].mean()) if bool(act.any()) else float("nan"))
-
-    start_lr = max(lr_at(steps - 1, steps, lr, schedule), 1e-3 * lr)
-    thetas = polish(landscape, thetas, polish_steps, start_lr, active)
-    loss_full, grad_full = landscape.loss_and_grad(thetas)
-    train_loss = loss_full.to("cpu", torch.float64).numpy()
-    grad_norm = grad_full.to(torch.float64).norm(dim=1).cpu().numpy()
-    if landscape.x_test is not None:
-        tl, te = landscape.test_metrics(thetas)
-        test_loss = tl.to("cpu", torch.float64).numpy()
-        test_error = (np.full(k, np.nan) if te is None
-                      else te.to("cpu", torch.float64).numpy())
-    else:
-        test_loss, test_error = np.full(k, np.nan), np.full(k, np.nan)
-    # Not a minimum if training made the loss worse than at the random start.
-    worse = np.isfinite(train_loss) & (train_loss > initial_loss)
-    diverged = ~active.cpu().numpy() | ~np.isfinite(train_loss) | worse
-    if diverged.any():
-        rose = "".join(f"; run {i}: loss {initial_loss[i]:.4g} at the start, "
-                       f"{train_loss[i]:.4g} at the end" for i in np.flatnonzero(worse)[:3])
-        warnings.warn(
-            f"{int(diverged.sum())} of {k} training runs diverged (NaN/inf, or a final loss "
-            f"above the initial one) and are excluded: indices "
-            f"{np.flatnonzero(diverged).tolist()}{rose}; lower lr ({lr:g}) if this is "
-            "unexpected",
-            RuntimeWarning,
-            stacklevel=2,
-        )
-        for arr in (train_loss, test_loss, test_error, grad_norm):
-            arr[diverged] = np.nan
-    return Minima(
-        thetas=thetas.detach().cpu(),
-        train_loss=train_loss,
-        test_loss=test_loss,
-        test_error=test_error,
-        diverged=diverged,
-        seeds=seeds,
-        history_steps=np.asarray(hist_steps, dtype=np.int64),
-        history_loss=torch.stack(hist_loss).numpy() if hist_loss else np.zeros((0, k)),
-        optimizer=optimizer,
-        lr=lr,
-        schedule=schedule,
-        steps=steps,
-        batch_size=min(batch_size, landscape.n_train),
-        momentum=float(momentum),
-        weight_decay=float(weight_decay),
-        seed=int(seed),
-        grad_norm=grad_norm,
-        polish_steps=polish_steps,
-    )
+    return thetas, active, hist_steps, hist_loss
 
 
-def polish(landscape: Landscape, thetas: Tensor, steps: int, lr: float,
-           active: Tensor | None = None) -> Tensor:
-    """``steps`` full-batch gradient steps on ``thetas`` ``(K, P)`` (evaluation set), each
-    network with its own step size: x1.2 after a step that lowered its loss, x0.5 and the step
-    undone after one that raised it (or went non-finite). Rows where ``active`` ``(K,)`` is
-    False stay as they are. Returns the new ``(K, P)``."""
-    if steps == 0:
-        return thetas
-    k = thetas.shape[0]
-    rate = torch.full((k, 1), float(lr), dtype=thetas.dtype, device=thetas.device)
-    keep = torch.ones(k, dtype=torch.bool, device=thetas.device) if active is None else active
-    loss, grad = landscape.loss_and_grad(thetas)
-    for _ in range(steps):
-        trial = thetas - rate * grad
-        new_loss, new_grad = landscape.loss_and_grad(trial)
-        better = keep & torch.isfinite(new_loss) & (new_loss <= loss)
-        thetas = torch.where(better[:, None], trial, thetas)
-        loss = torch.where(better, new_loss, loss)
-        grad = torch.where(better[:, None], new_grad, grad)
-        rate = torch.where(better[:, None], rate * 1.2, rate * 0.5)
-    return thetas
+def _curvature_problem(landscape: Landscape, iters: int) -> str:
+    """Why the Lanczos check cannot run within the landscape's memory limit, or ``""``: one
+    Hessian-vector product of one network on one example, plus the basis of one network."""
+    hvp_one = landscape._cost(1, 1, grad=True, factor=HVP_FACTOR)
+    need = hvp_one + lanczos_bytes(landscape, 1, iters)
+    if need > landscape.memory_limit:
+        return (f"the curvature check needs about {need / 2**20:.0f} MiB for one network, over "
+                f"the memory limit of {landscape.memory_limit / 2**20:.0f} MiB")
+    return ""
+
+
+def _eigenpairs(landscape: Landscape, thetas: Tensor, iters: int,
+                seed: int) -> tuple[Tensor, Tensor]:
+    """:func:`smallest_eigenpairs` of the rows of ``thetas`` ``(R, P)``, in groups of rows
+    whose Lanczos bases fit half the memory limit (the other half is for the products)."""
+    per_row = max(1, lanczos_bytes(landscape, 1, iters))
+    group = max(1, int(landscape.memory_limit // 2 // per_row))
+    values, vectors = [], []
+    for r0 in range(0, thetas.shape[0], group):
+        v, u = smallest_eigenpairs(landscape, thetas[r0 : r0 + group], iters, seed=seed)
+        values.append(v)
+        vectors.append(u)
+    return torch.cat(values), torch.cat(vectors)
+
+
+def escape_saddles(landscape: Landscape, thetas: Tensor, loss: Tensor, directions: Tensor,
+                   eigenvalues: Tensor) -> tuple[Tensor, Tensor]:
+    """Steps from saddles along their directions of negative curvature.
+
+    At a critical point the loss along a unit direction ``v`` with curvature ``lam < 0`` is
+    ``f + lam a^2 / 2`` to second order. Each row tries both signs of ``v`` at step sizes
+    ``a = 1, 1/2, ..., 2^-(ESCAPE_TRIALS - 1)``, largest first (both signs of all rows in one
+    loss evaluation per size), and takes the first size at which a sign realises at least half
+    of that predicted decrease (the sign with the lower loss if both do): Armijo's sufficient
+    decrease test, on the second-order term. Largest first because a longer step leaves the
+    saddle's neighbourhood more surely, and the loss often keeps falling beyond the range
+    where the quadratic model holds; unit length is the largest step because the curvature
+    was measured along a unit vector.
+
+    Args:
+        thetas: ``(R, P)`` points; loss: ``(R,)`` their losses; directions: ``(R, P)`` unit
+            vectors; eigenvalues: ``(R,)`` their (negative) curvatures.
+
+    Returns:
+        new points ``(R, P)`` (unchanged where no step qualified) and ``(R,)`` bool, whether
+        the row moved.
+    """
+    r = thetas.shape[0]
+    new = thetas.clone()
+    moved = torch.zeros(r, dtype=torch.bool, device=thetas.device)
+    lam = eigenvalues.to(thetas.dtype)
+    for i in range(ESCAPE_TRIALS):
+        idx = torch.nonzero(~moved).squeeze(1)
+        if idx.numel() == 0:
+            break
+        a = 0.5**i
+        trial = torch.cat([thetas[idx] + a * directions[idx], thetas[idx] - a * directions[idx]])
+        f = landscape.loss(trial).view(2, -1)
+        good = torch.isfinite(f) & (f <= loss[idx] + 0.25 * lam[idx] * a * a)
+        f = torch.where(good, f, torch.full_like(f, float("inf")))
+        sign = f.argmin(dim=0)  # 0: +v, 1: -v
+        ok = good.any(dim=0)
+        pick = trial.view(2, idx.numel(), -1)[sign, torch.arange(idx.numel(), device=idx.device)]
+        new[idx[ok]] = pick[ok]
+        moved[idx[ok]] = True
+    return new, moved
+
+
+ESCAPE_TRIALS = 20  # step sizes 1 .. 2^-19 along a direction of negative curvature
+
+
+# ----------------------------------------------------------------------------- full batch
+
+
+@dataclass(frozen=True, eq=False)
+class Descent:
+    """Where :func:`lbfgs` left a ``(K, P)`` stack.
+
+    Attributes:
+        thetas: ``(K, P)`` final points (a new tensor).
+        loss: ``(K,)`` evaluation-set loss there; grad: ``(K, P)`` its gradient.
+        grad_norm: ``(K,)`` float64 norms of ``grad``.
+        steps: ``(K,)`` int64 iterations each row took.
+        converged: ``(K,)`` bool, ``grad_norm <= tol``.
+        evaluations: batched loss-and-gradient calls made (each on the rows that needed one).
+    """
+
+    thetas: Tensor
+    loss: Tensor
+    grad: Tensor
+    grad_norm: Tensor
+    steps: Tensor
+    converged: Tensor
+    evaluations: int
+
+
+_C1 = 1e-4  # Armijo's sufficient-decrease constant (the customary value)
+LINE_SEARCH_TRIALS = 20  # step halvings (or more) per line search before giving up
+
+
+def lbfgs(landscape: Landscape, thetas: Tensor, tol: float, max_steps: int, *,
+          active: Tensor | None = None, memory: int = LBFGS_MEMORY,
+          callback: Callable[[int, Tensor], Any] | None = None) -> Descent:
+    """Batched L-BFGS on the evaluation-set loss until each row's gradient norm is <= ``tol``.
+
+    Every row is its own L-BFGS run: its own ``memory`` (s, y) pairs, two-loop recursion and
+    step length, all as ``(K, P)`` tensor operations; the line-search trials of all rows that
+    are still searching are evaluated in one call. A pair with ``s . y <= eps |s| |y|`` (no
+    positive curvature seen) is skipped, which keeps each row's inverse-Hessian estimate
+    positive definite, so every direction is downhill.
+
+    Line search: backtracking from the full quasi-Newton step (``t = 1``) with Armijo's test
+    ``f(x + t d) <= f + 1e-4 t g.d``, each new trial at the minimiser of the quadratic through
+    ``f``, ``g.d`` and the rejected value (kept in ``[0.1 t, 0.5 t]``). Near a minimum the loss
+    changes less than its rounding error, so a step is also accepted when the loss rose by at
+    most 16 ulps and the slope along the step shrank (Hager and Zhang's approximate Armijo
+    condition); in float32 this is what lets the gradient fall to ~1e-4. A row whose search
+    fails forgets its pairs and retries along the gradient; if that fails too it stops.
+
+    Rows that reach ``tol`` stop (and are not evaluated again); rows with NaN/inf loss or
+    gradient never run, and trial points that are NaN/inf are rejected, so no row's numbers
+    reach another's.
+
+    Args:
+        landscape: the loss; ``thetas``: ``(K, P)`` start points.
+        tol: gradient-norm target; max_steps: iterations per row at most.
+        active: ``(K,)`` bool, rows to optimise (default all); the others stay as they are.
+        memory: (s, y) pairs kept per row (fewer if they would not fit a quarter of the
+            landscape's memory limit).
+        callback: called as ``callback(iteration, loss (K,))`` after every iteration.
+
+    Returns:
+        :class:`Descent`.
+    """
+    thetas = landscape.as_thetas(thetas).clone()
+    k, p = thetas.shape
+    dev, dt = thetas.device, thetas.dtype
+    x, y = landscape.x_eval, landscape.y_eval
+    eps = torch.finfo(dt).eps
+    loss, grad = landscape.evaluate_batch(thetas, x, y)
+    assert grad is not None
+    finite = torch.isfinite(loss) & torch.isfinite(grad).all(dim=1)
+    run = finite if active is None else finite & active.to(dev)
+    gnorm = grad.to(torch.float64).norm(dim=1)
+    run &= gnorm > tol
+    steps = torch.zeros(k, dtype=torch.long, device=dev)
+    evaluations = 1
+    m = _history_size(landscape, k, memory)
+    s_hist = torch.zeros(m, k, p, dtype=dt, device=dev)
+    y_hist = torch.zeros_like(s_hist)
+    rho = torch.zeros(m, k, dtype=dt, device=dev)  # 1 / (s . y); 0 marks an empty slot
+    newest = m - 1  # ring position of the newest pair, shared by all rows
+    for it in range(max_steps):
+        if not bool(run.any()):
+            break
+        d = _two_loop(grad, s_hist, y_hist, rho, newest)
+        gd = (grad * d).sum(dim=1)
+        # Rounding can still make a direction uphill: that row forgets its pairs.
+        uphill = run & ~(gd < 0)
+        if bool(uphill.any()):
+            rho[:, uphill] = 0
+            d = torch.where(uphill[:, None], -_scaled(grad), d)
+            gd = (grad * d).sum(dim=1)
+        had_pairs = (rho != 0).any(dim=0)
+        new_x, new_loss, new_grad, accepted, calls = _line_search(landscape, thetas, loss,
+                                                                  grad, d, gd, run)
+        evaluations += calls
+        s, yv = new_x - thetas, new_grad - grad
+        sy = (s * yv).sum(dim=1)
+        keep = accepted & (sy > eps * s.norm(dim=1) * yv.norm(dim=1))
+        newest = (newest + 1) % m
+        s_hist[newest] = torch.where(keep[:, None], s, 0.0)
+        y_hist[newest] = torch.where(keep[:, None], yv, 0.0)
+        rho[newest] = torch.where(keep, 1.0 / torch.where(keep, sy, 1.0), 0.0)
+        thetas, loss, grad = new_x, new_loss, new_grad
+        steps += run.long()
+        failed = run & ~accepted
+        rho[:, failed] = 0
+        run &= ~(failed & ~had_pairs)  # even the gradient direction found no lower loss
+        gnorm = grad.to(torch.float64).norm(dim=1)
+        run &= gnorm > tol
+        if callback is not None:
+            callback(it + 1, loss)
+    return Descent(thetas=thetas, loss=loss, grad=grad, grad_norm=gnorm, steps=steps,
+                   converged=gnorm <= tol, evaluations=evaluations)
+
+
+def _history_size(landscape: Landscape, k: int, memory: int) -> int:
+    """Pairs per row whose ``2 * m * K * P`` history fits a quarter of the memory limit."""
+    per_pair = 2 * k * landscape.n_params * (torch.finfo(landscape.dtype).bits // 8)
+    return max(1, min(int(memory), int(landscape.memory_limit // 4 // max(per_pair, 1))))
+
+
+def _scaled(grad: Tensor) -> Tensor:
+    """``grad`` ``(K, P)`` scaled to length at most 1 per row: the first step of a row without
+    curvature pairs (the line search shortens it if needed)."""
+    norm = grad.norm(dim=1, keepdim=True)
+    return grad / torch.clamp(norm, min=1.0)
+
+
+def _two_loop(grad: Tensor, s_hist: Tensor, y_hist: Tensor, rho: Tensor,
+              newest: int) -> Tensor:
+    """L-BFGS directions ``-H_k grad`` ``(K, P)`` by the two-loop recursion, per row: empty
+    slots (``rho == 0``) drop out of both loops. The initial matrix is ``gamma I`` with
+    ``gamma = s.y / y.y`` of the row's newest pair; a row without pairs gets
+    ``-_scaled(grad)``."""
+    m, k = rho.shape
+    order = [(newest - i) % m for i in range(m)]  # newest first
+    q = grad.clone()
+    alphas = []
+    for j in order:
+        a = rho[j] * (s_hist[j] * q).sum(dim=1)
+        q -= a[:, None] * y_hist[j]
+        alphas.append(a)
+    gamma = torch.zeros(k, dtype=grad.dtype, device=grad.device)
+    found = torch.zeros(k, dtype=torch.bool, device=grad.device)
+    for j in order:
+        has = (rho[j] != 0) & ~found
+        yy = (y_hist[j] * y_hist[j]).sum(dim=1)
+        gamma = torch.where(has, 1.0 / torch.where(has, rho[j] * yy, 1.0), gamma)
+        found |= has
+    r = torch.where(found[:, None], gamma[:, None] * q, _scaled(grad))
+    for j, a in zip(reversed(order), reversed(alphas), strict=True):
+        b = rho[j] * (y_hist[j] * r).sum(dim=1)
+        r += s_hist[j] * (a - b)[:, None]
+    return -r
+
+
+def _line_search(landscape: Landscape, thetas: Tensor, loss: Tensor, grad: Tensor, d: Tensor,
+                 gd: Tensor, run: Tensor) -> tuple[Tensor, Tensor, Tensor, Tensor, int]:
+    """Backtracking line search along ``d`` for the rows in ``run`` (see :func:`lbfgs`).
+    Returns the new points, losses, gradients (the old ones where rejected), ``(K,)``
+    whether each row's step was accepted, and the number of batched evaluations."""
+    x, y = landscape.x_eval, landscape.y_eval
+    eps = torch.finfo(thetas.dtype).eps
+    t = torch.ones_like(loss)
+    new_x, new_loss, new_grad = thetas.clone(), loss.clone(), grad.clone()
+    accepted = torch.zeros_like(run)
+    searching = run.clone()
+    slack = 16 * eps * loss.abs()  # the loss's rounding error (approximate Armijo)
+    calls = 0
+    for _ in range(LINE_SEARCH_TRIALS):
+        idx = torch.nonzero(searching).squeeze(1)
+        if idx.numel() == 0:
+            break
+        calls += 1
+        ti, f0, g0, di = t[idx], loss[idx], gd[idx], d[idx]
+        trial = thetas[idx] + ti[:, None] * di
+        f, g = landscape.evaluate_batch(trial, x, y)
+        assert g is not None
+        finite = torch.isfinite(f) & torch.isfinite(g).all(dim=1)
+        armijo = f <= f0 + _C1 * ti * g0
+        flat = (f <= f0 + slack[idx]) & ((g * di).sum(dim=1).abs() <= g0.abs())
+        good = finite & (armijo | flat)
+        won = idx[good]
+        new_x[won], new_loss[won], new_grad[won] = trial[good], f[good], g[good]
+        accepted[won] = True
+        searching[won] = False
+        # Next trial: the minimiser of the quadratic through f0, g0 (slope) and f at ti.
+        curv = 2 * (f - f0 - g0 * ti)
+        quad = -g0 * ti * ti / torch.where(curv > 0, curv, 1.0)
+        quad = torch.where(finite & (curv > 0), quad, 0.25 * ti)
+        t[idx] = torch.clamp(torch.minimum(quad, 0.5 * ti), min=0.1 * ti)
+    return new_x, new_loss, new_grad, accepted, calls
 
 
 class _Sampler:

@@ -3,6 +3,8 @@
 * :mod:`~lossbarcode.bench.topology`: H0 barcodes of grids and kNN graphs against ripser;
 * :mod:`~lossbarcode.bench.experiment`: the default experiment, cold and re-opened;
 * :mod:`~lossbarcode.bench.convergence`: fixed NEB step budgets against the converging default;
+* :mod:`~lossbarcode.bench.minima`: certified minima of the new and the old default training,
+  and the full-batch L-BFGS against gradient descent and ``torch.optim.LBFGS``;
 * :mod:`~lossbarcode.bench.engine`: the batched engine against per-network loops;
 * :mod:`~lossbarcode.bench.estimate`: the cost model's predictions against measured runs;
 * :mod:`~lossbarcode.bench.app`: dashboard start and page switches in headless Chromium;
