@@ -29,7 +29,7 @@ MINIMA_STEPS = 2000  # training steps per network
 BATCH_SIZE = 64  # training examples per minibatch step of the minima
 POLISH_STEPS = 500  # full-batch L-BFGS iterations per network at most (the phase's cap)
 # Per built-in family: (optimizer, learning rate, steps) of the minibatch phase and the cap
-# on full-batch iterations (lossbarcode.minima.training_defaults; measured by
+# on full-batch iterations (read through training() below; measured by
 # ``lossbarcode bench minima``).
 TRAINING: dict[str, tuple[str, float, int, int]] = {
     "fcn": ("adam", 3e-3, 2000, 2000),
@@ -37,6 +37,25 @@ TRAINING: dict[str, tuple[str, float, int, int]] = {
     "resnet": ("sgd", 0.05, 2000, 500),
     "transformer": ("adam", 1e-3, 2000, 500),
 }
+
+
+def training(arch: str | None, optimizer: str | None = None, lr: float | None = None,
+             steps: int | None = None, polish_steps: int | None = None
+             ) -> tuple[str, float, int, int]:
+    """``(optimizer, lr, steps, polish_steps)`` with each ``None`` replaced by its default for
+    the family ``arch`` (:data:`TRAINING`; another family or ``None``, a user's model: the
+    generic :data:`OPTIMIZER`, ``MINIMA_LR``, :data:`MINIMA_STEPS`, :data:`POLISH_STEPS`).
+    A default learning rate is the family's for the family's optimizer, else
+    ``MINIMA_LR[optimizer]``. The one rule: the config's run id and ``find_minima`` read it."""
+    family = TRAINING.get(arch or "", (OPTIMIZER, MINIMA_LR[OPTIMIZER], MINIMA_STEPS,
+                                       POLISH_STEPS))
+    optimizer = family[0] if optimizer is None else optimizer
+    if lr is None:
+        lr = family[1] if optimizer == family[0] else MINIMA_LR.get(optimizer, family[1])
+    return (optimizer, lr, family[2] if steps is None else steps,
+            family[3] if polish_steps is None else polish_steps)
+
+
 # When a trained network is a minimum (lossbarcode.minima.certify): its full-batch gradient
 # norm (of the mean training loss) is at most MINIMA_TOL, its smallest Hessian eigenvalue at
 # least -MINIMA_TOL, and its loss at most STUCK_RATIO times its loss at initialisation (for a

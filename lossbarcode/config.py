@@ -80,14 +80,20 @@ FIELD_HELP: dict[str, str] = {
     "heads": "attention heads of the transformer; must divide the width",
     "k": "number of minima K (>= 2): networks trained from K seeds, all at once; the barcode "
          "has K bars, and pairs 'all' joins K(K-1)/2 pairs",
-    "optimizer": "how the K networks are trained: sgd (with momentum) or adam",
-    "lr": f"learning rate (none: the optimizer's default, {_per_optimizer(choices.MINIMA_LR)})",
+    "optimizer": "how the K networks are trained: sgd (with momentum) or adam (none: the "
+                 "family's: " + ", ".join(f"{a} {t[0]}" for a, t in choices.TRAINING.items())
+                 + ")",
+    "lr": "learning rate (none: the family's for its optimizer, "
+          + ", ".join(f"{a} {t[1]:g}" for a, t in choices.TRAINING.items())
+          + f"; else the optimizer's, {_per_optimizer(choices.MINIMA_LR)})",
     "schedule": "constant, or anneal (cosine decay to 0)",
-    "steps": "minibatch training steps per network",
+    "steps": "minibatch training steps per network (none: the family's, "
+             + ", ".join(f"{a} {t[2]}" for a, t in choices.TRAINING.items()) + ")",
     "batch_size": "examples per training step",
-    "polish_steps": "full-batch steps after training at most: they run until every gradient "
-                    "norm is at most minima_tol (a minimum that does not get there is not "
-                    "certified)",
+    "polish_steps": "full-batch L-BFGS iterations after training at most: they run until "
+                    "every gradient norm is at most minima_tol (a minimum that does not get "
+                    "there is not certified; none: the family's, "
+                    + ", ".join(f"{a} {t[3]}" for a, t in choices.TRAINING.items()) + ")",
     "minima_tol": "a certified minimum has a full-batch gradient norm of at most this (mean "
                   "training loss) and no Hessian eigenvalue below minus this; a path's top is "
                   "a saddle when its gradient norm is at most this (at most "
@@ -157,12 +163,12 @@ class ExperimentConfig:
     depth: int = choices.DEPTH
     heads: int = choices.HEADS
     k: int = choices.K
-    optimizer: str = choices.OPTIMIZER
+    optimizer: str | None = None
     lr: float | None = None
     schedule: str = choices.SCHEDULE
-    steps: int = choices.MINIMA_STEPS
+    steps: int | None = None
     batch_size: int = choices.BATCH_SIZE
-    polish_steps: int = choices.POLISH_STEPS
+    polish_steps: int | None = None
     minima_tol: float = choices.MINIMA_TOL
     path_method: str = choices.PATH_METHOD
     pairs: str = choices.PAIRING
@@ -206,7 +212,7 @@ class ExperimentConfig:
 
         choice("dataset", choices.DATASETS)
         choice("arch", choices.ARCHS)
-        choice("optimizer", choices.OPTIMIZERS)
+        choice("optimizer", (*choices.OPTIMIZERS, None))
         choice("schedule", choices.SCHEDULES)
         choice("path_method", choices.PATH_METHODS)
         choice("pairs", choices.PAIRINGS)
@@ -214,10 +220,11 @@ class ExperimentConfig:
         choice("score_norm", topology.NORMS)
         choice("score_normalize", topology.NORMALIZATIONS)
         choice("dtype", DTYPES)
-        for name in ("width", "depth", "heads", "steps", "batch_size", "path_max_steps"):
+        for name in ("width", "depth", "heads", "batch_size", "path_max_steps"):
             positive_int(name)
+        positive_int("steps", optional=True)
         positive_int("path_steps", optional=True)
-        positive_int("polish_steps", minimum=1)
+        positive_int("polish_steps", minimum=1, optional=True)
         positive_int("restarts", minimum=1)
         if isinstance(self.restarts, int) and self.restarts > choices.PATH_RESTARTS_MAX:
             problems.append(f"restarts must be at most {choices.PATH_RESTARTS_MAX}, got "
@@ -278,9 +285,16 @@ class ExperimentConfig:
     def minima_settings(self) -> dict[str, Any]:
         """The keyword arguments of :func:`lossbarcode.minima.find_minima` (after the
         landscape and ``k``) that this config sets."""
-        return {"optimizer": self.optimizer, "lr": self.lr, "schedule": self.schedule,
-                "steps": self.steps, "batch_size": self.batch_size, "seed": self.seed,
-                "polish_steps": self.polish_steps, "tol": self.minima_tol}
+        optimizer, lr, steps, polish_steps = self.training()
+        return {"optimizer": optimizer, "lr": lr, "schedule": self.schedule, "steps": steps,
+                "batch_size": self.batch_size, "seed": self.seed, "polish_steps": polish_steps,
+                "tol": self.minima_tol}
+
+    def training(self) -> tuple[str, float, int, int]:
+        """``(optimizer, lr, steps, polish_steps)`` of the minima, the family's defaults
+        filled in (:func:`lossbarcode.choices.training`)."""
+        return choices.training(self.arch, self.optimizer, self.lr, self.steps,
+                                self.polish_steps)
 
     def path_settings(self) -> dict[str, Any]:
         """The keyword arguments of :func:`lossbarcode.paths.connect` (after the landscape
@@ -299,7 +313,8 @@ class ExperimentConfig:
     def identity(self, data: str | None = None) -> dict[str, Any]:
         """The dict the run id hashes: what determines the computation, canonicalised.
 
-        Every field but ``device`` (same results on any device up to round-off), plus
+        Every field but ``device`` (same results on any device up to round-off), with the
+        training defaults of the family written out (:meth:`training`), plus
         ``paths_version`` (:data:`~lossbarcode.choices.PATHS_VERSION`), with
         ``data_root`` replaced by ``data``, the content fingerprint of the data files
         (computed from ``data_root`` when not given), ``heads`` at its default outside
@@ -307,6 +322,9 @@ class ExperimentConfig:
         """
         values = self.to_dict()
         del values["device"]
+        # The family's training defaults, written out: naming them changes nothing.
+        values.update(zip(("optimizer", "lr", "steps", "polish_steps"), self.training(),
+                          strict=True))
         if self.arch != "transformer":
             values["heads"] = ExperimentConfig.heads
         if (self.eval_subset is not None and self.n_train is not None

@@ -30,6 +30,7 @@ from typing import TYPE_CHECKING, Any
 from lossbarcode.choices import (
     BEZIER_T_SAMPLES,
     DATASET_SHAPES,
+    LANCZOS_ITERS,
     NEB_CYCLES,
     NEB_INSERT,
     PATH_BATCH_SIZE,
@@ -65,7 +66,8 @@ _STAGE_FIXED_S = 0.05  # per stage: first calls, evaluation set-up, whatever the
 _REFINE = PATH_GOLDEN_PEAKS * (2 + PATH_GOLDEN_STEPS)  # golden-section points at a top
 # Converging paths, measured on the default digits fcn runs at widths 4-256: minibatch steps
 # per path, and the share of paths that need the full-batch phase and its typical length.
-_EXPECTED_PATH_STEPS, _FINAL_SHARE, _FINAL_STEPS_TYPICAL = 800, 0.5, 20
+_EXPECTED_PATH_STEPS, _FINAL_SHARE, _FINAL_STEPS_TYPICAL = 800, 0.5, 200
+_POLISH_TYPICAL = 300  # full-batch L-BFGS iterations a minimum typically needs
 # A calibration factor is clipped to this range: a stored run timed under a freak load (or a
 # clock jump) must not make every later estimate absurd.
 _FACTOR_RANGE = (1e-2, 1e2)
@@ -212,10 +214,11 @@ def memory_need(config: ExperimentConfig) -> dict[str, int]:
     item = {"float32": 4, "float64": 8}.get(config.dtype, 4)
     p, k, acts = parts["n_params"], config.k, parts["activations"]
     data = parts["data_values"] * item
-    minima = (_TRAIN_COPIES[config.optimizer] * k * p
+    optimizer = config.training()[0]
+    minima = (_TRAIN_COPIES[optimizer] * k * p
               + _ACTIVATION_COPIES * k * parts["batch"] * acts)
     images = parts["n_pairs"] * parts["path_images"]
-    paths = (k * p + _PATH_COPIES[config.optimizer] * images * p
+    paths = (k * p + _PATH_COPIES[optimizer] * images * p
              + _ACTIVATION_COPIES * images * parts["path_batch"] * acts)
     return {"minima": int(data + minima * item), "paths": int(data + paths * item)}
 
@@ -273,7 +276,12 @@ def _cost_parts(config: ExperimentConfig) -> dict[str, Any]:
     k = config.k
 
     batch = min(config.batch_size, n_train)
-    minima_flops = 3 * fwd * batch * k * config.steps + fwd * k * (n_eval + n_test)
+    _, _, steps, polish = config.training()
+    # The full-batch phase: its typical iterations (with a line search's extra evaluation)
+    # and the Lanczos Hessian-vector products (about 4 forward passes each).
+    minima_flops = (3 * fwd * batch * k * steps + fwd * k * (n_eval + n_test)
+                    + 4 * fwd * k * n_eval * min(polish, _POLISH_TYPICAL)
+                    + 4 * fwd * k * n_eval * LANCZOS_ITERS)
 
     n_all = k * (k - 1) // 2
     n_pairs = n_all if config.pairs == "all" or k == 2 else min(n_all, 2 * (k - 1))
@@ -317,7 +325,8 @@ def _cost_parts(config: ExperimentConfig) -> dict[str, Any]:
     path_steps = steps if config.path_method != "linear" else 0
     return {
         "minima_flops": float(minima_flops), "paths_flops": float(paths_flops),
-        "minima_overhead_s": _STAGE_FIXED_S + _STEP_OVERHEAD_S[kind] * config.steps,
+        "minima_overhead_s": _STAGE_FIXED_S + _STEP_OVERHEAD_S[kind] * (
+            steps + min(polish, _POLISH_TYPICAL) + LANCZOS_ITERS),
         "paths_overhead_s": _STAGE_FIXED_S + _PATH_STEP_OVERHEAD_S[kind] * path_steps,
         "efficiency": _EFFICIENCY.get(config.arch, _AUTOGRAD_EFFICIENCY),
         "n_params": n_params, "n_pairs": n_pairs, "activations": acts, "batch": batch,

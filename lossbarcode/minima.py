@@ -343,17 +343,6 @@ def stuck_mask(train_loss: Any, initial_loss: Any, diverged: Any) -> np.ndarray:
 # ----------------------------------------------------------------------------- defaults
 
 
-def training_defaults(arch: str | None) -> tuple[str, float, int, int]:
-    """``(optimizer, lr, steps, polish_steps)`` for architecture ``arch``: the minibatch
-    phase and the cap of the full-batch phase (``choices.TRAINING``); ``None`` or an unknown
-    family (a user's model): the generic ``choices.OPTIMIZER``, its ``MINIMA_LR``,
-    ``MINIMA_STEPS`` and ``POLISH_STEPS``."""
-    if arch in choices.TRAINING:
-        return choices.TRAINING[arch]
-    return (choices.OPTIMIZER, MINIMA_LR[choices.OPTIMIZER], choices.MINIMA_STEPS,
-            choices.POLISH_STEPS)
-
-
 def landscape_arch(landscape: Landscape) -> str | None:
     """The built-in family of the landscape's model (``models.build`` records it), or
     ``None`` for any other model."""
@@ -411,7 +400,7 @@ def find_minima(
         landscape: the loss to minimise (:class:`~lossbarcode.landscape.Landscape`).
         k: number of minima, at least 2.
         optimizer: ``"sgd"`` (heavy-ball momentum, as ``torch.optim.SGD``) or ``"adam"``;
-            default: the model family's (:func:`training_defaults`, ``choices.TRAINING``).
+            default: the model family's (:func:`lossbarcode.choices.training`).
         lr: peak learning rate; default: the family's when ``optimizer`` is its optimizer,
             else ``choices.MINIMA_LR[optimizer]``.
         schedule: ``"constant"`` or ``"anneal"`` (cosine decay to 0 over ``steps``).
@@ -439,16 +428,14 @@ def find_minima(
         :class:`Minima` with parameters on the CPU, per-network train/test metrics and the
         certificate (``certified``, ``stuck``, ``hessian_min_eig``...).
     """
-    arch_opt, arch_lr, arch_steps, arch_cap = training_defaults(landscape_arch(landscape))
-    optimizer = arch_opt if optimizer is None else optimizer
-    if optimizer not in OPTIMIZERS:
+    if optimizer is not None and optimizer not in OPTIMIZERS:
         raise ValueError(f"optimizer must be one of {OPTIMIZERS}, got {optimizer!r}")
+    optimizer, lr, steps, polish_steps = choices.training(
+        landscape_arch(landscape), optimizer, lr, steps, polish_steps)
     k, batch_size = _check_int(k, "k", 2), _check_int(batch_size, "batch_size", 1)
-    steps = arch_steps if steps is None else _check_int(steps, "steps", 1)
+    steps = _check_int(steps, "steps", 1)
     if schedule not in SCHEDULES:
         raise ValueError(f"schedule must be one of {SCHEDULES}, got {schedule!r}")
-    if lr is None:
-        lr = arch_lr if optimizer == arch_opt else MINIMA_LR[optimizer]
     lr = check_positive(lr, "lr")
     if not 0 <= momentum < 1:
         raise ValueError(f"momentum must be in [0, 1), got {momentum}")
@@ -456,8 +443,7 @@ def find_minima(
         raise ValueError(f"betas must lie in [0, 1), got {betas}")
     weight_decay = check_nonnegative(weight_decay, "weight_decay")
     seed = _check_int(seed, "seed", 0)
-    polish_steps = _check_int(arch_cap if polish_steps is None else polish_steps,
-                              "polish_steps", 1)
+    polish_steps = _check_int(polish_steps, "polish_steps", 1)
     tol = check_tol(tol)
     lanczos_iters = _check_int(lanczos_iters, "lanczos_iters", 1)
     saddle_rounds = _check_int(saddle_rounds, "saddle_rounds", 0)

@@ -16,9 +16,10 @@ def describe_config(config: ExperimentConfig, varied: Sequence[str] = ()) -> str
     width = "widths varied" if "width" in varied else f"width {c.width}"
     depth = "depths varied" if "depth" in varied else f"depth {c.depth}"
     seed = "seeds varied" if "seed" in varied else f"seed {c.seed}"
-    lr = "default lr" if c.lr is None else f"lr {c.lr:g}"
+    optimizer, lr, steps, polish = c.training()
     norm = f"{c.score_norm}" + (f"/{c.score_normalize}" if c.score_normalize else "")
     return (f"{c.dataset} · {c.arch} {width}, {depth} · K = {c.k} minima "
-            f"({c.optimizer}, {c.schedule} {lr}, {c.steps} steps) · {c.path_method} paths "
+            f"({optimizer}, {c.schedule} lr {lr:g}, {steps} steps, then full batch to gradient "
+            f"{c.minima_tol:g} in at most {polish}) · {c.path_method} paths "
             f"({c.pairs} pairs, {c.images} images) · {c.rule.replace('_', '-')} rule · "
             f"TO-score {norm} · {seed}")

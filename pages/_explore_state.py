@@ -23,8 +23,9 @@ from pages._pickers import remember_run
 from pages._runs import result, store
 from pages._views import view_future
 
-# Widgets whose "no value" means None in the config (empty text, "none").
-BLANK = {"data_root": "", "score_normalize": "none"}
+# Widgets whose "no value" means None in the config (empty text, "none", the family's).
+FAMILY_DEFAULT = "the family's"
+BLANK = {"data_root": "", "score_normalize": "none", "optimizer": FAMILY_DEFAULT}
 NEEDS_ROOT = ("text", *TORCHVISION_DATASETS)  # datasets read from the data folder
 CUSTOM = "custom"  # the preset of an edited config
 

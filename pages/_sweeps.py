@@ -59,7 +59,7 @@ def _family_document(results: list[Result]) -> dict[str, Any]:
     command = (reproduce_command(c.replace(**defaults), "sweep")
                + f" --widths {axes['width']} --depths {axes['depth']} --seeds {axes['seed']}")
     return {
-        "label": (f"{c.dataset} · {c.arch} · K={c.k} · {c.optimizer}/{c.schedule} · "
+        "label": (f"{c.dataset} · {c.arch} · K={c.k} · {c.training()[0]}/{c.schedule} · "
                   f"{c.path_method} ({len(results)} runs)"),
         "records": records, "score_variant": records[0]["score_variant"], "base": c.to_dict(),
         "barcodes": {r.run_id: r.barcode.to_dict() for r in results},

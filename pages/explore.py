@@ -23,6 +23,7 @@ from lossbarcode.provenance import describe_config
 from lossbarcode.topology import NORMS, RULES, death_pair
 from pages._explore_state import (
     CUSTOM,
+    FAMILY_DEFAULT,
     NEEDS_ROOT,
     apply_preset,
     check_and_estimate,
@@ -78,15 +79,18 @@ def sidebar() -> tuple[Any, Any]:
         with st.expander("Minima", icon=":material/south:"):
             setting(st.number_input, "Minima K", "k", step=1)
             c1, c2 = st.columns(2)
-            setting(c1.radio, "Optimizer", "optimizer", OPTIMIZERS)
+            setting(c1.radio, "Optimizer", "optimizer", [FAMILY_DEFAULT, *OPTIMIZERS])
             setting(c2.radio, "Schedule", "schedule", SCHEDULES)
             c1, c2 = st.columns(2)
             setting(c1.number_input, "Learning rate", "lr", value=None, format="%.4g",
                     placeholder="default")
-            setting(c2.number_input, "Steps", "steps", step=50)
+            setting(c2.number_input, "Steps", "steps", step=50, value=None,
+                    placeholder="the family's")
             c1, c2 = st.columns(2)
             setting(c1.number_input, "Batch size", "batch_size", step=16)
-            setting(c2.number_input, "Polish steps", "polish_steps", step=50)
+            setting(c2.number_input, "Full-batch steps at most", "polish_steps", step=50,
+                    value=None, placeholder="the family's")
+            setting(st.number_input, "Minimum tolerance", "minima_tol", format="%.2g")
         with st.expander("Paths and score", icon=":material/route:"):
             setting(st.selectbox, "Path method", "path_method", PATH_METHODS)
             setting(st.radio, "Pairs", "pairs", PAIRINGS, horizontal=True)
@@ -97,7 +101,9 @@ def sidebar() -> tuple[Any, Any]:
             c1, c2 = st.columns(2)
             setting(c1.number_input, "Path tolerance", "path_tol", format="%.3g")
             setting(c2.number_input, "Resolution (loss)", "path_atol", format="%.2g")
-            setting(st.number_input, "Path step cap", "path_max_steps", step=500)
+            c1, c2 = st.columns(2)
+            setting(c1.number_input, "Path step cap", "path_max_steps", step=500)
+            setting(c2.number_input, "Starts per deciding pair", "restarts", step=1)
             setting(st.radio, "Barcode rule", "rule", RULES, horizontal=True)
             c1, c2 = st.columns(2)
             setting(c1.selectbox, "TO-score norm", "score_norm", NORMS)

@@ -188,7 +188,8 @@ def sweep_form() -> tuple[ExperimentConfig | None, dict[str, Any], dict[str, Any
     arch = c2.selectbox("Architecture", ARCHS, index=ARCHS.index(base.arch),
                         key="sw_arch")
     k = c3.number_input("Minima K", min_value=2, max_value=64, value=base.k, key="sw_k")
-    steps = c4.number_input("Training steps", min_value=1, value=base.steps, key="sw_steps")
+    steps = c4.number_input("Training steps", min_value=1, value=base.training()[2],
+                            key="sw_steps")
     c1, c2, c3 = st.columns(3)
     widths_text = c1.text_input("Widths", "4,8,16,32", key="sw_widths")
     depths_text = c2.text_input("Depths", "1,2", key="sw_depths")

@@ -18,7 +18,6 @@ from lossbarcode.minima import (
     lbfgs,
     lr_at,
     stuck_mask,
-    training_defaults,
 )
 from lossbarcode.seeds import network_seeds
 
@@ -381,11 +380,11 @@ def test_certify_rule_and_reasons():
 
 def test_training_defaults_per_family(land):
     for arch in ("fcn", "cnn", "resnet", "transformer"):
-        opt, lr, steps, cap = training_defaults(arch)
+        opt, lr, steps, cap = choices.training(arch)
         assert opt in choices.OPTIMIZERS and lr > 0 and steps >= 1 and cap >= 1
-    assert training_defaults(None)[0] == choices.OPTIMIZER
+    assert choices.training(None)[0] == choices.OPTIMIZER
     mins = find_minima(land, 2, steps=20, batch_size=32, polish_steps=1, lanczos_iters=1)
-    assert (mins.optimizer, mins.lr) == training_defaults("fcn")[:2]
+    assert (mins.optimizer, mins.lr) == choices.training("fcn")[:2]
 
 
 def test_minima_without_certificate_are_not_certified():

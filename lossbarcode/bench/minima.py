@@ -36,7 +36,6 @@ from lossbarcode.minima import (
     landscape_arch,
     lbfgs,
     stuck_mask,
-    training_defaults,
 )
 from lossbarcode.seeds import network_seeds
 
@@ -131,7 +130,7 @@ def method_benchmark(cases: tuple[Case, ...] = METHOD_CASES, k: int = 6, seed: i
     rows = []
     for case in cases:
         land = landscape_for(case, seed)
-        optimizer, lr, steps, _ = training_defaults(landscape_arch(land))
+        optimizer, lr, steps, _ = choices.training(landscape_arch(land))
         seeds = network_seeds(seed, k)
         start, _, _, _ = _minibatch_phase(land, land.init_from_seeds(seeds), seeds, optimizer,
                                           lr, "constant", steps, choices.BATCH_SIZE, 0.9,
