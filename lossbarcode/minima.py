@@ -453,7 +453,7 @@ def find_minima(
     seeds = network_seeds(seed, k)
     thetas = landscape.init_from_seeds(seeds)
     initial_loss = landscape.loss(thetas).to("cpu", torch.float64).numpy()
-    thetas, active, hist_steps, hist_loss = _minibatch_phase(
+    thetas, active, hist_steps, hist_loss = train_minibatch(
         landscape, thetas, seeds, optimizer, lr, schedule, steps, batch_size, momentum, betas,
         eps, weight_decay, record_every, progress)
     dev = landscape.device
@@ -557,11 +557,11 @@ def find_minima(
     )
 
 
-def _minibatch_phase(landscape: Landscape, thetas: Tensor, seeds: np.ndarray, optimizer: str,
-                     lr: float, schedule: str, steps: int, batch_size: int, momentum: float,
-                     betas: tuple[float, float], eps: float, weight_decay: float,
-                     record_every: int, progress: Progress | None,
-                     ) -> tuple[Tensor, Tensor, list[int], list[Tensor]]:
+def train_minibatch(landscape: Landscape, thetas: Tensor, seeds: np.ndarray, optimizer: str,
+                    lr: float, schedule: str, steps: int, batch_size: int, momentum: float,
+                    betas: tuple[float, float], eps: float, weight_decay: float,
+                    record_every: int, progress: Progress | None,
+                    ) -> tuple[Tensor, Tensor, list[int], list[Tensor]]:
     """The first phase of :func:`find_minima` from ``thetas`` ``(K, P)``: the final
     parameters, ``(K,)`` bool rows still finite, and the recorded steps and ``(K,)`` minibatch
     losses."""

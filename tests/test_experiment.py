@@ -312,7 +312,7 @@ def test_cli_run_show_export_list(tmp_path, capsys):
     assert run_id == TINY.run_id
     assert main(["show", run_id, "--results", str(results)]) == 0
     out = capsys.readouterr().out
-    assert "TO-score (l2)" in out and "merged_into" in out
+    assert "TO-score (l2, bars at certified minima)" in out and "merged_into" in out
     assert main(["show", run_id, "--json", "--results", str(results)]) == 0
     assert json.loads(capsys.readouterr().out)["run_id"] == run_id
     assert main(["export", run_id, "--format", "csv", "--results", str(results)]) == 0

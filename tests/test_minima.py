@@ -75,12 +75,12 @@ def test_network_does_not_depend_on_k(land):
 @pytest.mark.parametrize("optimizer", ["sgd", "adam"])
 def test_batched_optimizer_matches_torch_optim(land, optimizer):
     """One network trained by find_minima equals nn.Module + torch.optim on the same data."""
-    from lossbarcode.minima import _minibatch_phase, _Sampler
+    from lossbarcode.minima import _Sampler, train_minibatch
 
     steps, bs, lr = 25, 32, 0.05 if optimizer == "sgd" else 0.01
     seeds = network_seeds(3, 2)
     # The minibatch phase alone (find_minima then moves on to full-batch L-BFGS).
-    thetas, active, _, _ = _minibatch_phase(land, land.init_from_seeds(seeds), seeds,
+    thetas, active, _, _ = train_minibatch(land, land.init_from_seeds(seeds), seeds,
                                             optimizer, lr, "constant", steps, bs, 0.9,
                                             (0.9, 0.999), 1e-8, 1e-3, 1, None)
     assert active.all()

@@ -37,15 +37,17 @@ def convergence_benchmark(
     k: int = 4,
     factor: int = 4,
     progress: Callable[[str], object] | None = None,
+    overrides: dict | None = None,
 ) -> list[dict]:
     """One row per pair of ``k`` minima of each family in ``families`` (:data:`CASES`): the
     excess (barrier minus the higher endpoint loss) of the default paths, of the best of its
     restarts, of the string method, and of NEB with ``factor`` times the step caps; the
     target and whether the default meets it; and per family the paths each way optimised and
-    their seconds (on the family's first row)."""
+    their seconds (on the family's first row). ``overrides``: config fields set in every case
+    (e.g. a smaller ``n_train`` for a quick look)."""
     rows = []
     for family in families:
-        config = ExperimentConfig(**CASES[family], k=k)
+        config = ExperimentConfig(**{**CASES[family], "k": k, **(overrides or {})})
         land = build_landscape(config)
         mins = find_minima(land, k, **config.minima_settings())
         settings = {**config.path_settings(), "pairs": "all"}

@@ -30,12 +30,12 @@ from lossbarcode import choices, data, models
 from lossbarcode.curvature import smallest_eigenpairs
 from lossbarcode.landscape import Landscape
 from lossbarcode.minima import (
-    _minibatch_phase,
     certify,
     find_minima,
     landscape_arch,
     lbfgs,
     stuck_mask,
+    train_minibatch,
 )
 from lossbarcode.seeds import network_seeds
 
@@ -95,7 +95,7 @@ def _old_training(case: Case, land: Landscape, k: int, seed: int) -> dict:
     seeds = network_seeds(seed, k)
     start = time.perf_counter()
     init = land.init_from_seeds(seeds)
-    thetas, active, _, _ = _minibatch_phase(land, init, seeds, optimizer, lr, "constant",
+    thetas, active, _, _ = train_minibatch(land, init, seeds, optimizer, lr, "constant",
                                             steps, choices.BATCH_SIZE, 0.9, (0.9, 0.999),
                                             1e-8, 0.0, steps, None)
     loss, grad = land.loss_and_grad(thetas)
@@ -132,7 +132,7 @@ def method_benchmark(cases: tuple[Case, ...] = METHOD_CASES, k: int = 6, seed: i
         land = landscape_for(case, seed)
         optimizer, lr, steps, _ = choices.training(landscape_arch(land))
         seeds = network_seeds(seed, k)
-        start, _, _, _ = _minibatch_phase(land, land.init_from_seeds(seeds), seeds, optimizer,
+        start, _, _, _ = train_minibatch(land, land.init_from_seeds(seeds), seeds, optimizer,
                                           lr, "constant", steps, choices.BATCH_SIZE, 0.9,
                                           (0.9, 0.999), 1e-8, 0.0, steps, None)
         for name, method in (("batched L-BFGS", _ours), ("backtracking GD", _gradient_descent),
