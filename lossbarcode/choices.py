@@ -67,7 +67,7 @@ LANCZOS_ITERS = 50  # Hessian-vector products per minimum for its smallest eigen
 LBFGS_MEMORY = 10  # (s, y) pairs the full-batch L-BFGS phase keeps per network
 SADDLE_ROUNDS = 2  # escapes from a saddle (step along negative curvature, descend again)
 PATH_METHOD = "neb"
-PAIRING = "all"
+PAIRING = "mst"
 DTYPE = "float32"  # the torch dtype's name
 
 # The path stopping rule (lossbarcode.paths.connect), read by the config, the CLI help, the

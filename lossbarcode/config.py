@@ -101,7 +101,9 @@ FIELD_HELP: dict[str, str] = {
     "path_method": "linear: the straight line (an upper bound); neb: nudged elastic band; "
                    "bezier: a trained curve with one bend; string: the string method with a "
                    "climbing image (independent of neb, full batch, slower)",
-    "pairs": "all pairs, or mst: a spanning tree first plus shortcuts (cheaper for large K)",
+    "pairs": "mst: the spanning tree of the straight-line barriers first, then only the pairs "
+             "that could undercut their route (the all-pairs barcode to path_atol, with far "
+             "fewer paths where barriers vanish); all: every pair",
     "images": "movable points of each path; more follow a bent valley more closely",
     "path_steps": "none: optimise every path until it converges; a number: that fixed step "
                   "budget instead (the old method, never reported as converged)",
