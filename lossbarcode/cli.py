@@ -13,6 +13,7 @@ import dataclasses
 import io
 import json
 import os
+import re
 import sys
 import tomllib
 import warnings
@@ -35,8 +36,7 @@ def reproduce_command(config: ExperimentConfig, command: str = "run") -> str:
         value = getattr(config, f.name)
         if value == getattr(defaults, f.name):
             continue
-        flag = FLAG_NAMES.get(f.name, f.name).replace("_", "-")
-        flags.append(f"--{flag} {'none' if value is None else value}")
+        flags.append(f"{_flag(f.name)} {'none' if value is None else value}")
     return " ".join(["lossbarcode", command, *flags])
 
 
@@ -106,15 +106,29 @@ def read_config_file(path: Path) -> dict[str, Any]:
     return values
 
 
+def _flag(name: str) -> str:
+    """The command-line flag of config field ``name``."""
+    return "--" + FLAG_NAMES.get(name, name).replace("_", "-")
+
+
 def _config_from(args: argparse.Namespace) -> ExperimentConfig:
     values: dict[str, Any] = {}
     if getattr(args, "config", None):
         values = read_config_file(Path(args.config))
+    flags = []
     for f in dataclasses.fields(ExperimentConfig):
         flag = getattr(args, f"cfg_{f.name}")
         if flag is not None:
             values[f.name] = flag
-    return ExperimentConfig.from_dict(values)
+            flags.append(f.name)
+    try:
+        return ExperimentConfig.from_dict(values)
+    except ValueError as err:
+        # Name the flags the user typed, not the config's field names.
+        message = str(err)
+        for name in flags:
+            message = re.sub(rf"\b{name}\b", _flag(name), message)
+        raise ValueError(message) from None
 
 
 def _store(args: argparse.Namespace):

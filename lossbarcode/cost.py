@@ -231,9 +231,10 @@ def check_memory(config: ExperimentConfig, free_bytes: int, where: str) -> None:
     stage = max(need, key=need.__getitem__)  # the stage that decides
     n_bytes = need[stage]
     if n_bytes > free_bytes:
-        hint = ("use pairs 'mst', fewer minima K, fewer images per path or a smaller "
-                "width/depth" if stage == "paths"
-                else "use fewer minima K, a smaller batch or a smaller width/depth")
+        hint = ("use " + ("pairs 'mst', " if config.pairs == "all" else "")
+                + "fewer minima K, fewer images per path or a smaller width/depth"
+                if stage == "paths" else
+                "use fewer minima K, a smaller batch or a smaller width/depth")
         raise ValueError(
             f"this run cannot fit in memory: its {stage} stage needs about "
             f"{n_bytes / 2**30:,.1f} GiB for {config.k:,} minima of "

@@ -526,6 +526,12 @@ def find_minima(
         for arr in (train_loss, test_loss, test_error, grad_norm, hessian_min_eig):
             arr[diverged] = np.nan
     stuck = stuck_mask(train_loss, initial_loss, diverged)
+    if stuck.any():
+        warnings.warn(
+            f"{int(stuck.sum())} of {k} networks did not learn (their loss stayed near its "
+            f"start, e.g. at chance): indices {np.flatnonzero(stuck).tolist()}; they are not "
+            f"minima of interest and are not certified; change lr ({lr:g}) or the optimizer",
+            RuntimeWarning, stacklevel=2)
     certified, _ = certify(grad_norm, hessian_min_eig, stuck, diverged, tol,
                            curvature_skipped=skipped)
     return Minima(

@@ -711,8 +711,9 @@ class _Engine:
                 along = (c - a) / (c - a).norm().clamp_min(1e-30)
                 d = d - (d @ along) * along
                 d = d * ((-1) ** bent * _BEND * (c - a).norm() / d.norm().clamp_min(1e-30))
-                line = _lerp(a[None], c[None], f[:, None])
-                starts.append(line + torch.sin(math.pi * f)[:, None] * d[None])
+                bend = _lerp(a[None], c[None], f[:, None]) + torch.sin(math.pi * f)[:, None] * d
+                bend[0], bend[-1] = a, c
+                starts.append(bend)
                 kinds.append("bent")
                 rows.append(r)
                 bent += 1
@@ -743,6 +744,7 @@ class _Engine:
         n_img = s.images + 2
         lin_chain = _lerp(a[:, None], c[:, None], torch.linspace(
             0, 1, n_img, device=a.device, dtype=a.dtype)[None, :, None])  # (M, n, P)
+        lin_chain[:, -1] = c  # a + 1 * (c - a) is c only up to round-off
         lin_t, lin_loss = self._chain_profile(lin_chain)
         lin_bar = lin_loss.max(axis=1)
         m = len(pairs)
@@ -852,8 +854,10 @@ class _Engine:
                                  climb=False, insert=s.insert, phase=0)
         if s.final_steps == 0:
             return chain
-        # A path whose top is within atol of its higher endpoint has no saddle to resolve:
-        # it is monotone up to the resolution and skips the full-batch phase.
+        # The minibatch phase's checks read dense samples only: measure its result as the
+        # full-batch phase will, before deciding which paths are monotone. A path whose top
+        # is within atol of its higher endpoint has no saddle to resolve: it skips that phase.
+        track.barrier = self._chain_barrier(chain, track.floor, _CHECK_GOLDEN_STEPS)
         flat = track.flat(s.atol)
         first = track.converged.copy()
         # The full-batch phase is a new, noise-free problem: every path starts it afresh.
@@ -932,7 +936,8 @@ class _Engine:
         # lowest chain it passed through, and its checks judge that chain -- converged when
         # it has not been undercut for two checks and its top is a critical point.
         best = {"bar": track.barrier.copy(), "chains": [c.clone() for c in chain],
-                "critical": np.zeros(m, dtype=bool)}
+                "critical": self._grad_norms(self._chain_profile(
+                    chain, report=False, with_top=True)[2]) <= self.s.grad_tol}
         pending: dict[str, Any] = {}
 
         def run(act: np.ndarray, sub: Tensor, dt: Tensor
@@ -951,7 +956,7 @@ class _Engine:
                 vals.max(axis=1) > image_top + self.s.atol)
             bar = np.maximum(vals.max(axis=1), track.floor[act])
             critical = self._grad_norms(pts) <= self.s.grad_tol
-            for r in np.flatnonzero(bar < best["bar"][act]):
+            for r in np.flatnonzero(bar <= best["bar"][act]):  # the latest of equals
                 best["bar"][act[r]], best["chains"][act[r]] = bar[r], sub[r].clone()
                 best["critical"][act[r]] = critical[r]
             pending.update(act=act, top_u=top_u, top_pts=pts, between=between)

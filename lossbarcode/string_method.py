@@ -282,7 +282,9 @@ def _validate(land: Landscape, a: Any, c: Any, images: Any, start: Any, tol: Any
     m, p = a_t.shape
     if start is None:
         f = torch.linspace(0.0, 1.0, n_img + 2, device=land.device, dtype=land.dtype)
-        return a_t[:, None] + f[None, :, None] * (c_t - a_t)[:, None]
+        line = a_t[:, None] + f[None, :, None] * (c_t - a_t)[:, None]
+        line[:, -1] = c_t  # a + 1 * (c - a) is c only up to round-off
+        return line
     s = torch.as_tensor(start)
     if not s.dtype.is_floating_point:
         raise ValueError(f"start must hold real numbers, got dtype {s.dtype}")
@@ -305,7 +307,9 @@ def _validate(land: Landscape, a: Any, c: Any, images: Any, start: Any, tol: Any
     if (length <= 0).any():
         raise ValueError("start has a chain of zero length")
     targets = torch.linspace(0.0, 1.0, n_img + 2, device=s.device, dtype=s.dtype)
-    return _at_positions(s, targets.expand(m, -1).contiguous())
+    out = _at_positions(s, targets.expand(m, -1).contiguous())
+    out[:, 0], out[:, -1] = a_t, c_t
+    return out
 
 
 # ---------------------------------------------------------------------------- geometry

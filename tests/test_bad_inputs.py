@@ -279,7 +279,7 @@ CASES = [
     Case("lock-held", _locked, "locked by pid"),
     # flags
     Case("flag-not-int", lambda t, r, i: ["run", "--width", "abc"], "invalid int value"),
-    Case("flag-k-1", lambda t, r, i: ["run", "--minima", "1"], "k must be"),
+    Case("flag-k-1", lambda t, r, i: ["run", "--minima", "1"], "--minima must be"),
     Case("flag-lr-negative", lambda t, r, i: ["run", "--lr", "-1"], "lr must be"),
     Case("flag-lock-timeout", lambda t, r, i: ["run", "--lock-timeout", "-1"], "lock-timeout"),
     Case("flag-widths", lambda t, r, i: ["sweep", "--widths", "4,x"], "comma list"),
@@ -636,15 +636,13 @@ def test_divergence_to_large_finite_losses_is_flagged(digits) -> None:
 
     model = models.build("fcn", 8, 1, digits.input_shape, digits.n_outputs, seed=0)
     land = Landscape.from_dataset(model, digits, device="cpu")
-    with pytest.warns(RuntimeWarning, match="diverged"):
-        found = find_minima(land, 3, optimizer="sgd", lr=1e3, steps=30, batch_size=32)
-    assert found.diverged.all() and not found.certified.any()
-    # Adam's step does not grow with the gradient: at lr 1e3 the networks die at chance loss
-    # (dead units, a flat plateau) instead, and are flagged stuck, never certified.
-    with pytest.warns(RuntimeWarning):
-        plateau = find_minima(land, 3, optimizer="adam", lr=1e3, steps=30, batch_size=32)
-    assert not plateau.certified.any()
-    assert all(plateau.stuck | plateau.diverged)
+    # SGD at lr 1e3 blows up (NaN/inf, or losses in the thousands); where the full-batch
+    # phase brings a blown-up network back down, it lands on a dead plateau at chance loss:
+    # diverged or stuck, warned about, never certified.
+    for optimizer in ("sgd", "adam"):
+        with pytest.warns(RuntimeWarning, match="diverged|did not learn"):
+            found = find_minima(land, 3, optimizer=optimizer, lr=1e3, steps=30, batch_size=32)
+        assert not found.certified.any() and np.all(found.diverged | found.stuck)
     with warnings.catch_warnings():
         warnings.simplefilter("error")
         fine = find_minima(land, 2, steps=30, batch_size=32)

@@ -46,7 +46,10 @@ def test_every_config_flag_is_described_once_with_its_default(capsys):
     with pytest.raises(SystemExit):
         main(["run", "--help"])
     text = " ".join(capsys.readouterr().out.split())
-    for name in ("width", "steps", "path_max_steps"):
+    for name in ("width", "minima_tol", "path_max_steps", "restarts"):
         words = " ".join(FIELD_HELP[name].split())
         assert f"{words} (default {getattr(ExperimentConfig(), name)!r})" in text
-    assert "none: the optimizer's default, 0.05 sgd, 0.001 adam" in text  # lr: from choices
+    # Fields whose default is the family's say so, from choices.TRAINING.
+    for name in ("optimizer", "lr", "steps", "polish_steps"):
+        assert " ".join(FIELD_HELP[name].split()) in text and "the family's" in FIELD_HELP[name]
+    assert "0.05 sgd, 0.001 adam" in text  # lr with another optimizer: from choices

@@ -19,9 +19,9 @@ def test_estimate_cost_grows_with_width_and_k_and_is_fast():
     assert jobs_estimate_cost is estimate_cost  # the old import still works
     estimate_cost(TINY)  # measures the throughput
     start = time.perf_counter()
-    base = estimate_cost(TINY)
+    base = estimate_cost(TINY.replace(pairs="all"))
     wide = estimate_cost(TINY.replace(width=64))
-    more = estimate_cost(TINY.replace(k=6))
+    more = estimate_cost(TINY.replace(k=6, pairs="all"))
     cnn = estimate_cost(TINY.replace(arch="cnn"))
     seq = estimate_cost(ExperimentConfig(arch="transformer", dataset="modadd", width=16))
     assert time.perf_counter() - start < 0.5 * 5
@@ -105,7 +105,7 @@ def test_store_calibration_reads_the_finished_runs(tmp_path, monkeypatch):
 
 
 def test_memory_refusal_says_what_to_lower(tmp_path):
-    config = ExperimentConfig(width=4096, depth=8, k=32, device="cpu")
+    config = ExperimentConfig(width=4096, depth=8, k=32, device="cpu", pairs="all")
     need = cost.memory_need(config)
     assert need["paths"] > need["minima"] > 0  # 496 paths of 8 images each
     with pytest.raises(ValueError, match=r"paths stage needs about .* GiB .* 496 paths, but "

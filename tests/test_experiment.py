@@ -109,8 +109,12 @@ def test_result_is_complete_and_consistent(tiny_result):
     again = Result.from_dict(json.loads(text))
     assert again.barcode == result.barcode and again.scores == result.scores
     valid = np.flatnonzero(~result.diverged)
-    assert len(result.barcode) == len(valid)
-    assert sorted(result.barcode.minima.tolist()) == valid.tolist()
+    born = np.flatnonzero(result.minima_certified)
+    assert sorted(result.barcode.minima.tolist()) == born.tolist()
+    assert sorted(result.barcode_all.minima.tolist()) == valid.tolist()
+    for row, stored in zip(result.minima_table(), data["minima"], strict=True):
+        assert stored["certified"] == row["certified"]
+        assert {"grad_norm", "hessian_min_eig", "stuck", "why_not"} <= set(stored)
     assert len(result.barcode.essential()) == 1  # all pairs connected
     # every barrier is at least as high as both ends; the barcode uses the training loss
     for (i, j) in result.pairs:
@@ -126,6 +130,32 @@ def test_result_is_complete_and_consistent(tiny_result):
     assert Result.from_json(result.to_json()).scores == result.scores
     for m, (i, j) in enumerate(result.pairs):
         assert result.barrier_matrix[i, j] == result.path_barriers[m]
+
+
+def test_an_uncertified_minimum_has_no_bar_and_no_part_in_the_headline_score(tiny_result):
+    store, result = tiny_result
+    found = experiment.load_minima(store, result.run_id)
+    connected = experiment.load_paths(store, result.run_id)
+    assert found.certified.all()  # the premise: TINY trains to certified minima
+    # The lowest minimum fails the gradient tolerance: it is a point of the landscape (a
+    # lower point the others can die into), not a birth.
+    lowest = int(np.argmin(found.train_loss))
+    certified = found.certified.copy()
+    certified[lowest] = False
+    grad = found.grad_norm.copy()
+    grad[lowest] = 10 * found.tol
+    worse = dataclasses.replace(found, certified=certified, grad_norm=grad)
+    r = experiment.assemble_result(result.config, worse, connected, dict(result.timings),
+                                   result.device)
+    assert lowest not in r.barcode.minima and lowest in r.barcode_all.minima
+    assert np.isfinite(r.barcode.deaths).all()  # no bar is essential: a lower point exists
+    assert r.minima_count == (found.k - 1, found.k)
+    assert r.scores != r.scores_all or len(r.barcode_all) == 1
+    row = r.minima_table()[lowest]
+    assert not row["certified"] and "gradient" in row["why_not"]
+    # Its segment (none) is left out of the generalization statistics too.
+    assert r.generalization["n"] <= found.k - 1
+    assert "certified" in r.certification_note()
 
 
 def test_old_asymptotic_p_values_are_recomputed_on_load(tiny_result):
@@ -459,6 +489,12 @@ def test_the_path_algorithm_version_is_part_of_the_run_id(monkeypatch):
     ({"path_tol": 0}, "path_tol"), ({"path_tol": float("nan")}, "path_tol"),
     ({"path_atol": -1e-4}, "path_atol"), ({"path_max_steps": 0}, "path_max_steps"),
     ({"path_steps": 0}, "path_steps"), ({"polish_steps": -1}, "polish_steps"),
+    ({"polish_steps": 0}, "polish_steps"),
+    # Tolerances so large that they would certify anything, and bad restarts.
+    ({"path_atol": 1e300}, "path_atol"), ({"path_tol": 2.0}, "path_tol"),
+    ({"minima_tol": 0}, "minima_tol"), ({"minima_tol": float("nan")}, "minima_tol"),
+    ({"minima_tol": float("inf")}, "minima_tol"), ({"minima_tol": 2.0}, "minima_tol"),
+    ({"restarts": 0}, "restarts"), ({"restarts": 11}, "restarts"),
 ])
 def test_bad_stopping_rule_in_the_config(changes, flag, tmp_path, capsys):
     with pytest.raises(ValueError, match=flag):
@@ -467,7 +503,14 @@ def test_bad_stopping_rule_in_the_config(changes, flag, tmp_path, capsys):
     value = str(next(iter(changes.values())))
     assert main(["run", cli_flag, value, "--results", str(tmp_path)]) == 2
     err = capsys.readouterr().err.strip().splitlines()
-    assert len(err) == 1 and flag in err[0] and "Traceback" not in err[0]
+    assert len(err) == 1 and cli_flag in err[0] and "Traceback" not in err[0]
+
+
+@pytest.mark.parametrize("flags", [["--path-lr", "0.1"], ["--path-steps", "10"]])
+def test_the_string_method_refuses_settings_it_does_not_use(flags, tmp_path, capsys):
+    assert main(["run", "--path-method", "string", *flags, "--results", str(tmp_path)]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and flags[0] in err[0] and "string" in err[0]
 
 
 def test_old_fixed_budget_results_still_load_and_show_labelled(tmp_path, capsys):

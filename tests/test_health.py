@@ -11,7 +11,8 @@ from lossbarcode.store import ResultStore
 from lossbarcode.sweep import summarize, sweep_records
 
 TINY = ExperimentConfig(n_train=200, n_test=100, width=8, depth=1, k=4, steps=60, batch_size=32,
-                        images=2, path_max_steps=200, eval_points=2, device="cpu")
+                        polish_steps=50, images=2, path_max_steps=200, eval_points=2,
+                        device="cpu")
 
 
 @pytest.fixture(scope="module")
@@ -20,8 +21,13 @@ def clean(tmp_path_factory):
     r = run_experiment(TINY, ResultStore(tmp_path_factory.mktemp("results")))
     profiles = tuple((t, np.maximum(loss, max(r.train_loss[i], r.train_loss[j])))
                      for (t, loss), (i, j) in zip(r.profiles, r.pairs, strict=True))
+    m = len(r.pairs)
     return dataclasses.replace(r, profiles=profiles, grad_norm=np.zeros(r.k),
-                               path_converged=np.ones(len(r.pairs), dtype=bool))
+                               minima_certified=np.ones(r.k, dtype=bool),
+                               stuck=np.zeros(r.k, dtype=bool), minima_reasons=("",) * r.k,
+                               path_converged=np.ones(m, dtype=bool),
+                               path_stalled=np.zeros(m, dtype=bool),
+                               path_top_grad_norm=np.zeros(m))
 
 
 def kinds(found: health.RunHealth) -> list[str]:
@@ -42,62 +48,105 @@ def test_diverged_minima_make_a_run_broken(clean):
     assert found.problems[0].count == 1 and "Lower the learning rate" in found.problems[0].message
 
 
-def test_a_path_below_its_minima_is_a_caution_then_broken_when_far(clean):
+def test_a_path_below_its_minima_is_a_caution_then_broken_when_far_below_uncertified_ones(
+        clean):
     atol = clean.config.path_atol
     i, j = clean.pairs[0]
     lower = min(clean.train_loss[i], clean.train_loss[j])
-    for dip, severity in ((0.5 * atol, None), (3 * atol, health.CAUTION),
-                          (2 * health.DIP_BROKEN * atol, health.BROKEN)):
+    uncertified = clean.minima_certified.copy()
+    uncertified[[i, j]] = False
+    for dip, certified, severity in (
+            (0.5 * atol, clean.minima_certified, None),
+            (3 * atol, clean.minima_certified, health.CAUTION),
+            # Far below certified minima: a lower basin the path crosses, a finding.
+            (2 * health.DIP_BROKEN * atol, clean.minima_certified, health.CAUTION),
+            # Far below uncertified ones: the networks were not trained to minima.
+            (2 * health.DIP_BROKEN * atol, uncertified, health.BROKEN)):
         t, loss = clean.profiles[0]
         bent = loss.copy()
         bent[len(bent) // 2] = lower - dip
-        r = dataclasses.replace(clean, profiles=((t, bent), *clean.profiles[1:]))
+        r = dataclasses.replace(clean, profiles=((t, bent), *clean.profiles[1:]),
+                                minima_certified=certified)
         assert health.path_dips(r)[0] == pytest.approx(dip)
-        found = health.run_health(r)
+        found = {p.kind: p for p in health.run_health(r).problems}
         if severity is None:
-            assert found.healthy
+            assert not found
         else:
-            assert kinds(found) == ["below_minima"] and found.problems[0].severity == severity
-            assert found.problems[0].count == 1
+            assert found["below_minima"].severity == severity
+            assert found["below_minima"].count == 1
 
 
-def test_large_gradients_and_unconverged_paths_are_cautions(clean):
-    grad = np.zeros(clean.k)
-    grad[0] = 10 * health.GRAD_NORM_LARGE
-    converged = np.ones(len(clean.pairs), dtype=bool)
+def test_uncertified_minima_are_a_caution_then_broken_when_most_are(clean):
+    few = clean.minima_certified.copy()
+    few[0] = False
+    reasons = ("gradient 0.3 > tol 0.001",) + clean.minima_reasons[1:]
+    found = health.run_health(dataclasses.replace(clean, minima_certified=few,
+                                                  minima_reasons=reasons))
+    assert kinds(found) == ["uncertified"] and not found.broken
+    assert "gradient" in found.problems[0].message
+    most = np.zeros(clean.k, dtype=bool)
+    most[0] = True
+    found = health.run_health(dataclasses.replace(clean, minima_certified=most))
+    assert found.broken and kinds(found) == ["uncertified"]
+
+
+def test_a_broken_run_certifies_no_bar(clean):
+    assert clean.bar_certified()[np.isfinite(clean.barcode.deaths)].all()
+    diverged = np.zeros(clean.k, dtype=bool)
+    diverged[1] = True
+    broken = dataclasses.replace(clean, diverged=diverged)
+    assert health.run_health(broken).broken
+    certified, reasons = broken.bar_certificates()
+    assert not certified.any() and all("broken" in why for why in reasons)
+    assert broken.certified[0] == 0
+
+
+def test_unconverged_stalled_and_stuck_are_cautions(clean):
+    m = len(clean.pairs)
+    converged, stalled = np.ones(m, dtype=bool), np.zeros(m, dtype=bool)
     converged[:2] = False
-    found = health.run_health(dataclasses.replace(clean, grad_norm=grad,
-                                                  path_converged=converged))
-    assert kinds(found) == ["gradient", "unconverged"] and not found.broken
-    assert [p.count for p in found.problems] == [1, 2]
-    assert found.summary().startswith("caution: 1 minima with a large gradient; 2 unconverged")
+    stalled[1] = True
+    stuck = np.zeros(clean.k, dtype=bool)
+    stuck[0] = True
+    found = health.run_health(dataclasses.replace(clean, path_converged=converged,
+                                                  path_stalled=stalled, stuck=stuck))
+    assert not found.broken
+    assert {p.kind: p.count for p in found.problems}.items() >= {
+        "stuck": 1, "unconverged": 1, "stalled": 1}.items()
 
 
-def test_old_fixed_budget_paths_are_a_caution(clean):
-    found = health.run_health(dataclasses.replace(clean, paths_version=1))
-    assert kinds(found) == ["old_paths"] and not found.broken
+def test_old_paths_are_a_caution(clean):
+    found = health.run_health(dataclasses.replace(clean, paths_version=2))
+    assert "old_paths" in kinds(found) and not found.broken
 
 
 def test_broken_comes_first_and_is_serialisable(clean):
     diverged = np.zeros(clean.k, dtype=bool)
     diverged[2] = True
-    grad = np.full(clean.k, 2 * health.GRAD_NORM_LARGE)
-    found = health.run_health(dataclasses.replace(clean, diverged=diverged, grad_norm=grad))
-    assert kinds(found) == ["diverged", "gradient"]
+    stuck = np.zeros(clean.k, dtype=bool)
+    stuck[0] = True
+    found = health.run_health(dataclasses.replace(clean, diverged=diverged, stuck=stuck))
+    assert kinds(found)[0] == "diverged" and "stuck" in kinds(found)
     data = found.to_dict()
     assert data["broken"] and [p["kind"] for p in data["problems"]] == kinds(found)
 
 
-def test_pooled_sweep_summaries_leave_broken_runs_out_unless_asked(clean):
+def test_pooled_sweep_summaries_leave_out_broken_and_under_certified_runs(clean):
     diverged = np.zeros(clean.k, dtype=bool)
     diverged[0] = True
     broken = dataclasses.replace(clean, diverged=diverged,
                                  scores={k: v + 10 for k, v in clean.scores.items()})
-    records = sweep_records([clean, broken])
-    assert [r["broken"] for r in records] == [False, True]
+    # Not broken (3 of 4 certified is over half), but under the curves' 90%.
+    short = clean.minima_certified.copy()
+    short[1] = False
+    under = dataclasses.replace(clean, minima_certified=short,
+                                scores={k: v + 20 for k, v in clean.scores.items()})
+    records = sweep_records([clean, broken, under])
+    assert [r["broken"] for r in records] == [False, True, False]
+    assert [r["minima_certified"] for r in records] == [clean.k, clean.k, clean.k - 1]
     kept = summarize(records)
-    assert kept[0]["runs"] == 1 and kept[0]["runs_left_out"] == 1
+    assert kept[0]["runs"] == 1 and kept[0]["runs_left_out"] == 2
     assert kept[0]["to_score_mean"] == pytest.approx(clean.score)
     both = summarize(records, include_broken=True)
-    assert both[0]["runs"] == 2 and both[0]["runs_left_out"] == 0
-    assert summarize(records[1:]) == []  # a scale with only broken runs has no row
+    assert both[0]["runs"] == 3 and both[0]["runs_left_out"] == 0
+    assert summarize(records[1:]) == []  # a scale with no usable run has no row
