@@ -107,7 +107,7 @@ PRESETS: dict[str, tuple[str, dict]] = {
     "default": (f"Default: {DATASET}, {ARCH} {WIDTH}×{DEPTH}, K = {K}", {}),
     "tiny": ("Tiny smoke test (a few seconds)",
              {"n_train": 200, "n_test": 100, "width": 8, "depth": 1, "k": 4, "steps": 300,
-              "batch_size": 32, "images": 2, "path_steps": 10, "eval_points": 2,
+              "batch_size": 32, "images": 2, "path_max_steps": 200, "eval_points": 2,
               "device": "cpu"}),
     "wide": (f"Wide: {ARCH} 128×{DEPTH}", {"width": 128}),
     "deep": (f"Deep: {ARCH} {WIDTH}×4", {"depth": 4}),

@@ -277,10 +277,10 @@ def _cost_parts(config: ExperimentConfig) -> dict[str, Any]:
     k = config.k
 
     batch = min(config.batch_size, n_train)
-    _, _, steps, polish = config.training()
+    _, _, train_steps, polish = config.training()
     # The full-batch phase: its typical iterations (with a line search's extra evaluation)
     # and the Lanczos Hessian-vector products (about 4 forward passes each).
-    minima_flops = (3 * fwd * batch * k * steps + fwd * k * (n_eval + n_test)
+    minima_flops = (3 * fwd * batch * k * train_steps + fwd * k * (n_eval + n_test)
                     + 4 * fwd * k * n_eval * min(polish, _POLISH_TYPICAL)
                     + 4 * fwd * k * n_eval * LANCZOS_ITERS)
 
@@ -327,7 +327,7 @@ def _cost_parts(config: ExperimentConfig) -> dict[str, Any]:
     return {
         "minima_flops": float(minima_flops), "paths_flops": float(paths_flops),
         "minima_overhead_s": _STAGE_FIXED_S + _STEP_OVERHEAD_S[kind] * (
-            steps + min(polish, _POLISH_TYPICAL) + LANCZOS_ITERS),
+            train_steps + min(polish, _POLISH_TYPICAL) + LANCZOS_ITERS),
         "paths_overhead_s": _STAGE_FIXED_S + _PATH_STEP_OVERHEAD_S[kind] * path_steps,
         "efficiency": _EFFICIENCY.get(config.arch, _AUTOGRAD_EFFICIENCY),
         "n_params": n_params, "n_pairs": n_pairs, "activations": acts, "batch": batch,

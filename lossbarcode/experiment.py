@@ -446,7 +446,7 @@ def _result_from_dict(cls: type[Result], data: dict[str, Any]) -> Result:
             and p["steps"] >= 0 for p in paths):
         raise ValueError(f"result paths must be {m} objects with converged (bool) and steps "
                          "(int >= 0)")
-    certs = _certificates_from_dict(data, minima, paths, version, column)
+    certs = _certificates_from_dict(data, minima, paths, column)
     scores = {str(key): float(_floats([v], f"to_score {key}")[0]) for key, v in to_score.items()}
     scores_all = certs.pop("scores_all") or scores
     return cls(
@@ -492,12 +492,11 @@ OLDER_CERTIFICATES = "made by an older lossbarcode, before births and deaths wer
 
 
 def _certificates_from_dict(data: dict[str, Any], minima: list[dict], paths: list[dict],
-                            version: int, column: Callable[[str], np.ndarray]
-                            ) -> dict[str, Any]:
+                            column: Callable[[str], np.ndarray]) -> dict[str, Any]:
     """The certificate fields of a stored result (Result keyword arguments, and "scores_all");
-    a result of an older path algorithm has none: nothing in it is certified."""
+    a result made before certificates existed has none: nothing in it is certified."""
     k, m = len(minima), len(paths)
-    if version < 3:
+    if "curvature_skipped" not in data:
         return {"minima_certified": np.zeros(k, dtype=bool), "hessian_min_eig": np.full(k, np.nan),
                 "stuck": np.zeros(k, dtype=bool), "minima_reasons": (OLDER_CERTIFICATES,) * k,
                 "curvature_skipped": "", "barcode_all": None, "scores_all": {},

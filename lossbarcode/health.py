@@ -18,7 +18,8 @@ clean and still measure the tool. It reads the certificates of :mod:`lossbarcode
 * ``unconverged`` / ``stalled``: paths that hit their step cap or whose step size collapsed
   (their barriers are upper bounds);
 * ``uncertified_deaths``: finite bars whose death is not certified (see the bar table);
-* ``old_paths``: paths made by an older path algorithm (before paths were certified).
+* ``fixed_budget`` / ``old_paths``: paths of a fixed step budget (``path_steps``) or made by
+  an older path algorithm: upper bounds, no death certified.
 
 Diverged minima, too few certified minima and far dips below uncertified minima make a run
 **broken**: its score is not a property of the network, so pooled statistics (the Scaling
@@ -87,6 +88,7 @@ _NOUNS = {"diverged": "diverged minima", "uncertified": "uncertified minima",
           "stuck": "stuck minima", "below_minima": "paths below their minima",
           "unconverged": "unconverged paths", "stalled": "stalled paths",
           "uncertified_deaths": "bars with uncertified deaths",
+          "fixed_budget": "paths of a fixed step budget",
           "old_paths": "paths of an older path algorithm"}
 
 
@@ -130,11 +132,17 @@ def run_health(result: Result) -> RunHealth:
             f"{stuck} of {k} minima did not learn (their loss stayed near the starting one). "
             "Raise the learning rate or use another optimizer."))
     _dip_problem(result, certified, problems)
-    if result.paths_version < choices.PATHS_VERSION:
+    if result.config.path_steps is not None:
+        problems.append(Problem(
+            "fixed_budget", CAUTION, len(result.pairs),
+            f"The paths ran a fixed budget of {result.config.path_steps} steps (path_steps): "
+            "their barriers are upper bounds and no death is certified. Leave path_steps "
+            "empty to optimise them until they converge."))
+    elif result.paths_version < choices.PATHS_VERSION:
         problems.append(Problem(
             "old_paths", CAUTION, len(result.pairs),
             f"The paths were made by an older path algorithm ({result.paths_version}): "
-            "nothing in this run is certified. Run the config again."))
+            "no death in this run is certified. Run the config again."))
     else:
         for kind, mask, what in (
                 ("unconverged", ~result.path_converged & ~result.path_stalled,

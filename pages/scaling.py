@@ -170,8 +170,10 @@ def show_sweep(data: dict, log_x: bool, y_axis: str) -> None:
                                         "records", "barcodes")}, "summary": summary}),
          "sweep.json", "application/json"),
     ])
-    barcodes_across_scales(data, records, sorted({row["width"] for row in summary}),
-                           sorted({row["depth"] for row in summary}))
+    # Every run's barcode can be looked at, including runs the curves leave out.
+    if records:
+        barcodes_across_scales(data, records, sorted({r["width"] for r in records}),
+                               sorted({r["depth"] for r in records}))
 
 
 def sweep_form() -> tuple[ExperimentConfig | None, dict[str, Any], dict[str, Any] | None]:

@@ -15,7 +15,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from lossbarcode import experiment, minima
+from lossbarcode import choices, experiment, minima
 from lossbarcode.cli import main
 from lossbarcode.experiment import ExperimentConfig, Result, load_result, run_experiment
 from lossbarcode.store import ResultStore
@@ -435,38 +435,69 @@ def test_the_shipped_demo_sweep_is_reproducible_by_its_command():
 def test_converged_run_stores_and_shows_path_diagnostics(store, capsys):
     config = TINY.replace(path_steps=None, path_max_steps=150)
     result = run_experiment(config, store)
-    assert result.paths_version == 2
+    assert result.paths_version == 3
     m = len(result.pairs)
     assert result.path_converged.shape == (m,) and result.path_steps_used.shape == (m,)
+    assert not np.any(result.path_converged & result.path_stalled)
     assert all(len(h) == len(s) >= 2 for h, s in zip(result.path_history,
                                                        result.path_history_steps, strict=True))
-    assert np.all(result.path_steps_used <= 150 + 200)
+    assert np.all(result.path_steps_used <= 150 + choices.PATH_FINAL_STEPS)
     assert np.isfinite(result.grad_norm).all() and (result.grad_norm > 0).all()
+    assert np.isfinite(result.path_top_grad_norm).all()
     done, bars = result.certified
     assert bars == int(np.isfinite(result.barcode.deaths).sum()) and 0 <= done <= bars
-    # A bar is certified exactly when its death's path converged.
+    # A bar is certified exactly when its birth and its death are (the run is not broken).
+    deaths = result.deaths()
     for n, (i, j) in enumerate(result.barcode.saddle_edges.tolist()):
         if np.isfinite(result.barcode.deaths[n]):
-            (p,) = np.flatnonzero((result.pairs == sorted((i, j))).all(axis=1))
-            assert result.bar_certified()[n] == result.path_converged[p]
+            death = deaths[(min(i, j), max(i, j))]
+            birth = result.minima_certified[result.barcode.minima[n]]
+            assert result.bar_certified()[n] == (death.certified and birth)
+            lowest = min(b for b, p in zip(result.path_barriers, result.pairs.tolist(),
+                                           strict=True) if sorted(p) == sorted((i, j)))
+            assert death.barrier == lowest == result.barcode.deaths[n]
     data = json.loads(json.dumps(result.to_dict()))
-    assert data["paths_version"] == 2 and len(data["paths"]) == m
-    assert {"converged", "steps", "barrier_history", "history_steps",
-            "perp_grad_norm"} <= set(data["paths"][0])
+    assert data["paths_version"] == 3 and len(data["paths"]) == m
+    assert {"converged", "stalled", "steps", "barrier_history", "history_steps",
+            "perp_grad_norm", "top_grad_norm", "role", "start"} <= set(data["paths"][0])
     back = load_result(store, result.run_id)
     np.testing.assert_array_equal(back.path_converged, result.path_converged)
     np.testing.assert_array_equal(back.path_history_steps[0], result.path_history_steps[0])
+    np.testing.assert_array_equal(back.bar_certified(), result.bar_certified())
     assert main(["show", result.run_id, "--results", str(store.root)]) == 0
     out = capsys.readouterr().out
     assert f"{int(result.path_converged.sum())}/{m} converged" in out
-    assert "perp_grad" in out and "last_change" in out and "bars certified" in out
+    assert "perp_grad" in out and "top_grad" in out and "bars certified" in out
+    assert "minima certified" in out and "health:" in out and "why_not" in out
 
 
-def test_a_capped_path_is_reported_unconverged_and_its_bar_uncertified(store):
-    result = run_experiment(TINY.replace(path_steps=None, path_max_steps=50), store)
-    assert not result.path_converged.all()
-    assert result.certified[0] < result.certified[1] or not result.certified[1]
-    assert "converged" in result.paths_note()
+def test_a_capped_stalled_or_disagreeing_death_leaves_its_bar_uncertified(store):
+    result = run_experiment(TINY.replace(path_steps=None, path_max_steps=150), store)
+    certified, _ = result.bar_certificates()
+    finite = np.flatnonzero(np.isfinite(result.barcode.deaths) & certified)
+    assert finite.size  # the premise: a certified finite bar to break
+    n = int(finite[0])
+    i, j = sorted(int(v) for v in result.barcode.saddle_edges[n])
+    rows = np.flatnonzero((np.sort(result.pairs, axis=1) == [i, j]).all(axis=1))
+    for change, why in (({"path_converged": False}, "capped"),
+                        ({"path_converged": False, "path_stalled": True}, "stalled")):
+        edited = {name: getattr(result, name).copy() for name in change}
+        for name, value in change.items():
+            edited[name][rows] = value
+        ok, reasons = dataclasses.replace(result, **edited).bar_certificates()
+        assert not ok[n] and why in reasons[n]
+    # A second start of the same pair that ended far higher: the starts disagree.
+    worse = dataclasses.replace(
+        result, pairs=np.vstack([result.pairs, [[i, j]]]),
+        path_barriers=np.append(result.path_barriers, result.path_barriers[rows[0]] + 1.0),
+        linear_barriers=np.append(result.linear_barriers, result.linear_barriers[rows[0]]),
+        path_converged=np.append(result.path_converged, True),
+        path_stalled=np.append(result.path_stalled, False),
+        path_top_grad_norm=np.append(result.path_top_grad_norm, 0.0),
+        profiles=(*result.profiles, result.profiles[rows[0]]))
+    ok, reasons = worse.bar_certificates()
+    assert not ok[n] and "restarts disagree by 1" in reasons[n]
+    assert worse.bar_spread()[n] == pytest.approx(1.0)
 
 
 def test_fixed_budget_paths_are_never_certified(tiny_result):
@@ -529,7 +560,8 @@ def test_old_fixed_budget_results_still_load_and_show_labelled(tmp_path, capsys)
     assert main(["show", run_id, "--results", str(old)]) == 0
     assert "old fixed-budget method" in capsys.readouterr().out
     assert main(["list", "--results", str(old)]) == 0
-    assert "old fixed budget" in capsys.readouterr().out
+    out = capsys.readouterr().out
+    assert "0/3 minima, 0/2 bars" in out and "older path algorithm" in out
     # Without a checksum, the config must still hash to the run id, and it may not claim the
     # new path algorithm.
     path = old / run_id / "result.json"

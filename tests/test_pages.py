@@ -35,7 +35,7 @@ def store(tmp_path_factory):
                 "to_score": 1.0 / (w * d) + 0.01 * s, "score_variant": "l2",
                 "train_loss": 0.1, "test_error": 0.2, "n_diverged": 0, "paths_version": 2,
                 "paths_converged": 6, "n_paths": 6, "bars_certified": 3, "bars_finite": 3,
-                "path_atol": 1e-4}
+                "minima_certified": 4, "path_atol": 1e-4, "health": "healthy", "broken": False}
                for w in (4, 8, 16) for d in (1, 2) for s in (0, 1)]
     demo = root.parent / "demo_sweep.json"
     demo.write_text(json.dumps({
@@ -121,10 +121,15 @@ def test_explore_shows_the_latest_run_and_highlights_a_minimum(store):
     assert f"{done}/{bars} bars certified" in at.metric[0].delta
     assert "converged" in texts(at.caption)
     # The minima table and the paths' convergence table.
-    tables = {"pair" in d.value.columns: d.value for d in at.dataframe}
-    assert len(at.dataframe) == 2 and set(tables) == {True, False}
-    assert len(tables[False]) == run.k and len(tables[True]) == len(run.pairs)
-    assert {"converged", "steps", "perp_grad"} <= set(tables[True].columns)
+    tables = {"paths" if "pair" in d.value.columns else "bars" if "spread" in d.value.columns
+              else "minima": d.value for d in at.dataframe}
+    # The minima, the bars (why each is or is not certified) and the paths' convergence.
+    assert len(at.dataframe) == 3 and len(tables) == 3
+    assert len(tables["minima"]) == run.k and len(tables["paths"]) == len(run.pairs)
+    assert {"converged", "stalled", "steps", "perp_grad", "top_grad"} <= set(
+        tables["paths"].columns)
+    assert len(tables["bars"]) == len(run.barcode)
+    assert {"certified", "why_not", "grad_norm"} <= set(tables["minima"].columns)
     assert "Estimated" in texts(at.sidebar.caption)
     assert len(at.get("download_button")) == 4
     at.selectbox(key="highlight").set_value(1).run()
@@ -386,6 +391,7 @@ def test_generalization_pools_the_selected_runs(store):
     at.sidebar.multiselect[0].set_value(ids).run()
     assert not at.exception
     assert at.query_params["runs"] == ids
+    assert charts(at), (texts(at.info), texts(at.warning))
     figure = charts(at)[0]
     assert len(figure["data"]) == 2  # one trace per run
     assert figure["data"][0]["marker"]["symbol"] != figure["data"][1]["marker"]["symbol"]
@@ -570,7 +576,9 @@ def test_a_settings_help_is_the_config_fields_description():
 
     assert help_for("width").startswith(FIELD_HELP["width"][0].upper() + FIELD_HELP["width"][1:])
     assert "(default 32)" in help_for("width")
-    assert help_for("lr", empty=True).startswith("Learning rate (empty: the optimizer's default")
+    assert help_for("lr", empty=True).startswith("Learning rate (empty: the family's")
+    assert help_for("steps", empty=True).startswith("Minibatch training steps per network "
+                                                    "(empty: the family's")
 
 
 def test_minima_map_warns_about_an_unknown_run_link(store):
