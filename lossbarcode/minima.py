@@ -278,14 +278,17 @@ def certify(grad_norm: Any, hessian_min_eig: Any, stuck: Any, diverged: Any, tol
 
     A point is certified when it did not diverge, is not stuck, its gradient norm is at most
     ``tol`` and its smallest Hessian eigenvalue is at least ``-tol`` (no direction of descent
-    to second order). A NaN gradient norm or eigenvalue (unknown) does not certify.
+    to second order). A NaN gradient norm does not certify; a NaN eigenvalue does not either,
+    unless ``curvature_skipped`` says why the check could not run (then the point is
+    *gradient-certified only*).
 
     Args:
         grad_norm, hessian_min_eig: ``(K,)`` floats.
         stuck, diverged: ``(K,)`` bools.
         tol: the tolerance (> 0).
         train_loss, initial_loss: optional ``(K,)`` losses, quoted in the "stuck" reasons.
-        curvature_skipped: why the eigenvalues were not computed, quoted in the reasons.
+        curvature_skipped: why the eigenvalues were not computed (the model is too large for
+            the check): the points are then certified on their gradient alone.
 
     Returns:
         ``certified`` ``(K,)`` bool and one reason per point: ``""`` when certified, else the
@@ -302,8 +305,11 @@ def certify(grad_norm: Any, hessian_min_eig: Any, stuck: Any, diverged: Any, tol
         raise ValueError("grad_norm, hessian_min_eig, stuck and diverged must all have shape "
                          f"(K,), got {g.shape}, {eig.shape}, {st.shape}, {dv.shape}")
     tol = float(tol)
+    # A model too large for the curvature check (curvature_skipped says why) is certified on
+    # its gradient only ("gradient-certified only", said wherever it is shown).
+    unchecked = np.isnan(eig) & bool(curvature_skipped) & (curvature_skipped != NOT_COMPUTED)
     with np.errstate(invalid="ignore"):
-        certified = ~dv & ~st & (g <= tol) & (eig >= -tol)
+        certified = ~dv & ~st & (g <= tol) & ((eig >= -tol) | unchecked)
     reasons = []
     for i in range(k):
         if dv[i]:
@@ -313,7 +319,7 @@ def certify(grad_norm: Any, hessian_min_eig: Any, stuck: Any, diverged: Any, tol
         if not g[i] <= tol:
             parts.append(f"gradient {g[i]:.2g} > tol {tol:g}" if np.isfinite(g[i])
                          else "gradient unknown")
-        if np.isnan(eig[i]):
+        if np.isnan(eig[i]) and not unchecked[i]:
             parts.append("curvature not checked"
                          + (f" ({curvature_skipped})" if curvature_skipped else ""))
         elif eig[i] < -tol:

@@ -366,10 +366,13 @@ def test_certify_rule_and_reasons():
         diverged=[False, False, False, False, True, False], tol=1e-3,
         train_loss=[0.1, 0.1, 0.1, 2.30, nan, 0.1], initial_loss=[2.3, 2.3, 2.3, 2.31, 2.3, 2.3],
         curvature_skipped="too large")
-    assert cert.tolist() == [True, False, False, False, False, False]
+    # The last: a model too large for the curvature check is gradient-certified only.
+    assert cert.tolist() == [True, False, False, False, False, True]
     assert reasons == ["", "gradient 0.31 > tol 0.001", "negative curvature -0.05",
-                       "stuck: loss 2.3, 2.31 at the start", "diverged",
-                       "curvature not checked (too large)"]
+                       "stuck: loss 2.3, 2.31 at the start", "diverged", ""]
+    # Without a stated reason an unknown curvature certifies nothing.
+    cert, reasons = certify([1e-4], [nan], [False], [False], 1e-3)
+    assert not cert[0] and reasons == ["curvature not checked"]
     with pytest.raises(ValueError, match="shape"):
         certify([0.0], [0.0, 1.0], [False], [False], 1e-3)
     np.testing.assert_array_equal(

@@ -524,3 +524,39 @@ def test_the_spring_shrinks_with_the_step_size():
     full, tiny = moved(0.05), moved(0.05 * 2**-10)
     assert full > 0.01
     assert tiny <= full * 2**-10 * 1.01
+
+
+@pytest.mark.parametrize("case", ["camel", "quartic", "network"])
+def test_every_certified_barrier_is_at_most_the_string_methods(case, land):
+    """The independent string method is a second upper bound on each barrier: a death we
+    certify (converged, critical or monotone top, restarts agreeing) must not be beaten by
+    it beyond the tolerance."""
+    from lossbarcode.string_method import string_paths
+
+    if case == "camel":
+        land, mins = _analytic(_camel, [[1.747552, -0.873776], [0.0, 0.0],
+                                        [-1.747552, 0.873776]])
+        pairs = "all"
+    elif case == "quartic":
+        land, mins = _analytic(_quartic, [[-0.730893], [0.680639]])
+        pairs = "all"
+    else:
+        mins = find_minima(land, 3, steps=300, batch_size=32, polish_steps=300)
+        assert mins.certified.all()
+        pairs = "all"
+    paths = connect(land, mins, pairs, "neb")
+    deaths = death_certificates(paths.pairs, paths.barriers, paths.converged, paths.stalled,
+                                paths.top_grad_norm, mins.train_loss, tol=0.05, atol=1e-4,
+                                grad_tol=1e-3)
+    keys = sorted(deaths)
+    thetas = land.as_thetas(mins.thetas)
+    rows = np.array(keys)
+    other = string_paths(land, thetas[rows[:, 0]], thetas[rows[:, 1]])
+    checked = 0
+    for key, string_barrier in zip(keys, other.barriers, strict=True):
+        death = deaths[key]
+        if death.certified:
+            floor = max(mins.train_loss[key[0]], mins.train_loss[key[1]])
+            assert death.barrier <= string_barrier + 0.05 * (string_barrier - floor) + 1e-4
+            checked += 1
+    assert checked >= 1  # the check is not vacuous
