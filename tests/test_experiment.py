@@ -565,7 +565,7 @@ def test_old_fixed_budget_results_still_load_and_show_labelled(tmp_path, capsys)
     assert "old fixed-budget method" in capsys.readouterr().out
     assert main(["list", "--results", str(old)]) == 0
     out = capsys.readouterr().out
-    assert "0/3 minima, 0/2 bars" in out and "older path algorithm" in out
+    assert "0/3 minima, 0/2 bars" in out and "paths of a fixed step budget" in out
     # Without a checksum, the config must still hash to the run id, and it may not claim the
     # new path algorithm.
     path = old / run_id / "result.json"
