@@ -475,11 +475,7 @@ def _bench_toy(args: argparse.Namespace) -> int:
 
 
 def _bench_minima(args: argparse.Namespace) -> int:
-    from lossbarcode.bench.minima import (
-        method_benchmark,
-        print_minima_benchmark,
-        training_benchmark,
-    )
+    from lossbarcode.bench.minima import method_benchmark, training_benchmark
 
     def note(msg: str) -> None:
         print(msg, file=sys.stderr, flush=True)
@@ -488,7 +484,14 @@ def _bench_minima(args: argparse.Namespace) -> int:
         "all", "training") else []
     methods = method_benchmark(k=args.minima, progress=note) if args.part in (
         "all", "methods") else []
-    print_minima_benchmark(training, methods)
+    if training:
+        _print_rows(training, f"Minima: new default training vs the old one (K per case, seed "
+                    f"0; certified: gradient <= {choices.MINIMA_TOL:g}, smallest Hessian "
+                    f"eigenvalue >= -{choices.MINIMA_TOL:g}, learned, not diverged)")
+    if methods:
+        _print_rows(methods, "Full-batch phase from the same minibatch-phase result, to the "
+                    "same tolerance and cap (evaluations: K-row batched calls, or one "
+                    "network's calls summed over networks for the per-network loop)")
     return 0
 
 

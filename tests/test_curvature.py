@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import closed_forms
 import numpy as np
 import pytest
 import torch
@@ -34,22 +35,8 @@ def _dense_hessian(land: Landscape, theta: torch.Tensor) -> torch.Tensor:
     return torch.autograd.functional.hessian(loss, theta, vectorize=True)
 
 
-class _Point(torch.nn.Module):
-    def __init__(self, dim: int):
-        super().__init__()
-        self.theta = torch.nn.Parameter(torch.zeros(dim))
-
-    def forward(self, x):
-        return self.theta.expand(x.shape[0], -1)
-
-
 def _camel_land() -> Landscape:
-    def camel(out, y):
-        x, v = out[0]
-        return 2 * x**2 - 1.05 * x**4 + x**6 / 6 + x * v + v**2
-
-    return Landscape.from_tensors(_Point(2), torch.zeros(1, 1), torch.zeros(1), loss_fn=camel,
-                                  dtype=torch.float64, device="cpu")
+    return closed_forms.landscape(closed_forms.camel, 2)
 
 
 def _camel_hessian(x: float, y: float) -> np.ndarray:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import warnings
 
+import closed_forms
 import numpy as np
 import pytest
 import torch
@@ -234,40 +235,13 @@ def test_stuck_network_is_flagged_not_certified():
         assert "stuck: loss" in reason and "at the start" in reason
 
 
-class _Point(torch.nn.Module):
-    """A model that is a point: its output is its own parameters, whatever the input."""
-
-    def __init__(self, dim: int):
-        super().__init__()
-        self.theta = torch.nn.Parameter(torch.zeros(dim))
-
-    def forward(self, x):
-        return self.theta.expand(x.shape[0], -1)
+def _closed_form(fn, starts):
+    """A landscape whose loss is the closed form ``fn``, and whose network ``i`` starts at
+    ``starts[i]``."""
+    return closed_forms.landscape(fn, len(starts[0]), starts)
 
 
-def _camel(out, y):
-    x, v = out[0]
-    return 2 * x**2 - 1.05 * x**4 + x**6 / 6 + x * v + v**2
-
-
-def _quartic(out, y):
-    x = out[0, 0]
-    return x**4 - x**2 + 0.1 * x
-
-
-def _closed_form(loss_fn, starts, dtype=torch.float64):
-    """A landscape whose loss is a closed form of its parameters, and whose network ``i``
-    (seed ``network_seeds(0, K)[i]``) starts at ``starts[i]``."""
-    seeds = [int(s) for s in network_seeds(0, len(starts))]
-
-    def init_fn(seed):
-        net = _Point(len(starts[0]))
-        with torch.no_grad():
-            net.theta.copy_(torch.tensor(starts[seeds.index(seed)]))
-        return net
-
-    return Landscape.from_tensors(_Point(len(starts[0])), torch.zeros(1, 1), torch.zeros(1),
-                                  loss_fn=loss_fn, dtype=dtype, device="cpu", init_fn=init_fn)
+_camel, _quartic = closed_forms.camel, closed_forms.quartic
 
 
 CAMEL_MINIMA = np.array([[0.0, 0.0], [1.747552, -0.873776], [-1.747552, 0.873776]])
@@ -433,12 +407,8 @@ def test_certificate_round_trip_and_refusals(land, tmp_path):
 
 
 def test_bench_minima_tables(capsys):
-    from lossbarcode.bench.minima import (
-        Case,
-        method_benchmark,
-        print_minima_benchmark,
-        training_benchmark,
-    )
+    from lossbarcode.bench.minima import Case, method_benchmark, training_benchmark
+    from lossbarcode.cli import _print_rows
 
     case = Case("fcn", 8, 1)
     training = training_benchmark((case,), k=2)
@@ -450,6 +420,7 @@ def test_bench_minima_tables(capsys):
     assert [r["method"] for r in methods] == ["batched L-BFGS", "backtracking GD",
                                               "torch LBFGS per network"]
     assert all(1 <= r["iterations"] <= 40 and r["evaluations"] >= 1 for r in methods)
-    print_minima_benchmark(training, methods)
+    _print_rows(training, "training")
+    _print_rows(methods, "methods")
     out = capsys.readouterr().out
     assert "fcn 8x1 digits" in out and "torch LBFGS per network" in out

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 
+import closed_forms
 import numpy as np
 import pytest
 import torch
@@ -209,32 +210,10 @@ def test_plane_slice(land, mins):
 # ---------------------------------------------------------------- converged paths (version 2)
 
 
-class _Point(torch.nn.Module):
-    """A model that is a point: its output is its own parameters, whatever the input."""
-
-    def __init__(self, dim: int):
-        super().__init__()
-        self.theta = torch.nn.Parameter(torch.zeros(dim))
-
-    def forward(self, x):
-        return self.theta.expand(x.shape[0], -1)
-
-
-def _camel(x, y):
-    return 2 * x**2 - 1.05 * x**4 + x**6 / 6 + x * y + y**2
-
-
-def _quartic(x):
-    return x**4 - x**2 + 0.1 * x
-
-
 def _analytic(fn, points):
     """A two-/one-parameter Landscape whose loss is ``fn`` (it ignores the data), and its
     minima at ``points`` (the bring-your-own-model API)."""
-    dim = len(points[0])
-    land = Landscape.from_tensors(_Point(dim), torch.zeros(1, 1), torch.zeros(1),
-                                  loss_fn=lambda out, y: fn(*out[0]), dtype=torch.float64,
-                                  device="cpu")
+    land = closed_forms.landscape(fn, len(points[0]))
     thetas = torch.tensor(points, dtype=torch.float64)
     k = len(points)
     mins = Minima(thetas=thetas, train_loss=land.loss(thetas).numpy(),
@@ -246,9 +225,8 @@ def _analytic(fn, points):
     return land, mins
 
 
-# design.md §1: exact values of the closed-form landscapes.
-CAMEL_SADDLE = 0.8773615577631402
-QUARTIC_MAX = 0.0025063134550511322
+_camel, _quartic = closed_forms.camel, closed_forms.quartic
+CAMEL_SADDLE, QUARTIC_MAX = closed_forms.CAMEL_SADDLE, closed_forms.QUARTIC_MAX
 
 
 @pytest.mark.parametrize("method", ["neb", "linear", "bezier"])

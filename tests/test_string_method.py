@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import closed_forms
 import numpy as np
 import pytest
 import torch
@@ -20,9 +21,9 @@ from lossbarcode.string_method import (
 
 # design.md §1: exact values of the closed-form landscapes.
 CAMEL_SIDE = [1.747552, -0.873776]
-CAMEL_SADDLE = 0.8773615577631402
+CAMEL_SADDLE = closed_forms.CAMEL_SADDLE
 QUARTIC_MINIMA = (-0.730893, 0.680639)
-QUARTIC_MAX, QUARTIC_ARGMAX = 0.0025063134550511322, 0.050254
+QUARTIC_MAX, QUARTIC_ARGMAX = closed_forms.QUARTIC_MAX, 0.050254
 # The two-saddle toy's critical points (its docstring; recomputed in a test below).
 TS_MIN_A = (-0.996066700, -0.142830285)
 TS_MIN_B = (0.980956453, -0.158056231)
@@ -30,30 +31,12 @@ TS_LOW = 0.614552241  # the saddle below the straight segment
 TS_HIGH = 1.133063541  # the saddle above it
 
 
-class _Point(torch.nn.Module):
-    """A model that is a point: its output is its own parameters, whatever the input."""
-
-    def __init__(self, dim: int):
-        super().__init__()
-        self.theta = torch.nn.Parameter(torch.zeros(dim))
-
-    def forward(self, x):
-        return self.theta.expand(x.shape[0], -1)
-
-
 def _analytic(fn, dim: int) -> Landscape:
     """A ``dim``-parameter float64 Landscape whose loss is ``fn(*theta)`` (data ignored)."""
-    return Landscape.from_tensors(_Point(dim), torch.zeros(1, 1), torch.zeros(1),
-                                  loss_fn=lambda out, y: fn(*out[0]), dtype=torch.float64,
-                                  device="cpu")
+    return closed_forms.landscape(fn, dim)
 
 
-def _camel(x, y):
-    return 2 * x**2 - 1.05 * x**4 + x**6 / 6 + x * y + y**2
-
-
-def _quartic(x):
-    return x**4 - x**2 + 0.1 * x
+_camel, _quartic = closed_forms.camel, closed_forms.quartic
 
 
 def _two_saddle(x, y):  # toys.two_saddle, in torch

@@ -205,29 +205,3 @@ def _torch_lbfgs(land: Landscape, thetas: Tensor, tol: float,
         most = max(most, iters)
         norms.append(float(gnorm))
     return most, evals, np.array(norms)
-
-
-def print_minima_benchmark(training: list[dict], methods: list[dict]) -> None:
-    """Print both tables."""
-    print(f"Minima: new default training vs the old one (K per case, seed 0; certified: "
-          f"gradient <= {choices.MINIMA_TOL:g}, smallest Hessian eigenvalue >= "
-          f"-{choices.MINIMA_TOL:g}, learned, not diverged)")
-    header = (f"{'case':<26} {'training':<9} {'settings':<18} {'steps':>6} {'seconds':>8} "
-              f"{'max |grad|':>11} {'min eig':>10} {'certified':>10}")
-    print(header)
-    print("-" * len(header))
-    for r in training:
-        print(f"{r['case']:<26} {r['training']:<9} {r['settings']:<18} {r['steps']:>6} "
-              f"{r['seconds']:>8.1f} {r['max_grad_norm']:>11.2e} {r['min_eig']:>10.2e} "
-              f"{r['certified']:>10}")
-    print()
-    print("Full-batch phase from the same minibatch-phase result: to the same tolerance, cap "
-          "on iterations (evaluations: K-row batched calls, or one network's calls summed "
-          "over networks for the per-network loop)")
-    header = (f"{'case':<26} {'method':<24} {'iterations':>10} {'evaluations':>11} "
-              f"{'seconds':>8} {'max |grad|':>11} {'converged':>10}")
-    print(header)
-    print("-" * len(header))
-    for r in methods:
-        print(f"{r['case']:<26} {r['method']:<24} {r['iterations']:>10} {r['evaluations']:>11} "
-              f"{r['seconds']:>8.1f} {r['max_grad_norm']:>11.2e} {r['converged']:>10}")
