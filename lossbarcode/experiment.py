@@ -196,14 +196,17 @@ class Result:
                 " the TO-score counts bars born at certified minima")
 
     def minima_table(self) -> list[dict[str, Any]]:
-        """One row per minimum: losses, test error and its bar (None if diverged); NaN where
-        undefined. ``merged_into_minimum``: the minimum whose bar absorbed this one's (None
-        if essential or diverged), as in :meth:`Barcode.to_dict
+        """One row per minimum: losses, test error, its certificate and its bar (None if it has
+        none: diverged or not a certified minimum; ``death_spread``: how far apart the
+        restarts of its death ended); NaN where undefined. ``merged_into_minimum``: the
+        minimum whose bar absorbed this one's (None if essential, or absorbed by a point
+        that has no bar), as in :meth:`Barcode.to_dict
         <lossbarcode.topology.Barcode.to_dict>`."""
         bar_of = {int(m): i for i, m in enumerate(self.barcode.minima)}
         rows = []
         lengths = self.barcode.lengths()
         absorbers = self.barcode.merged_into_minimum()
+        spread = self.bar_spread()
         for i in range(self.k):
             bar = bar_of.get(i)
             absorber = None if bar is None else int(absorbers[bar])
@@ -216,6 +219,7 @@ class Result:
                 "birth": None if bar is None else float(self.barcode.births[bar]),
                 "death": None if bar is None else float(self.barcode.deaths[bar]),
                 "length": None if bar is None else float(lengths[bar]),
+                "death_spread": None if bar is None else float(spread[bar]),
                 "merged_into_minimum": None if absorber is None or absorber < 0 else absorber,
                 "grad_norm": float(self.grad_norm[i]) if len(self.grad_norm) else float("nan"),
                 "hessian_min_eig": float(self.hessian_min_eig[i]),

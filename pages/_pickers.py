@@ -12,16 +12,19 @@ from pages._runs import finished_runs, is_demo, result, run_health_of, store
 
 
 def run_label(run_id: str) -> str:
-    """``"a1b2c3d4 · digits fcn 32×2 · K=8 · TO 0.0123"`` for pickers (``demo`` and
-    ``broken`` marked)."""
+    """``"a1b2c3d4 · digits fcn 32×2 · K=8 · ... · TO l2 0.0123 · 8/8 minima, 7/7 bars
+    certified"`` for pickers (``demo`` and ``broken`` marked)."""
     r = result(run_id)
     if r is None:
         return f"{run_id} (not finished)"
     c = r.config
     marks = (" · demo" if is_demo(run_id) else "") + (
         " · ⚠ broken" if run_health_of(r).broken else "")
+    done, k = r.minima_count
+    bars, finite = r.certified
     return (f"{run_id[:8]} · {c.dataset} {c.arch} {c.width}×{c.depth} · K={r.k} · "
-            f"{c.schedule} lr · {c.path_method} · TO {c.score_variant} {r.score:.4g}{marks}")
+            f"{c.schedule} lr · {c.path_method} · TO {c.score_variant} {r.score:.4g} · "
+            f"{done}/{k} minima, {bars}/{finite} bars certified{marks}")
 
 
 def remember_run(run_id: str, param: str = "run", chosen: bool = True) -> None:
