@@ -25,6 +25,8 @@ PAGES = {
                 url_path="generalization"),
         st.Page("pages/compare.py", title="Compare", icon=":material/compare_arrows:",
                 url_path="compare"),
+        st.Page("pages/reproduction.py", title="Reproduction", icon=":material/fact_check:",
+                url_path="reproduction"),
     ],
     "Learn": [
         st.Page("pages/toy_landscapes.py", title="Toy landscapes", icon=":material/landscape:",

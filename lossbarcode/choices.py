@@ -17,6 +17,7 @@ OPTIMIZERS = ("sgd", "adam")
 SCHEDULES = ("constant", "anneal")
 PATH_METHODS = ("linear", "neb", "bezier", "string")
 PAIRINGS = ("all", "mst")
+EXECUTORS = ("local", "ray")  # where a sweep's runs are computed (lossbarcode.sweep)
 
 # Defaults shared by ExperimentConfig and the public functions that take the same setting.
 DATASET = "digits"
@@ -132,3 +133,40 @@ DATASET_SHAPES: dict[str, tuple[tuple[int, ...], int, int, int]] = {
     "cifar100": ((3, 32, 32), 100, 50000, 10000),
     "svhn": ((3, 32, 32), 10, 73257, 26032),
 }
+
+# ``lossbarcode reproduce``: per scale, the minima per run, the seeds, the training examples at
+# most (None: the dataset's own split; a smaller dataset keeps its own), and per family the
+# width curve (widths at ``depth``) and the depth curve (depths at ``width``, narrow enough
+# that bars are non-zero). "cpu" on digits/fcn is the shipped demo sweep, run for run.
+REPRODUCE_SCALES: dict[str, dict] = {
+    "tiny": {"k": 4, "seeds": (0, 1), "n_train": 256, "n_test": 128, "axes": {
+        "fcn": {"widths": (8, 16, 32), "depth": 1, "depths": (1, 2, 3), "width": 8},
+        "cnn": {"widths": (4, 8, 16), "depth": 1, "depths": (1, 2, 3), "width": 4},
+        "transformer": {"widths": (16, 32, 64), "depth": 1, "depths": (1, 2, 3), "width": 16},
+    }},
+    "cpu": {"k": K, "seeds": (0, 1, 2), "n_train": 2000, "n_test": 1000, "axes": {
+        "fcn": {"widths": (4, 8, 16, 32, 64, 128, 256), "depth": 2, "depths": (1, 2, 3, 4),
+                "width": 8},
+        "cnn": {"widths": (4, 8, 16, 32), "depth": 2, "depths": (1, 2, 3), "width": 8},
+        "transformer": {"widths": (16, 32, 64), "depth": 1, "depths": (1, 2, 3), "width": 16},
+    }},
+    "gpu": {"k": 16, "seeds": (0, 1, 2, 3, 4), "n_train": None, "n_test": None, "axes": {
+        "fcn": {"widths": (4, 8, 16, 32, 64, 128, 256, 512, 1024), "depth": 2,
+                "depths": (1, 2, 3, 4, 5, 6), "width": 8},
+        "cnn": {"widths": (4, 8, 16, 32, 64), "depth": 2, "depths": (1, 2, 3, 4), "width": 8},
+        "transformer": {"widths": (16, 32, 64, 128), "depth": 1, "depths": (1, 2, 3, 4),
+                        "width": 32},
+    }},
+    "paper": {"k": 32, "seeds": tuple(range(10)), "n_train": None, "n_test": None, "axes": {
+        "fcn": {"widths": (4, 8, 16, 32, 64, 128, 256, 512, 1024, 2048), "depth": 2,
+                "depths": (1, 2, 3, 4, 5, 6), "width": 8},
+        "cnn": {"widths": (4, 8, 16, 32, 64, 128), "depth": 2, "depths": (1, 2, 3, 4, 5, 6),
+                "width": 8},
+        "transformer": {"widths": (16, 32, 64, 128, 256), "depth": 1,
+                        "depths": (1, 2, 3, 4, 5, 6), "width": 32},
+    }},
+}
+REPRODUCE_SCALE = "cpu"
+REPRODUCE_ARCHS = ("fcn", "cnn", "transformer")
+REPRODUCE_DATASETS = ("digits", "fashion_mnist", "mnist1d")
+REPRODUCE_SEQUENCE_DATASET = "modadd"  # the transformer's task whatever --datasets says

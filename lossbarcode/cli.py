@@ -14,6 +14,7 @@ import io
 import json
 import os
 import re
+import shlex
 import sys
 import tomllib
 import warnings
@@ -225,7 +226,7 @@ def _cmd_sweep(args: argparse.Namespace) -> int:
     if bar is not None:
         bar.close()
     if args.output:
-        command = "lossbarcode " + " ".join(sys.argv[1:])
+        command = "lossbarcode " + shlex.join(args.argv)
         records = write_sweep_file(Path(args.output), results, command, append=args.append)
     else:
         records = sweep_records(results)
@@ -240,6 +241,63 @@ def _cmd_sweep(args: argparse.Namespace) -> int:
               "minima certified: their numbers measure the training, not the network): "
               + "; ".join(f"{r['run_id']} {r.get('minima_certified', '?')}/{r['k']} minima "
                           f"certified, {r['health']}" for r in left))
+    return 0
+
+
+def _names_list(text: str) -> list[str]:
+    return [v for v in text.replace(" ", "").split(",") if v]
+
+
+def _writable_folder(folder: Path) -> None:
+    """Refuse a report folder that cannot be written, before anything is computed."""
+    probe = folder / ".lossbarcode-write-test"
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+        probe.write_bytes(b"")
+        probe.unlink()
+    except OSError as err:
+        raise ValueError(f"--output: cannot write the report into {folder} "
+                         f"({err.strerror or err}); choose another folder") from None
+
+
+def _cmd_reproduce(args: argparse.Namespace) -> int:
+    from lossbarcode import reproduce
+    from lossbarcode.experiment import load_result
+
+    extra = {k: v for k, v in (("data_root", args.data_root), ("device", args.device)) if v}
+    settings = reproduce.plan(args.scale, _names_list(args.archs), _names_list(args.datasets),
+                              **extra)
+    store = _store(args)
+    cost = reproduce.plan_cost(settings)
+    done = sum(load_result(store, c.run_id, warn=False) is not None
+               for s in settings for c in s.configs())
+    _say(f"reproduce --scale {args.scale}: {len(settings)} settings, {cost['runs']} runs "
+         f"({done} already in {store.root}); the cost model estimates "
+         f"{cost['seconds'] / 60:.0f} min for all of them on this machine, peak memory "
+         f"{cost['memory'] / 2**20:.0f} MiB per run (off by a few times either way)")
+    if args.estimate:
+        print(_table([{"setting": r["setting"], "runs": r["runs"], "minutes": r["seconds"] / 60}
+                      for r in cost["settings"]]))
+        return 0
+    output = Path(args.output) if args.output else (reproduce.reports_folder()
+                                                     / f"reproduce-{args.scale}")
+    _writable_folder(output)
+    skipped: dict[str, str] = {}
+    if not args.report_only:
+        def progress(setting, n: int, total: int, config: ExperimentConfig) -> None:
+            if not args.quiet:
+                _say(f"{setting.name}: run {n}/{total} done (width {config.width} depth "
+                     f"{config.depth} seed {config.seed})")
+
+        skipped = reproduce.run(settings, store, executor=args.executor, progress=progress,
+                                ray_address=args.ray_address, lock_timeout=args.lock_timeout)
+        for name, why in skipped.items():
+            _say(f"{name}: skipped: {why}")
+    command = "lossbarcode " + shlex.join(args.argv)
+    report = reproduce.measure(settings, store, args.scale, command, skipped)
+    paths = reproduce.write_report(report, output)
+    print(_table(reproduce.verdict_table(report)))
+    print(f"report: {', '.join(str(p) for p in paths)}")
     return 0
 
 
@@ -260,8 +318,6 @@ def parse_sweep_command(command: str) -> tuple[ExperimentConfig, dict[str, Any]]
     keyword arguments of :func:`lossbarcode.sweep.sweep`) of a ``lossbarcode sweep ...``
     command line, e.g. one a sweep file records. ``ValueError`` for another command; bad flags
     exit as the command line would (``SystemExit``)."""
-    import shlex
-
     words = shlex.split(command)
     if "sweep" not in words:
         raise ValueError(f"not a 'lossbarcode sweep' command: {command!r}")
@@ -544,7 +600,7 @@ def build_parser() -> argparse.ArgumentParser:
     sw.add_argument("--design", choices=["grid", "cross"], default="grid",
                     help="grid: every width x depth (default); cross: every width at the base "
                          "--depth, then every depth at the base --width")
-    sw.add_argument("--executor", choices=["local", "ray"], default="local",
+    sw.add_argument("--executor", choices=choices.EXECUTORS, default="local",
                     help="local (in process, default) or ray (needs lossbarcode[ray])")
     sw.add_argument("--ray-address", default=None,
                     help="Ray cluster address for ray.init (default: start a local instance)")
@@ -560,6 +616,41 @@ def build_parser() -> argparse.ArgumentParser:
     _add_lock_timeout(sw)
     _add_config_flags(sw)
     sw.set_defaults(handler=_cmd_sweep)
+
+    rep = with_results(sub.add_parser(
+        "reproduce", help="test the paper's two findings and write a report with verdicts",
+        description="Run the width and depth curves and the within-run generalization test of "
+                    "arXiv:2012.15834 for each family and dataset (stored, resumable runs), "
+                    "then write report.html, report.md and report.json with a verdict per "
+                    "claim and setting."))
+    rep.add_argument("--scale", choices=list(choices.REPRODUCE_SCALES),
+                     default=choices.REPRODUCE_SCALE,
+                     help=f"how big (default {choices.REPRODUCE_SCALE}); the cost is printed "
+                          "first")
+    rep.add_argument("--archs", default=",".join(choices.REPRODUCE_ARCHS),
+                     help=f"comma list of families (default {','.join(choices.REPRODUCE_ARCHS)})")
+    rep.add_argument("--datasets", default=",".join(choices.REPRODUCE_DATASETS),
+                     help="comma list of image/vector datasets (default "
+                          f"{','.join(choices.REPRODUCE_DATASETS)}; the transformer runs on "
+                          f"{choices.REPRODUCE_SEQUENCE_DATASET})")
+    rep.add_argument("--executor", choices=choices.EXECUTORS, default="local",
+                     help="local (in process, default) or ray (needs lossbarcode[ray])")
+    rep.add_argument("--ray-address", default=None,
+                     help="Ray cluster address for ray.init (default: start a local instance)")
+    rep.add_argument("--output", metavar="DIR",
+                     help="report folder (default $LOSSBARCODE_REPORTS or ./reports, then "
+                          "reproduce-SCALE)")
+    rep.add_argument("--data-root", metavar="DIR", default=None,
+                     help="folder of dataset files (see README, Datasets)")
+    rep.add_argument("--device", default=None, help="device of every run (default auto)")
+    rep.add_argument("--estimate", action="store_true",
+                     help="print the cost per setting and stop")
+    rep.add_argument("--report-only", action="store_true",
+                     help="compute nothing: report from the runs already stored (settings with "
+                          "runs missing get no verdict)")
+    rep.add_argument("-q", "--quiet", action="store_true", help="no progress lines")
+    _add_lock_timeout(rep)
+    rep.set_defaults(handler=_cmd_reproduce)
 
     ls = with_results(sub.add_parser("list", help="list the runs in the results folder"))
     ls.set_defaults(handler=_cmd_list)
@@ -671,6 +762,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     """Run the CLI; returns the process exit code."""
     parser = build_parser()
     args = parser.parse_args(argv)
+    args.argv = sys.argv[1:] if argv is None else list(argv)  # recorded as "made by"
     warnings.showwarning = _show_warning
     try:
         return args.handler(args)

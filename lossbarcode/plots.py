@@ -526,7 +526,9 @@ def scaling_figure(
             "below what the paths resolve".
 
     Traces: per group, the mean with a ±1 std error bar (lines+markers, legend entry), then
-    every seed's score as small open markers. Rows whose mean is not finite are left out
+    every seed's score as small open markers. Rows with ``to_score_low`` / ``to_score_high``
+    (:func:`lossbarcode.sweep.summarize` with barcodes) draw that interval as a band before
+    the mean, in place of the std bars. Rows whose mean is not finite are left out
     (on a log y axis also scores <= 0, which a log axis cannot show).
     """
     if x not in _SCALE_AXES:
@@ -554,10 +556,21 @@ def scaling_figure(
         label = (f"{key[0]} " if len(archs) > 1 else "") + f"{other} {key[1]}"
         info = [[r["width"], r["depth"], r.get("n_params") or 0, len(r.get("seeds") or [])]
                 for r in rows]
+        band = all(r.get("to_score_low") is not None for r in rows) and ok.any()
+        if band:  # the confidence interval of the mean, in place of the ±1 std bars
+            low = np.array([r["to_score_low"] for r in rows], dtype=np.float64)[ok]
+            high = np.array([r["to_score_high"] for r in rows], dtype=np.float64)[ok]
+            if floor is not None and log_y:
+                low, high = np.maximum(low, floor), np.maximum(high, floor)
+            fig.add_trace(go.Scatter(
+                x=np.concatenate([xs, xs[::-1]]), y=np.concatenate([high, low[::-1]]),
+                fill="toself", fillcolor=color, opacity=0.18, line={"width": 0},
+                name=f"{label} {rows[0].get('interval', 'interval')}", legendgroup=label,
+                showlegend=False, hoverinfo="skip"))
         fig.add_trace(go.Scatter(
             x=xs, y=mean[ok], mode="lines+markers", name=label, legendgroup=label,
             line={"color": color, "width": 2}, marker={"color": color, "size": 8},
-            error_y={"type": "data", "array": std[ok], "visible": True, "color": color,
+            error_y={"type": "data", "array": std[ok], "visible": not band, "color": color,
                      "thickness": 1.2, "width": 5},
             customdata=np.column_stack([np.array(info, dtype=np.float64)[ok], std[ok]])
             if ok.any() else None,

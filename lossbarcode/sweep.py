@@ -18,13 +18,13 @@ import itertools
 import json
 import logging
 import threading
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from lossbarcode import topology
+from lossbarcode import choices, topology
 from lossbarcode.experiment import (
     ExperimentConfig,
     Result,
@@ -34,8 +34,9 @@ from lossbarcode.experiment import (
 )
 from lossbarcode.health import CERTIFIED_CURVES, run_health
 from lossbarcode.store import ResultStore, atomic_write_bytes
+from lossbarcode.topology import Barcode
 
-EXECUTORS = ("local", "ray")
+EXECUTORS = choices.EXECUTORS
 RAY_CONNECT_TIMEOUT_S = 30.0
 DESIGNS = ("grid", "cross")
 RunProgress = Callable[[int, int, ExperimentConfig], Any]
@@ -248,14 +249,16 @@ def curve_ready(record: dict[str, Any]) -> bool:
             and record["minima_certified"] >= CERTIFIED_CURVES * record["k"])
 
 
-def summarize(records: Sequence[dict[str, Any]], include_broken: bool = False
-              ) -> list[dict[str, Any]]:
+def summarize(records: Sequence[dict[str, Any]], include_broken: bool = False,
+              barcodes: Mapping[str, Barcode] | None = None) -> list[dict[str, Any]]:
     """Per (arch, width, depth): TO-score mean / std / per-seed values and mean test error.
 
     Records that are not :func:`curve_ready` (broken runs, or fewer than 90% of their minima
     certified) are left out unless ``include_broken``; each row counts them in
     ``runs_left_out``. A scale with no usable run has no row. Rows are sorted by arch, depth,
-    width.
+    width. With ``barcodes`` (``run_id -> Barcode``, e.g. a sweep file's), a row whose runs all
+    have one gets ``to_score_low`` / ``to_score_high``: the interval of its mean
+    (:func:`lossbarcode.confidence.scale_interval`: seeds and minima).
     """
     groups: dict[tuple, list[dict[str, Any]]] = {}
     left_out: dict[tuple, int] = {}
@@ -277,9 +280,20 @@ def summarize(records: Sequence[dict[str, Any]], include_broken: bool = False
             "to_score_seeds": scores.tolist(), "seeds": [r["seed"] for r in recs],
             "test_error_mean": float(np.mean(errors)) if errors else None,
             "runs_left_out": left_out.get((arch, width, depth), 0),
-            **_resolution(recs),
+            **_resolution(recs), **_interval(recs, barcodes),
         })
     return rows
+
+
+def _interval(recs: Sequence[dict[str, Any]], barcodes: Mapping[str, Barcode] | None
+              ) -> dict[str, Any]:
+    if not barcodes or not all(r["run_id"] in barcodes for r in recs):
+        return {}
+    from lossbarcode.confidence import scale_interval
+
+    interval = scale_interval([barcodes[r["run_id"]] for r in recs], recs[0]["score_variant"])
+    return {"to_score_low": interval.low, "to_score_high": interval.high,
+            "interval": f"{interval.level:.0%} {interval.method}"}
 
 
 
@@ -357,6 +371,17 @@ def read_sweep_file(path: Path) -> dict[str, Any]:
         raise ValueError(f"{path} is not a lossbarcode sweep file ({problem})")
     document.setdefault("barcodes", {})
     return document
+
+
+def sweep_barcodes(document: dict[str, Any]) -> dict[str, Barcode]:
+    """``run_id -> Barcode`` of a sweep document's stored barcodes (those that parse)."""
+    out = {}
+    for run_id, data in (document.get("barcodes") or {}).items():
+        try:
+            out[run_id] = Barcode.from_dict(data)
+        except (ValueError, TypeError, KeyError):
+            continue  # the curves then draw std bars for its scale
+    return out
 
 
 def write_sweep_file(path: Path, results: Sequence[Result], command: str,

@@ -12,6 +12,7 @@ from lossbarcode.sweep import (
     curve_ready,
     fullest_value,
     summarize,
+    sweep_barcodes,
     sweep_commands,
     sweep_resolution,
 )
@@ -54,8 +55,9 @@ def sidebar(sources: dict[str, dict[str, Any]]) -> tuple[str | None, bool, str]:
     return source, log_x, y_axis
 
 
-def runs_shown(records: list[dict]) -> list[dict]:
-    """The summary rows of the records, runs that are broken or have fewer than 90% of their
+def runs_shown(records: list[dict], barcodes: dict[str, Barcode]) -> list[dict]:
+    """The summary rows of the records (with the intervals of their means where ``barcodes``,
+    a sweep file's, has every run's), runs that are broken or have fewer than 90% of their
     minima certified left out unless the sidebar includes them (a warning says which and how
     many)."""
     left = [r for r in records if not curve_ready(r)]
@@ -65,7 +67,7 @@ def runs_shown(records: list[dict]) -> list[dict]:
              "minima measure the training, not the network; runs with fewer than 90% of their "
              "minima certified are not what the curve claims. They are left out of the curves "
              "unless included.")
-    summary = summarize(records, include_broken=include_broken)
+    summary = summarize(records, include_broken=include_broken, barcodes=barcodes)
     if left:
         st.warning(f"{len(left)} of {len(records)} runs are broken or have fewer than 90% of "
                    "their minima certified ("
@@ -96,7 +98,10 @@ def scaling_charts(summary: list[dict], variant: str | None, log_x: bool, y_axis
                    "minimum, death at a converged saddle or monotone path, restarts agreeing); "
                    "the TO-scores count bars born at certified minima. "
                    f"Dashed line: the resolution floor, the score of bars each as long as the "
-                   f"path tolerance; a score on it reads as \"below what we can resolve\".")
+                   f"path tolerance; a score on it reads as \"below what we can resolve\"."
+                   + (f" Bands: {summary[0]['interval']} of the mean."
+                      if all("interval" in row for row in summary) else
+                      " Bars: ±1 std over seeds."))
     widths = sorted({row["width"] for row in summary})
     depths = sorted({row["depth"] for row in summary})
     for column, axis, values in zip(st.columns(2), ("width", "depth"), (widths, depths),
@@ -147,7 +152,7 @@ def barcodes_across_scales(data: dict, records: list[dict], widths: list[int],
 def show_sweep(data: dict, log_x: bool, y_axis: str) -> None:
     """A sweep's curves, table, downloads and barcodes."""
     records = data["records"]
-    summary = runs_shown(records)
+    summary = runs_shown(records, sweep_barcodes(data))
     variant = data.get("score_variant") or (records[0].get("score_variant") if records else None)
     archs = sorted({row["arch"] for row in summary})
     if len(archs) > 1:

@@ -624,3 +624,18 @@ def test_generalization_leaves_broken_runs_out_unless_included(store, tmp_path, 
     at.sidebar.toggle[0].set_value(True).run()
     assert "pooled anyway" in texts(at.warning)
     assert len(at.dataframe[0].value) == 2
+
+
+def test_reproduction_page_shows_a_reports_verdicts_and_what_is_missing(tmp_path, monkeypatch):
+    from lossbarcode import reproduce
+
+    monkeypatch.setenv("LOSSBARCODE_REPORTS", str(tmp_path / "reports"))
+    settings = reproduce.plan("tiny", ["fcn"], ["digits"])
+    report = reproduce.measure(settings, ResultStore(tmp_path / "none"), "tiny",
+                               "lossbarcode reproduce --scale tiny")
+    reproduce.write_report(report, tmp_path / "reports" / "mine")
+    at = app("reproduction", report="mine")
+    assert not at.exception
+    assert at.selectbox[0].value == "mine"
+    assert set(at.dataframe[0].value["verdict"]) == {"missing runs"}
+    assert "runs not computed yet" in texts(at.markdown)
