@@ -17,7 +17,7 @@ OPTIMIZERS = ("sgd", "adam")
 SCHEDULES = ("constant", "anneal")
 PATH_METHODS = ("linear", "neb", "bezier", "string")
 PAIRINGS = ("all", "mst")
-EXECUTORS = ("local", "ray")  # where a sweep's runs are computed (lossbarcode.sweep)
+EXECUTORS = ("local", "ray", "submitit")  # where a sweep's runs are computed (lossbarcode.sweep)
 
 # Defaults shared by ExperimentConfig and the public functions that take the same setting.
 DATASET = "digits"

@@ -219,10 +219,9 @@ def _cmd_sweep(args: argparse.Namespace) -> int:
             bar.set_postfix_str(f"width {cfg.width} depth {cfg.depth} seed {cfg.seed}")
             bar.refresh()
 
-    results = sweep(config, widths=widths, depths=depths, seeds=seeds,
-                    executor=args.executor, store=_store(args),
-                    ray_address=args.ray_address, progress=progress, design=args.design,
-                    ray_timeout=args.ray_timeout, lock_timeout=args.lock_timeout)
+    results = sweep(config, widths=widths, depths=depths, seeds=seeds, store=_store(args),
+                    progress=progress, design=args.design, lock_timeout=args.lock_timeout,
+                    **_executor_options(args))
     if bar is not None:
         bar.close()
     if args.output:
@@ -289,8 +288,8 @@ def _cmd_reproduce(args: argparse.Namespace) -> int:
                 _say(f"{setting.name}: run {n}/{total} done (width {config.width} depth "
                      f"{config.depth} seed {config.seed})")
 
-        skipped = reproduce.run(settings, store, executor=args.executor, progress=progress,
-                                ray_address=args.ray_address, lock_timeout=args.lock_timeout)
+        skipped = reproduce.run(settings, store, progress=progress,
+                                lock_timeout=args.lock_timeout, **_executor_options(args))
         for name, why in skipped.items():
             _say(f"{name}: skipped: {why}")
     command = "lossbarcode " + shlex.join(args.argv)
@@ -561,6 +560,41 @@ def _seconds(text: str) -> float:
 _seconds.__name__ = "seconds (>= 0)"
 
 
+def _add_executor_flags(parser: argparse.ArgumentParser) -> None:
+    """Where the runs of a sweep or a reproduction are computed."""
+    parser.add_argument("--executor", choices=choices.EXECUTORS, default="local",
+                        help="local (in process, default), ray (needs lossbarcode[ray]) or "
+                             "submitit (one job per run: Slurm, else local processes; needs "
+                             "lossbarcode[slurm])")
+    parser.add_argument("--ray-address", default=None,
+                        help="Ray cluster address for ray.init (default: start a local "
+                             "instance)")
+    parser.add_argument("--ray-timeout", type=float, default=30.0, metavar="SECONDS",
+                        help="give up connecting to Ray after this long (default 30)")
+    parser.add_argument("--submitit-cluster", choices=["slurm", "local", "debug"],
+                        default=None, help="force submitit's cluster (default: Slurm when "
+                                           "it is there, else local processes)")
+    parser.add_argument("--slurm-partition", default=None, help="Slurm partition of the jobs")
+    parser.add_argument("--slurm-gpus", type=int, default=None, metavar="N",
+                        help="GPUs per Slurm job (default none)")
+    parser.add_argument("--job-minutes", type=int, default=None, metavar="MIN",
+                        help="time limit of each submitit job (submitit's default if unset)")
+
+
+def _executor_options(args: argparse.Namespace) -> dict[str, Any]:
+    """The keyword arguments of :func:`lossbarcode.sweep.sweep` that the executor flags set."""
+    parameters = {key: value for key, value in (("slurm_partition", args.slurm_partition),
+                                                ("gpus_per_node", args.slurm_gpus),
+                                                ("timeout_min", args.job_minutes))
+                  if value is not None}
+    if args.executor != "submitit" and (parameters or args.submitit_cluster):
+        raise ValueError("--submitit-cluster, --slurm-partition, --slurm-gpus and "
+                         "--job-minutes need --executor submitit")
+    return {"executor": args.executor, "ray_address": args.ray_address,
+            "ray_timeout": args.ray_timeout, "submitit_cluster": args.submitit_cluster,
+            "submitit_parameters": parameters}
+
+
 def _add_lock_timeout(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--lock-timeout", type=_seconds, default=None, metavar="SECONDS",
                         help="when another process is computing the same run, wait at most "
@@ -600,19 +634,14 @@ def build_parser() -> argparse.ArgumentParser:
     sw.add_argument("--design", choices=["grid", "cross"], default="grid",
                     help="grid: every width x depth (default); cross: every width at the base "
                          "--depth, then every depth at the base --width")
-    sw.add_argument("--executor", choices=choices.EXECUTORS, default="local",
-                    help="local (in process, default) or ray (needs lossbarcode[ray])")
-    sw.add_argument("--ray-address", default=None,
-                    help="Ray cluster address for ray.init (default: start a local instance)")
     sw.add_argument("--output", metavar="FILE",
                     help="also write records, summary and barcodes as JSON (the format of "
                          "assets/demo_sweep.json, which the Scaling page reads)")
     sw.add_argument("--append", action="store_true",
                     help="merge into an existing --output file instead of replacing it")
     sw.add_argument("--config", metavar="FILE", help="base config (JSON or TOML)")
-    sw.add_argument("--ray-timeout", type=float, default=30.0, metavar="SECONDS",
-                    help="give up connecting to Ray after this long (default 30)")
     sw.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
+    _add_executor_flags(sw)
     _add_lock_timeout(sw)
     _add_config_flags(sw)
     sw.set_defaults(handler=_cmd_sweep)
@@ -633,10 +662,6 @@ def build_parser() -> argparse.ArgumentParser:
                      help="comma list of image/vector datasets (default "
                           f"{','.join(choices.REPRODUCE_DATASETS)}; the transformer runs on "
                           f"{choices.REPRODUCE_SEQUENCE_DATASET})")
-    rep.add_argument("--executor", choices=choices.EXECUTORS, default="local",
-                     help="local (in process, default) or ray (needs lossbarcode[ray])")
-    rep.add_argument("--ray-address", default=None,
-                     help="Ray cluster address for ray.init (default: start a local instance)")
     rep.add_argument("--output", metavar="DIR",
                      help="report folder (default $LOSSBARCODE_REPORTS or ./reports, then "
                           "reproduce-SCALE)")
@@ -649,6 +674,7 @@ def build_parser() -> argparse.ArgumentParser:
                      help="compute nothing: report from the runs already stored (settings with "
                           "runs missing get no verdict)")
     rep.add_argument("-q", "--quiet", action="store_true", help="no progress lines")
+    _add_executor_flags(rep)
     _add_lock_timeout(rep)
     rep.set_defaults(handler=_cmd_reproduce)
 

@@ -1,11 +1,14 @@
-"""Sweeps: widths x depths x seeds (a grid or a cross) as runs, locally or on Ray.
+"""Sweeps: widths x depths x seeds (a grid or a cross) as runs, locally, on Ray or on Slurm.
 
 Finished runs are loaded from the store, never recomputed, so a sweep can be stopped and
 restarted, or grown by adding widths. ``executor="ray"`` (optional extra ``lossbarcode[ray]``)
 sends one task per run to ``ray.init(address=...)`` (a local instance when no address is given),
 asking for one GPU per task when the cluster has GPUs. Workers write their stages to their own
 results folder (shared or not) and send the finished :class:`~lossbarcode.experiment.Result`
-back as JSON, which the driver saves in its store.
+back as JSON, which the driver saves in its store. ``executor="submitit"`` (optional extra
+``lossbarcode[slurm]``) submits one job per run with submitit: to Slurm where it is installed
+(academic clusters), else as local processes; jobs share the results folder and run ids, and
+their logs go to its ``.submitit/`` folder.
 
 A sweep's records, summary and barcodes are kept in a sweep file (``lossbarcode sweep
 --output``, the dashboard's demo sweep): :func:`read_sweep_file` describes and checks the
@@ -85,7 +88,8 @@ def sweep_configs(
 
 
 def _run_remote(config: dict[str, Any], root: str | None) -> dict[str, Any]:
-    """Ray task body: run one experiment in the worker's store, return the Result JSON."""
+    """A Ray task's or submitit job's body: run one experiment in the worker's store, return
+    the Result JSON."""
     return run_experiment(ExperimentConfig.from_dict(config), ResultStore(root)).to_dict()
 
 
@@ -121,41 +125,85 @@ def _connect_ray(address: str | None, timeout: float):
     return ray
 
 
-def _run_on_ray(configs: list[ExperimentConfig], store: ResultStore, address: str | None,
-                progress: RunProgress | None, timeout: float = RAY_CONNECT_TIMEOUT_S
-                ) -> list[Result]:
-    # Cached runs first: a sweep that is already finished needs no cluster at all.
+def _stored(configs: list[ExperimentConfig], store: ResultStore
+            ) -> tuple[dict[str, Result], list[ExperimentConfig]]:
+    """The finished runs of ``configs`` (run id -> Result) and the configs still to compute:
+    a sweep that is already finished needs no cluster at all."""
     results: dict[str, Result] = {}
     for config in configs:
         done = load_result(store, config.run_id)
         if done is not None:
             results[config.run_id] = done
-    missing = [c for c in configs if c.run_id not in results]
-    if not missing:
-        if progress:
-            progress(len(configs), len(configs), configs[-1])
-        return [results[c.run_id] for c in configs]
-    ray = _connect_ray(address, timeout)
-    gpus = 1 if ray.cluster_resources().get("GPU", 0) > 0 else 0
-    task = ray.remote(num_gpus=gpus)(_run_remote)
-    todo = {task.remote(config.to_dict(), str(store.root)): config for config in missing}
-    finished = len(results)
-    pending = list(todo)
-    while pending:
-        ready, pending = ray.wait(pending, num_returns=1)
-        config = todo[ready[0]]
-        result = Result.from_dict(ray.get(ready[0]))
-        if result.run_id != config.run_id:
-            raise ValueError(f"a Ray worker computed run {config.run_id} as {result.run_id}: "
-                             "its data files differ from this machine's; give every worker "
-                             "the same data")
-        with store.lock(result.run_id):
-            if load_result(store, result.run_id, warn=False) is None:
-                save_result(store, result)
-        results[result.run_id] = result
-        finished += 1
-        if progress:
-            progress(finished, len(configs), config)
+    return results, [c for c in configs if c.run_id not in results]
+
+
+def _take_back(store: ResultStore, config: ExperimentConfig, data: dict[str, Any],
+               where: str) -> Result:
+    """A worker's result for ``config``, saved into the driver's store unless it is there."""
+    result = Result.from_dict(data)
+    if result.run_id != config.run_id:
+        raise ValueError(f"a {where} worker computed run {config.run_id} as {result.run_id}: "
+                         "its data files differ from this machine's; give every worker the "
+                         "same data")
+    with store.lock(result.run_id):
+        if load_result(store, result.run_id, warn=False) is None:
+            save_result(store, result)
+    return result
+
+
+def _run_on_ray(configs: list[ExperimentConfig], store: ResultStore, address: str | None,
+                progress: RunProgress | None, timeout: float = RAY_CONNECT_TIMEOUT_S
+                ) -> list[Result]:
+    results, missing = _stored(configs, store)
+    if missing:
+        ray = _connect_ray(address, timeout)
+        gpus = 1 if ray.cluster_resources().get("GPU", 0) > 0 else 0
+        task = ray.remote(num_gpus=gpus)(_run_remote)
+        todo = {task.remote(config.to_dict(), str(store.root)): config for config in missing}
+        pending = list(todo)
+        while pending:
+            ready, pending = ray.wait(pending, num_returns=1)
+            config = todo[ready[0]]
+            results[config.run_id] = _take_back(store, config, ray.get(ready[0]), "Ray")
+            if progress:
+                progress(len(results), len(configs), config)
+    elif progress:
+        progress(len(configs), len(configs), configs[-1])
+    return [results[c.run_id] for c in configs]
+
+
+def _run_on_submitit(configs: list[ExperimentConfig], store: ResultStore,
+                     cluster: str | None, progress: RunProgress | None,
+                     parameters: dict[str, Any] | None = None) -> list[Result]:
+    """One submitit job per missing run (Slurm when it is there, else local processes; the
+    ``cluster`` name forces one: ``"slurm"``, ``"local"``, ``"debug"``), logs in the results
+    folder's ``.submitit/``."""
+    results, missing = _stored(configs, store)
+    if missing:
+        try:
+            import submitit
+        except ImportError as err:
+            raise ValueError("executor 'submitit' needs submitit: pip install "
+                             "'lossbarcode[slurm]'") from err
+        executor = submitit.AutoExecutor(folder=store.root / ".submitit" / "%j",
+                                         cluster=cluster)
+        executor.update_parameters(name="lossbarcode", **(parameters or {}))
+        jobs = {}
+        for config in missing:
+            jobs[executor.submit(_run_remote, config.to_dict(), str(store.root))] = config
+        for job in submitit.helpers.as_completed(list(jobs)):
+            config = jobs[job]
+            try:
+                data = job.result()
+            except Exception as err:  # the job's own error, with where its log is
+                raise ValueError(f"the submitit job of run {config.run_id} failed "
+                                 f"({str(err).strip().splitlines()[-1]}); its log: "
+                                 f"{job.paths.stderr}") from None
+            results[config.run_id] = _take_back(store, config, data, "submitit")
+            if progress:
+                progress(len(results), len(configs), config)
+    elif progress:
+        progress(len(configs), len(configs), configs[-1])
     return [results[c.run_id] for c in configs]
 
 
@@ -171,19 +219,26 @@ def sweep(
     design: str = "grid",
     ray_timeout: float = RAY_CONNECT_TIMEOUT_S,
     lock_timeout: float | None = None,
+    submitit_cluster: str | None = None,
+    submitit_parameters: dict[str, Any] | None = None,
 ) -> list[Result]:
     """Run (or load) every run of the grid; returns their Results in grid order.
 
     Args:
         base: the config every run starts from.
         widths, depths, seeds: the grid axes (None keeps the base value).
-        executor: ``"local"`` (in this process, one run after another) or ``"ray"``.
+        executor: ``"local"`` (in this process, one run after another), ``"ray"`` or
+            ``"submitit"`` (one job per run: Slurm, or local processes without it).
         store: results folder (default ``ResultStore()``).
         ray_address: cluster address for ``ray.init`` (None: start a local instance).
         progress: ``progress(done, total, config)`` after each run.
         design: ``"grid"`` or ``"cross"`` (see :func:`sweep_configs`).
         ray_timeout: seconds to wait for ``ray.init`` to connect (``ValueError`` after).
         lock_timeout: seconds to wait for a run another process is computing (local).
+        submitit_cluster: ``None`` (Slurm if there, else local), ``"slurm"``, ``"local"`` or
+            ``"debug"`` (in this process).
+        submitit_parameters: ``AutoExecutor.update_parameters`` keywords, e.g.
+            ``{"slurm_partition": "gpu", "gpus_per_node": 1, "timeout_min": 120}``.
     """
     if executor not in EXECUTORS:
         raise ValueError(f"executor must be one of {EXECUTORS}, got {executor!r}")
@@ -191,6 +246,9 @@ def sweep(
     store = store or ResultStore()
     if executor == "ray":
         return _run_on_ray(configs, store, ray_address, progress, ray_timeout)
+    if executor == "submitit":
+        return _run_on_submitit(configs, store, submitit_cluster, progress,
+                                submitit_parameters)
     results = []
     for i, config in enumerate(configs):
         results.append(run_experiment(config, store, lock_timeout=lock_timeout))

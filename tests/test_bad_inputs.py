@@ -283,6 +283,10 @@ CASES = [
     Case("flag-lr-negative", lambda t, r, i: ["run", "--lr", "-1"], "lr must be"),
     Case("flag-lock-timeout", lambda t, r, i: ["run", "--lock-timeout", "-1"], "lock-timeout"),
     Case("flag-widths", lambda t, r, i: ["sweep", "--widths", "4,x"], "comma list"),
+    Case("slurm-flags-without-submitit", lambda t, r, i: [
+        "sweep", "-q", "--slurm-gpus", "1", *TINY_FLAGS], "need --executor submitit"),
+    Case("reproduce-archs", lambda t, r, i: ["reproduce", "--archs", "mlp", "--report-only"],
+         "--archs: choose from"),
     Case("transformer-digits", lambda t, r, i: ["run", "--arch", "transformer"], "sequence"),
     Case("text-missing", lambda t, r, i: ["run", "-q", "--dataset", "text", "--arch",
                                           "transformer", "--data-root", str(t / "no.txt")],

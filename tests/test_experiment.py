@@ -328,6 +328,19 @@ def test_ray_sweep_on_a_real_local_instance(store):
     assert [r.barcode for r in results] == [r.barcode for r in local]
 
 
+@pytest.mark.slow
+def test_submitit_sweep_in_local_mode_shares_the_results_folder(store):
+    pytest.importorskip("submitit")
+    shared = ResultStore(store.root / "submitit")
+    results = sweep(TINY, widths=[4, 8], seeds=[0], executor="submitit", store=shared,
+                    submitit_cluster="local", submitit_parameters={"timeout_min": 10})
+    check_sweep(results, [4, 8], [0])
+    local = sweep(TINY, widths=[4, 8], seeds=[0], store=ResultStore(store.root / "local2"))
+    assert [r.barcode for r in results] == [r.barcode for r in local]
+    assert sorted(shared.list()) == sorted(r.run_id for r in results)  # logs are not runs
+    assert list((shared.root / ".submitit").glob("*/*_log.err"))
+
+
 # --------------------------------------------------------------------------- CLI
 
 def tiny_flags(results):
