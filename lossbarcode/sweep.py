@@ -372,6 +372,31 @@ def fullest_value(records: Sequence[dict[str, Any]], along: str, fixed_axis: str
     spread = {v: len({r[along] for r in records if r[fixed_axis] == v}) for v in values}
     return max(values, key=spread.get)
 
+def sweep_trends(records: Sequence[dict[str, Any]], barcodes: Mapping[str, Barcode],
+                 include_broken: bool = False) -> dict[tuple[str, str], Any]:
+    """``(arch, axis) -> Trend`` (:func:`lossbarcode.confidence.trend`) of the TO-score along
+    width (at the depth with the most widths) and along depth (at the width with the most
+    depths), over the :func:`curve_ready` records (all with ``include_broken``) whose barcode
+    is in ``barcodes``; bars within the records' ``path_atol`` count as 0."""
+    from lossbarcode.confidence import trend
+
+    usable = [r for r in records if (include_broken or curve_ready(r))
+              and r["run_id"] in barcodes]
+    out = {}
+    for arch in sorted({r["arch"] for r in usable}):
+        mine = [r for r in usable if r["arch"] == arch]
+        for axis, other in (("width", "depth"), ("depth", "width")):
+            at = fullest_value(mine, axis, other, sorted({r[other] for r in mine}))
+            scales: dict[int, list[Barcode]] = {}
+            for r in mine:
+                if r[other] == at:
+                    scales.setdefault(r[axis], []).append(barcodes[r["run_id"]])
+            if len(scales) > 1:
+                out[(arch, axis)] = trend(axis, scales, mine[0]["score_variant"],
+                                          resolution=max(r.get("path_atol", 0.0) for r in mine))
+    return out
+
+
 # --------------------------------------------------------------------------- sweep files
 
 SWEEP_RECORD_KEYS = ("run_id", "arch", "width", "depth", "seed", "to_score", "n_params",

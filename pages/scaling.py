@@ -15,6 +15,7 @@ from lossbarcode.sweep import (
     sweep_barcodes,
     sweep_commands,
     sweep_resolution,
+    sweep_trends,
 )
 from lossbarcode.topology import Barcode
 from pages._exports import csv_text, downloads, json_text
@@ -149,6 +150,19 @@ def barcodes_across_scales(data: dict, records: list[dict], widths: list[int],
         st.info("No barcodes stored for this selection.", icon=":material/info:")
 
 
+def measured_trends(records: list[dict], barcodes: dict[str, Barcode]) -> None:
+    """What the sweep says about the paper's claim, read from its data (not written in
+    advance): each axis's trend and its interval, or "not resolved"."""
+    trends = sweep_trends(records, barcodes)
+    if not trends:
+        return
+    lines = [f"**{arch}, along {axis}** ({' '.join(map(str, t.values))}): **{t.verdict}** — "
+             f"{t.reason}" for (arch, axis), t in trends.items()]
+    st.markdown("Measured here (runs in the curves only; 95% hierarchical bootstrap over seeds "
+                "and minima; bars within the path tolerance count as 0):  \n"
+                + "  \n".join(lines))
+
+
 def show_sweep(data: dict, log_x: bool, y_axis: str) -> None:
     """A sweep's curves, table, downloads and barcodes."""
     records = data["records"]
@@ -164,6 +178,7 @@ def show_sweep(data: dict, log_x: bool, y_axis: str) -> None:
         about += f"  \nReproduce: `{command}`"
     st.caption(f"{about}  \nTO-score variant: **{variant}** · {len(records)} runs")
     scaling_charts(summary, variant, log_x, y_axis)
+    measured_trends(records, sweep_barcodes(data))
     table = [{k: v for k, v in row.items() if k not in ("to_score_seeds",)} for row in summary]
     with st.expander("Summary table", expanded=False):
         st.dataframe(table, hide_index=True, width="stretch")
@@ -277,9 +292,9 @@ def launcher(sources: dict[str, dict[str, Any]], demo: dict[str, Any] | None) ->
 
 st.title("Scaling: TO-score vs width and depth")
 st.caption(
-    "The paper's first finding: loss barcodes and TO-scores shrink as networks get wider and "
-    "deeper — wide and deep networks have fewer, shallower traps. Lines are the mean over "
-    "seeds with ±1 standard deviation; open circles are the individual seeds."
+    "The paper's first finding is that loss barcodes and TO-scores shrink as networks get wider "
+    "and deeper. Below the charts: what this sweep measured, a trend only where its 95% "
+    "interval says so. Lines are the mean over seeds; open circles are the individual seeds."
 )
 sources, demo = sweep_sources()
 job_id = finish_sweep_job(sources)  # a sweep launched here is selected once it has finished

@@ -90,3 +90,32 @@ def test_a_comma_list_is_read_one_way_for_the_cli_and_the_dashboard():
     for bad, why in (("4,x", "comma list of integers"), (" , ", "at least one value")):
         with pytest.raises(ValueError, match=why):
             axis_values(bad, "--widths")
+
+
+def test_sweep_trends_read_the_claim_from_the_data_and_its_intervals():
+    from test_confidence import barcode
+
+    from lossbarcode.sweep import sweep_trends
+
+    records, barcodes = [], {}
+    # A cross: widths at depth 2 fall clearly; depths at width 8 overlap.
+    scales = [(w, 2, 1.0 / w) for w in (4, 8, 16, 32)] + [(8, d, 0.1) for d in (1, 3)]
+    for w, d, size in scales:
+        for seed in range(3):
+            run_id = f"w{w}d{d}s{seed}"
+            lengths = [size * (1 + 0.02 * seed), size * (1 - 0.01 * seed)]
+            if d != 2:  # the depth curve: wide spread within each scale
+                lengths = [0.01 + 0.3 * seed, 0.2]
+            barcodes[run_id] = barcode(lengths)
+            records.append({"run_id": run_id, "arch": "fcn", "width": w, "depth": d,
+                            "seed": seed, "k": 3, "minima_certified": 3, "broken": False,
+                            "score_variant": "l2", "path_atol": 1e-4})
+    trends = sweep_trends(records, barcodes)
+    assert trends[("fcn", "width")].verdict == "decreasing"
+    assert trends[("fcn", "width")].values == (4, 8, 16, 32)
+    assert trends[("fcn", "depth")].verdict == "not resolved"
+    # Runs that cannot enter a curve do not make a trend either.
+    for r in records:
+        r["broken"] = True
+    assert sweep_trends(records, barcodes) == {}
+    assert sweep_trends(records, barcodes, include_broken=True)
