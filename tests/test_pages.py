@@ -290,6 +290,9 @@ def test_scaling_reads_the_demo_sweep_and_overlays_barcodes(store):
     # The resolution floor is drawn, and the certified bars are counted.
     assert any(s.get("y0") == pytest.approx(floor) for s in figures[0]["layout"]["shapes"])
     assert "36/36 finite bars certified" in texts(at.caption)
+    # The claim is read from the data: every scale here has the same barcode, so no trend.
+    assert "fcn, along width" in texts(at.markdown)
+    assert "not resolved" in texts(at.markdown)
     assert figures[0]["layout"]["yaxis"]["type"] == expected
     at.sidebar.radio[0].set_value("log").run()
     assert charts(at)[0]["layout"]["yaxis"]["type"] == "log"
