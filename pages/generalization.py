@@ -42,15 +42,23 @@ if "gen_runs" not in st.session_state:
 with st.sidebar:
     chosen = st.multiselect("Runs to pool", runs, key="gen_runs", format_func=run_label,
                             help="Their minima are pooled into one rank correlation.")
-    measure = st.radio("Generalization measure", list(MEASURES), horizontal=True)
+    # Every control that changes a number on screen is in the URL, so a link reopens it.
+    wanted = st.query_params.get("measure")
+    measure = st.radio("Generalization measure", list(MEASURES), horizontal=True,
+                       index=list(MEASURES).index(wanted) if wanted in MEASURES else 0)
     broken = [r for r in chosen if run_health_of(result(r)).broken]
     include_broken = bool(broken) and st.toggle(
-        f"Include {len(broken)} broken runs", value=False,
+        f"Include {len(broken)} broken runs", value=st.query_params.get("broken") == "1",
         help="Runs with diverged minima or paths far below their minima measure the "
              "training, not the network; they are left out of the statistics unless "
              "included.")
 st.session_state.current_gen_runs = chosen
 st.query_params["runs"] = chosen
+st.query_params["measure"] = measure
+if include_broken:
+    st.query_params["broken"] = "1"
+else:
+    st.query_params.pop("broken", None)
 if not chosen:
     st.info("Choose at least one run in the sidebar.", icon=":material/info:")
     st.stop()

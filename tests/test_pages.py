@@ -627,6 +627,15 @@ def test_generalization_leaves_broken_runs_out_unless_included(store, tmp_path, 
     at.sidebar.toggle[0].set_value(True).run()
     assert "pooled anyway" in texts(at.warning)
     assert len(at.dataframe[0].value) == 2
+    at.sidebar.radio[0].set_value("test loss").run()
+    # A shared link reopens what is on screen: the runs, the switch and the measure.
+    assert at.query_params["broken"] == "1" and at.query_params["measure"] == "test loss"
+    shared = app("generalization", runs=[good.run_id, other.run_id], broken="1",
+                 measure="test loss")
+    assert not at.exception and not shared.exception
+    assert shared.sidebar.toggle[0].value is True
+    assert shared.sidebar.radio[0].value == "test loss"
+    assert len(shared.dataframe[0].value) == 2
 
 
 def test_reproduction_page_shows_a_reports_verdicts_and_what_is_missing(tmp_path, monkeypatch):
