@@ -63,6 +63,8 @@ def run_picker(label: str = "Run", param: str = "run", pending: Sequence[str] = 
     key = f"picker_{param}"
     missing_key = f"_missing_{param}"  # a bad link stays reported until another run is picked
     from_url = st.query_params.get(param)
+    if from_url and from_url not in runs and is_demo(from_url):
+        runs = [*runs, from_url]  # a link to a demo run keeps working once there are others
     if from_url and from_url not in runs and from_url not in pending:
         st.session_state[missing_key] = from_url
     if not runs:

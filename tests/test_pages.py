@@ -651,3 +651,14 @@ def test_reproduction_page_shows_a_reports_verdicts_and_what_is_missing(tmp_path
     assert at.selectbox[0].value == "mine"
     assert set(at.dataframe[0].value["verdict"]) == {"missing runs"}
     assert "runs not computed yet" in texts(at.markdown)
+
+
+def test_a_link_to_a_demo_run_still_opens_once_there_are_runs_of_ones_own(store, monkeypatch):
+    from pages import _runs as ui
+
+    monkeypatch.delenv("LOSSBARCODE_DEMO_RUNS", raising=False)
+    demo_id = ui._finished(ResultStore(ui.DEMO_RUNS))[0]
+    at = app(run=demo_id)  # the results folder has its own runs
+    assert not at.exception
+    assert picker(at).value == demo_id
+    assert "not in the results folder" not in texts(at.warning)
