@@ -270,6 +270,10 @@ def test_explore_cancel_a_running_job(store):
     assert not at.exception
     assert "cancelled" in texts(at.info)
     assert not at.get("progress")
+    # The words and the URL: cancelled (not "not in the results folder"), and the URL names
+    # the run on screen.
+    assert "not in the results folder" not in texts(at.warning)
+    assert at.query_params.get("run") in (None, picker(at).value if at.selectbox else None)
 
 
 def test_scaling_reads_the_demo_sweep_and_overlays_barcodes(store):
