@@ -144,10 +144,10 @@ REPRODUCE_SCALES: dict[str, dict] = {
         "cnn": {"widths": (4, 8, 16), "depth": 1, "depths": (1, 2, 3), "width": 4},
         "transformer": {"widths": (16, 32, 64), "depth": 1, "depths": (1, 2, 3), "width": 16},
     }},
-    "cpu": {"k": K, "seeds": (0, 1, 2), "n_train": 2000, "n_test": 1000, "axes": {
+    "cpu": {"k": K, "seeds": (0, 1, 2), "n_train": 1500, "n_test": 500, "axes": {
         "fcn": {"widths": (4, 8, 16, 32, 64, 128, 256), "depth": 2, "depths": (1, 2, 3, 4),
                 "width": 8},
-        "cnn": {"widths": (4, 8, 16, 32), "depth": 2, "depths": (1, 2, 3), "width": 8},
+        "cnn": {"widths": (4, 8, 16), "depth": 2, "depths": (1, 2, 3), "width": 4},
         "transformer": {"widths": (16, 32, 64), "depth": 1, "depths": (1, 2, 3), "width": 16},
     }},
     "gpu": {"k": 16, "seeds": (0, 1, 2, 3, 4), "n_train": None, "n_test": None, "axes": {
