@@ -79,23 +79,32 @@ def _add_config_flags(parser: argparse.ArgumentParser) -> None:
 
 def read_config_file(path: Path) -> dict[str, Any]:
     """The field values in a JSON or TOML config file; ``ValueError`` naming the file (and the
-    field) for anything else: a missing file, a folder, another format, bytes that are not
-    UTF-8 text, a document that is not an object, values of the wrong type."""
+    field) for anything else: a missing file, a folder, a special file or one larger than
+    :data:`~lossbarcode.choices.MAX_CONFIG_BYTES`, another format, bytes that are not UTF-8
+    text, a document that is not an object or is nested too deep, values of the wrong type."""
+    from lossbarcode.store import FileRefusedError, parse_json, read_regular_file
+
+    if path.is_dir():
+        raise ValueError(f"config file {path} is a directory, not a file")
     if path.suffix.lower() not in CONFIG_SUFFIXES:
         raise ValueError(f"config file {path}: unsupported format {path.suffix or '(none)'!r}; "
                          f"use JSON (.json) or TOML (.toml)")
-    if path.is_dir():
-        raise ValueError(f"config file {path} is a directory, not a file")
     try:
-        text = path.read_bytes().decode("utf-8")
+        raw = read_regular_file(path, choices.MAX_CONFIG_BYTES)
+        text = raw.decode("utf-8")
     except FileNotFoundError:
         raise ValueError(f"config file {path} does not exist") from None
+    except FileRefusedError as err:
+        raise ValueError(f"config file {err}") from None
     except UnicodeDecodeError:
         raise ValueError(f"config file {path} is not UTF-8 text (a binary file?)") from None
     try:
-        values = tomllib.loads(text) if path.suffix.lower() == ".toml" else json.loads(text)
-    except (json.JSONDecodeError, tomllib.TOMLDecodeError) as err:
-        raise ValueError(f"config file {path} is not valid {path.suffix[1:]}: {err}") from err
+        values = (tomllib.loads(text) if path.suffix.lower() == ".toml"
+                  else parse_json(raw, allow_constants=True))
+    except RecursionError:  # tomllib parses nested tables recursively
+        raise ValueError(f"config file {path} is nested too deep") from None
+    except (ValueError, tomllib.TOMLDecodeError) as err:
+        raise ValueError(f"config file {path} is not valid {path.suffix[1:]}: {err}") from None
     if not isinstance(values, dict):
         raise ValueError(f"config file {path} must hold an object of field: value pairs, got "
                          f"{type(values).__name__} {str(values)[:40]}")
@@ -203,8 +212,12 @@ def _cmd_sweep(args: argparse.Namespace) -> int:
     config = _config_from(args)
     widths, depths, seeds = (_ints(args.widths, "--widths"), _ints(args.depths, "--depths"),
                               _ints(args.seeds, "--seeds"))
-    if args.output and args.append and Path(args.output).is_file():
-        _check_append(Path(args.output))
+    if args.output:
+        from lossbarcode.store import check_output_path
+
+        check_output_path(args.output)  # before the sweep computes anything
+        if args.append and Path(args.output).is_file():
+            _check_append(Path(args.output))
     bar = None
     if not args.quiet:
         from tqdm import tqdm
@@ -298,19 +311,26 @@ def _table(rows: Sequence[dict[str, Any]], float_format: str = ".5g") -> str:
 
 def _cmd_list(args: argparse.Namespace) -> int:
     from lossbarcode.experiment import load_result
-    from lossbarcode.store import CorruptResultError, NewerFormatError
+    from lossbarcode.store import CorruptResultError, NewerFormatError, UnsafeResultError
 
     store = _store(args)
     rows = []
     for run_id in store.list():
         try:
             result = load_result(store, run_id, strict=True)
+        except UnsafeResultError as err:
+            rows.append({"run_id": run_id, "status": f"unusable: {err.path} {err.reason}; "
+                                                     "remove it by hand"})
+            continue
         except CorruptResultError as err:  # one bad run must not hide the others
             rows.append({"run_id": run_id, "status": f"unusable result ({err.reason}); "
                                                      "'lossbarcode run' recomputes it"})
             continue
         except NewerFormatError:
             rows.append({"run_id": run_id, "status": "made by a newer lossbarcode"})
+            continue
+        except (ValueError, OSError) as err:  # e.g. unreadable folder: still only this run
+            rows.append({"run_id": run_id, "status": f"unusable ({_one_line(err)})"})
             continue
         if result is None:
             rows.append({"run_id": run_id, "status": "partial: " + ",".join(

@@ -453,7 +453,7 @@ def _result_from_dict(cls: type[Result], data: dict[str, Any]) -> Result:
     certs = _certificates_from_dict(data, minima, paths, column)
     scores = {str(key): float(_floats([v], f"to_score {key}")[0]) for key, v in to_score.items()}
     scores_all = certs.pop("scores_all") or scores
-    return cls(
+    result = cls(
         **certs,
         scores_all=scores_all,
         run_id=run_id,
@@ -490,6 +490,75 @@ def _result_from_dict(cls: type[Result], data: dict[str, Any]) -> Result:
                                     (m,)),
         paths_version=version,
     )
+    _check_content(result, derived="curvature_skipped" in data)
+    return result
+
+
+def _same(stored: np.ndarray, computed: np.ndarray) -> bool:
+    """Whether two float arrays agree (NaN with NaN, inf with inf) up to round-off."""
+    stored, computed = np.asarray(stored, dtype=np.float64), np.asarray(computed, np.float64)
+    return stored.shape == computed.shape and bool(np.all(
+        np.isclose(stored, computed, rtol=1e-9, atol=1e-12, equal_nan=True)))
+
+
+def _same_barcode(stored: topology.Barcode, computed: topology.Barcode) -> bool:
+    return (len(stored) == len(computed) and _same(stored.births, computed.births)
+            and _same(stored.deaths, computed.deaths)
+            and all(np.array_equal(getattr(stored, name), getattr(computed, name))
+                    for name in ("minima", "saddles", "merged_into", "saddle_edges")))
+
+
+def _check_content(r: Result, derived: bool) -> None:
+    """``ValueError`` unless a stored result holds the invariants it was made with: finite
+    losses where a minimum did not diverge, errors in [0, 1], norms >= 0, barriers at or above
+    their higher endpoint, no path both converged and stalled; and, for a result with
+    certificates (``derived``), unless its derived values are what its data give: the
+    certified flags from the gradient norms, eigenvalues and flags (:func:`~lossbarcode.
+    certificates.certify`), the barrier matrix from the path barriers, both barcodes from the
+    barrier matrix, the TO-scores from the barcodes. A mismatch is an edited result."""
+    live = ~r.diverged
+    if not np.all(np.isfinite(r.train_loss[live])):
+        raise ValueError("result train_loss must be finite for every minimum that did not "
+                         "diverge")
+    with np.errstate(invalid="ignore"):
+        if np.any((r.test_error < 0) | (r.test_error > 1)):
+            raise ValueError("result test_error must lie in [0, 1]")
+        for name in ("grad_norm", "path_perp_grad_norm", "path_top_grad_norm"):
+            if np.any(getattr(r, name) < 0):
+                raise ValueError(f"result {name} must be >= 0")
+    if np.any(r.path_converged & r.path_stalled):
+        raise ValueError("result paths cannot be both converged and stalled")
+    if len(r.pairs) and np.any(r.pairs[:, 0] >= r.pairs[:, 1]):
+        raise ValueError("result pairs must be [i, j] with i < j")
+    barriers = np.where(np.isnan(r.path_barriers), np.inf, r.path_barriers)
+    floor = r.train_loss[r.pairs].max(axis=1) if len(r.pairs) else np.zeros(0)
+    if np.any(np.isfinite(barriers) & ~(barriers >= floor)):
+        raise ValueError("result path_barriers must be at or above their higher endpoint's "
+                         "loss (null: not connected)")
+    if not derived:  # made before certificates: its barcode followed older rules
+        if not all(_same([r.scores[v]], [s]) for v, s in all_scores(r.barcode).items()):
+            raise ValueError("result to_score is not the TO-score of its barcode: edited")
+        return
+    c = r.config
+    certified = certificates.certify(r.grad_norm, r.hessian_min_eig, r.stuck, r.diverged,
+                                     c.minima_tol, curvature_skipped=r.curvature_skipped)[0]
+    if not np.array_equal(certified, r.minima_certified):
+        raise ValueError("result minima certified flags disagree with their gradient norms, "
+                         "eigenvalues and flags: edited")
+    matrix = topology.pair_barrier_matrix(r.pairs, barriers, r.train_loss, r.k)
+    if not _same(r.barrier_matrix, matrix):
+        raise ValueError("result barriers (the matrix) are not those of its path_barriers: "
+                         "edited")
+    for name, barcode, births, scores in (
+            ("barcode", r.barcode, r.minima_certified[live], r.scores),
+            ("barcode_all", r.barcode_all or r.barcode, None, r.scores_all)):
+        if not _same_barcode(barcode, _valid_barcode(r.train_loss, r.diverged, matrix, c.rule,
+                                                     births)):
+            raise ValueError(f"result {name} is not the barcode of its barriers: edited")
+        if set(scores) != set(SCORE_VARIANTS) or not all(
+                _same([scores[v]], [s]) for v, s in all_scores(barcode).items()):
+            raise ValueError(f"result {'to_score' if name == 'barcode' else 'to_score_all'} "
+                             f"is not the TO-score of its {name}: edited")
 
 
 OLDER_CERTIFICATES = "made by an older lossbarcode, before births and deaths were certified"
@@ -880,6 +949,8 @@ def run_experiment(
                                              for img in connected.images):
                 raise ValueError(f"they join {connected.k} minima of other shapes than the "
                                  f"{found.k} stored minima")
+            if not np.array_equal(connected.minima_loss, found.train_loss, equal_nan=True):
+                raise ValueError("their minima losses are not those of the stored minima")
             return connected
 
         stored = _usable_stage(store, run_id, "paths", data_fp, parse_paths)
@@ -937,8 +1008,9 @@ def assemble_result(config: ExperimentConfig, found, connected, timings: dict[st
         raise ValueError(f"all {found.k} training runs diverged, so there is no barcode; lower "
                          "the learning rate (--lr) or use --schedule anneal")
     barriers = barrier_matrix(connected, found.k)
-    barcode = _valid_barcode(found, barriers, config.rule, found.certified[valid])
-    barcode_all = _valid_barcode(found, barriers, config.rule, None)
+    barcode = _valid_barcode(found.train_loss, found.diverged, barriers, config.rule,
+                             found.certified[valid])
+    barcode_all = _valid_barcode(found.train_loss, found.diverged, barriers, config.rule, None)
     timings = {**timings, "barcode": time.perf_counter() - start}
     return Result(
         run_id=config.run_id,
@@ -982,14 +1054,14 @@ def assemble_result(config: ExperimentConfig, found, connected, timings: dict[st
     )
 
 
-def _valid_barcode(found, barriers: np.ndarray, rule: str,
-                   births: np.ndarray | None) -> topology.Barcode:
-    """The barcode of the minima that did not diverge (bars at ``births`` among them, every
-    one when None), with bar and edge indices among all K."""
-    valid = found.valid
-    barcode = topology.minima_barcode(found.train_loss[valid], barriers[np.ix_(valid, valid)],
+def _valid_barcode(train_loss: np.ndarray, diverged: np.ndarray, barriers: np.ndarray,
+                   rule: str, births: np.ndarray | None) -> topology.Barcode:
+    """The barcode of the minima that did not diverge (``diverged`` ``(K,)``; bars at
+    ``births`` among them, every one when None), with bar and edge indices among all K."""
+    valid = np.flatnonzero(~np.asarray(diverged, dtype=bool))
+    barcode = topology.minima_barcode(train_loss[valid], barriers[np.ix_(valid, valid)],
                                       rule=rule, births=births)
-    k = found.k
+    k = len(train_loss)
     return dataclasses.replace(
         barcode,
         minima=valid[barcode.minima],

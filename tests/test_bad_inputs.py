@@ -260,7 +260,7 @@ CASES = [
     Case("config-bad-json", _config_file("c.json", "{width: 3"), "not valid json"),
     Case("config-bad-toml", _config_file("c.toml", "width = = 3"), "not valid toml"),
     Case("config-yaml", _config_file("c.yaml", "width: 3\n"), "use JSON (.json) or TOML"),
-    Case("config-directory", lambda t, r, i: ["run", "--config", str(t)], "unsupported"),
+    Case("config-directory", lambda t, r, i: ["run", "--config", str(t)], "is a directory"),
     Case("config-directory-json", lambda t, r, i: (t / "d.json").mkdir() or [
         "run", "--config", str(t / "d.json")], "is a directory"),
     Case("config-missing", lambda t, r, i: ["run", "--config", str(t / "none.json")],

@@ -261,10 +261,10 @@ def test_bad_array_names_are_refused(store: ResultStore) -> None:
 def _crash_on(monkeypatch, suffix: str) -> None:
     real = os.replace
 
-    def replace(src, dst):
+    def replace(src, dst, **dir_fds):
         if str(dst).endswith(suffix):
             raise OSError("simulated crash")
-        return real(src, dst)
+        return real(src, dst, **dir_fds)
 
     monkeypatch.setattr(store_mod.os, "replace", replace)
 
