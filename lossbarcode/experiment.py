@@ -511,7 +511,9 @@ def _same_barcode(stored: topology.Barcode, computed: topology.Barcode) -> bool:
 def _check_content(r: Result, derived: bool) -> None:
     """``ValueError`` unless a stored result holds the invariants it was made with: finite
     losses where a minimum did not diverge, errors in [0, 1], norms >= 0, barriers at or above
-    their higher endpoint, no path both converged and stalled; and, for a result with
+    their higher endpoint and finite for every path that converged or has a finite loss
+    profile, no
+    path both converged and stalled; and, for a result with
     certificates (``derived``), unless its derived values are what its data give: the
     certified flags from the gradient norms, eigenvalues and flags (:func:`~lossbarcode.
     certificates.certify`), the barrier matrix from the path barriers, both barcodes from the
@@ -530,6 +532,12 @@ def _check_content(r: Result, derived: bool) -> None:
         raise ValueError("result paths cannot be both converged and stalled")
     if len(r.pairs) and np.any(r.pairs[:, 0] >= r.pairs[:, 1]):
         raise ValueError("result pairs must be [i, j] with i < j")
+    # A path's barrier is at least the highest loss of its profile: finite if that is.
+    profiled = np.array([len(loss) > 0 and bool(np.all(np.isfinite(loss)))
+                         for _, loss in r.profiles], dtype=bool).reshape(-1)
+    if np.any(~np.isfinite(r.path_barriers) & (r.path_converged | profiled)):
+        raise ValueError("result path_barriers must be numbers for paths that converged or "
+                         "have a finite loss profile")
     barriers = np.where(np.isnan(r.path_barriers), np.inf, r.path_barriers)
     floor = r.train_loss[r.pairs].max(axis=1) if len(r.pairs) else np.zeros(0)
     if np.any(np.isfinite(barriers) & ~(barriers >= floor)):
