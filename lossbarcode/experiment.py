@@ -510,10 +510,9 @@ def _same_barcode(stored: topology.Barcode, computed: topology.Barcode) -> bool:
 
 def _check_content(r: Result, derived: bool) -> None:
     """``ValueError`` unless a stored result holds the invariants it was made with: finite
-    losses where a minimum did not diverge, errors in [0, 1], norms >= 0, barriers at or above
-    their higher endpoint and finite for every path that converged or has a finite loss
-    profile, no
-    path both converged and stalled; and, for a result with
+    losses where a minimum did not diverge, errors in [0, 1], norms and timings >= 0,
+    barriers at or above their higher endpoint and finite for every path that converged or
+    has a finite loss profile, no path both converged and stalled; and, for a result with
     certificates (``derived``), unless its derived values are what its data give: the
     certified flags from the gradient norms, eigenvalues and flags (:func:`~lossbarcode.
     certificates.certify`), the barrier matrix from the path barriers, both barcodes from the
@@ -528,6 +527,8 @@ def _check_content(r: Result, derived: bool) -> None:
         for name in ("grad_norm", "path_perp_grad_norm", "path_top_grad_norm"):
             if np.any(getattr(r, name) < 0):
                 raise ValueError(f"result {name} must be >= 0")
+    if not all(math.isfinite(v) and v >= 0 for v in r.timings.values()):
+        raise ValueError("result timings must be seconds >= 0")
     if np.any(r.path_converged & r.path_stalled):
         raise ValueError("result paths cannot be both converged and stalled")
     if len(r.pairs) and np.any(r.pairs[:, 0] >= r.pairs[:, 1]):

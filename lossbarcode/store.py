@@ -377,9 +377,11 @@ def _atomic_write_at(folder: int, name: str, path: Path, write: Callable[[IO[byt
                 sha = hasher.hexdigest()
         _check_replaceable(folder, name, path)
         os.replace(tmp, name, src_dir_fd=folder, dst_dir_fd=folder)
-    except BaseException:
+    except BaseException as err:
         with contextlib.suppress(OSError):
             os.unlink(tmp, dir_fd=folder)
+        if isinstance(err, OSError) and err.errno is not None:  # e.g. a full disk: say where
+            raise OSError(err.errno, err.strerror, str(path)) from None
         raise
     with contextlib.suppress(OSError):  # makes the rename durable; not possible everywhere
         os.fsync(folder)

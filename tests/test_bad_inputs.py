@@ -401,6 +401,8 @@ CASES = [
          check=_unchanged("old.json", "old export\n")),
     Case("stage-write-full-disk", _stage_write_fails, "could not read or write",
          preexec=_full_disk()),
+    Case("stage-write-full-disk-names-the-file", _stage_write_fails, ".npz: File too large",
+         preexec=_full_disk()),
     Case("readonly-new-run", lambda t, r, i: ["run", "-q", *TINY_FLAGS, "--seed", "4"],
          "not writable", readonly=True),
     Case("export-readonly", lambda t, r, i: ["export", i, "--output", str(r / "x.json")],
@@ -924,3 +926,23 @@ def test_result_from_dict_recomputes_what_is_derived(template) -> None:
                         "converged and stalled")):
         with pytest.raises(ValueError, match=says):
             Result.from_dict(_result_json(template, edit))
+
+
+def test_the_cost_model_learns_only_from_results_that_verify(template, tmp_path: Path) -> None:
+    """Copies of a run under other ids (rejected by `list` as edited), claiming absurd timings,
+    one a huge integer, change nothing and raise nothing."""
+    from lossbarcode.cost import store_calibration
+
+    source, run_id = template
+    results = tmp_path / "results"
+    shutil.copytree(source, results)
+    store = ResultStore(results)
+    honest = store_calibration(store, "cpu")
+    for n, seconds in enumerate([1e-6] * 5 + [10**400]):
+        name = f"{n:016x}"
+        shutil.copytree(results / run_id, results / name)
+        _edit_stage(results, name, "result", lambda r, n=name, s=seconds: (
+            r.update(run_id=n), r["meta"].update(run_id=n),
+            r["meta"]["timings"].update(minima=s, paths=s)))
+    assert len(store.list()) == 7
+    assert store_calibration(store, "cpu") == honest
