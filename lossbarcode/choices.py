@@ -23,6 +23,7 @@ DATASET = "digits"
 ARCH, WIDTH, DEPTH = "fcn", 32, 2
 HEADS = 4  # transformer attention heads
 K = 8  # minima per run
+SEED_MAX = 2**32 - 1  # the largest run seed (numpy and torch take seeds up to 2**32 - 1 alike)
 OPTIMIZER = "sgd"
 SCHEDULE = "constant"
 MINIMA_STEPS = 2000  # training steps per network

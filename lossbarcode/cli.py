@@ -525,6 +525,16 @@ def _seconds(text: str) -> float:
 _seconds.__name__ = "seconds (>= 0)"
 
 
+def _count(text: str) -> int:
+    value = int(text)
+    if value < 1:
+        raise ValueError(text)
+    return value
+
+
+_count.__name__ = "count (an integer >= 1)"
+
+
 def _add_lock_timeout(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--lock-timeout", type=_seconds, default=None, metavar="SECONDS",
                         help="when another process is computing the same run, wait at most "
@@ -611,7 +621,7 @@ def build_parser() -> argparse.ArgumentParser:
                       help="vertices of the kNN graph case (default: 100000)")
     topo.add_argument("--noise-size", type=int, default=1001,
                       help="side of the white-noise worst-case grid, 0 to skip (default 1001)")
-    topo.add_argument("--repeat", type=int, default=3, help="best of this many runs (default 3)")
+    topo.add_argument("--repeat", type=_count, default=3, help="best of this many runs (default 3)")
     topo.set_defaults(handler=_bench_topology)
 
     conv = which.add_parser(
@@ -619,8 +629,8 @@ def build_parser() -> argparse.ArgumentParser:
                             "method and a 4x budget, on every family")
     conv.add_argument("--families", default="fcn,cnn,resnet,transformer",
                       help="comma list of families (default fcn,cnn,resnet,transformer)")
-    conv.add_argument("--minima", type=int, default=4, help="minima K per family (default 4)")
-    conv.add_argument("--factor", type=int, default=4,
+    conv.add_argument("--minima", type=_count, default=4, help="minima K per family (default 4)")
+    conv.add_argument("--factor", type=_count, default=4,
                       help="the larger budget, in multiples of the step caps (default 4)")
     conv.set_defaults(handler=_bench_convergence)
 
@@ -630,7 +640,7 @@ def build_parser() -> argparse.ArgumentParser:
     engine.add_argument("--widths", default="32", help="comma list of fcn widths (default 32)")
     engine.add_argument("--parts", default="minima,neb,neb-image",
                         help="comma list of parts to time: minima, neb, neb-image (default all)")
-    engine.add_argument("--repeats", type=int, default=3,
+    engine.add_argument("--repeats", type=_count, default=3,
                         help="runs of each way; the best time counts (default 3)")
     engine.set_defaults(handler=_bench_engine)
 
@@ -643,7 +653,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     app_bench = which.add_parser(
         "app", help="app start to first render and cached page switches (headless Chromium)")
-    app_bench.add_argument("--runs", type=int, default=5,
+    app_bench.add_argument("--runs", type=_count, default=5,
                            help="repetitions, median reported (default 5)")
     app_bench.set_defaults(handler=_bench_app)
 
@@ -651,21 +661,21 @@ def build_parser() -> argparse.ArgumentParser:
         "toy", help="Toy landscapes animation: ms per frame in headless Chromium, messages sent")
     toy_bench.add_argument("--toys", default="three_hump_camel,rastrigin",
                            help="comma list of toys (default three_hump_camel,rastrigin)")
-    toy_bench.add_argument("--rounds", type=int, default=3,
+    toy_bench.add_argument("--rounds", type=_count, default=3,
                            help="passes over every frame after a warm-up (default 3)")
     toy_bench.set_defaults(handler=_bench_toy)
 
     minima_bench = which.add_parser(
         "minima", help="certified minima: new default training vs the old one; L-BFGS vs "
                        "gradient descent vs torch.optim.LBFGS")
-    minima_bench.add_argument("--minima", type=int, default=6,
+    minima_bench.add_argument("--minima", type=_count, default=6,
                               help="minima K per case (default 6)")
     minima_bench.add_argument("--part", choices=("all", "training", "methods"), default="all",
                               help="which table to make (default all)")
     minima_bench.set_defaults(handler=_bench_minima)
 
     exp = which.add_parser("experiment", help="the default experiment, cold and cached")
-    exp.add_argument("--repeat", type=int, default=5,
+    exp.add_argument("--repeat", type=_count, default=5,
                      help="cached loads to time, median reported (default 5)")
     exp.add_argument("--config", metavar="FILE", help="config instead of the default")
     _add_config_flags(exp)

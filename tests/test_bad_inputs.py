@@ -347,6 +347,10 @@ CASES = [
     Case("sweep-file-fifo", lambda t, r, i: (os.mkfifo(t / "s.json"), [
         "sweep", "--append", "--output", str(t / "s.json"), "-q", *TINY_FLAGS])[-1],
          "nobody reads"),
+    # messages (issue 19, section 3)
+    Case("seed-overflow", lambda t, r, i: ["run", "-q", "--seed", "9" * 25], "--seed must be"),
+    Case("bench-repeat-0", lambda t, r, i: ["bench", "topology", "--repeat", "0"],
+         "--repeat"),
     # data that passes its checksum but is wrong (issue 19, section 2)
     Case("forged-to-score", _forged(lambda m: m["to_score"].update(l2=99.0)),
          "not the TO-score"),
@@ -946,3 +950,10 @@ def test_the_cost_model_learns_only_from_results_that_verify(template, tmp_path:
             r["meta"]["timings"].update(minima=s, paths=s)))
     assert len(store.list()) == 7
     assert store_calibration(store, "cpu") == honest
+
+
+def test_none_means_none_in_a_config_file_as_on_the_command_line() -> None:
+    config = ExperimentConfig.from_dict({"score_normalize": "none", "steps": "None"})
+    assert config.score_normalize is None and config.steps is None
+    with pytest.raises(ValueError, match="score_norm must be"):
+        ExperimentConfig.from_dict({"score_norm": "none"})  # not optional: still refused
