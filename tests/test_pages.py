@@ -624,3 +624,26 @@ def test_generalization_leaves_broken_runs_out_unless_included(store, tmp_path, 
     at.sidebar.toggle[0].set_value(True).run()
     assert "pooled anyway" in texts(at.warning)
     assert len(at.dataframe[0].value) == 2
+
+
+def test_compare_says_which_listed_run_it_left_out(store, tmp_path, monkeypatch):
+    """A listed run that cannot be loaded (here: a forged TO-score) is named, never a crash."""
+    import shutil
+
+    from lossbarcode import store as store_mod
+
+    good = store["runs"][0].run_id
+    root = tmp_path / "results"
+    shutil.copytree(store["root"] / good, root / good)
+    bad = "f" * 16
+    shutil.copytree(root / good, root / bad)
+    path = root / bad / "result.json"
+    record = json.loads(path.read_text())
+    record["run_id"] = record["meta"]["run_id"] = bad
+    record["meta"]["to_score"]["l2"] = 99.0
+    record["sha256"] = store_mod._record_digest(record)
+    path.write_text(json.dumps(record))
+    monkeypatch.setenv("LOSSBARCODE_RESULTS", str(root))
+    at = app("compare", run=good, run2=bad)
+    assert not at.exception
+    assert bad in texts(at.warning) and "unusable" in texts(at.warning)
