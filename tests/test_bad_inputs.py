@@ -7,6 +7,7 @@ traceback, and leave every finished stage of the results folder as it was.
 from __future__ import annotations
 
 import copy
+import dataclasses
 import json
 import os
 import resource
@@ -30,6 +31,8 @@ from lossbarcode import topology
 from lossbarcode.experiment import (
     ExperimentConfig,
     Result,
+    _valid_barcode,
+    all_scores,
     load_result,
     run_experiment,
 )
@@ -783,15 +786,25 @@ def test_reader_waits_for_the_writer_and_deletes_nothing(tmp_path: Path, monkeyp
 def test_nan_and_inf_barriers_save_as_null(template, tmp_path: Path) -> None:
     source, run_id = template
     result = load_result(ResultStore(source), run_id, strict=True)
-    broken = copy.copy(result)
-    object.__setattr__(broken, "path_barriers", np.array([np.nan, np.inf, 1.0]))
-    object.__setattr__(broken, "profiles", tuple((t, np.full_like(loss, np.inf))
-                                                 for t, loss in result.profiles))
+    # Two paths that overflowed, and everything derived from the barriers made to match.
+    barriers = np.array([np.nan, np.inf, result.path_barriers[2]])
+    matrix = topology.pair_barrier_matrix(result.pairs, np.where(np.isnan(barriers), np.inf,
+                                                                 barriers),
+                                          result.train_loss, result.k)
+    barcodes = [_valid_barcode(result.train_loss, result.diverged, matrix, result.config.rule,
+                               births) for births in (result.minima_certified[~result.diverged],
+                                                      None)]
+    broken = dataclasses.replace(
+        result, path_barriers=barriers, barrier_matrix=matrix, barcode=barcodes[0],
+        scores=all_scores(barcodes[0]), barcode_all=barcodes[1],
+        scores_all=all_scores(barcodes[1]),
+        profiles=tuple((t, np.full_like(loss, np.inf)) for t, loss in result.profiles))
     store = ResultStore(tmp_path / "r")
     with store.lock(run_id):
         store.save_stage(run_id, "result", broken.to_dict())
     back = Result.from_dict(store.load_stage(run_id, "result")[0])
-    assert np.isnan(back.path_barriers[:2]).all() and back.path_barriers[2] == 1.0
+    assert np.isnan(back.path_barriers[:2]).all()
+    assert back.path_barriers[2] == result.path_barriers[2]
 
 
 def test_divergence_to_large_finite_losses_is_flagged(digits) -> None:
