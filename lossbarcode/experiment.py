@@ -41,7 +41,7 @@ from lossbarcode.config import FIELD_HELP as FIELD_HELP
 from lossbarcode.config import ExperimentConfig, identity_hash, score_variant
 from lossbarcode.config import field_help as field_help
 from lossbarcode.config import setting_differences as setting_differences
-from lossbarcode.store import CorruptResultError, ResultStore
+from lossbarcode.store import CorruptResultError, ResultStore, UnsafeResultError
 from lossbarcode.views import drop_views_of
 
 Progress = Callable[[str, int, int, str], Any]
@@ -785,7 +785,8 @@ def load_result(store: ResultStore, run_id: str, warn: bool = True,
         if strict:
             raise
         if warn:
-            warnings.warn(f"{err.path} is unusable ({err.reason}); 'lossbarcode run' "
+            warnings.warn(str(err) if isinstance(err, UnsafeResultError) else
+                          f"{err.path} is unusable ({err.reason}); 'lossbarcode run' "
                           "recomputes it", RuntimeWarning, stacklevel=2)
         return None
 

@@ -777,7 +777,8 @@ class ResultStore:
             return self.load_stage(run_id, stage)
         except CorruptResultError as err:
             if warn:
-                warnings.warn(f"{err.path} is unusable ({err.reason}); 'lossbarcode run' "
+                warnings.warn(str(err) if isinstance(err, UnsafeResultError) else
+                              f"{err.path} is unusable ({err.reason}); 'lossbarcode run' "
                               "recomputes it", RuntimeWarning, stacklevel=4)
             return None
 

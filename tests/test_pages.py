@@ -512,15 +512,28 @@ def test_the_shipped_demo_run_is_the_current_default():
     assert r.config.identity() == default.identity() and r.paths_version >= 2
 
 
-def test_health_banner_on_a_broken_run(store, tmp_path, monkeypatch):
+def diverge(run, i: int):
+    """``run`` with minimum ``i`` marked diverged and what derives from that recomputed (not
+    certified, no bar), so the result verifies on load."""
     import dataclasses
 
+    from lossbarcode.experiment import _valid_barcode, all_scores
+
+    diverged = run.diverged.copy()
+    diverged[i] = True
+    certified = run.minima_certified & ~diverged
+    barcodes = [_valid_barcode(run.train_loss, diverged, run.barrier_matrix, run.config.rule,
+                               births) for births in (certified[~diverged], None)]
+    return dataclasses.replace(run, diverged=diverged, minima_certified=certified,
+                               barcode=barcodes[0], scores=all_scores(barcodes[0]),
+                               barcode_all=barcodes[1], scores_all=all_scores(barcodes[1]))
+
+
+def test_health_banner_on_a_broken_run(store, tmp_path, monkeypatch):
     from lossbarcode.experiment import save_result
 
     run = store["runs"][0]
-    diverged = np.zeros(run.k, dtype=bool)
-    diverged[1] = True
-    broken = dataclasses.replace(run, diverged=diverged)
+    broken = diverge(run, 1)
     results = ResultStore(tmp_path)
     with results.lock(broken.run_id):
         save_result(results, broken)
@@ -604,15 +617,11 @@ def test_minima_map_warns_about_an_unknown_run_link(store):
 
 
 def test_generalization_leaves_broken_runs_out_unless_included(store, tmp_path, monkeypatch):
-    import dataclasses
-
     from lossbarcode.experiment import save_result
 
     good, other = store["runs"]
-    diverged = np.zeros(other.k, dtype=bool)
-    diverged[0] = True
     results = ResultStore(tmp_path)
-    for r in (good, dataclasses.replace(other, diverged=diverged)):
+    for r in (good, diverge(other, 0)):
         with results.lock(r.run_id):
             save_result(results, r)
     monkeypatch.setenv("LOSSBARCODE_RESULTS", str(tmp_path))
@@ -626,7 +635,8 @@ def test_generalization_leaves_broken_runs_out_unless_included(store, tmp_path, 
     assert len(at.dataframe[0].value) == 2
 
 
-def test_compare_says_which_listed_run_it_left_out(store, tmp_path, monkeypatch):
+def test_compare_and_generalization_name_the_listed_runs_they_left_out(store, tmp_path,
+                                                                        monkeypatch):
     """A listed run that cannot be loaded (here: a forged TO-score) is named, never a crash."""
     import shutil
 
@@ -645,5 +655,9 @@ def test_compare_says_which_listed_run_it_left_out(store, tmp_path, monkeypatch)
     path.write_text(json.dumps(record))
     monkeypatch.setenv("LOSSBARCODE_RESULTS", str(root))
     at = app("compare", run=good, run2=bad)
+    assert not at.exception
+    assert bad in texts(at.warning) and "unusable" in texts(at.warning)
+    at = app("generalization")
+    at.sidebar.multiselect(key="gen_runs").set_value([good, bad]).run()
     assert not at.exception
     assert bad in texts(at.warning) and "unusable" in texts(at.warning)
