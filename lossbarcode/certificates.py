@@ -2,7 +2,7 @@
 
 A bar ``[b, d)`` is **certified** when both its ends are checked and its run is not broken:
 
-* **birth** -- its minimum is certified (:func:`lossbarcode.minima.certify`): full-batch
+* **birth** -- its minimum is certified (:func:`certify`): full-batch
   gradient norm at most the tolerance, no negative curvature, a loss clearly below the start;
 * **death** -- the lowest path of the pair that killed it (:func:`death_certificates`):
   converged (neither capped nor stalled), its top a critical point (full-batch gradient norm at
@@ -16,10 +16,13 @@ An uncertified bar says which check failed. Torch-free: results are judged witho
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 
 from lossbarcode.topology import Barcode
+
+NOT_COMPUTED = "not computed"  # Minima.curvature_skipped of minima built without a certificate
 
 
 @dataclass(frozen=True)
@@ -97,4 +100,67 @@ def bar_certificates(barcode: Barcode, deaths: dict[tuple[int, int], Death],
             reason = ""
         certified[b] = not reason
         reasons.append(reason)
+    return certified, reasons
+
+
+def certify(grad_norm: Any, hessian_min_eig: Any, stuck: Any, diverged: Any, tol: float, *,
+            train_loss: Any = None, initial_loss: Any = None,
+            curvature_skipped: str = "") -> tuple[np.ndarray, list[str]]:
+    """Which of K points are certified minima, and why the others are not.
+
+    A point is certified when it did not diverge, is not stuck, its gradient norm is at most
+    ``tol`` and its smallest Hessian eigenvalue is at least ``-tol`` (no direction of descent
+    to second order). A NaN gradient norm does not certify; a NaN eigenvalue does not either,
+    unless ``curvature_skipped`` says why the check could not run (then the point is
+    *gradient-certified only*).
+
+    Args:
+        grad_norm, hessian_min_eig: ``(K,)`` floats.
+        stuck, diverged: ``(K,)`` bools.
+        tol: the tolerance (> 0).
+        train_loss, initial_loss: optional ``(K,)`` losses, quoted in the "stuck" reasons.
+        curvature_skipped: why the eigenvalues were not computed (the model is too large for
+            the check): the points are then certified on their gradient alone.
+
+    Returns:
+        ``certified`` ``(K,)`` bool and one reason per point: ``""`` when certified, else the
+        failed conditions joined by ``"; "``, e.g. ``"gradient 0.31 > tol 0.001"``,
+        ``"negative curvature -0.05"``, ``"stuck: loss 2.3, 2.31 at the start"``,
+        ``"diverged"``.
+    """
+    g = np.asarray(grad_norm, dtype=np.float64).reshape(-1)
+    eig = np.asarray(hessian_min_eig, dtype=np.float64).reshape(-1)
+    st = np.asarray(stuck, dtype=bool).reshape(-1)
+    dv = np.asarray(diverged, dtype=bool).reshape(-1)
+    k = g.shape[0]
+    if not eig.shape == st.shape == dv.shape == (k,):
+        raise ValueError("grad_norm, hessian_min_eig, stuck and diverged must all have shape "
+                         f"(K,), got {g.shape}, {eig.shape}, {st.shape}, {dv.shape}")
+    tol = float(tol)
+    # A model too large for the curvature check (curvature_skipped says why) is certified on
+    # its gradient only ("gradient-certified only", said wherever it is shown).
+    unchecked = np.isnan(eig) & bool(curvature_skipped) & (curvature_skipped != NOT_COMPUTED)
+    with np.errstate(invalid="ignore"):
+        certified = ~dv & ~st & (g <= tol) & ((eig >= -tol) | unchecked)
+    reasons = []
+    for i in range(k):
+        if dv[i]:
+            reasons.append("diverged")
+            continue
+        parts = []
+        if not g[i] <= tol:
+            parts.append(f"gradient {g[i]:.2g} > tol {tol:g}" if np.isfinite(g[i])
+                         else "gradient unknown")
+        if np.isnan(eig[i]) and not unchecked[i]:
+            parts.append("curvature not checked"
+                         + (f" ({curvature_skipped})" if curvature_skipped else ""))
+        elif eig[i] < -tol:
+            parts.append(f"negative curvature {eig[i]:.2g}")
+        if st[i]:
+            if train_loss is not None and initial_loss is not None:
+                parts.append(f"stuck: loss {float(np.asarray(train_loss)[i]):.3g}, "
+                             f"{float(np.asarray(initial_loss)[i]):.3g} at the start")
+            else:
+                parts.append("stuck")
+        reasons.append("; ".join(parts))
     return certified, reasons

@@ -24,6 +24,7 @@ DATASET = "digits"
 ARCH, WIDTH, DEPTH = "fcn", 32, 2
 HEADS = 4  # transformer attention heads
 K = 8  # minima per run
+SEED_MAX = 2**32 - 1  # the largest run seed (numpy and torch take seeds up to 2**32 - 1 alike)
 OPTIMIZER = "sgd"
 SCHEDULE = "constant"
 MINIMA_STEPS = 2000  # training steps per network
@@ -57,7 +58,7 @@ def training(arch: str | None, optimizer: str | None = None, lr: float | None = 
             family[3] if polish_steps is None else polish_steps)
 
 
-# When a trained network is a minimum (lossbarcode.minima.certify): its full-batch gradient
+# When a trained network is a minimum (lossbarcode.certificates.certify): its full-batch gradient
 # norm (of the mean training loss) is at most MINIMA_TOL, its smallest Hessian eigenvalue at
 # least -MINIMA_TOL, and its loss at most STUCK_RATIO times its loss at initialisation (for a
 # loss >= 0; generally: at least (1 - STUCK_RATIO) * |initial| below it), else it is "stuck".
@@ -101,6 +102,16 @@ MINIMA_LR = {"sgd": 0.05, "adam": 1e-3}  # default training learning rate per op
 PATH_LR = {"sgd": 0.05, "adam": 0.01}  # default (initial) path step size per optimizer
 # Per path method (the string method chooses its own steps: lossbarcode.string_method).
 PATH_OPTIMIZER = {"linear": "sgd", "neb": "sgd", "bezier": "adam", "string": "sgd"}
+
+# What lossbarcode reads back (lossbarcode.store): regular files only, opened without
+# blocking and without following links, at most this many bytes each; JSON nested at most
+# MAX_JSON_DEPTH deep (a result nests 6 deep). Anything else is refused, per file.
+MAX_JSON_BYTES = 256 * 2**20  # a stage's JSON record, a sweep file
+MAX_ARRAYS_BYTES = 16 * 2**30  # a stage's .npz (K parameter vectors, path images)
+MAX_CONFIG_BYTES = 2**20  # a config file (JSON or TOML)
+MAX_LOCK_INFO_BYTES = 2**16  # the side file naming a lock's holder
+MAX_JSON_DEPTH = 64
+MAX_DEMO_COPY_BYTES = 2**30  # the dashboard's private copy of the demo runs, all files together
 
 # The dashboard's presets, also measured by ``lossbarcode bench estimate``: name -> (label,
 # config fields that differ from the default ExperimentConfig).

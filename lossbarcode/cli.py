@@ -80,23 +80,32 @@ def _add_config_flags(parser: argparse.ArgumentParser) -> None:
 
 def read_config_file(path: Path) -> dict[str, Any]:
     """The field values in a JSON or TOML config file; ``ValueError`` naming the file (and the
-    field) for anything else: a missing file, a folder, another format, bytes that are not
-    UTF-8 text, a document that is not an object, values of the wrong type."""
+    field) for anything else: a missing file, a folder, a special file or one larger than
+    :data:`~lossbarcode.choices.MAX_CONFIG_BYTES`, another format, bytes that are not UTF-8
+    text, a document that is not an object or is nested too deep, values of the wrong type."""
+    from lossbarcode.store import FileRefusedError, parse_json, read_regular_file
+
+    if path.is_dir():
+        raise ValueError(f"config file {path} is a directory, not a file")
     if path.suffix.lower() not in CONFIG_SUFFIXES:
         raise ValueError(f"config file {path}: unsupported format {path.suffix or '(none)'!r}; "
                          f"use JSON (.json) or TOML (.toml)")
-    if path.is_dir():
-        raise ValueError(f"config file {path} is a directory, not a file")
     try:
-        text = path.read_bytes().decode("utf-8")
+        raw = read_regular_file(path, choices.MAX_CONFIG_BYTES)
+        text = raw.decode("utf-8")
     except FileNotFoundError:
         raise ValueError(f"config file {path} does not exist") from None
+    except FileRefusedError as err:
+        raise ValueError(f"config file {err}") from None
     except UnicodeDecodeError:
         raise ValueError(f"config file {path} is not UTF-8 text (a binary file?)") from None
     try:
-        values = tomllib.loads(text) if path.suffix.lower() == ".toml" else json.loads(text)
-    except (json.JSONDecodeError, tomllib.TOMLDecodeError) as err:
-        raise ValueError(f"config file {path} is not valid {path.suffix[1:]}: {err}") from err
+        values = (tomllib.loads(text) if path.suffix.lower() == ".toml"
+                  else parse_json(raw, allow_constants=True))
+    except RecursionError:  # tomllib parses nested tables recursively
+        raise ValueError(f"config file {path} is nested too deep") from None
+    except (ValueError, tomllib.TOMLDecodeError) as err:
+        raise ValueError(f"config file {path} is not valid {path.suffix[1:]}: {err}") from None
     if not isinstance(values, dict):
         raise ValueError(f"config file {path} must hold an object of field: value pairs, got "
                          f"{type(values).__name__} {str(values)[:40]}")
@@ -204,8 +213,12 @@ def _cmd_sweep(args: argparse.Namespace) -> int:
     config = _config_from(args)
     widths, depths, seeds = (_ints(args.widths, "--widths"), _ints(args.depths, "--depths"),
                               _ints(args.seeds, "--seeds"))
-    if args.output and args.append and Path(args.output).is_file():
-        _check_append(Path(args.output))
+    if args.output:
+        from lossbarcode.store import check_output_path
+
+        check_output_path(args.output)  # before the sweep computes anything
+        if args.append and Path(args.output).is_file():
+            _check_append(Path(args.output))
     bar = None
     if not args.quiet:
         from tqdm import tqdm
@@ -353,19 +366,26 @@ def _table(rows: Sequence[dict[str, Any]], float_format: str = ".5g") -> str:
 
 def _cmd_list(args: argparse.Namespace) -> int:
     from lossbarcode.experiment import load_result
-    from lossbarcode.store import CorruptResultError, NewerFormatError
+    from lossbarcode.store import CorruptResultError, NewerFormatError, UnsafeResultError
 
     store = _store(args)
     rows = []
     for run_id in store.list():
         try:
             result = load_result(store, run_id, strict=True)
+        except UnsafeResultError as err:
+            rows.append({"run_id": run_id, "status": f"unusable: {err.path} {err.reason}; "
+                                                     "remove it by hand"})
+            continue
         except CorruptResultError as err:  # one bad run must not hide the others
             rows.append({"run_id": run_id, "status": f"unusable result ({err.reason}); "
                                                      "'lossbarcode run' recomputes it"})
             continue
         except NewerFormatError:
             rows.append({"run_id": run_id, "status": "made by a newer lossbarcode"})
+            continue
+        except (ValueError, OSError) as err:  # e.g. unreadable folder: still only this run
+            rows.append({"run_id": run_id, "status": f"unusable ({_one_line(err)})"})
             continue
         if result is None:
             rows.append({"run_id": run_id, "status": "partial: " + ",".join(
@@ -595,6 +615,16 @@ def _executor_options(args: argparse.Namespace) -> dict[str, Any]:
             "submitit_parameters": parameters}
 
 
+def _count(text: str) -> int:
+    value = int(text)
+    if value < 1:
+        raise ValueError(text)
+    return value
+
+
+_count.__name__ = "count (an integer >= 1)"
+
+
 def _add_lock_timeout(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--lock-timeout", type=_seconds, default=None, metavar="SECONDS",
                         help="when another process is computing the same run, wait at most "
@@ -708,7 +738,7 @@ def build_parser() -> argparse.ArgumentParser:
                       help="vertices of the kNN graph case (default: 100000)")
     topo.add_argument("--noise-size", type=int, default=1001,
                       help="side of the white-noise worst-case grid, 0 to skip (default 1001)")
-    topo.add_argument("--repeat", type=int, default=3, help="best of this many runs (default 3)")
+    topo.add_argument("--repeat", type=_count, default=3, help="best of this many runs (default 3)")
     topo.set_defaults(handler=_bench_topology)
 
     conv = which.add_parser(
@@ -716,8 +746,8 @@ def build_parser() -> argparse.ArgumentParser:
                             "method and a 4x budget, on every family")
     conv.add_argument("--families", default="fcn,cnn,resnet,transformer",
                       help="comma list of families (default fcn,cnn,resnet,transformer)")
-    conv.add_argument("--minima", type=int, default=4, help="minima K per family (default 4)")
-    conv.add_argument("--factor", type=int, default=4,
+    conv.add_argument("--minima", type=_count, default=4, help="minima K per family (default 4)")
+    conv.add_argument("--factor", type=_count, default=4,
                       help="the larger budget, in multiples of the step caps (default 4)")
     conv.set_defaults(handler=_bench_convergence)
 
@@ -727,7 +757,7 @@ def build_parser() -> argparse.ArgumentParser:
     engine.add_argument("--widths", default="32", help="comma list of fcn widths (default 32)")
     engine.add_argument("--parts", default="minima,neb,neb-image",
                         help="comma list of parts to time: minima, neb, neb-image (default all)")
-    engine.add_argument("--repeats", type=int, default=3,
+    engine.add_argument("--repeats", type=_count, default=3,
                         help="runs of each way; the best time counts (default 3)")
     engine.set_defaults(handler=_bench_engine)
 
@@ -740,7 +770,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     app_bench = which.add_parser(
         "app", help="app start to first render and cached page switches (headless Chromium)")
-    app_bench.add_argument("--runs", type=int, default=5,
+    app_bench.add_argument("--runs", type=_count, default=5,
                            help="repetitions, median reported (default 5)")
     app_bench.set_defaults(handler=_bench_app)
 
@@ -748,21 +778,21 @@ def build_parser() -> argparse.ArgumentParser:
         "toy", help="Toy landscapes animation: ms per frame in headless Chromium, messages sent")
     toy_bench.add_argument("--toys", default="three_hump_camel,rastrigin",
                            help="comma list of toys (default three_hump_camel,rastrigin)")
-    toy_bench.add_argument("--rounds", type=int, default=3,
+    toy_bench.add_argument("--rounds", type=_count, default=3,
                            help="passes over every frame after a warm-up (default 3)")
     toy_bench.set_defaults(handler=_bench_toy)
 
     minima_bench = which.add_parser(
         "minima", help="certified minima: new default training vs the old one; L-BFGS vs "
                        "gradient descent vs torch.optim.LBFGS")
-    minima_bench.add_argument("--minima", type=int, default=6,
+    minima_bench.add_argument("--minima", type=_count, default=6,
                               help="minima K per case (default 6)")
     minima_bench.add_argument("--part", choices=("all", "training", "methods"), default="all",
                               help="which table to make (default all)")
     minima_bench.set_defaults(handler=_bench_minima)
 
     exp = which.add_parser("experiment", help="the default experiment, cold and cached")
-    exp.add_argument("--repeat", type=int, default=5,
+    exp.add_argument("--repeat", type=_count, default=5,
                      help="cached loads to time, median reported (default 5)")
     exp.add_argument("--config", metavar="FILE", help="config instead of the default")
     _add_config_flags(exp)

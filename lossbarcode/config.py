@@ -235,6 +235,8 @@ class ExperimentConfig:
         positive_int("images", minimum=1)
         positive_int("eval_points", minimum=0)
         positive_int("seed", minimum=0)
+        if isinstance(self.seed, int) and self.seed > choices.SEED_MAX:
+            problems.append(f"seed must be at most {choices.SEED_MAX}, got {self.seed}")
         for name in ("n_train", "n_test", "eval_subset"):
             positive_int(name, optional=True)
         for name in ("lr", "path_lr"):
@@ -359,6 +361,11 @@ class ExperimentConfig:
         unknown = sorted(str(k) for k in set(values) - known)
         if unknown:
             raise ValueError(f"unknown config keys {unknown}; known keys: {sorted(known)}")
+        # "none" means None in a file as on the command line (--score-normalize none).
+        optional = {f.name for f in dataclasses.fields(cls) if "None" in str(f.type)}
+        values = {key: None if key in optional and isinstance(value, str)
+                  and value.lower() in ("none", "null") else value
+                  for key, value in values.items()}
         problems = _type_problems(values)
         if problems:
             raise ValueError("invalid experiment config: " + "; ".join(problems))

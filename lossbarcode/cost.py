@@ -185,22 +185,23 @@ def store_calibration(store: ResultStore, kind: str, like: ExperimentConfig | No
 @functools.lru_cache(maxsize=8)
 def _stored_timings(root: str, runs: tuple[str, ...]
                     ) -> tuple[tuple[ExperimentConfig, dict[str, float], str], ...]:
-    """``(config, stage timings, device kind)`` of the finished runs ``runs`` of ``root``."""
-    from lossbarcode.config import ExperimentConfig
+    """``(config, stage timings, device kind)`` of the finished runs ``runs`` of ``root``
+    that verify (:func:`~lossbarcode.experiment.load_result`: checksums, a config that hashes
+    to the run id, content): an edited result never calibrates the model."""
+    from lossbarcode.experiment import load_result
     from lossbarcode.store import ResultStore
 
     store = ResultStore(root)
     found = []
     for run_id in runs:
         try:
-            stored = store.load_stage(run_id, "result")
-            if stored is None:
+            result = load_result(store, run_id, warn=False)
+            if result is None:
                 continue
-            meta = stored[0]
-            config = ExperimentConfig.from_dict(meta["config"])
-            timings = {s: float(meta["timings"][s]) for s in COST_STAGES}
-            kind = "cuda" if str(meta["device"]).startswith("cuda") else "cpu"
-        except (ValueError, KeyError, TypeError):  # unusable for calibration: skip it
+            config = result.config
+            timings = {s: float(result.timings[s]) for s in COST_STAGES}
+            kind = "cuda" if result.device.startswith("cuda") else "cpu"
+        except (ValueError, KeyError, TypeError, OverflowError, OSError):  # skip it
             continue
         found.append((config, timings, kind))
     return tuple(found)

@@ -41,7 +41,7 @@ from lossbarcode.config import FIELD_HELP as FIELD_HELP
 from lossbarcode.config import ExperimentConfig, identity_hash, score_variant
 from lossbarcode.config import field_help as field_help
 from lossbarcode.config import setting_differences as setting_differences
-from lossbarcode.store import CorruptResultError, ResultStore
+from lossbarcode.store import CorruptResultError, ResultStore, UnsafeResultError
 from lossbarcode.views import drop_views_of
 
 Progress = Callable[[str, int, int, str], Any]
@@ -453,7 +453,7 @@ def _result_from_dict(cls: type[Result], data: dict[str, Any]) -> Result:
     certs = _certificates_from_dict(data, minima, paths, column)
     scores = {str(key): float(_floats([v], f"to_score {key}")[0]) for key, v in to_score.items()}
     scores_all = certs.pop("scores_all") or scores
-    return cls(
+    result = cls(
         **certs,
         scores_all=scores_all,
         run_id=run_id,
@@ -490,6 +490,84 @@ def _result_from_dict(cls: type[Result], data: dict[str, Any]) -> Result:
                                     (m,)),
         paths_version=version,
     )
+    _check_content(result, derived="curvature_skipped" in data)
+    return result
+
+
+def _same(stored: np.ndarray, computed: np.ndarray) -> bool:
+    """Whether two float arrays agree (NaN with NaN, inf with inf) up to round-off."""
+    stored, computed = np.asarray(stored, dtype=np.float64), np.asarray(computed, np.float64)
+    return stored.shape == computed.shape and bool(np.all(
+        np.isclose(stored, computed, rtol=1e-9, atol=1e-12, equal_nan=True)))
+
+
+def _same_barcode(stored: topology.Barcode, computed: topology.Barcode) -> bool:
+    return (len(stored) == len(computed) and _same(stored.births, computed.births)
+            and _same(stored.deaths, computed.deaths)
+            and all(np.array_equal(getattr(stored, name), getattr(computed, name))
+                    for name in ("minima", "saddles", "merged_into", "saddle_edges")))
+
+
+def _check_content(r: Result, derived: bool) -> None:
+    """``ValueError`` unless a stored result holds the invariants it was made with: finite
+    losses where a minimum did not diverge, errors in [0, 1], norms and timings >= 0,
+    barriers at or above their higher endpoint and finite for every path that converged or
+    has a finite loss profile, no path both converged and stalled; and, for a result with
+    certificates (``derived``), unless its derived values are what its data give: the
+    certified flags from the gradient norms, eigenvalues and flags (:func:`~lossbarcode.
+    certificates.certify`), the barrier matrix from the path barriers, both barcodes from the
+    barrier matrix, the TO-scores from the barcodes. A mismatch is an edited result."""
+    live = ~r.diverged
+    if not np.all(np.isfinite(r.train_loss[live])):
+        raise ValueError("result train_loss must be finite for every minimum that did not "
+                         "diverge")
+    with np.errstate(invalid="ignore"):
+        if np.any((r.test_error < 0) | (r.test_error > 1)):
+            raise ValueError("result test_error must lie in [0, 1]")
+        for name in ("grad_norm", "path_perp_grad_norm", "path_top_grad_norm"):
+            if np.any(getattr(r, name) < 0):
+                raise ValueError(f"result {name} must be >= 0")
+    if not all(math.isfinite(v) and v >= 0 for v in r.timings.values()):
+        raise ValueError("result timings must be seconds >= 0")
+    if np.any(r.path_converged & r.path_stalled):
+        raise ValueError("result paths cannot be both converged and stalled")
+    if len(r.pairs) and np.any(r.pairs[:, 0] >= r.pairs[:, 1]):
+        raise ValueError("result pairs must be [i, j] with i < j")
+    # A path's barrier is at least the highest loss of its profile: finite if that is.
+    profiled = np.array([len(loss) > 0 and bool(np.all(np.isfinite(loss)))
+                         for _, loss in r.profiles], dtype=bool).reshape(-1)
+    if np.any(~np.isfinite(r.path_barriers) & (r.path_converged | profiled)):
+        raise ValueError("result path_barriers must be numbers for paths that converged or "
+                         "have a finite loss profile")
+    barriers = np.where(np.isnan(r.path_barriers), np.inf, r.path_barriers)
+    floor = r.train_loss[r.pairs].max(axis=1) if len(r.pairs) else np.zeros(0)
+    if np.any(np.isfinite(barriers) & ~(barriers >= floor)):
+        raise ValueError("result path_barriers must be at or above their higher endpoint's "
+                         "loss (null: not connected)")
+    if not derived:  # made before certificates: its barcode followed older rules
+        if not all(_same([r.scores[v]], [s]) for v, s in all_scores(r.barcode).items()):
+            raise ValueError("result to_score is not the TO-score of its barcode: edited")
+        return
+    c = r.config
+    certified = certificates.certify(r.grad_norm, r.hessian_min_eig, r.stuck, r.diverged,
+                                     c.minima_tol, curvature_skipped=r.curvature_skipped)[0]
+    if not np.array_equal(certified, r.minima_certified):
+        raise ValueError("result minima certified flags disagree with their gradient norms, "
+                         "eigenvalues and flags: edited")
+    matrix = topology.pair_barrier_matrix(r.pairs, barriers, r.train_loss, r.k)
+    if not _same(r.barrier_matrix, matrix):
+        raise ValueError("result barriers (the matrix) are not those of its path_barriers: "
+                         "edited")
+    for name, barcode, births, scores in (
+            ("barcode", r.barcode, r.minima_certified[live], r.scores),
+            ("barcode_all", r.barcode_all or r.barcode, None, r.scores_all)):
+        if not _same_barcode(barcode, _valid_barcode(r.train_loss, r.diverged, matrix, c.rule,
+                                                     births)):
+            raise ValueError(f"result {name} is not the barcode of its barriers: edited")
+        if set(scores) != set(SCORE_VARIANTS) or not all(
+                _same([scores[v]], [s]) for v, s in all_scores(barcode).items()):
+            raise ValueError(f"result {'to_score' if name == 'barcode' else 'to_score_all'} "
+                             f"is not the TO-score of its {name}: edited")
 
 
 OLDER_CERTIFICATES = "made by an older lossbarcode, before births and deaths were certified"
@@ -707,7 +785,8 @@ def load_result(store: ResultStore, run_id: str, warn: bool = True,
         if strict:
             raise
         if warn:
-            warnings.warn(f"{err.path} is unusable ({err.reason}); 'lossbarcode run' "
+            warnings.warn(str(err) if isinstance(err, UnsafeResultError) else
+                          f"{err.path} is unusable ({err.reason}); 'lossbarcode run' "
                           "recomputes it", RuntimeWarning, stacklevel=2)
         return None
 
@@ -880,6 +959,8 @@ def run_experiment(
                                              for img in connected.images):
                 raise ValueError(f"they join {connected.k} minima of other shapes than the "
                                  f"{found.k} stored minima")
+            if not np.array_equal(connected.minima_loss, found.train_loss, equal_nan=True):
+                raise ValueError("their minima losses are not those of the stored minima")
             return connected
 
         stored = _usable_stage(store, run_id, "paths", data_fp, parse_paths)
@@ -937,8 +1018,9 @@ def assemble_result(config: ExperimentConfig, found, connected, timings: dict[st
         raise ValueError(f"all {found.k} training runs diverged, so there is no barcode; lower "
                          "the learning rate (--lr) or use --schedule anneal")
     barriers = barrier_matrix(connected, found.k)
-    barcode = _valid_barcode(found, barriers, config.rule, found.certified[valid])
-    barcode_all = _valid_barcode(found, barriers, config.rule, None)
+    barcode = _valid_barcode(found.train_loss, found.diverged, barriers, config.rule,
+                             found.certified[valid])
+    barcode_all = _valid_barcode(found.train_loss, found.diverged, barriers, config.rule, None)
     timings = {**timings, "barcode": time.perf_counter() - start}
     return Result(
         run_id=config.run_id,
@@ -982,14 +1064,14 @@ def assemble_result(config: ExperimentConfig, found, connected, timings: dict[st
     )
 
 
-def _valid_barcode(found, barriers: np.ndarray, rule: str,
-                   births: np.ndarray | None) -> topology.Barcode:
-    """The barcode of the minima that did not diverge (bars at ``births`` among them, every
-    one when None), with bar and edge indices among all K."""
-    valid = found.valid
-    barcode = topology.minima_barcode(found.train_loss[valid], barriers[np.ix_(valid, valid)],
+def _valid_barcode(train_loss: np.ndarray, diverged: np.ndarray, barriers: np.ndarray,
+                   rule: str, births: np.ndarray | None) -> topology.Barcode:
+    """The barcode of the minima that did not diverge (``diverged`` ``(K,)``; bars at
+    ``births`` among them, every one when None), with bar and edge indices among all K."""
+    valid = np.flatnonzero(~np.asarray(diverged, dtype=bool))
+    barcode = topology.minima_barcode(train_loss[valid], barriers[np.ix_(valid, valid)],
                                       rule=rule, births=births)
-    k = found.k
+    k = len(train_loss)
     return dataclasses.replace(
         barcode,
         minima=valid[barcode.minima],

@@ -100,6 +100,7 @@ from lossbarcode.minima import BatchedOptimizer, Minima
 from lossbarcode.planes import PlaneSlice as PlaneSlice  # kept for compatibility
 from lossbarcode.planes import plane_slice as plane_slice  # kept for compatibility
 from lossbarcode.seeds import derive_seed
+from lossbarcode.topology import pair_barrier_matrix
 
 METHODS = PATH_METHODS
 DEFAULT_LR = PATH_LR  # kept for compatibility: the path step sizes, choices.PATH_LR
@@ -518,14 +519,7 @@ def barrier_matrix(paths: Paths, k: int | None = None) -> np.ndarray:
     k = paths.k if k is None else int(k)
     if k < paths.k or (paths.m and int(paths.pairs.max()) >= k):
         raise ValueError(f"k={k} is smaller than the number of minima ({paths.k})")
-    out = np.full((k, k), np.inf)
-    for (i, j), b in zip(paths.pairs, paths.barriers, strict=True):
-        if b < out[i, j]:
-            out[i, j] = out[j, i] = b
-    own = np.full(k, np.inf)
-    own[: paths.k] = np.where(np.isfinite(paths.minima_loss), paths.minima_loss, np.inf)
-    np.fill_diagonal(out, own)
-    return out
+    return pair_barrier_matrix(paths.pairs, paths.barriers, paths.minima_loss, k)
 
 
 # ------------------------------------------------------------------------------ engine

@@ -28,6 +28,7 @@ from typing import Any
 import numpy as np
 
 from lossbarcode import choices, topology
+from lossbarcode.choices import MAX_JSON_BYTES
 from lossbarcode.experiment import (
     ExperimentConfig,
     Result,
@@ -36,7 +37,13 @@ from lossbarcode.experiment import (
     save_result,
 )
 from lossbarcode.health import CERTIFIED_CURVES, run_health
-from lossbarcode.store import ResultStore, atomic_write_bytes
+from lossbarcode.store import (
+    FileRefusedError,
+    ResultStore,
+    atomic_write_bytes,
+    parse_json,
+    read_regular_file,
+)
 from lossbarcode.topology import Barcode
 
 EXECUTORS = choices.EXECUTORS
@@ -432,11 +439,14 @@ def read_sweep_file(path: Path) -> dict[str, Any]:
       whether broken runs count is the reader's choice).
 
     Returns the document with ``barcodes`` filled in; ``ValueError`` (saying what is wrong)
-    for anything else.
+    for anything else, including a file that is not a regular file or is larger than
+    :data:`~lossbarcode.choices.MAX_JSON_BYTES`.
     """
     try:
-        document = json.loads(Path(path).read_bytes().decode("utf-8"))
-    except (json.JSONDecodeError, UnicodeDecodeError) as err:
+        document = parse_json(read_regular_file(path, MAX_JSON_BYTES))
+    except FileRefusedError as err:
+        raise ValueError(f"sweep file {err}") from None
+    except ValueError as err:  # not UTF-8, not JSON, NaN, nested too deep
         raise ValueError(f"{path} is not a sweep JSON file ({err})") from None
     problem = None
     if not isinstance(document, dict):

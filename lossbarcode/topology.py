@@ -590,6 +590,25 @@ def sample_barcode(
     return (barcode, points) if return_points else barcode
 
 
+def pair_barrier_matrix(pairs: np.ndarray, barriers: np.ndarray, minima_loss: np.ndarray,
+                        k: int) -> np.ndarray:
+    """``(k, k)`` symmetric matrix of the barriers ``(M,)`` of the pairs ``(M, 2)``: the lowest
+    barrier of each pair (a pair may have several paths), ``np.inf`` where none was computed
+    (or a barrier is NaN/inf); the diagonal holds each minimum's own loss ``minima_loss``
+    ``(K0,)`` (the lowest level at which it is in the sublevel set; ``np.inf`` where not
+    finite, e.g. diverged)."""
+    out = np.full((k, k), np.inf)
+    for (i, j), b in zip(np.asarray(pairs).reshape(-1, 2).tolist(),
+                         np.asarray(barriers, dtype=np.float64).tolist(), strict=True):
+        if b < out[i, j]:  # False for NaN: not connected
+            out[i, j] = out[j, i] = b
+    own = np.full(k, np.inf)
+    loss = np.asarray(minima_loss, dtype=np.float64)
+    own[: loss.shape[0]] = np.where(np.isfinite(loss), loss, np.inf)
+    np.fill_diagonal(out, own)
+    return out
+
+
 def minima_barcode(
     losses: Any, barriers: Any, rule: str = "union_find", keep_zero: bool = True,
     births: Any = None,

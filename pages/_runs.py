@@ -13,7 +13,7 @@ import streamlit as st
 
 from lossbarcode.experiment import Result, load_result
 from lossbarcode.health import RunHealth, run_health
-from lossbarcode.store import ResultStore
+from lossbarcode.store import ResultStore, copy_results
 
 ROOT = Path(__file__).resolve().parents[1]
 DEMO_RUNS_ENV = "LOSSBARCODE_DEMO_RUNS"
@@ -39,15 +39,39 @@ def demo_runs_path() -> Path | None:
 @st.cache_resource(show_spinner=False)
 def _demo_store(source: str) -> ResultStore | None:
     """A private copy of the demo runs: views derived from them (maps, slices) are cached
-    next to a run, and the shipped folder stays as it was committed."""
+    next to a run, and the shipped folder stays as it was committed. Regular files only, bounded
+    (:func:`lossbarcode.store.copy_results`); removed when the process exits, and copies left
+    by processes that are gone are removed first."""
+    import atexit
     import shutil
     import tempfile
 
     if not Path(source).is_dir():
         return None
-    copy = Path(tempfile.mkdtemp(prefix="lossbarcode-demo-")) / "runs"
-    shutil.copytree(source, copy, ignore=shutil.ignore_patterns(".locks", ".trash-*"))
-    return ResultStore(copy)
+    _remove_stale_copies(Path(tempfile.gettempdir()))
+    folder = Path(tempfile.mkdtemp(prefix=f"{_DEMO_PREFIX}{os.getpid()}-"))
+    atexit.register(shutil.rmtree, folder, ignore_errors=True)
+    copy_results(source, folder / "runs")
+    return ResultStore(folder / "runs")
+
+
+_DEMO_PREFIX = "lossbarcode-demo-"
+
+
+def _remove_stale_copies(temp: Path) -> None:
+    """Remove the demo copies of dashboard processes that ended without cleaning up."""
+    import shutil
+
+    for folder in temp.glob(f"{_DEMO_PREFIX}*-*"):
+        pid = folder.name[len(_DEMO_PREFIX):].split("-")[0]
+        if not pid.isdigit() or folder.is_symlink() or not folder.is_dir():
+            continue
+        try:
+            os.kill(int(pid), 0)  # signal 0: only asks whether the process exists
+        except ProcessLookupError:
+            shutil.rmtree(folder, ignore_errors=True)
+        except OSError:
+            pass
 
 
 def demo_store() -> ResultStore | None:
@@ -114,7 +138,7 @@ def result(run_id: str | None) -> Result | None:
         return None
     try:
         return _result(str(run_store(run_id).root), run_id)
-    except (LookupError, ValueError):
+    except (LookupError, ValueError, OSError):  # unusable runs are left out, never raised
         return None
 
 

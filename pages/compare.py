@@ -35,6 +35,12 @@ with right:
 if run_a is None or run_b is None:
     st.stop()
 a, b = result(run_a), result(run_b)
+unusable = [run for run, r in ((run_a, a), (run_b, b)) if r is None]
+if unusable:  # listed but unreadable (edited, damaged, a link): say so, never crash
+    st.warning("Left out, unusable: " + ", ".join(f"`{run}`" for run in unusable)
+               + " (see `lossbarcode list` for why); pick another run.",
+               icon=":material/warning:")
+    st.stop()
 if run_a == run_b:
     st.info("Both sides show the same run: pick another Run B.", icon=":material/info:")
 

@@ -46,7 +46,8 @@ with st.sidebar:
     wanted = st.query_params.get("measure")
     measure = st.radio("Generalization measure", list(MEASURES), horizontal=True,
                        index=list(MEASURES).index(wanted) if wanted in MEASURES else 0)
-    broken = [r for r in chosen if run_health_of(result(r)).broken]
+    unusable = [r for r in chosen if result(r) is None]  # listed, but cannot be loaded
+    broken = [r for r in chosen if r not in unusable and run_health_of(result(r)).broken]
     include_broken = bool(broken) and st.toggle(
         f"Include {len(broken)} broken runs", value=st.query_params.get("broken") == "1",
         help="Runs with diverged minima or paths far below their minima measure the "
@@ -64,7 +65,10 @@ if not chosen:
     st.stop()
 
 # The runs whose minima are pooled: every statistic below reads this one list.
-pooled_runs = [r for r in chosen if include_broken or r not in broken]
+pooled_runs = [r for r in chosen if r not in unusable and (include_broken or r not in broken)]
+if unusable:
+    st.warning("Left out, unusable: " + ", ".join(f"`{r}`" for r in unusable)
+               + " (see `lossbarcode list` for why).", icon=":material/warning:")
 if broken:
     st.warning(f"{len(broken)} of the chosen runs are broken ("
                + "; ".join(f"`{r[:8]}`: {run_health_of(result(r)).summary()}"

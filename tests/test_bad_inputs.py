@@ -7,11 +7,13 @@ traceback, and leave every finished stage of the results folder as it was.
 from __future__ import annotations
 
 import copy
+import dataclasses
 import json
 import os
 import resource
 import shutil
 import signal
+import stat
 import subprocess
 import sys
 import threading
@@ -29,6 +31,8 @@ from lossbarcode import topology
 from lossbarcode.experiment import (
     ExperimentConfig,
     Result,
+    _valid_barcode,
+    all_scores,
     load_result,
     run_experiment,
 )
@@ -203,7 +207,169 @@ def _stage_write_fails(tmp: Path, results: Path, run_id: str) -> list[str]:
     return ["run", "-q", *TINY_FLAGS, "--seed", "3"]
 
 
+
+# Links and special files in and around a results folder (issue 19).
+
+
+def _snapshot(folder: Path) -> dict[str, tuple[int, bytes]]:
+    """Every entry under ``folder`` (links not followed): its mode and, for a file, bytes."""
+    out = {}
+    for p in sorted(folder.rglob("*")):
+        mode = os.lstat(p).st_mode
+        out[str(p.relative_to(folder))] = (mode, p.read_bytes() if stat.S_ISREG(mode) else b"")
+    return out
+
+
+def _linked_run_folder(tmp: Path, results: Path, run_id: str) -> list[str]:
+    """The run's folder is a link to a copy of it elsewhere (another run's stages)."""
+    shutil.move(results / run_id, tmp / "elsewhere")
+    (results / run_id).symlink_to(tmp / "elsewhere", target_is_directory=True)
+    (tmp / "before").write_text(json.dumps({k: [v[0], v[1].hex()] for k, v in
+                                            _snapshot(tmp / "elsewhere").items()}))
+    return ["run", "-q", *TINY_FLAGS]
+
+
+def _linked_stage_file(tmp: Path, results: Path, run_id: str) -> list[str]:
+    (tmp / "elsewhere").mkdir()
+    shutil.move(results / run_id / "paths.json", tmp / "elsewhere" / "paths.json")
+    (results / run_id / "paths.json").symlink_to(tmp / "elsewhere" / "paths.json")
+    (tmp / "before").write_text(json.dumps({k: [v[0], v[1].hex()] for k, v in
+                                            _snapshot(tmp / "elsewhere").items()}))
+    return ["run", "-q", *TINY_FLAGS]
+
+
+def _elsewhere_untouched(tmp: Path, results: Path, run_id: str) -> None:
+    before = json.loads((tmp / "before").read_text())
+    assert {k: [v[0], v[1].hex()] for k, v in _snapshot(tmp / "elsewhere").items()} == before
+    assert any(p.is_symlink() for p in [results / run_id, *(results / run_id).iterdir()])
+
+
+def _stage_as(stage: str, make: Callable[[Path], None], command: str = "show"
+              ) -> Callable[[Path, Path, str], list[str]]:
+    def setup(tmp: Path, results: Path, run_id: str) -> list[str]:
+        path = results / run_id / f"{stage}.json"
+        path.unlink()
+        make(path)
+        return [command, run_id] if command != "run" else ["run", "-q", *TINY_FLAGS]
+    return setup
+
+
+def _mknod(kind: int, major: int, minor: int) -> Callable[[Path], None]:
+    def make(path: Path) -> None:
+        try:
+            os.mknod(path, 0o600 | kind, os.makedev(major, minor))
+        except PermissionError:
+            pytest.skip("making a device node needs root")
+    return make
+
+
+def _deep(path: Path) -> None:
+    path.write_text("[" * 200_000 + "]" * 200_000)
+
+
+def _output_to(make: Callable[[Path], None], command: str) -> Callable[[Path, Path, str],
+                                                                      list[str]]:
+    def setup(tmp: Path, results: Path, run_id: str) -> list[str]:
+        make(tmp / "out")
+        (tmp / "mode").write_text(str(os.lstat(tmp / "out").st_mode))
+        if command == "export":
+            return ["export", run_id, "--output", str(tmp / "out")]
+        return ["sweep", "-q", *TINY_FLAGS, "--output", str(tmp / "out")]
+    return setup
+
+
+def _output_kept(tmp: Path, results: Path, run_id: str) -> None:
+    assert os.lstat(tmp / "out").st_mode == int((tmp / "mode").read_text())
+
+
+def _bind_socket(path: Path) -> None:
+    import socket
+
+    sock = socket.socket(socket.AF_UNIX)
+    sock.bind(str(path))
+    sock.close()
+
+
+def _forged(edit: Callable[[dict], None], command: str = "show"
+            ) -> Callable[[Path, Path, str], list[str]]:
+    """A result edited and its checksum forged (a careful forger)."""
+    return _result_edit(edit, forge=True, command=command)
+
+
+def _nan_barriers(meta: dict) -> None:
+    """Every barrier NaN, and the barcode and scores made to match: all bars essential."""
+    meta["path_barriers"] = [None] * len(meta["path_barriers"])
+    k = len(meta["minima"])
+    meta["barriers"] = [[meta["barriers"][i][j] if i == j else None for j in range(k)]
+                        for i in range(k)]
+    for key in ("barcode", "barcode_all"):
+        bars = meta[key]
+        n = len(bars["births"])
+        bars.update(deaths=["inf"] * n, saddles=[-1] * n, merged_into=[-1] * n,
+                    saddle_edges=[[-1, -1]] * n, merged_into_minimum=[-1] * n)
+    for key in ("to_score", "to_score_all"):
+        meta[key] = dict.fromkeys(meta[key], 0.0)
+
+
 CASES = [
+    # links and special files (issue 19, section 1): nothing outside is touched
+    Case("run-folder-is-a-link", _linked_run_folder, "symbolic link",
+         check=_elsewhere_untouched),
+    Case("stage-file-is-a-link", _linked_stage_file, "symbolic link",
+         check=_elsewhere_untouched),
+    Case("result-fifo-show", _stage_as("result", os.mkfifo), "FIFO"),
+    Case("result-fifo-run", _stage_as("result", os.mkfifo, "run"), "FIFO"),
+    Case("result-dev-zero-link", _stage_as("result", lambda p: p.symlink_to("/dev/zero")),
+         "symbolic link"),
+    Case("result-zero-device", _stage_as("result", _mknod(stat.S_IFCHR, 1, 5)),
+         "character device"),
+    Case("result-directory-show", _stage_as("result", Path.mkdir), "directory"),
+    Case("result-directory-run", _stage_as("result", Path.mkdir, "run"), "directory"),
+    Case("minima-npz-fifo", lambda t, r, i: ((r / i / "minima.npz").unlink(), os.mkfifo(
+        r / i / "minima.npz"), ["run", "-q", *TINY_FLAGS])[-1], "FIFO"),
+    Case("result-deep-json-show", _stage_as("result", _deep), "nested more than"),
+    Case("export-to-block-device", _output_to(_mknod(stat.S_IFBLK, 7, 250), "export"),
+         "block device", check=_output_kept),
+    Case("sweep-output-block-device", _output_to(_mknod(stat.S_IFBLK, 7, 250), "sweep"),
+         "block device", check=_output_kept),
+    Case("export-to-socket", _output_to(_bind_socket, "export"), "socket", check=_output_kept),
+    Case("sweep-output-socket", _output_to(_bind_socket, "sweep"), "socket",
+         check=_output_kept),
+    Case("export-to-fifo-nobody-reads", _output_to(os.mkfifo, "export"), "nobody reads",
+         check=_output_kept),
+    Case("sweep-output-dangling-link", _output_to(lambda p: p.symlink_to(p.parent / "none"),
+                                                  "sweep"), "missing file", check=_output_kept),
+    Case("config-fifo", lambda t, r, i: (os.mkfifo(t / "c.json"), ["run", "--config",
+                                                                   str(t / "c.json")])[-1],
+         "FIFO"),
+    Case("config-dev-zero", lambda t, r, i: ((t / "c.json").symlink_to("/dev/zero"), [
+        "run", "--config", str(t / "c.json")])[-1], "character device"),
+    Case("config-deep-json", _config_file("c.json", "[" * 200_000 + "]" * 200_000), "nested"),
+    Case("config-deep-toml", _config_file("c.toml", "a = " + "[" * 200_000 + "]" * 200_000),
+         "c.toml"),
+    Case("sweep-file-fifo", lambda t, r, i: (os.mkfifo(t / "s.json"), [
+        "sweep", "--append", "--output", str(t / "s.json"), "-q", *TINY_FLAGS])[-1],
+         "nobody reads"),
+    # messages (issue 19, section 3)
+    Case("seed-overflow", lambda t, r, i: ["run", "-q", "--seed", "9" * 25], "--seed must be"),
+    Case("bench-repeat-0", lambda t, r, i: ["bench", "topology", "--repeat", "0"],
+         "--repeat"),
+    # data that passes its checksum but is wrong (issue 19, section 2)
+    Case("forged-to-score", _forged(lambda m: m["to_score"].update(l2=99.0)),
+         "not the TO-score"),
+    Case("forged-nan-barriers", _forged(_nan_barriers), "path_barriers"),
+    Case("forged-barcode-death", _forged(lambda m: m["barcode"].update(
+        deaths=["inf"] + [d + 1.0 for d in m["barcode"]["deaths"][1:]])), "barcode"),
+    Case("forged-barrier-matrix", _forged(lambda m: m["barriers"][0].__setitem__(
+        1, (m["barriers"][0][1] or 0) + 5.0)), "barriers"),
+    Case("forged-certified", _forged(lambda m: m["minima"][1].update(
+        certified=not m["minima"][1]["certified"])), "certified"),
+    Case("forged-test-error", _forged(lambda m: m["minima"][0].update(test_error=7.0)),
+         "test_error"),
+    Case("forged-barrier-below-endpoint", _forged(lambda m: m.update(
+        path_barriers=[-1.0] * len(m["path_barriers"]))), "path_barriers"),
+    Case("forged-to-score-export", _forged(lambda m: m["to_score"].update(l2=99.0),
+                                           command="export"), "not the TO-score"),
     # results that must not be trusted or deleted (items 2, 5, 7)
     Case("newer-version-show", _newer, "made by a newer lossbarcode"),
     Case("newer-version-run", _newer_run, "made by a newer lossbarcode"),
@@ -242,6 +408,8 @@ CASES = [
          check=_unchanged("old.json", "old export\n")),
     Case("stage-write-full-disk", _stage_write_fails, "could not read or write",
          preexec=_full_disk()),
+    Case("stage-write-full-disk-names-the-file", _stage_write_fails, ".npz: File too large",
+         preexec=_full_disk()),
     Case("readonly-new-run", lambda t, r, i: ["run", "-q", *TINY_FLAGS, "--seed", "4"],
          "not writable", readonly=True),
     Case("export-readonly", lambda t, r, i: ["export", i, "--output", str(r / "x.json")],
@@ -260,7 +428,7 @@ CASES = [
     Case("config-bad-json", _config_file("c.json", "{width: 3"), "not valid json"),
     Case("config-bad-toml", _config_file("c.toml", "width = = 3"), "not valid toml"),
     Case("config-yaml", _config_file("c.yaml", "width: 3\n"), "use JSON (.json) or TOML"),
-    Case("config-directory", lambda t, r, i: ["run", "--config", str(t)], "unsupported"),
+    Case("config-directory", lambda t, r, i: ["run", "--config", str(t)], "is a directory"),
     Case("config-directory-json", lambda t, r, i: (t / "d.json").mkdir() or [
         "run", "--config", str(t / "d.json")], "is a directory"),
     Case("config-missing", lambda t, r, i: ["run", "--config", str(t / "none.json")],
@@ -622,15 +790,25 @@ def test_reader_waits_for_the_writer_and_deletes_nothing(tmp_path: Path, monkeyp
 def test_nan_and_inf_barriers_save_as_null(template, tmp_path: Path) -> None:
     source, run_id = template
     result = load_result(ResultStore(source), run_id, strict=True)
-    broken = copy.copy(result)
-    object.__setattr__(broken, "path_barriers", np.array([np.nan, np.inf, 1.0]))
-    object.__setattr__(broken, "profiles", tuple((t, np.full_like(loss, np.inf))
-                                                 for t, loss in result.profiles))
+    # Two paths that overflowed, and everything derived from the barriers made to match.
+    barriers = np.array([np.nan, np.inf, result.path_barriers[2]])
+    matrix = topology.pair_barrier_matrix(result.pairs, np.where(np.isnan(barriers), np.inf,
+                                                                 barriers),
+                                          result.train_loss, result.k)
+    barcodes = [_valid_barcode(result.train_loss, result.diverged, matrix, result.config.rule,
+                               births) for births in (result.minima_certified[~result.diverged],
+                                                      None)]
+    broken = dataclasses.replace(
+        result, path_barriers=barriers, barrier_matrix=matrix, barcode=barcodes[0],
+        scores=all_scores(barcodes[0]), barcode_all=barcodes[1],
+        scores_all=all_scores(barcodes[1]),
+        profiles=tuple((t, np.full_like(loss, np.inf)) for t, loss in result.profiles))
     store = ResultStore(tmp_path / "r")
     with store.lock(run_id):
         store.save_stage(run_id, "result", broken.to_dict())
     back = Result.from_dict(store.load_stage(run_id, "result")[0])
-    assert np.isnan(back.path_barriers[:2]).all() and back.path_barriers[2] == 1.0
+    assert np.isnan(back.path_barriers[:2]).all()
+    assert back.path_barriers[2] == result.path_barriers[2]
 
 
 def test_divergence_to_large_finite_losses_is_flagged(digits) -> None:
@@ -724,3 +902,75 @@ def test_grid_barcode_warns_before_a_large_grid() -> None:
     with pytest.warns(RuntimeWarning, match="neighbour offsets"):
         topology.grid_edges((2,) * 10)
     assert topology.grid_edges((1,) * 14 + (3,)).shape == (2, 2)  # length-1 axes cost nothing
+
+
+def test_list_shows_every_unusable_run_and_never_blocks(template, tmp_path: Path) -> None:
+    """One bad run never hides the others: links, special files, deep JSON, a folder named
+    result.json -- each listed as unusable, at once, and `run` recomputes the one it may."""
+    source, run_id = template
+    results = tmp_path / "results"
+    shutil.copytree(source, results)
+    makers = {"a": os.mkfifo, "b": lambda p: p.symlink_to("/dev/zero"), "c": _deep,
+              "d": Path.mkdir, "e": lambda p: p.symlink_to(results / run_id / "result.json")}
+    for letter, make in makers.items():
+        shutil.copytree(results / run_id, results / (letter * 16))
+        (results / (letter * 16) / "result.json").unlink()
+        make(results / (letter * 16) / "result.json")
+    (results / ("f" * 16)).symlink_to(results / run_id, target_is_directory=True)
+    before = _finished(results)
+    done = _cli(["list"], tmp_path, results, timeout=60)
+    assert done.returncode == 0 and "Traceback" not in done.stderr, done.stderr
+    rows = {line.split()[0]: line for line in done.stdout.splitlines()[1:]}
+    assert " done " in rows[run_id]
+    for letter, says in (("a", "FIFO"), ("b", "symbolic link"), ("c", "nested"),
+                         ("d", "directory"), ("e", "symbolic link"), ("f", "symbolic link")):
+        assert "unusable" in rows[letter * 16] and says in rows[letter * 16], rows[letter * 16]
+    assert _finished(results) == before
+    # The deep one is an ordinary corrupt file: `run` drops it and rebuilds the result.
+    (results / ("c" * 16)).rename(results / "deep")
+    (results / run_id / "result.json").write_text("[" * 200_000 + "]" * 200_000)
+    done = _cli(["run", "-q", *TINY_FLAGS], tmp_path, results)
+    assert done.returncode == 0 and done.stdout.strip() == run_id, done.stderr
+    assert load_result(ResultStore(results), run_id, strict=True) is not None
+
+
+def test_result_from_dict_recomputes_what_is_derived(template) -> None:
+    """Result.from_dict is no softer than the store: a score of 99 next to its barcode, a
+    barcode not made from its barriers, flipped certificates are all refused."""
+    Result.from_dict(_result_json(template, lambda d: None))  # the genuine one loads
+    for edit, says in ((lambda d: d["to_score"].update(l2=99.0), "to_score"),
+                       (lambda d: d["to_score_all"].update(sum=99.0), "to_score_all"),
+                       (_nan_barriers, "path_barriers"),
+                       (lambda d: d["minima"][0].update(train_loss=None), "train_loss"),
+                       (lambda d: d["minima"][0].update(grad_norm=-1.0), "grad_norm"),
+                       (lambda d: d["paths"][0].update(converged=True, stalled=True),
+                        "converged and stalled")):
+        with pytest.raises(ValueError, match=says):
+            Result.from_dict(_result_json(template, edit))
+
+
+def test_the_cost_model_learns_only_from_results_that_verify(template, tmp_path: Path) -> None:
+    """Copies of a run under other ids (rejected by `list` as edited), claiming absurd timings,
+    one a huge integer, change nothing and raise nothing."""
+    from lossbarcode.cost import store_calibration
+
+    source, run_id = template
+    results = tmp_path / "results"
+    shutil.copytree(source, results)
+    store = ResultStore(results)
+    honest = store_calibration(store, "cpu")
+    for n, seconds in enumerate([1e-6] * 5 + [10**400]):
+        name = f"{n:016x}"
+        shutil.copytree(results / run_id, results / name)
+        _edit_stage(results, name, "result", lambda r, n=name, s=seconds: (
+            r.update(run_id=n), r["meta"].update(run_id=n),
+            r["meta"]["timings"].update(minima=s, paths=s)))
+    assert len(store.list()) == 7
+    assert store_calibration(store, "cpu") == honest
+
+
+def test_none_means_none_in_a_config_file_as_on_the_command_line() -> None:
+    config = ExperimentConfig.from_dict({"score_normalize": "none", "steps": "None"})
+    assert config.score_normalize is None and config.steps is None
+    with pytest.raises(ValueError, match="score_norm must be"):
+        ExperimentConfig.from_dict({"score_norm": "none"})  # not optional: still refused

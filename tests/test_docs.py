@@ -30,3 +30,19 @@ def test_the_readme_names_every_key_a_run_stores(tmp_path):
         meta, arrays = store.load_stage(run_id, stage)
         missing = [key for key in [*meta, *arrays] if f"`{key}`" not in row]
         assert not missing, f"the README's {stage} row does not name {missing}"
+
+
+def test_the_readme_states_every_read_limit_as_it_is():
+    """The limits on what lossbarcode reads live in lossbarcode.choices; the README states
+    each one with its value."""
+    from lossbarcode import choices
+
+    readme = " ".join((ROOT / "README.md").read_text().split())
+    names = [n for n in dir(choices) if n.startswith("MAX_")]
+    assert len(names) >= 6
+    for name in names:
+        value = getattr(choices, name)
+        unit = next(((value // 2**s, u) for s, u in ((30, "GiB"), (20, "MiB"), (10, "KiB"))
+                     if value % 2**s == 0), None) if name.endswith("BYTES") else (value, "")
+        text = f"{unit[0]} {unit[1]}".strip() + f" (`{name}`"
+        assert text in readme, f"the README does not state {text!r}"

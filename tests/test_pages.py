@@ -519,15 +519,28 @@ def test_the_shipped_demo_run_is_the_current_default():
     assert r.config.identity() == default.identity() and r.paths_version >= 2
 
 
-def test_health_banner_on_a_broken_run(store, tmp_path, monkeypatch):
+def diverge(run, i: int):
+    """``run`` with minimum ``i`` marked diverged and what derives from that recomputed (not
+    certified, no bar), so the result verifies on load."""
     import dataclasses
 
+    from lossbarcode.experiment import _valid_barcode, all_scores
+
+    diverged = run.diverged.copy()
+    diverged[i] = True
+    certified = run.minima_certified & ~diverged
+    barcodes = [_valid_barcode(run.train_loss, diverged, run.barrier_matrix, run.config.rule,
+                               births) for births in (certified[~diverged], None)]
+    return dataclasses.replace(run, diverged=diverged, minima_certified=certified,
+                               barcode=barcodes[0], scores=all_scores(barcodes[0]),
+                               barcode_all=barcodes[1], scores_all=all_scores(barcodes[1]))
+
+
+def test_health_banner_on_a_broken_run(store, tmp_path, monkeypatch):
     from lossbarcode.experiment import save_result
 
     run = store["runs"][0]
-    diverged = np.zeros(run.k, dtype=bool)
-    diverged[1] = True
-    broken = dataclasses.replace(run, diverged=diverged)
+    broken = diverge(run, 1)
     results = ResultStore(tmp_path)
     with results.lock(broken.run_id):
         save_result(results, broken)
@@ -611,15 +624,11 @@ def test_minima_map_warns_about_an_unknown_run_link(store):
 
 
 def test_generalization_leaves_broken_runs_out_unless_included(store, tmp_path, monkeypatch):
-    import dataclasses
-
     from lossbarcode.experiment import save_result
 
     good, other = store["runs"]
-    diverged = np.zeros(other.k, dtype=bool)
-    diverged[0] = True
     results = ResultStore(tmp_path)
-    for r in (good, dataclasses.replace(other, diverged=diverged)):
+    for r in (good, diverge(other, 0)):
         with results.lock(r.run_id):
             save_result(results, r)
     monkeypatch.setenv("LOSSBARCODE_RESULTS", str(tmp_path))
@@ -666,3 +675,31 @@ def test_a_link_to_a_demo_run_still_opens_once_there_are_runs_of_ones_own(store,
     assert not at.exception
     assert picker(at).value == demo_id
     assert "not in the results folder" not in texts(at.warning)
+
+
+def test_compare_and_generalization_name_the_listed_runs_they_left_out(store, tmp_path,
+                                                                        monkeypatch):
+    """A listed run that cannot be loaded (here: a forged TO-score) is named, never a crash."""
+    import shutil
+
+    from lossbarcode import store as store_mod
+
+    good = store["runs"][0].run_id
+    root = tmp_path / "results"
+    shutil.copytree(store["root"] / good, root / good)
+    bad = "f" * 16
+    shutil.copytree(root / good, root / bad)
+    path = root / bad / "result.json"
+    record = json.loads(path.read_text())
+    record["run_id"] = record["meta"]["run_id"] = bad
+    record["meta"]["to_score"]["l2"] = 99.0
+    record["sha256"] = store_mod._record_digest(record)
+    path.write_text(json.dumps(record))
+    monkeypatch.setenv("LOSSBARCODE_RESULTS", str(root))
+    at = app("compare", run=good, run2=bad)
+    assert not at.exception
+    assert bad in texts(at.warning) and "unusable" in texts(at.warning)
+    at = app("generalization")
+    at.sidebar.multiselect(key="gen_runs").set_value([good, bad]).run()
+    assert not at.exception
+    assert bad in texts(at.warning) and "unusable" in texts(at.warning)

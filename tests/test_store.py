@@ -1,8 +1,10 @@
 """Tests for lossbarcode.store: round trips, corruption, crash safety, no pickle, locking."""
 
 import hashlib
+import io
 import json
 import os
+import stat
 import subprocess
 import sys
 import textwrap
@@ -261,10 +263,10 @@ def test_bad_array_names_are_refused(store: ResultStore) -> None:
 def _crash_on(monkeypatch, suffix: str) -> None:
     real = os.replace
 
-    def replace(src, dst):
+    def replace(src, dst, **dir_fds):
         if str(dst).endswith(suffix):
             raise OSError("simulated crash")
-        return real(src, dst)
+        return real(src, dst, **dir_fds)
 
     monkeypatch.setattr(store_mod.os, "replace", replace)
 
@@ -477,3 +479,231 @@ def test_a_stage_records_its_inputs_and_views_of_a_stage_go_with_it(tmp_path):
     assert store.stages("r") == ["minima", "paths", "view-a"]
     drop_views_of(store, "r", "minima", pipeline)
     assert store.stages("r") == ["minima"]
+
+
+# -- links and special files (issue 19): nothing outside a results folder can be hurt ---------
+
+
+def _tree(folder: Path) -> dict[str, bytes]:
+    """Every regular file under ``folder`` (links not followed), by relative path."""
+    return {str(p.relative_to(folder)): p.read_bytes() for p in sorted(folder.rglob("*"))
+            if p.is_file() and not p.is_symlink()}
+
+
+def _other_run(tmp_path: Path) -> Path:
+    """A real run folder outside the results folder, holding two stages."""
+    other = ResultStore(tmp_path / "elsewhere")
+    _save_default(other)
+    other.save_stage(RUN, "result", {"done": True})
+    return other.root / RUN
+
+
+def _unsafe_everywhere(store: ResultStore) -> None:
+    """Every read and write of RUN refuses the folder; nothing is dropped."""
+    with pytest.raises(store_mod.UnsafeResultError, match="symbolic link"):
+        store.load_stage(RUN, "minima")
+    with pytest.raises(store_mod.UnsafeResultError):
+        store.save_stage(RUN, "minima", {"n": 4}, {"x": np.zeros(2)})
+    with pytest.raises(store_mod.UnsafeResultError):
+        store.drop_stage(RUN, "minima")
+    with pytest.raises(store_mod.UnsafeResultError):
+        store.delete(RUN)
+    with store.lock(RUN):
+        with pytest.raises(store_mod.UnsafeResultError):
+            store.load_or_drop(RUN, "minima")  # unsafe: never dropped, even with the lock
+        with pytest.raises(store_mod.UnsafeResultError):
+            store.clean_temp(RUN)
+    with pytest.warns(RuntimeWarning, match="symbolic link"):
+        assert store.read(RUN, "minima") is None
+
+
+def test_a_run_folder_that_is_a_link_is_never_read_written_or_deleted(store, tmp_path) -> None:
+    target = _other_run(tmp_path)
+    (target / f".minima.json.{'0' * 16}.tmp").write_bytes(b"a temp file of the other run")
+    before = _tree(target)
+    store.root.mkdir(parents=True)
+    (store.root / RUN).symlink_to(target, target_is_directory=True)
+    _unsafe_everywhere(store)
+    assert RUN in store.list()  # listed, so `list` can say it is unusable
+    assert _tree(target) == before
+    assert (store.root / RUN).is_symlink()
+
+
+def test_a_stage_file_that_is_a_link_is_never_read_or_written_through(store, tmp_path) -> None:
+    target = _other_run(tmp_path)
+    before = _tree(target)
+    _save_default(store)
+    (store.root / RUN / "result.json").symlink_to(target / "result.json")
+    _unsafe_everywhere(store)
+    assert _tree(target) == before
+    assert (store.root / RUN / "result.json").is_symlink()
+
+
+def _fifo(path: Path) -> None:
+    os.mkfifo(path)
+
+
+def _socket(path: Path) -> None:
+    import socket
+
+    sock = socket.socket(socket.AF_UNIX)
+    sock.bind(str(path))
+    sock.close()
+
+
+def _zero_device(path: Path) -> None:
+    try:
+        os.mknod(path, 0o600 | stat.S_IFCHR, os.makedev(1, 5))  # what /dev/zero is
+    except PermissionError:
+        pytest.skip("making a device node needs root")
+
+
+@pytest.mark.parametrize("make", [_fifo, _socket, _zero_device, Path.mkdir,
+                                  lambda p: p.symlink_to("/dev/zero")],
+                         ids=["fifo", "socket", "zero-device", "directory", "link-to-dev-zero"])
+def test_a_special_file_as_a_stage_is_refused_at_once(store, make) -> None:
+    _save_default(store)
+    store.save_stage(RUN, "paths", {"n": 1})
+    make(store.root / RUN / "result.json")
+    found: list = []
+
+    def load() -> None:
+        try:
+            store.load_stage(RUN, "paths")
+        except store_mod.UnsafeResultError as err:
+            found.append(err)
+
+    reader = threading.Thread(target=load, daemon=True)
+    reader.start()
+    reader.join(10)
+    assert not reader.is_alive(), "reading a special file blocked"
+    assert found and "result.json" in str(found[0])
+    with pytest.raises(store_mod.UnsafeResultError):
+        store.save_stage(RUN, "result", {"done": True})
+    assert not (store.root / RUN / "result.json").is_file()  # left as it was: not replaced
+
+
+def test_reads_are_bounded(store, monkeypatch) -> None:
+    _save_default(store)
+    monkeypatch.setattr(store_mod, "MAX_JSON_BYTES", 100)
+    with pytest.raises(CorruptResultError, match="more than the limit of 100"):
+        store.load_stage(RUN, "minima")
+    monkeypatch.setattr(store_mod, "MAX_JSON_BYTES", 10**6)
+    monkeypatch.setattr(store_mod, "MAX_ARRAYS_BYTES", 1000)
+    with pytest.raises(CorruptResultError, match="more than the limit of 1,000"):
+        store.load_stage(RUN, "minima")
+    with pytest.raises(store_mod.FileRefusedError, match="character device"):
+        store_mod.read_regular_file("/dev/zero", 10**9)
+
+
+def test_deeply_nested_json_is_refused_per_file(store) -> None:
+    _save_default(store)
+    (store.root / RUN / "minima.json").write_text("[" * 200_000 + "]" * 200_000)
+    with pytest.raises(CorruptResultError, match="nested more than"):
+        store.load_stage(RUN, "minima")
+    record = {"a": 1}
+    for _ in range(store_mod.MAX_JSON_DEPTH + 1):
+        record = {"a": record}
+    with pytest.raises(ValueError, match="nested"):
+        store_mod.parse_json(json.dumps(record).encode())
+
+
+def test_compressed_arrays_are_refused(store) -> None:
+    _save_default(store)
+    npz = store.root / RUN / "minima.npz"
+    buffer = io.BytesIO()
+    np.savez_compressed(buffer, x=np.zeros(10**6))  # 8 MB that pack into a few kB
+    npz.write_bytes(buffer.getvalue())
+    _edit_record(store, "minima", lambda r: r["arrays"].update(
+        sha256=hashlib.sha256(npz.read_bytes()).hexdigest()))
+    with pytest.raises(CorruptResultError, match="compressed"):
+        store.load_stage(RUN, "minima")
+
+
+def _edit_record(store: ResultStore, stage: str, edit) -> None:
+    path = store.root / RUN / f"{stage}.json"
+    record = json.loads(path.read_text())
+    edit(record)
+    record["sha256"] = store_mod._record_digest(record)
+    path.write_text(json.dumps(record))
+
+
+def test_outputs_never_replace_a_special_file(tmp_path) -> None:
+    write = store_mod.atomic_write_bytes
+    os.mkfifo(tmp_path / "fifo")
+    _socket(tmp_path / "sock")
+    (tmp_path / "dir").mkdir()
+    (tmp_path / "dangling").symlink_to(tmp_path / "nothing")
+    for name, says in (("fifo", "nobody reads"), ("sock", "socket"), ("dir", "directory"),
+                       ("dangling", "missing file")):
+        kind = os.lstat(tmp_path / name).st_mode
+        with pytest.raises(ValueError, match=says):
+            write(tmp_path / name, b"data")
+        assert os.lstat(tmp_path / name).st_mode == kind  # still what it was
+    assert not (tmp_path / "nothing").exists()
+    write("/dev/null", b"into the device, by opening it")
+    assert stat.S_ISCHR(os.stat("/dev/null").st_mode)
+    # A FIFO with a reader is written into.
+    got: list[bytes] = []
+    reader = threading.Thread(target=lambda: got.append((tmp_path / "fifo").read_bytes()))
+    reader.start()
+    time.sleep(0.2)
+    write(tmp_path / "fifo", b"streamed")
+    reader.join(10)
+    assert got == [b"streamed"]
+    # A link to a regular file: its target is replaced, the link stays.
+    (tmp_path / "real.json").write_bytes(b"old")
+    (tmp_path / "link.json").symlink_to(tmp_path / "real.json")
+    write(tmp_path / "link.json", b"new")
+    assert (tmp_path / "link.json").is_symlink() and (tmp_path / "real.json").read_bytes() == b"new"
+
+
+def test_a_block_device_output_is_refused(tmp_path) -> None:
+    try:
+        os.mknod(tmp_path / "blk", 0o600 | stat.S_IFBLK, os.makedev(7, 250))
+    except PermissionError:
+        pytest.skip("making a device node needs root")
+    with pytest.raises(ValueError, match="block device"):
+        store_mod.atomic_write_bytes(tmp_path / "blk", b"x")
+    assert stat.S_ISBLK(os.lstat(tmp_path / "blk").st_mode)
+
+
+def test_locks_never_go_through_a_link(store, tmp_path) -> None:
+    victim = tmp_path / "victim.txt"
+    victim.write_text("precious")
+    (store.root / ".locks").mkdir(parents=True)
+    (store.root / ".locks" / f"{RUN}.lock").symlink_to(victim)
+    with pytest.raises(ValueError, match="symbolic link"):
+        with store.lock(RUN):
+            pass
+    (store.root / ".locks" / f"{RUN}.lock").unlink()
+    os.mkfifo(store.root / ".locks" / f"{RUN}.lock")
+    with pytest.raises(ValueError, match="FIFO"):
+        with store.lock(RUN):
+            pass
+    other = ResultStore(tmp_path / "other")
+    other.root.mkdir()
+    (other.root / ".locks").symlink_to(tmp_path, target_is_directory=True)
+    with pytest.raises(ValueError, match="symbolic link"):
+        with other.lock(RUN):
+            pass
+    assert victim.read_text() == "precious"
+    assert not list(tmp_path.glob("*.lock"))
+
+
+def test_copy_results_copies_regular_files_only_and_bounded(store, tmp_path) -> None:
+    _save_default(store)
+    store.save_stage(RUN, "result", {"done": True})
+    for name, make in (("a" * 16, _fifo), ("b" * 16, lambda p: p.symlink_to("/dev/zero"))):
+        (store.root / name).mkdir()
+        make(store.root / name / "result.json")
+    (store.root / ("c" * 16)).symlink_to(store.root / RUN, target_is_directory=True)
+    skipped = store_mod.copy_results(store.root, tmp_path / "copy")
+    copy = ResultStore(tmp_path / "copy")
+    np.testing.assert_array_equal(copy.load_stage(RUN, "minima")[1]["x"], np.arange(1000.0))
+    assert copy.load_stage(RUN, "result")[0] == {"done": True}
+    assert len(skipped) == 3 and not (tmp_path / "copy" / ("c" * 16)).exists()
+    assert not any((tmp_path / "copy" / n / "result.json").exists() for n in ("a" * 16, "b" * 16))
+    small = store_mod.copy_results(store.root, tmp_path / "small", limit=5000)
+    assert any("more than the limit" in s for s in small)
+    assert sum(p.stat().st_size for p in (tmp_path / "small").rglob("*") if p.is_file()) <= 5000
