@@ -8,8 +8,12 @@ there is one list and one default of each.
 
 TASKS = ("classification", "regression", "sequence")
 EMBEDDED_DATASETS = ("digits", "spirals", "blobs", "teacher", "modadd")
+# Generated offline by a Python package that may be absent (lossbarcode.datafiles says how to
+# get it): MNIST-1D, 1-D signals of length 40 (pip install mnist1d).
+PACKAGE_DATASETS = ("mnist1d",)
 TORCHVISION_DATASETS = ("mnist", "fashion_mnist", "cifar10", "cifar100", "svhn")
-DATASETS: tuple[str, ...] = (*EMBEDDED_DATASETS, "text", *TORCHVISION_DATASETS)
+DATASETS: tuple[str, ...] = (*EMBEDDED_DATASETS, *PACKAGE_DATASETS, "text",
+                             *TORCHVISION_DATASETS)
 SEQUENCE_DATASETS = ("modadd", "text")  # token sequences: the transformer's tasks
 VECTOR_DATASETS = ("spirals", "blobs", "teacher")  # synthetic vectors, any size, no images
 ARCHS: tuple[str, ...] = ("fcn", "cnn", "resnet", "transformer")
@@ -137,6 +141,7 @@ DATASET_SHAPES: dict[str, tuple[tuple[int, ...], int, int, int]] = {
     "blobs": ((2,), 4, SYNTHETIC_N, SYNTHETIC_N),
     "teacher": ((8,), 1, SYNTHETIC_N, SYNTHETIC_N),
     "modadd": ((3,), 24, 264, 265),
+    "mnist1d": ((1, 40), 10, 4000, 1000),  # one channel of length 40 (a 1-D signal)
     "text": ((32,), 96, 4096, 1024),
     "mnist": ((1, 28, 28), 10, 60000, 10000),
     "fashion_mnist": ((1, 28, 28), 10, 60000, 10000),

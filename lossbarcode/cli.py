@@ -176,6 +176,7 @@ def _cmd_run(args: argparse.Namespace) -> int:
     from lossbarcode.experiment import run_experiment
 
     config = _config_from(args)
+    _data_notice(config, args.quiet)
     result = run_experiment(config, _store(args), progress=_progress_bars(args.quiet),
                             lock_timeout=args.lock_timeout,
                             on_wait=(lambda message: None) if args.quiet else _say)
@@ -186,6 +187,15 @@ def _cmd_run(args: argparse.Namespace) -> int:
         print(f"health: {_health_line(result)}")
     print(result.run_id)
     return 0
+
+
+def _data_notice(config: ExperimentConfig, quiet: bool) -> None:
+    """Say on stderr where the data is read from when it is not the data folder the config
+    names (Fashion-MNIST from Debian's package); the run records it too (``data_source``)."""
+    from lossbarcode.datafiles import data_source, system_copy
+
+    if not quiet and system_copy(config.dataset, config.data_root) is not None:
+        _say(f"data: {config.dataset} from {data_source(config.dataset, config.data_root)}")
 
 
 def _health_line(result) -> str:
@@ -211,6 +221,7 @@ def _cmd_sweep(args: argparse.Namespace) -> int:
     from lossbarcode.sweep import summarize, sweep, sweep_records, write_sweep_file
 
     config = _config_from(args)
+    _data_notice(config, args.quiet)
     widths, depths, seeds = (_ints(args.widths, "--widths"), _ints(args.depths, "--depths"),
                               _ints(args.seeds, "--seeds"))
     if args.output:
@@ -436,6 +447,8 @@ def _cmd_show(args: argparse.Namespace) -> int:
               f"(p={g['p_value']:.3g}, {g['method']} permutation test over "
               f"{g['n_permutations']:,} permutations, n={g['n']})")
     print(f"paths: {result.paths_note()}")
+    if result.data_source:
+        print(f"data: {result.data_source}")
     print()
     print(_table(result.bar_table()))
     print()

@@ -65,9 +65,11 @@ def _per_optimizer(values: Mapping[str, float]) -> str:
 # widgets and the docs (field_help adds the default).
 FIELD_HELP: dict[str, str] = {
     "dataset": "digits: 8x8 handwritten, bundled; spirals, blobs and teacher are synthetic; "
-               "modadd and text are token sequences; the torchvision sets ("
+               "modadd and text are token sequences; mnist1d: 1-D signals of length 40, "
+               "generated offline by the mnist1d package; the torchvision sets ("
                + ", ".join(choices.TORCHVISION_DATASETS) + ") are read from the data folder, "
-               "never downloaded",
+               "never downloaded (fashion_mnist from Debian's dataset-fashion-mnist when the "
+               "folder has none of its files)",
     "n_train": "training examples, a seeded subset (none: the whole training split; "
                "synthetic sets: 512)",
     "n_test": "test examples, a seeded subset (none: the whole test split)",

@@ -14,9 +14,16 @@ Datasets (``DATASETS``):
 * ``modadd``: ``(a + b) mod p`` as token sequences ``[a, b, =]`` for transformers.
 * ``text``: character-level next-token prediction over a local ``.txt`` / ``.jsonl`` file or a
   folder of them (``root`` is the path), e.g. an OSCAR shard.
+* ``mnist1d``: MNIST-1D (Greydanus 2020), generated offline by the ``mnist1d`` package
+  (``make_dataset(get_dataset_args())``, its fixed seed 42; never its downloading
+  ``get_dataset``): 4,000 train / 1,000 test signals of length 40, 10 classes. Inputs
+  ``(N, 1, 40)``: one channel, which ``cnn`` convolves in 1-D and ``fcn`` / ``resnet``
+  flatten. Kept as the package scales them (over the whole set).
 * ``mnist``, ``fashion_mnist``, ``cifar10``, ``cifar100``, ``svhn``: read from ``root``
   (default ``./data``, relative to the working directory) in the layout torchvision uses;
-  fetched by torchvision only when ``download=True``.
+  fetched by torchvision only when ``download=True``. ``fashion_mnist`` is read from Debian's
+  ``dataset-fashion-mnist`` copy (``/usr/share/datasets/fashion-mnist``) when ``root`` holds
+  none of its files; ``meta["source"]`` says where the data was read from.
 
 Image pixels are scaled to [0, 1] and then standardised per channel with the mean and standard
 deviation of the full training split (before any ``n_train`` subset), so a subset sees the same
@@ -36,6 +43,7 @@ import hashlib
 import json
 import math
 import pickle
+import struct
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -47,8 +55,15 @@ import torch
 from lossbarcode._checks import check_fraction, check_int, check_nonnegative
 from lossbarcode.choices import DATASET, DATASETS, SYNTHETIC_N, TASKS
 from lossbarcode.datafiles import CIFAR as _CIFAR
-from lossbarcode.datafiles import DEFAULT_ROOT, fingerprint, text_files
-from lossbarcode.datafiles import MNIST_FILES as _MNIST_FILES
+from lossbarcode.datafiles import (
+    DEFAULT_ROOT,
+    data_source,
+    fingerprint,
+    mnist1d_arrays,
+    source_files,
+    system_hint,
+    text_files,
+)
 from lossbarcode.datafiles import MNIST_FOLDERS as _MNIST_FOLDERS
 from lossbarcode.datafiles import SVHN_FILES as _SVHN_FILES
 from lossbarcode.datafiles import TEXT_SUFFIXES as _TEXT_SUFFIXES
@@ -154,7 +169,8 @@ def load(
     * text: ``seq_len=32``, ``test_fraction=0.1``, ``max_chars=10_000_000``
 
     Raises ValueError for an unknown name, option or bad size, FileNotFoundError when files
-    are missing (the message says where to put them).
+    (or MNIST-1D's package) are missing (the message says how to get them: where to put the
+    files, the apt package or the pip package).
     """
     if name not in DATASETS:
         raise ValueError(f"unknown dataset {name!r}; available: {', '.join(DATASETS)}")
@@ -548,39 +564,90 @@ def _read_text_file(path: Path):
 
 def _missing(name: str, root: Path, where: str) -> FileNotFoundError:
     return FileNotFoundError(
-        f"dataset {name!r} not found under {root}. Put {where}, or call "
+        f"dataset {name!r} not found under {root}. Put {where}{system_hint(name)}; or call "
         f"load({name!r}, root={str(root)!r}, download=True) on a machine with a network."
     )
 
 
 def _load_mnist(name: str, root, download, n_train, n_test, seed) -> Dataset:
-    """MNIST / Fashion-MNIST via ``torchvision.datasets`` from ``<root>/<MNIST|FashionMNIST>/raw``.
-
-    Files that only exist gzipped (as distributed) are unpacked next to themselves first,
-    which is what torchvision's own download does.
+    """MNIST / Fashion-MNIST from the idx files in ``<root>/<MNIST|FashionMNIST>/raw``, plain
+    or gzipped as distributed (read in place, never unpacked), or from the system copy
+    (:func:`~lossbarcode.datafiles.system_copy`) when the data folder has none of them.
+    torchvision is used only to download.
     """
     base = _root(root)
     raw = base / _MNIST_FOLDERS[name] / "raw"
-    for file in _MNIST_FILES:
-        packed = raw / f"{file}.gz"
-        if not (raw / file).is_file() and packed.is_file():
-            with gzip.open(packed, "rb") as src:
-                (raw / file).write_bytes(src.read())
-    if not download and not all((raw / f).is_file() for f in _MNIST_FILES):
-        listing = ", ".join(f"{f}(.gz)" for f in _MNIST_FILES)
-        raise _missing(name, base, f"{listing} in {raw}/")
+    _, files = source_files(name, root)
+    if download and not all(f.is_file() for f in files):
+        from torchvision import datasets
 
-    from torchvision import datasets
-
-    cls = datasets.MNIST if name == "mnist" else datasets.FashionMNIST
-    splits = []
-    for train in (True, False):
+        cls = datasets.MNIST if name == "mnist" else datasets.FashionMNIST
         try:
-            ds = cls(str(base), train=train, download=download)
-        except (RuntimeError, OSError) as err:  # "Dataset not found" / failed download
+            for train in (True, False):
+                cls(str(base), train=train, download=True)
+        except Exception as err:  # network errors come in many types
             raise _missing(name, base, f"the four idx-ubyte files in {raw}/") from err
-        splits.append((ds.data.numpy()[:, None], ds.targets.numpy()))
-    return _images(name, splits[0], splits[1], 10, 255.0, n_train, n_test, seed)
+        _, files = source_files(name, root)
+    if not all(f.is_file() for f in files):
+        listing = ", ".join(f"{f.name.removesuffix('.gz')}(.gz)" for f in files)
+        raise _missing(name, base, f"{listing} in {raw}/")
+    images_train, labels_train, images_test, labels_test = (_read_idx(f) for f in files)
+    splits = []
+    for images, labels in ((images_train, labels_train), (images_test, labels_test)):
+        if images.ndim != 3 or labels.shape != (len(images),) or (labels.max(initial=0) > 9):
+            raise ValueError(f"{files[0].parent} holds images {images.shape} and labels "
+                             f"{labels.shape}, not an MNIST-format set; re-download it")
+        splits.append((images[:, None], labels.astype(np.int64)))
+    return _images(name, splits[0], splits[1], 10, 255.0, n_train, n_test, seed,
+                   {"source": data_source(name, root)})
+
+
+def _read_idx(path: Path) -> np.ndarray:
+    """An IDX ("ubyte") file of unsigned bytes, plain or ``.gz`` -> a uint8 array of its shape
+    (``(N, H, W)`` images, ``(N,)`` labels). ``ValueError`` for anything else."""
+    opener = gzip.open if path.name.endswith(".gz") else open
+    try:
+        with opener(path, "rb") as f:
+            raw = f.read()
+    except (OSError, EOFError) as err:  # a truncated or corrupt .gz
+        raise ValueError(f"{path} could not be read ({err}); re-download it") from err
+    ndim = raw[3] if len(raw) >= 4 else 0
+    header = 4 + 4 * ndim
+    if raw[:3] != b"\x00\x00\x08" or ndim == 0 or len(raw) < header:
+        raise ValueError(f"{path} is not an IDX file of unsigned bytes; re-download it")
+    shape = struct.unpack(f">{ndim}I", raw[4:header])
+    if len(raw) != header + math.prod(shape):
+        raise ValueError(f"{path} holds {len(raw) - header} bytes of data, not the {shape} its "
+                         "header says; re-download it")
+    return np.frombuffer(raw, dtype=np.uint8, offset=header).reshape(shape).copy()
+
+
+def _load_mnist1d(name: str, root, download, n_train, n_test, seed) -> Dataset:
+    """MNIST-1D from :func:`~lossbarcode.datafiles.mnist1d_arrays` (generated offline once per
+    process), as ``(N, 1, 40)`` one-channel signals, with seeded ``n_train`` / ``n_test``
+    subsets."""
+    arrays = mnist1d_arrays()
+    itr = _subset_indices(len(arrays["y_train"]), n_train, _rng(seed, "subset-train"),
+                          "n_train", name)
+    ite = _subset_indices(len(arrays["y_test"]), n_test, _rng(seed, "subset-test"),
+                          "n_test", name)
+
+    def signals(x: np.ndarray) -> torch.Tensor:
+        return torch.tensor(x[:, None, :])  # a copy: the generated arrays are shared
+
+    x_train = signals(_take(arrays["x_train"], itr))
+    return Dataset(
+        name=name,
+        x_train=x_train,
+        y_train=torch.tensor(_take(arrays["y_train"], itr)),
+        x_test=signals(_take(arrays["x_test"], ite)),
+        y_test=torch.tensor(_take(arrays["y_test"], ite)),
+        input_shape=tuple(int(s) for s in x_train.shape[1:]),
+        n_outputs=10,
+        task="classification",
+        meta={"source": data_source(name, root), "generator": arrays["args"],
+              "version": arrays["version"]},
+    )
 
 
 def _load_cifar(name: str, root, download, n_train, n_test, seed) -> Dataset:
@@ -706,6 +773,7 @@ _LOADERS: dict[str, tuple[Callable[..., Dataset], tuple[str, ...]]] = {
     "blobs": (_load_blobs, ("n_classes", "std")),
     "teacher": (_load_teacher, ("dim", "out_dim", "hidden", "noise")),
     "modadd": (_load_modadd, ("p", "train_fraction")),
+    "mnist1d": (_load_mnist1d, ()),
     "text": (_load_text, ("seq_len", "test_fraction", "max_chars")),
     "mnist": (_load_mnist, ()),
     "fashion_mnist": (_load_mnist, ()),

@@ -41,6 +41,7 @@ from lossbarcode.config import FIELD_HELP as FIELD_HELP
 from lossbarcode.config import ExperimentConfig, identity_hash, score_variant
 from lossbarcode.config import field_help as field_help
 from lossbarcode.config import setting_differences as setting_differences
+from lossbarcode.datafiles import data_source
 from lossbarcode.store import CorruptResultError, ResultStore, UnsafeResultError
 from lossbarcode.views import drop_views_of
 
@@ -116,6 +117,7 @@ class Result:
     path_perp_grad_norm: np.ndarray = field(default_factory=lambda: np.zeros(0))
     paths_version: int = choices.PATHS_VERSION
     data_fingerprint: str | None = None  # the identity's "data": content of the data files
+    data_source: str | None = None  # where the data was read from (datafiles.data_source)
     minima_certified: np.ndarray = field(default_factory=lambda: np.zeros(0, dtype=bool))
     hessian_min_eig: np.ndarray = field(default_factory=lambda: np.zeros(0))
     stuck: np.ndarray = field(default_factory=lambda: np.zeros(0, dtype=bool))
@@ -325,6 +327,7 @@ class Result:
             "device": self.device,
             "versions": dict(self.versions),
             "data_fingerprint": self.data_fingerprint,
+            "data_source": self.data_source,
         }
 
     @classmethod
@@ -428,13 +431,15 @@ def _result_from_dict(cls: type[Result], data: dict[str, Any]) -> Result:
     timings = data["timings"]
     versions = data.get("versions", {})
     fingerprint_ = data.get("data_fingerprint")
+    source = data.get("data_source")
     if not (isinstance(generalization, dict) and isinstance(timings, dict)
             and isinstance(versions, dict)):
         raise ValueError("result generalization, timings and versions must be objects")
     n_params, device = data["n_params"], data["device"]
     check_int(n_params, "result n_params", 1)
-    if not isinstance(device, str) or not (fingerprint_ is None or isinstance(fingerprint_, str)):
-        raise ValueError("result device and data_fingerprint must be strings")
+    if not isinstance(device, str) or not all(v is None or isinstance(v, str)
+                                              for v in (fingerprint_, source)):
+        raise ValueError("result device, data_fingerprint and data_source must be strings")
     # Results from before convergence checks (path algorithm 1) have no "paths" list and no
     # gradient norms: unconverged, unknown.
     version = data.get("paths_version", 1)
@@ -479,6 +484,7 @@ def _result_from_dict(cls: type[Result], data: dict[str, Any]) -> Result:
         device=device,
         versions={str(key): str(v) for key, v in versions.items()},
         data_fingerprint=fingerprint_,
+        data_source=source,
         grad_norm=column("grad_norm") if all("grad_norm" in m for m in minima)
         else np.full(k, np.nan),
         path_converged=np.array([p["converged"] for p in paths], dtype=bool).reshape(m),
@@ -898,6 +904,7 @@ def run_experiment(
     store = store or ResultStore()
     run_id = config.run_id
     data_fp = config.identity()["data"]
+    source = data_source(config.dataset, config.data_root)
     report = progress or (lambda *args: None)
 
     # A verified finished result is final: read without the lock (a read-only folder works),
@@ -990,7 +997,7 @@ def run_experiment(
         report("paths", 1, 1, "done")
 
         result = dataclasses.replace(assemble_result(config, found, connected, timings, device),
-                                     data_fingerprint=data_fp)
+                                     data_fingerprint=data_fp, data_source=source)
         save_result(store, result)
         report("result", 1, 1, f"TO-score {result.score:.4g}")
         return result

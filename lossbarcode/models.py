@@ -6,9 +6,10 @@ minima; GroupNorm/LayerNorm normalise each example on its own) and no dropout. F
 avoid in-place updates and data-dependent control flow, so a model works under
 ``torch.func.functional_call`` + ``torch.func.vmap`` over stacked parameter sets.
 
-Shapes: image inputs ``(N, C, H, W)`` float, vector inputs ``(N, d)`` float, token inputs
-``(N, T)`` int64. Outputs are ``(N, n_outputs)`` (logits or regression values), and
-``(N, T, n_outputs)`` next-token logits for the transformer.
+Shapes: image inputs ``(N, C, H, W)`` float, signal inputs ``(N, C, L)`` float (MNIST-1D),
+vector inputs ``(N, d)`` float, token inputs ``(N, T)`` int64. Outputs are ``(N, n_outputs)``
+(logits or regression values), and ``(N, T, n_outputs)`` next-token logits for the
+transformer.
 """
 
 from __future__ import annotations
@@ -79,10 +80,11 @@ def build(
       Options: ``activation`` ("relu", "gelu", "tanh").
     * ``cnn``: ``depth`` 3x3 conv layers (padding 1) of ``width`` channels, each followed by
       GroupNorm and the activation, then global average pooling and a linear head. Needs image
-      input ``(C, H, W)``. Options: ``activation``, ``norm`` ("group" or "none").
+      input ``(C, H, W)``, or signal input ``(C, L)``, convolved in 1-D (kernel 3). Options:
+      ``activation``, ``norm`` ("group" or "none").
     * ``resnet``: a stem, ``depth`` pre-norm residual blocks of ``width`` and a linear head.
-      Images: two 3x3 convs per block with GroupNorm; vectors: two linear layers per block
-      with LayerNorm. Options: ``activation``.
+      Images: two 3x3 convs per block with GroupNorm; anything else is flattened to a vector:
+      two linear layers per block with LayerNorm. Options: ``activation``.
     * ``transformer``: decoder-only, ``d_model = width``, ``depth`` layers, ``heads`` heads,
       causal self-attention, token + learned positional embeddings, pre-LayerNorm. Input
       ``(N, T)`` int64 tokens with ``T <= input_shape[0]``; output ``(N, T, n_outputs)``.
@@ -193,18 +195,21 @@ class FCN(nn.Module):
 
 
 class CNN(nn.Module):
-    """``(N, C, H, W) -> (N, n_outputs)``: ``depth`` conv-norm-act layers, average pool, linear."""
+    """``(N, C, H, W)`` or ``(N, C, L) -> (N, n_outputs)``: ``depth`` conv-norm-act layers (2-D
+    for images, 1-D for signals), average pool, linear."""
 
     def __init__(self, spec: ModelSpec):
         super().__init__()
-        if len(spec.input_shape) != 3:
+        if len(spec.input_shape) not in (2, 3):
             raise ValueError(
-                f"arch 'cnn' needs image input (C, H, W), got input_shape={spec.input_shape}; "
-                "use 'fcn' or 'resnet' for vectors"
+                f"arch 'cnn' needs image input (C, H, W) or signal input (C, L), got "
+                f"input_shape={spec.input_shape}; use 'fcn' or 'resnet' for vectors"
             )
+        conv = nn.Conv2d if len(spec.input_shape) == 3 else nn.Conv1d
+        self.pool_dims = tuple(range(2, len(spec.input_shape) + 1))  # the spatial dimensions
         channels = [spec.input_shape[0]] + [spec.width] * spec.depth
         self.convs = nn.ModuleList(
-            nn.Conv2d(a, b, 3, padding=1) for a, b in zip(channels, channels[1:], strict=False)
+            conv(a, b, 3, padding=1) for a, b in zip(channels, channels[1:], strict=False)
         )
         group_norm = spec.options["norm"] == "group"
         if spec.options["norm"] not in ("group", "none"):
@@ -220,7 +225,7 @@ class CNN(nn.Module):
         h = x
         for conv, norm in zip(self.convs, self.norms, strict=True):
             h = self.act(norm(conv(h)))
-        return self.head(h.mean(dim=(2, 3)))
+        return self.head(h.mean(dim=self.pool_dims))
 
 
 class _ConvBlock(nn.Module):

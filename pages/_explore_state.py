@@ -15,9 +15,9 @@ from typing import Any
 
 import streamlit as st
 
-from lossbarcode.choices import PRESETS, TORCHVISION_DATASETS
+from lossbarcode.choices import EMBEDDED_DATASETS, PRESETS, TORCHVISION_DATASETS
 from lossbarcode.config import ExperimentConfig, field_help
-from lossbarcode.datafiles import missing_files
+from lossbarcode.datafiles import data_source, missing_files
 from pages._jobs import estimate, manager
 from pages._pickers import remember_run
 from pages._runs import result, store
@@ -104,6 +104,26 @@ def init_config() -> None:
     if (st.session_state.preset != CUSTOM
             and from_widgets() != preset_values(st.session_state.preset)):
         st.session_state.preset = CUSTOM
+
+
+def _data_root_now() -> str | None:
+    return st.session_state.get("cfg_data_root") or None
+
+
+def dataset_label(name: str) -> str:
+    """The dataset picker's label of ``name``: marked when its data is not here (picking it
+    says how to get it)."""
+    if name == "text" or missing_files(name, _data_root_now()) is None:
+        return name
+    return f"{name} (not installed)"
+
+
+def dataset_caption(name: str) -> str | None:
+    """Where the picked dataset is read from (None for the embedded sets, made by code)."""
+    if name in EMBEDDED_DATASETS:
+        return None
+    source = data_source(name, _data_root_now())
+    return None if source is None else f"Read from {source}."
 
 
 # --------------------------------------------------------------------------- checks and estimate

@@ -29,6 +29,8 @@ from pages._explore_state import (
     check_and_estimate,
     click_estimate,
     current_config,
+    dataset_caption,
+    dataset_label,
     estimate_failed,
     failure_notice,
     init_config,
@@ -61,7 +63,10 @@ def sidebar() -> tuple[Any, Any]:
                      format_func=lambda p: "Custom (edited)" if p == CUSTOM else PRESETS[p][0],
                      help="A starting point; editing any setting makes it a custom config.")
         with st.expander("Data and model", expanded=True, icon=":material/dataset:"):
-            dataset = setting(st.selectbox, "Dataset", "dataset", DATASETS)
+            dataset = setting(st.selectbox, "Dataset", "dataset", DATASETS,
+                              format_func=dataset_label)
+            if (caption := dataset_caption(dataset)) is not None:
+                st.caption(caption)
             if dataset in NEEDS_ROOT:
                 setting(st.text_input, "Data folder / text file", "data_root",
                         placeholder="./data" if dataset != "text" else "path/to/text")

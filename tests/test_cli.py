@@ -53,3 +53,49 @@ def test_every_config_flag_is_described_once_with_its_default(capsys):
     for name in ("optimizer", "lr", "steps", "polish_steps"):
         assert " ".join(FIELD_HELP[name].split()) in text and "the family's" in FIELD_HELP[name]
     assert "0.05 sgd, 0.001 adam" in text  # lr with another optimizer: from choices
+
+
+# ----------------------------------------------------------------------- datasets: where, missing
+
+TINY_RUN = ["--n-train", "12", "--n-test", "6", "--width", "4", "--depth", "1", "--minima",
+            "2", "--steps", "20", "--batch-size", "6", "--images", "1", "--path-steps", "4",
+            "--eval-points", "1", "--device", "cpu"]
+
+
+def test_run_says_when_it_reads_debians_fashion_mnist(tmp_path, monkeypatch, capsys):
+    from fake_data import fake_debian_fashion
+
+    copy = fake_debian_fashion(tmp_path, monkeypatch)
+    results = tmp_path / "results"
+    argv = ["--dataset", "fashion_mnist", "--data-root", str(tmp_path / "data"), *TINY_RUN,
+            "--results", str(results)]
+    assert main(["run", *argv]) == 0
+    captured = capsys.readouterr()
+    (notice,) = [line for line in captured.err.splitlines() if line.startswith(
+        "lossbarcode: data:")]
+    assert f"fashion_mnist from {copy}, installed by Debian's package dataset-fashion-mnist" in (
+        notice)
+    run_id = captured.out.strip().splitlines()[-1]
+    assert main(["show", run_id, "--results", str(results)]) == 0
+    assert f"data: {copy}, installed by Debian's package" in capsys.readouterr().out
+    # --quiet says nothing; data folder files need no notice
+    assert main(["run", "-q", *argv]) == 0
+    assert "data:" not in capsys.readouterr().err
+
+
+@pytest.mark.parametrize(("dataset", "says"), [
+    ("fashion_mnist", "apt-get install dataset-fashion-mnist"),
+    ("mnist1d", "pip install mnist1d"),
+])
+def test_a_missing_dataset_exits_2_with_one_line_saying_how_to_get_it(
+        tmp_path, monkeypatch, capsys, dataset, says):
+    from lossbarcode import datafiles
+
+    monkeypatch.setitem(datafiles.SYSTEM_COPIES, "fashion_mnist",
+                        (tmp_path / "not-installed", "dataset-fashion-mnist"))
+    monkeypatch.setattr(datafiles, "MNIST1D_PACKAGE", "mnist1d_is_not_installed")
+    code = main(["run", "-q", "--dataset", dataset, "--data-root", str(tmp_path), *TINY_RUN,
+                 "--results", str(tmp_path / "results")])
+    err = capsys.readouterr().err
+    assert code == 2 and len(err.strip().splitlines()) == 1 and "Traceback" not in err
+    assert err.startswith("lossbarcode: error:") and says in err

@@ -24,6 +24,7 @@ def test_estimate_cost_grows_with_width_and_k_and_is_fast():
     more = estimate_cost(TINY.replace(k=6, pairs="all"))
     cnn = estimate_cost(TINY.replace(arch="cnn"))
     seq = estimate_cost(ExperimentConfig(arch="transformer", dataset="modadd", width=16))
+    signal = estimate_cost(TINY.replace(arch="cnn", dataset="mnist1d"))
     assert time.perf_counter() - start < 0.5 * 5
     assert base["n_params"] == 610 and base["n_pairs"] == 3  # (64+1)*8 + (8+1)*10
     assert base["seconds"] == pytest.approx(cost._SETUP_S + sum(base["stages"].values()))
@@ -34,6 +35,8 @@ def test_estimate_cost_grows_with_width_and_k_and_is_fast():
     assert more["seconds"] > base["seconds"]
     assert cnn["flops"] > base["flops"]  # convolutions cost per pixel
     assert seq["n_params"] > 0 and seq["seconds"] > 0
+    # 1-D convolutions over MNIST-1D: (1*3+1)*8 + GroupNorm 16 + head 8*10+10
+    assert signal["n_params"] == 138 and 0 < signal["flops"] < cnn["flops"]
     mst = estimate_cost(TINY.replace(k=8, pairs="mst"))
     assert mst["n_pairs"] == 14
     with pytest.raises(ValueError):
@@ -145,12 +148,18 @@ def test_bench_estimate_on_two_tiny_presets(monkeypatch, capsys):
         bench_estimate.estimate_benchmark(("nope",))
 
 
-@pytest.mark.parametrize("name", choices.EMBEDDED_DATASETS)
+@pytest.mark.parametrize("name", [*choices.EMBEDDED_DATASETS, *choices.PACKAGE_DATASETS,
+                                  "fashion_mnist"])
 def test_the_cost_model_knows_each_dataset_as_it_loads(name):
     """choices.DATASET_SHAPES (what the cost model reads without loading) is what data.load
-    gives for every bundled or synthetic set."""
+    gives for every bundled, synthetic or generated set, and for real Fashion-MNIST (Debian's
+    copy) where it is installed."""
     from lossbarcode.data import load
+    from lossbarcode.datafiles import missing_files
 
+    assert set(choices.DATASET_SHAPES) == set(choices.DATASETS)
+    if name == "fashion_mnist" and missing_files(name, None) is not None:
+        pytest.skip("Fashion-MNIST is not installed (apt-get install dataset-fashion-mnist)")
     shape, outputs, n_train, n_test = choices.DATASET_SHAPES[name]
     ds = load(name)
     assert (ds.input_shape, ds.n_outputs) == (shape, outputs)

@@ -3,15 +3,15 @@
 import gzip
 import json
 import pickle
-import struct
 import urllib.error
 from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
+from fake_data import fake_debian_fashion, write_mnist
 
-from lossbarcode import data
+from lossbarcode import data, datafiles
 
 EMBEDDED = {
     # name: (input_shape, x dtype, task, n_outputs)
@@ -66,6 +66,7 @@ def test_embedded_dataset_shapes_dtypes_task(name):
 
 def test_datasets_lists_every_name():
     assert set(data.DATASETS) == set(EMBEDDED) | {
+        "mnist1d",
         "text",
         "mnist",
         "fashion_mnist",
@@ -211,39 +212,31 @@ def test_text_errors(tmp_path):
 # ------------------------------------------------------------- torchvision formats, fake files
 
 
-def _write_idx(path: Path, array: np.ndarray) -> None:
-    """IDX ("ubyte") format: magic (0, 0, 0x08 = uint8, ndim), big-endian dims, raw bytes."""
-    header = struct.pack(">BBBB", 0, 0, 0x08, array.ndim)
-    header += b"".join(struct.pack(">I", s) for s in array.shape)
-    path.write_bytes(header + array.astype(np.uint8).tobytes())
-
-
-def _write_mnist(root: Path, folder: str, compress: bool = False) -> None:
-    raw = root / folder / "raw"
-    raw.mkdir(parents=True, exist_ok=True)
-    rng = np.random.default_rng(0)
-    for split, n in (("train", 12), ("t10k", 6)):
-        images = rng.integers(0, 256, size=(n, 28, 28), dtype=np.uint8)
-        labels = np.arange(n, dtype=np.uint8) % 10
-        for kind, array in (("images-idx3", images), ("labels-idx1", labels)):
-            path = raw / f"{split}-{kind}-ubyte"
-            _write_idx(path, array)
-            if compress:
-                with gzip.open(f"{path}.gz", "wb") as f:
-                    f.write(path.read_bytes())
-                path.unlink()
-
-
 @pytest.mark.parametrize(
     ("name", "folder"), [("mnist", "MNIST"), ("fashion_mnist", "FashionMNIST")]
 )
 def test_mnist_family_from_idx_files(tmp_path, name, folder):
-    _write_mnist(tmp_path, folder, compress=name == "fashion_mnist")
+    write_mnist(tmp_path, folder, compress=name == "fashion_mnist")
     ds = data.load(name, root=tmp_path, n_test=4, seed=2)
     assert ds.input_shape == (1, 28, 28) and ds.n_outputs == 10
     assert (ds.n_train, ds.n_test) == (12, 4)
     assert abs(float(ds.x_train.mean())) < 1e-4
     _assert_consistent(ds)
+
+
+def test_mnist_gz_files_are_read_in_place_and_bad_idx_files_are_refused(tmp_path):
+    write_mnist(tmp_path, "MNIST", compress=True)
+    raw = tmp_path / "MNIST" / "raw"
+    before = sorted(p.name for p in raw.iterdir())
+    assert data.load("mnist", root=tmp_path).n_train == 12
+    assert sorted(p.name for p in raw.iterdir()) == before  # nothing unpacked or written
+    (raw / "t10k-labels-idx1-ubyte.gz").write_bytes(b"\x1f\x8b not really gzip")
+    with pytest.raises(ValueError, match="t10k-labels-idx1-ubyte.gz could not be read"):
+        data.load("mnist", root=tmp_path)
+    with gzip.open(raw / "t10k-labels-idx1-ubyte.gz", "wb") as f:
+        f.write(b"\x00\x00\x08\x01\x00\x00\x00\x09" + bytes(5))  # says 9 labels, holds 5
+    with pytest.raises(ValueError, match="not the \\(9,\\) its header says"):
+        data.load("mnist", root=tmp_path)
 
 
 def test_mnist_missing_files_message(tmp_path):
@@ -261,7 +254,7 @@ def test_mnist_download_true_goes_through_torchvision(tmp_path, monkeypatch):
 
     def fake_download(self):
         calls.append(self.root)
-        _write_mnist(Path(self.root), "MNIST")
+        write_mnist(Path(self.root), "MNIST")
 
     monkeypatch.setattr(datasets.MNIST, "download", fake_download)
     ds = data.load("mnist", root=tmp_path, download=True)
@@ -363,3 +356,198 @@ def test_default_root_is_data_folder(tmp_path, monkeypatch):
     with pytest.raises(FileNotFoundError, match="data"):
         data.load("svhn")
     assert data.DEFAULT_ROOT == "./data"
+
+
+# -------------------------------------------------- Fashion-MNIST from Debian's package (fake)
+
+
+@pytest.fixture
+def debian(tmp_path, monkeypatch) -> Path:
+    """A fake copy of Debian's dataset-fashion-mnist and an empty ``tmp_path / "data"``."""
+    return fake_debian_fashion(tmp_path, monkeypatch)
+
+
+def test_fashion_mnist_falls_back_to_the_system_copy_and_says_where(debian, tmp_path):
+    root = tmp_path / "data"
+    assert datafiles.missing_files("fashion_mnist", root) is None
+    assert datafiles.system_copy("fashion_mnist", root) == debian
+    ds = data.load("fashion_mnist", root=root)
+    assert (ds.n_train, ds.n_test, ds.input_shape) == (12, 6, (1, 28, 28))
+    source = datafiles.data_source("fashion_mnist", root)
+    assert ds.meta["source"] == source
+    assert str(debian) in source and "dataset-fashion-mnist" in source
+    assert str(root / "FashionMNIST" / "raw") in source  # and where it looked first
+    # The same files in the data folder are the same data: the same fingerprint (run id).
+    from_system = datafiles.fingerprint("fashion_mnist", root)
+    assert from_system.startswith("sha256:")
+    raw = root / "FashionMNIST" / "raw"
+    raw.mkdir(parents=True)
+    for f in debian.iterdir():
+        (raw / f.name).write_bytes(f.read_bytes())
+    assert datafiles.system_copy("fashion_mnist", root) is None  # the data folder comes first
+    assert datafiles.fingerprint("fashion_mnist", root) == from_system
+    assert datafiles.data_source("fashion_mnist", root) == str(raw)
+    assert _equal(data.load("fashion_mnist", root=root), ds)
+    # Other files there are other data, and they are what is read.
+    write_mnist(root, "FashionMNIST", compress=True, seed=1)
+    assert datafiles.fingerprint("fashion_mnist", root) != from_system
+    assert not _equal(data.load("fashion_mnist", root=root), ds)
+
+
+def test_a_partial_data_folder_is_reported_not_mixed_with_the_system_copy(debian, tmp_path):
+    root = tmp_path / "data"
+    raw = root / "FashionMNIST" / "raw"
+    raw.mkdir(parents=True)
+    name = "train-labels-idx1-ubyte.gz"
+    (raw / name).write_bytes((debian / name).read_bytes())
+    assert datafiles.system_copy("fashion_mnist", root) is None
+    message = datafiles.missing_files("fashion_mnist", root)
+    assert "t10k-images-idx3-ubyte" in message and str(raw) in message
+    assert "apt-get install dataset-fashion-mnist" in message
+    assert datafiles.fingerprint("fashion_mnist", root) == datafiles.MISSING
+    with pytest.raises(FileNotFoundError, match="apt-get install dataset-fashion-mnist"):
+        data.load("fashion_mnist", root=root)
+
+
+def test_missing_fashion_mnist_says_how_to_get_it(tmp_path, monkeypatch):
+    monkeypatch.setitem(datafiles.SYSTEM_COPIES, "fashion_mnist",
+                        (tmp_path / "not-installed", "dataset-fashion-mnist"))
+    message = datafiles.missing_files("fashion_mnist", tmp_path)
+    assert "FashionMNIST/raw" in message and "train-images-idx3-ubyte" in message
+    assert "apt-get install dataset-fashion-mnist" in message
+    assert str(tmp_path / "not-installed") in message
+    assert datafiles.data_source("fashion_mnist", tmp_path) is None
+    assert datafiles.fingerprint("fashion_mnist", tmp_path) == datafiles.MISSING
+    with pytest.raises(FileNotFoundError, match="apt-get install dataset-fashion-mnist"):
+        data.load("fashion_mnist", root=tmp_path)
+    # MNIST has no system copy: its message names only the files.
+    assert "apt-get" not in datafiles.missing_files("mnist", tmp_path)
+
+
+# ------------------------------------------------------------------ MNIST-1D, generated offline
+
+
+@pytest.fixture
+def fresh_mnist1d(monkeypatch):
+    """No MNIST-1D generated yet in this process (the memo is restored afterwards)."""
+    monkeypatch.setattr(datafiles, "_MNIST1D", {})
+
+
+def test_mnist1d_is_generated_offline_by_make_dataset(fresh_mnist1d, monkeypatch):
+    import random
+
+    import mnist1d.data
+    import requests
+
+    def no_network(*args, **kwargs):
+        raise AssertionError("MNIST-1D must be generated, never downloaded")
+
+    monkeypatch.setattr(mnist1d.data, "get_dataset", no_network)
+    monkeypatch.setattr(requests, "get", no_network)
+    np.random.seed(123)  # noqa: NPY002 - the package's global generator, checked below
+    random.seed(123)
+    expected_np, expected_py = np.random.rand(), random.random()  # noqa: NPY002
+    np.random.seed(123)  # noqa: NPY002
+    random.seed(123)
+    ds = data.load("mnist1d")
+    # The package seeds the global generators; the loader leaves them as it found them.
+    assert (np.random.rand(), random.random()) == (expected_np, expected_py)  # noqa: NPY002
+    assert ds.input_shape == (1, 40) and ds.n_outputs == 10 and ds.task == "classification"
+    assert (ds.n_train, ds.n_test) == (4000, 1000)
+    assert ds.x_train.dtype == torch.float32
+    assert sorted(ds.y_train.unique().tolist()) == list(range(10))
+    assert ds.y_train.bincount().min() > 300  # about 400 of each class
+    _assert_consistent(ds)
+    made = mnist1d.data.make_dataset(mnist1d.data.get_dataset_args())
+    assert np.array_equal(ds.x_train[:, 0].numpy(), made["x"].astype(np.float32))
+    assert np.array_equal(ds.y_test.numpy(), made["y_test"])
+    assert ds.meta["generator"]["seed"] == 42 and "url" not in ds.meta["generator"]
+    assert "make_dataset" in ds.meta["source"] and ds.meta["version"] in ds.meta["source"]
+
+
+def test_mnist1d_subsets_are_seeded_and_bounded():
+    a = data.load("mnist1d", n_train=300, n_test=100, seed=3)
+    assert (a.n_train, a.n_test) == (300, 100)
+    assert _equal(a, data.load("mnist1d", n_train=300, n_test=100, seed=3))
+    assert not _equal(a, data.load("mnist1d", n_train=300, n_test=100, seed=4))
+    with pytest.raises(ValueError, match="larger than the 4000"):
+        data.load("mnist1d", n_train=4001)
+
+
+def test_mnist1d_fingerprint_is_its_content(monkeypatch):
+    import mnist1d.data
+
+    fp = datafiles.fingerprint("mnist1d", None)
+    assert fp.startswith("sha256:") and fp == datafiles.fingerprint("mnist1d", "elsewhere")
+    assert datafiles.missing_files("mnist1d", None) is None
+    make = mnist1d.data.make_dataset
+
+    def other_data(args):  # e.g. another package version making other signals
+        made = make(args)
+        return {**made, "x": made["x"] + 1e-3}
+
+    monkeypatch.setattr(mnist1d.data, "make_dataset", other_data)
+    monkeypatch.setattr(datafiles, "_MNIST1D", {})
+    assert datafiles.fingerprint("mnist1d", None) not in (fp, datafiles.MISSING)
+
+    monkeypatch.setattr(mnist1d.data, "make_dataset", lambda args: {**make(args), "y": [1]})
+    monkeypatch.setattr(datafiles, "_MNIST1D", {})
+    with pytest.raises(ValueError, match="not MNIST-1D's"):
+        data.load("mnist1d")
+    assert datafiles.fingerprint("mnist1d", None) == datafiles.MISSING
+
+
+def test_missing_mnist1d_package_says_how_to_get_it(monkeypatch):
+    monkeypatch.setattr(datafiles, "MNIST1D_PACKAGE", "mnist1d_is_not_installed")
+    message = datafiles.missing_files("mnist1d", None)
+    assert "pip install mnist1d" in message
+    assert datafiles.data_source("mnist1d", None) is None
+    assert datafiles.fingerprint("mnist1d", None) == datafiles.MISSING
+    with pytest.raises(FileNotFoundError, match="pip install mnist1d"):
+        data.load("mnist1d")
+
+
+# ------------------------------------------------------------ real Fashion-MNIST (Debian's copy)
+
+DEBIAN_FASHION = datafiles.SYSTEM_COPIES["fashion_mnist"][0]
+needs_debian_fashion = pytest.mark.skipif(
+    not all((DEBIAN_FASHION / f"{f}.gz").is_file() for f in datafiles.MNIST_FILES),
+    reason=f"Debian's dataset-fashion-mnist is not installed in {DEBIAN_FASHION} (apt-get "
+           "install dataset-fashion-mnist; the README's test command installs it)")
+
+
+@needs_debian_fashion
+@pytest.mark.slow
+def test_a_small_real_fashion_mnist_experiment(tmp_path):
+    """2,000 real Fashion-MNIST training images from Debian's copy, fcn 16x1, K = 3: the data
+    is Fashion-MNIST (its published pixel mean and std, its first labels), and the run learns,
+    certifies its minima and records where its data came from."""
+    from lossbarcode.experiment import ExperimentConfig, run_experiment
+    from lossbarcode.store import ResultStore
+
+    root = tmp_path / "data"  # holds nothing: Debian's copy is read
+    labels = data._read_idx(DEBIAN_FASHION / "train-labels-idx1-ubyte.gz")
+    assert labels.shape == (60000,) and labels[:10].tolist() == [9, 0, 0, 3, 0, 2, 7, 2, 5, 5]
+    ds = data.load("fashion_mnist", root=root, n_train=2000, n_test=500)
+    # Fashion-MNIST's well-known statistics (MNIST's are 0.1307 / 0.3081).
+    assert ds.meta["mean"][0] == pytest.approx(0.2860, abs=2e-4)
+    assert ds.meta["std"][0] == pytest.approx(0.3530, abs=2e-4)
+    assert ds.input_shape == (1, 28, 28) and sorted(ds.y_train.unique().tolist()) == list(
+        range(10))
+
+    config = ExperimentConfig(dataset="fashion_mnist", data_root=str(root), n_train=2000,
+                              n_test=500, width=16, depth=1, k=3, steps=300, images=2,
+                              eval_points=2, path_max_steps=200, restarts=1, eval_subset=500,
+                              device="cpu")
+    result = run_experiment(config, ResultStore(tmp_path / "results"))
+    assert result.data_fingerprint == datafiles.fingerprint("fashion_mnist", root)
+    assert result.data_fingerprint.startswith("sha256:")
+    assert "dataset-fashion-mnist" in result.data_source and str(DEBIAN_FASHION) in (
+        result.data_source)
+    assert result.minima_certified.all()
+    assert (result.train_loss < 0.1 * np.log(10)).all()  # learned: far below chance
+    assert (result.test_error < 0.35).all()  # chance is 0.9
+    finite = np.isfinite(result.barcode.deaths)
+    assert len(result.barcode) == 3 and finite.sum() == 2  # one unbounded bar
+    assert np.all(result.barcode.deaths[finite] >= result.barcode.births[finite])
+    assert np.isfinite(result.score) and result.score >= 0

@@ -11,6 +11,11 @@ def test_ci_runs_the_readme_test_command_verbatim():
     blocks = re.findall(r"```bash\n(.*?)\n```", readme, flags=re.S)
     (command,) = [b for b in blocks if "python -m pytest" in b and "requirements-dev" in b]
     assert "chromium" in command  # a fresh machine gets the browser the tests need
+    # ... and the real Fashion-MNIST, where the loader looks for Debian's copy
+    from lossbarcode.datafiles import SYSTEM_COPIES
+
+    folder, package = SYSTEM_COPIES["fashion_mnist"]
+    assert f"apt-get install -y -qq chromium {package}" in command and str(folder) in command
     lines = (ROOT / ".ci" / "run").read_text().splitlines()
     assert command.strip() in [line.strip() for line in lines]
 

@@ -9,12 +9,16 @@ from lossbarcode import data, models
 # a tiny input per arch: (input_shape, n_outputs, example batch)
 IMAGE = ((1, 8, 8), 10)
 VECTOR = ((5,), 3)
+SIGNAL = ((1, 40), 10)  # MNIST-1D: one channel of length 40
 TOKENS = ((6,), 11)
 
 CASES = {
     "fcn-image": ("fcn", *IMAGE),
     "fcn-vector": ("fcn", *VECTOR),
     "cnn": ("cnn", *IMAGE),
+    "cnn-signal": ("cnn", *SIGNAL),
+    "fcn-signal": ("fcn", *SIGNAL),
+    "resnet-signal": ("resnet", *SIGNAL),
     "resnet-image": ("resnet", *IMAGE),
     "resnet-vector": ("resnet", *VECTOR),
     "transformer": ("transformer", *TOKENS),
@@ -135,6 +139,14 @@ def test_bad_arguments_raise_value_error(args, kwargs, match):
         models.build(*args, **kwargs)
 
 
+def test_cnn_convolves_signals_in_one_dimension():
+    model = models.build("cnn", 8, 2, (1, 40), 10, seed=0)
+    assert [type(c).__name__ for c in model.convs] == ["Conv1d", "Conv1d"]
+    # 3-tap kernels: (1*3 + 1)*8 + (8*3 + 1)*8 weights and biases, GroupNorm 2*16, head 8*10+10
+    assert models.n_params(model) == 32 + 200 + 32 + 90
+    assert model(torch.randn(3, 1, 40)).shape == (3, 10)
+
+
 def test_options_are_recorded_and_change_the_model():
     plain = models.build("cnn", 8, 2, (1, 8, 8), 10, norm="none", activation="gelu")
     normed = models.build("cnn", 8, 2, (1, 8, 8), 10)
@@ -154,6 +166,8 @@ def test_describe_any_module():
     [
         ("fcn", "spirals", {"n_train": 64, "n_test": 16}),
         ("cnn", "digits", {"n_train": 64, "n_test": 16}),
+        ("cnn", "mnist1d", {"n_train": 64, "n_test": 16}),
+        ("fcn", "mnist1d", {"n_train": 64, "n_test": 16}),
         ("resnet", "digits", {"n_train": 64, "n_test": 16}),
         ("resnet", "teacher", {"n_train": 64, "n_test": 16}),
         ("transformer", "modadd", {"p": 7}),

@@ -567,6 +567,39 @@ def test_explore_checks_the_config_in_the_sidebar_before_run(store):
     assert at.sidebar.button(key="run_experiment").disabled
 
 
+def test_explore_offers_the_real_datasets_and_says_how_to_get_a_missing_one(
+        store, tmp_path, monkeypatch):
+    from fake_data import fake_debian_fashion
+
+    from lossbarcode import datafiles
+
+    copy = fake_debian_fashion(tmp_path, monkeypatch)
+    at = settle(app(preset="tiny"))
+    dataset = at.sidebar.selectbox(key="cfg_dataset")
+    assert {"fashion_mnist", "mnist1d"} <= set(dataset.options)  # picked, never typed
+    dataset.set_value("fashion_mnist").run()
+    at = settle(at)
+    assert not at.exception and not texts(at.sidebar.error)
+    assert f"Read from {copy}, installed by Debian's package dataset-fashion-mnist" in texts(
+        at.sidebar.caption)
+    at.sidebar.selectbox(key="cfg_dataset").set_value("mnist1d").run()
+    at = settle(at)
+    assert not texts(at.sidebar.error) and "make_dataset" in texts(at.sidebar.caption)
+    # Neither installed: the picker marks them, and picking one says how to get it.
+    at.sidebar.selectbox(key="cfg_dataset").set_value("digits").run()
+    monkeypatch.setitem(datafiles.SYSTEM_COPIES, "fashion_mnist",
+                        (tmp_path / "not-installed", "dataset-fashion-mnist"))
+    monkeypatch.setattr(datafiles, "MNIST1D_PACKAGE", "mnist1d_is_not_installed")
+    at.run()
+    options = at.sidebar.selectbox(key="cfg_dataset").options
+    assert {"mnist1d (not installed)", "fashion_mnist (not installed)", "digits"} <= set(options)
+    at.sidebar.selectbox(key="cfg_dataset").set_value("mnist1d").run()
+    assert "pip install mnist1d" in texts(at.sidebar.error)
+    assert at.sidebar.button(key="run_experiment").disabled
+    at.sidebar.selectbox(key="cfg_dataset").set_value("fashion_mnist").run()
+    assert "apt-get install dataset-fashion-mnist" in texts(at.sidebar.error)
+
+
 def test_explore_preset_turns_custom_when_edited_and_blanks_mean_default(store):
     at = settle(app())
     assert at.sidebar.selectbox(key="preset").value == "default"
