@@ -329,7 +329,7 @@ def _cmd_list(args: argparse.Namespace) -> int:
         bars, finite = result.certified
         rows.append({"run_id": run_id, "status": "done", "dataset": c.dataset, "arch": c.arch,
                      "width": c.width, "depth": c.depth, "k": result.k, "seed": c.seed,
-                     "method": c.path_method, "to_score": result.score,
+                     "method": c.path_method, "align": c.align, "to_score": result.score,
                      "certified": f"{minima}/{k} minima, {bars}/{finite} bars",
                      "health": run_health(result).summary()})
     print(_table(rows) if rows else f"no runs in {store.root}")

@@ -200,6 +200,9 @@ def _stored_timings(root: str, runs: tuple[str, ...]
             config = ExperimentConfig.from_dict(meta["config"])
             timings = {s: float(meta["timings"][s]) for s in COST_STAGES}
             kind = "cuda" if str(meta["device"]).startswith("cuda") else "cpu"
+            if meta.get("alignment", {}).get("minima_from", "trained") != "trained":
+                timings["minima"] = 0.0  # permuted stored minima: no training was timed
+
         except (ValueError, KeyError, TypeError):  # unusable for calibration: skip it
             continue
         found.append((config, timings, kind))

@@ -203,6 +203,18 @@ def test_an_aligned_run_permutes_the_unaligned_runs_minima_and_keeps_their_birth
     assert "identical test predictions:" in out
     # Stored and read back: the alignment record survives the round trip.
     assert run_experiment(aligned_config, store).alignment == after.alignment
+    # The cost model does not calibrate training time on minima that were not trained here.
+    from lossbarcode.cost import _stored_timings
+
+    (timed,) = _stored_timings(str(store.root), (after.run_id,))
+    assert timed[1]["minima"] == 0.0 and after.timings["minima"] > 0
+    # The command that reproduces it has the switch, and parses back to the same run.
+    from lossbarcode.cli import _config_from as config_from
+    from lossbarcode.cli import build_parser, reproduce_command
+
+    command = reproduce_command(aligned_config)
+    assert " --align " in command + " "
+    assert config_from(build_parser().parse_args(command.split()[1:])) == aligned_config
 
 
 @pytest.mark.slow
