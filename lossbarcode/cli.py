@@ -37,7 +37,8 @@ def reproduce_command(config: ExperimentConfig, command: str = "run") -> str:
         value = getattr(config, f.name)
         if value == getattr(defaults, f.name):
             continue
-        flags.append(f"{_flag(f.name)} {'none' if value is None else value}")
+        flags.append(_flag(f.name) if isinstance(value, bool) and value
+                     else f"{_flag(f.name)} {'none' if value is None else value}")
     return " ".join(["lossbarcode", command, *flags])
 
 
@@ -71,6 +72,11 @@ def _add_config_flags(parser: argparse.ArgumentParser) -> None:
     group = parser.add_argument_group("experiment (defaults: the ExperimentConfig defaults)")
     for f in dataclasses.fields(ExperimentConfig):
         kind = str(f.type)
+        if kind == "bool":  # a switch: given means True
+            group.add_argument(f"--{FLAG_NAMES.get(f.name, f.name).replace('_', '-')}",
+                               dest=f"cfg_{f.name}", action="store_const", const=True,
+                               default=None, help=field_help(f.name))
+            continue
         group.add_argument(
             f"--{FLAG_NAMES.get(f.name, f.name).replace('_', '-')}", dest=f"cfg_{f.name}",
             type=_value_type(kind), default=None,
@@ -409,7 +415,7 @@ def _cmd_list(args: argparse.Namespace) -> int:
         bars, finite = result.certified
         rows.append({"run_id": run_id, "status": "done", "dataset": c.dataset, "arch": c.arch,
                      "width": c.width, "depth": c.depth, "k": result.k, "seed": c.seed,
-                     "method": c.path_method, "to_score": result.score,
+                     "method": c.path_method, "align": c.align, "to_score": result.score,
                      "certified": f"{minima}/{k} minima, {bars}/{finite} bars",
                      "health": run_health(result).summary()})
     print(_table(rows) if rows else f"no runs in {store.root}")
@@ -449,6 +455,8 @@ def _cmd_show(args: argparse.Namespace) -> int:
     print(f"paths: {result.paths_note()}")
     if result.data_source:
         print(f"data: {result.data_source}")
+    _print_identical(result)
+    _print_rebasin(_store(args), result)
     print()
     print(_table(result.bar_table()))
     print()
@@ -456,6 +464,32 @@ def _cmd_show(args: argparse.Namespace) -> int:
     print()
     print(_table(result.path_table()))
     return 0
+
+
+def _print_identical(result) -> None:
+    """The pairs of minima that make identical test predictions (not merged: see README)."""
+    pairs = result.identical_predictions
+    if pairs is None:
+        return
+    print("identical test predictions: " + ("none" if not pairs else "; ".join(
+        f"minima {p['pair'][0]} and {p['pair'][1]} (largest output difference "
+        f"{p['max_output_difference']:.3g})" for p in pairs)))
+
+
+def _print_rebasin(store, result) -> None:
+    """Before/after re-basin, side by side, when the run's twin (align flipped) is there."""
+    from lossbarcode.experiment import rebasin_pair, rebasin_table, twin_run_id
+
+    unaligned, aligned = rebasin_pair(store, result)
+    if unaligned is None or aligned is None:
+        flag = "without --align" if result.config.align else "with --align"
+        print(f"re-basin: the same run {flag} ({twin_run_id(result)}) is not in this results "
+              "folder; run it to compare before and after alignment")
+        return
+    print(f"re-basin: before (unaligned {unaligned.run_id}) and after (aligned "
+          f"{aligned.run_id}) permuting every minimum onto minimum "
+          f"{aligned.alignment.get('reference')}:")
+    print(_table(rebasin_table(unaligned, aligned)))
 
 
 def _cmd_export(args: argparse.Namespace) -> int:

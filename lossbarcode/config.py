@@ -25,8 +25,10 @@ from lossbarcode.datafiles import fingerprint
 DTYPES = ("float32", "float64")
 _DEVICE = re.compile(r"auto|cpu|cuda(:[0-9]+)?")
 # Python types a config field may hold, by its annotation's parts (bool is never an int here).
-_KINDS: dict[str, tuple[type, ...]] = {"str": (str,), "int": (int,), "float": (int, float)}
-_KIND_NAMES = {"str": "a string", "int": "an integer", "float": "a number"}
+_KINDS: dict[str, tuple[type, ...]] = {"str": (str,), "int": (int,), "float": (int, float),
+                                       "bool": (bool,)}
+_KIND_NAMES = {"str": "a string", "int": "an integer", "float": "a number",
+               "bool": "true or false"}
 
 
 def _type_problems(values: Mapping[str, Any]) -> list[str]:
@@ -41,7 +43,7 @@ def _type_problems(values: Mapping[str, Any]) -> list[str]:
         kinds = [part for part in parts if part != "None"]
         if value is None and optional:
             continue
-        ok = not isinstance(value, bool) and isinstance(
+        ok = isinstance(value, bool) == ("bool" in kinds) and isinstance(
             value, tuple(t for kind in kinds for t in _KINDS[kind]))
         if not ok:
             wanted = " or ".join(_KIND_NAMES[kind] for kind in kinds) + (
@@ -126,6 +128,10 @@ FIELD_HELP: dict[str, str] = {
     "eval_points": "interpolated evaluation points between neighbouring images",
     "eval_subset": "evaluate barriers on a fixed subset of this many training examples "
                    "(none: the whole training set)",
+    "align": "re-basin: permute the hidden units of every minimum onto a reference minimum "
+             "(the lowest) by weight matching before the paths; the same functions and losses, "
+             "so what is left of a barrier is not permutation symmetry (arch "
+             + " or ".join(choices.ALIGN_ARCHS) + "; another run id than the unaligned run)",
     "rule": "union_find: exact H0; direct: the paper code's rule",
     "score_norm": "how the finite segment lengths make the TO-score: l2 (the paper's), sum, "
                   "max or mean",
@@ -153,7 +159,8 @@ class ExperimentConfig:
     anywhere.
 
     Groups: data (``dataset`` ... ``data_root``), model (``arch`` ... ``heads``), minima
-    (``k`` ... ``polish_steps``), paths (``path_method`` ... ``eval_subset``), barcode and
+    (``k`` ... ``polish_steps``), paths (``path_method`` ... ``eval_subset``, and ``align``:
+    re-basin before them), barcode and
     score (``rule``, ``score_norm``, ``score_normalize``), run (``seed``, ``device``,
     ``dtype``). What each field means: :data:`FIELD_HELP` (:func:`field_help` with its default).
     """
@@ -185,6 +192,7 @@ class ExperimentConfig:
     path_lr: float | None = None
     eval_points: int = choices.PATH_EVAL_POINTS
     eval_subset: int | None = None
+    align: bool = choices.ALIGN
     rule: str = "union_find"
     score_norm: str = "l2"
     score_normalize: str | None = None
@@ -268,6 +276,9 @@ class ExperimentConfig:
         elif self.dataset in choices.SEQUENCE_DATASETS:
             problems.append(f"dataset {self.dataset!r} is a token sequence task: use arch "
                             "'transformer'")
+        need(not self.align or self.arch in choices.ALIGN_ARCHS,
+             f"align (re-basin) supports arch {' and '.join(choices.ALIGN_ARCHS)}, not "
+             f"{self.arch!r}: drop align")
         if self.arch in ("cnn",):
             need(self.dataset not in choices.VECTOR_DATASETS,
                  f"arch 'cnn' needs image data; {self.dataset!r} has vector inputs (use fcn or "
@@ -319,7 +330,8 @@ class ExperimentConfig:
     def identity(self, data: str | None = None) -> dict[str, Any]:
         """The dict the run id hashes: what determines the computation, canonicalised.
 
-        Every field but ``device`` (same results on any device up to round-off), with the
+        Every field but ``device`` (same results on any device up to round-off) and
+        ``align`` when it is False (so unaligned runs keep their old ids), with the
         training defaults of the family written out (:meth:`training`), plus
         ``paths_version`` (:data:`~lossbarcode.choices.PATHS_VERSION`), with
         ``data_root`` replaced by ``data``, the content fingerprint of the data files
@@ -341,6 +353,9 @@ class ExperimentConfig:
         # The path algorithm: a result made by an older one is never returned for a config
         # whose paths are now computed differently.
         values["paths_version"] = choices.PATHS_VERSION
+        # Unaligned runs keep the run ids they had before alignment existed.
+        if not self.align:
+            del values["align"]
         return values
 
     @functools.cached_property
@@ -386,6 +401,7 @@ def setting_differences(configs: Sequence[ExperimentConfig]) -> dict[str, list[A
     for config in configs:
         identity = config.identity(data="")  # the data files' fingerprint is not a knob
         del identity["seed"]  # seeds differ by design
+        identity["align"] = config.align  # in the identity only when True
         for name, value in identity.items():
             values.setdefault(name, [])
             if value not in values[name]:

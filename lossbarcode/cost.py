@@ -201,6 +201,8 @@ def _stored_timings(root: str, runs: tuple[str, ...]
             config = result.config
             timings = {s: float(result.timings[s]) for s in COST_STAGES}
             kind = "cuda" if result.device.startswith("cuda") else "cpu"
+            if result.alignment.get("minima_from", "trained") != "trained":
+                timings["minima"] = 0.0  # permuted stored minima: no training was timed
         except (ValueError, KeyError, TypeError, OverflowError, OSError):  # skip it
             continue
         found.append((config, timings, kind))

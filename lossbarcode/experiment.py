@@ -89,6 +89,13 @@ class Result:
     ``path_start`` (how the pair was chosen, where the path started). ``paths_version``: the
     path algorithm that made the paths (see :data:`~lossbarcode.choices.PATHS_VERSION`).
     Certificates of bars: :meth:`bar_certificates` (:mod:`lossbarcode.certificates`).
+
+    ``alignment``: for a run with ``align`` (re-basin), the ``reference`` minimum, each
+    minimum's Euclidean ``distance_before`` / ``distance_after`` alignment to it (K,, None =
+    NaN) and ``minima_from`` (the unaligned run whose stored minima were permuted, or
+    "trained"); ``{}`` otherwise. ``identical_predictions``: the pairs of valid minima whose
+    predicted test classes all agree, ``({"pair": [i, j], "max_output_difference": x},
+    ...)``; None when not checked (regression, no test set, or an older result).
     """
 
     run_id: str
@@ -129,6 +136,8 @@ class Result:
     path_top_grad_norm: np.ndarray = field(default_factory=lambda: np.zeros(0))
     path_role: np.ndarray = field(default_factory=lambda: np.zeros(0, dtype=str))
     path_start: np.ndarray = field(default_factory=lambda: np.zeros(0, dtype=str))
+    alignment: dict[str, Any] = field(default_factory=dict)
+    identical_predictions: tuple[dict[str, Any], ...] | None = None
 
     @property
     def k(self) -> int:
@@ -328,6 +337,9 @@ class Result:
             "versions": dict(self.versions),
             "data_fingerprint": self.data_fingerprint,
             "data_source": self.data_source,
+            "alignment": dict(self.alignment),
+            "identical_predictions": (None if self.identical_predictions is None
+                                      else [dict(p) for p in self.identical_predictions]),
         }
 
     @classmethod
@@ -456,6 +468,18 @@ def _result_from_dict(cls: type[Result], data: dict[str, Any]) -> Result:
         raise ValueError(f"result paths must be {m} objects with converged (bool) and steps "
                          "(int >= 0)")
     certs = _certificates_from_dict(data, minima, paths, column)
+    alignment = data.get("alignment", {})
+    if not isinstance(alignment, dict) or (alignment and not (
+            set(alignment) == {"reference", "distance_before", "distance_after", "minima_from"}
+            and all(len(alignment[key]) == k for key in ("distance_before", "distance_after")))):
+        raise ValueError("result alignment must be {} or {reference, distance_before, "
+                         "distance_after, minima_from} with K distances")
+    identical = data.get("identical_predictions")
+    if identical is not None and not (isinstance(identical, list) and all(
+            isinstance(p, dict) and isinstance(p.get("pair"), list) and len(p["pair"]) == 2
+            and all(isinstance(i, int) and 0 <= i < k for i in p["pair"]) for p in identical)):
+        raise ValueError(f"result identical_predictions must be null or a list of "
+                         f"{{pair: [i, j], max_output_difference}} with indices in [0, {k})")
     scores = {str(key): float(_floats([v], f"to_score {key}")[0]) for key, v in to_score.items()}
     scores_all = certs.pop("scores_all") or scores
     result = cls(
@@ -495,6 +519,8 @@ def _result_from_dict(cls: type[Result], data: dict[str, Any]) -> Result:
         path_perp_grad_norm=_floats([p["perp_grad_norm"] for p in paths], "paths perp_grad_norm",
                                     (m,)),
         paths_version=version,
+        alignment=dict(alignment),
+        identical_predictions=None if identical is None else tuple(dict(p) for p in identical),
     )
     _check_content(result, derived="curvature_skipped" in data)
     return result
@@ -937,14 +963,26 @@ def run_experiment(
         def compute_minima():
             _drop_derived(store, run_id, "minima")
             start = time.perf_counter()
-            found = minima_mod.find_minima(
-                landscape(), config.k, **config.minima_settings(),
+            landscape()
+            # An aligned run permutes the minima of its unaligned twin (the same training):
+            # its stored ones when there are, so before and after compare the same minima.
+            twin = _unaligned_minima(store, config, data_fp, tensors) if config.align else None
+            found = twin[1] if twin is not None else minima_mod.find_minima(
+                land, config.k, **config.minima_settings(),
                 progress=lambda step, total, loss: report(
                     "minima", step, total, f"mean minibatch loss {loss:.4g}"),
             )
+            extra: dict[str, Any] = {}
+            if config.align:
+                from lossbarcode import rebasin
+
+                report("minima", 0, 1, "aligning the minima (re-basin)")
+                found, alignment = rebasin.align_found(land, found)
+                extra["alignment"] = {**alignment.to_dict(),
+                                      "minima_from": twin[0] if twin is not None else "trained"}
             timings["minima"] = time.perf_counter() - start
             meta = {"seconds": timings["minima"], "device": str(land.device), "data": data_fp,
-                    "tensors": tensors}
+                    "tensors": tensors, **extra}
             store.save_stage(run_id, "minima", meta, found.to_arrays())
             return meta, found
 
@@ -996,11 +1034,114 @@ def run_experiment(
             timings["paths"] = float(stored[0]["seconds"])
         report("paths", 1, 1, "done")
 
-        result = dataclasses.replace(assemble_result(config, found, connected, timings, device),
-                                     data_fingerprint=data_fp, data_source=source)
+        from lossbarcode.rebasin import identical_predictions
+
+        identical = identical_predictions(landscape(), found)
+        result = dataclasses.replace(
+            assemble_result(config, found, connected, timings, device),
+            data_fingerprint=data_fp, data_source=source,
+            alignment=_alignment_summary(minima_meta),
+            identical_predictions=None if identical is None else tuple(identical))
         save_result(store, result)
         report("result", 1, 1, f"TO-score {result.score:.4g}")
         return result
+
+
+def _unaligned_minima(store: ResultStore, config: ExperimentConfig, data: str,
+                      tensors: str) -> tuple[str, Any] | None:
+    """``(run id, Minima)`` of the stored minima of the unaligned twin of ``config`` when they
+    were trained on the same data tensors; None otherwise (then they are trained here, the
+    same way)."""
+    from lossbarcode.minima import Minima
+
+    twin = identity_hash(config.replace(align=False).identity(data))
+    stored = store.read(twin, "minima", warn=False)
+    if stored is None or stored[0].get("data") != data or stored[0].get("tensors") != tensors:
+        return None
+    try:
+        found = Minima.from_arrays(stored[1])
+    except ValueError:
+        return None
+    return (twin, found) if found.k == config.k else None
+
+
+def _alignment_summary(minima_meta: dict[str, Any]) -> dict[str, Any]:
+    """What a result keeps of its minima's alignment (no permutations): the reference, the
+    distances to it before and after, where the minima came from; ``{}`` when not aligned."""
+    alignment = minima_meta.get("alignment")
+    if not alignment:
+        return {}
+    return {key: alignment[key] for key in ("reference", "distance_before", "distance_after",
+                                            "minima_from")}
+
+
+def twin_run_id(result: Result) -> str:
+    """The run id of ``result``'s re-basin twin: the same config with ``align`` flipped (the
+    aligned run of an unaligned one, and back)."""
+    twin = result.config.replace(align=not result.config.align)
+    return identity_hash(twin.identity(result.data_fingerprint))
+
+
+def rebasin_pair(store: ResultStore, result: Result) -> tuple[Result | None, Result | None]:
+    """``(unaligned, aligned)``: ``result`` and its finished twin (:func:`twin_run_id`) in
+    ``store``, in that order, None for a twin not computed (nothing is computed here)."""
+    twin = load_result(store, twin_run_id(result), warn=False)
+    return (twin, result) if result.config.align else (result, twin)
+
+
+def _barrier_excess(result: Result, barriers: np.ndarray, pairs: np.ndarray) -> np.ndarray:
+    """``barriers`` ``(M,)`` of ``pairs`` ``(M, 2)`` minus the higher endpoint's training loss,
+    one value per pair of valid minima (the lowest of its restarts)."""
+    best: dict[tuple[int, int], float] = {}
+    for (i, j), b in zip(pairs.tolist(), barriers, strict=True):
+        if result.diverged[i] or result.diverged[j] or not np.isfinite(b):
+            continue
+        key = (min(i, j), max(i, j))
+        best[key] = min(best.get(key, np.inf), float(b))
+    return np.array([b - max(result.train_loss[i], result.train_loss[j])
+                     for (i, j), b in best.items()])
+
+
+def rebasin_summary(result: Result) -> dict[str, Any]:
+    """One run's side of the before/after re-basin comparison: its TO-scores, certified
+    bars, the barrier excess (barrier minus the higher endpoint) of its deciding paths and of
+    the straight lines between the same pairs (mean and max), how many pairs, and how many
+    pairs of minima make identical test predictions."""
+    paths = _barrier_excess(result, result.path_barriers, result.pairs)
+    lines = _barrier_excess(result, result.linear_barriers, result.pairs)
+    certified, finite = result.certified
+    identical = result.identical_predictions
+    return {
+        "run_id": result.run_id,
+        f"TO-score ({result.config.score_variant})": result.score,
+        "TO-score, all minima": result.scores_all[result.config.score_variant],
+        "certified bars": f"{certified}/{finite}",
+        "path barrier excess, mean": float(paths.mean()) if paths.size else None,
+        "path barrier excess, max": float(paths.max()) if paths.size else None,
+        "straight-line barrier excess, mean": float(lines.mean()) if lines.size else None,
+        "straight-line barrier excess, max": float(lines.max()) if lines.size else None,
+        "pairs": int(paths.size),
+        "identical-prediction pairs": None if identical is None else len(identical),
+    }
+
+
+def rebasin_table(unaligned: Result, aligned: Result) -> list[dict[str, Any]]:
+    """The before/after re-basin comparison of twin runs (:func:`rebasin_pair`), one row per
+    measure: ``{"measure", "unaligned", "aligned"}`` (see :func:`rebasin_summary`), plus the
+    mean Euclidean distance of the minima to the reference minimum before and after."""
+    if unaligned.config.align or not aligned.config.align:
+        raise ValueError("rebasin_table takes the unaligned run first, then the aligned one")
+    before, after = rebasin_summary(unaligned), rebasin_summary(aligned)
+    rows = [{"measure": key, "unaligned": before[key], "aligned": after[key]} for key in before]
+    reference = aligned.alignment.get("reference")
+    distance = {key: [d for i, d in enumerate(aligned.alignment.get(key, []))
+                      if d is not None and i != reference]
+                for key in ("distance_before", "distance_after")}
+    if distance["distance_before"]:
+        rows.append({"measure": f"distance to the reference (minimum {reference}), mean",
+                     "unaligned": float(np.mean(distance["distance_before"])),
+                     "aligned": float(np.mean(distance["distance_after"]))})
+    return rows
 
 
 # What each stage of the pipeline is computed from; views of a run (maps, slices) record

@@ -497,6 +497,22 @@ class Landscape:
         dt = self.dtype
         return losses.to(dt), None if errors is None else errors.to(dt)
 
+    def test_outputs(self, thetas: Tensor) -> Tensor:
+        """The model's outputs on the test set, ``(B, n_test, *output)`` (e.g. logits
+        ``(B, n_test, classes)``), chunked like every evaluation. ``ValueError`` if the
+        landscape has no test set."""
+        if self.x_test is None:
+            raise ValueError("this landscape has no test set; pass x_test/y_test")
+        thetas = self.as_thetas(thetas)
+        n = self.x_test.shape[0]
+        bsz, nsz = self._plan(thetas.shape[0], n, grad=False)
+        with torch.no_grad():
+            return torch.cat([
+                torch.cat([self._stack_forward(self.params(thetas[b0:b0 + bsz]),
+                                               self.x_test[s0:s1], False)
+                           for s0, s1 in _ranges(n, nsz)], dim=1)
+                for b0 in range(0, thetas.shape[0], bsz)])
+
     def gather(self, idx: Tensor) -> tuple[Tensor, Tensor]:
         """Training examples at indices ``idx`` (any shape ``S``, on :attr:`device`, unchecked):
         ``x`` of shape ``(*S, *input)`` and ``y`` of shape ``(*S, *target)``."""

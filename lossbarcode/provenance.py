@@ -20,6 +20,8 @@ def describe_config(config: ExperimentConfig, varied: Sequence[str] = ()) -> str
     norm = f"{c.score_norm}" + (f"/{c.score_normalize}" if c.score_normalize else "")
     return (f"{c.dataset} · {c.arch} {width}, {depth} · K = {c.k} minima "
             f"({optimizer}, {c.schedule} lr {lr:g}, {steps} steps, then full batch to gradient "
-            f"{c.minima_tol:g} in at most {polish}) · {c.path_method} paths "
+            f"{c.minima_tol:g} in at most {polish})"
+            + (" · aligned by re-basin" if c.align else "")
+            + f" · {c.path_method} paths "
             f"({c.pairs} pairs, {c.images} images) · {c.rule.replace('_', '-')} rule · "
             f"TO-score {norm} · {seed}")

@@ -23,7 +23,8 @@ def run_label(run_id: str) -> str:
     done, k = r.minima_count
     bars, finite = r.certified
     return (f"{run_id[:8]} · {c.dataset} {c.arch} {c.width}×{c.depth} · K={r.k} · "
-            f"{c.schedule} lr · {c.path_method} · TO {c.score_variant} {r.score:.4g} · "
+            f"{c.schedule} lr · {c.path_method}{' · aligned' if c.align else ''} · "
+            f"TO {c.score_variant} {r.score:.4g} · "
             f"{done}/{k} minima, {bars}/{finite} bars certified{marks}")
 
 

@@ -18,7 +18,7 @@ from lossbarcode.choices import (
     SCHEDULES,
 )
 from lossbarcode.cli import reproduce_command
-from lossbarcode.experiment import Result
+from lossbarcode.experiment import Result, rebasin_table, twin_run_id
 from lossbarcode.provenance import describe_config
 from lossbarcode.topology import NORMS, RULES, death_pair
 from pages._explore_state import (
@@ -109,6 +109,7 @@ def sidebar() -> tuple[Any, Any]:
             c1, c2 = st.columns(2)
             setting(c1.number_input, "Path step cap", "path_max_steps", step=500)
             setting(c2.number_input, "Starts per deciding pair", "restarts", step=1)
+            setting(st.checkbox, "Align minima first (re-basin)", "align")
             setting(st.radio, "Barcode rule", "rule", RULES, horizontal=True)
             c1, c2 = st.columns(2)
             setting(c1.selectbox, "TO-score norm", "score_norm", NORMS)
@@ -275,6 +276,33 @@ def minima_table(r: Result, highlight: int | None) -> None:
             "why_not": st.column_config.TextColumn("why not certified")})
 
 
+def rebasin_view(r: Result) -> None:
+    """Before and after re-basin, side by side, when the run's twin (align flipped) exists."""
+    twin = result(twin_run_id(r))
+    if twin is None:
+        return
+    unaligned, aligned = (twin, r) if r.config.align else (r, twin)
+    with st.expander("Before and after re-basin (the same minima, permuted onto minimum "
+                     f"{aligned.alignment.get('reference')})", icon=":material/swap_horiz:",
+                     expanded=True):
+        st.dataframe(pd.DataFrame(rebasin_table(unaligned, aligned)).astype(str),
+                     hide_index=True, width="stretch")
+        shared = plots.barcode_limits(unaligned.barcode, aligned.barcode)  # one scale
+        for col, run, label in zip(columns([1, 1]), (unaligned, aligned),
+                                   ("Unaligned", "Aligned (re-basin)"), strict=True):
+            with col:
+                chart(plots.barcode_figure(
+                    run.barcode, colors=plots.minimum_colors(run.barcode.minima),
+                    labels=[f"minimum {m}" for m in run.barcode.minima],
+                    title=f"{label} · TO-score ({run.config.score_variant}) {run.score:.4g}",
+                    xaxis_title="training loss", certified=run.bar_certificates()[0],
+                    x_range=shared),
+                    key=f"rebasin_{label}", name=f"barcode_{run.run_id}")
+        st.caption("Aligning permutes each minimum's hidden units onto the reference by weight "
+                   "matching (Git Re-Basin): the same functions and losses, so what the aligned "
+                   "run still has to climb is not permutation symmetry.")
+
+
 def run_downloads(r: Result) -> None:
     """Minima, barcode, paths and the whole result as files."""
     variant, barcode = r.config.score_variant, r.barcode
@@ -332,6 +360,7 @@ def show_run(r: Result) -> None:
     if highlight is not None:
         highlight_note(r, highlight, pair)
     run_charts(r, highlight, pair)
+    rebasin_view(r)
     path_history(r, pair)
     minima_table(r, highlight)
     run_downloads(r)

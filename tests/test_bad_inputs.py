@@ -854,7 +854,10 @@ def test_run_id_is_canonical() -> None:
         == TINY.run_id
     assert TINY.replace(eval_subset=50).run_id != TINY.run_id
     assert TINY.replace(heads=2).run_id == TINY.run_id  # fcn has no heads
-    assert set(TINY.identity()) == (set(TINY.to_dict()) - {"device"}) | {"data", "paths_version"}
+    # align only when on: unaligned runs keep the ids they had before it existed.
+    assert set(TINY.identity()) == (set(TINY.to_dict()) - {"device", "align"}) | {
+        "data", "paths_version"}
+    assert set(TINY.replace(align=True).identity()) == set(TINY.identity()) | {"align"}
 
 
 def test_lock_side_file_names_the_holder(tmp_path: Path) -> None:

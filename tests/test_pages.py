@@ -736,3 +736,23 @@ def test_compare_and_generalization_name_the_listed_runs_they_left_out(store, tm
     at.sidebar.multiselect(key="gen_runs").set_value([good, bad]).run()
     assert not at.exception
     assert bad in texts(at.warning) and "unusable" in texts(at.warning)
+
+
+def test_explore_shows_before_and_after_rebasin_when_both_runs_exist(tmp_path, monkeypatch):
+    results = ResultStore(tmp_path / "results")
+    before = run_experiment(TINY, results)
+    monkeypatch.setenv("LOSSBARCODE_RESULTS", str(results.root))
+    at = settle(app(run=before.run_id))
+    assert not at.exception and "re-basin" not in " ".join(e.label for e in at.expander)
+    shown = len(charts(at))
+    after = run_experiment(TINY.replace(align=True), results)
+    at = settle(app(run=after.run_id))
+    assert not at.exception
+    assert "Before and after re-basin" in " ".join(e.label for e in at.expander)
+    table = next(d.value for d in at.dataframe if "measure" in d.value.columns)
+    assert list(table.columns) == ["measure", "unaligned", "aligned"]
+    assert table.iloc[0].tolist() == ["run_id", before.run_id, after.run_id]
+    titles = [f["layout"]["title"]["text"] for f in charts(at)]
+    assert len(titles) == shown + 2
+    assert any(t.startswith("Unaligned") for t in titles)
+    assert any(t.startswith("Aligned (re-basin)") for t in titles)
