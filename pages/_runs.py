@@ -119,7 +119,10 @@ def run_store(run_id: str) -> ResultStore:
 def is_demo(run_id: str) -> bool:
     """Whether ``run_id`` is shown from the shipped demo runs."""
     demo = demo_store()
-    return demo is not None and run_store(run_id).root == demo.root
+    try:
+        return demo is not None and run_store(run_id).root == demo.root
+    except ValueError:  # not a run id at all (e.g. a hand-edited link)
+        return False
 
 
 # cache_resource: one shared (frozen) Result per run instead of an unpickled copy per call;
