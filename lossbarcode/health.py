@@ -42,6 +42,13 @@ if TYPE_CHECKING:
 BROKEN, CAUTION = "broken", "caution"
 CERTIFIED_BROKEN = 0.5  # a run with fewer certified minima than this share is broken
 CERTIFIED_CURVES = 0.9  # the share a run needs to enter the Scaling curves (sweep.summarize)
+
+
+def deaths_resolved(certified: int, finite: int) -> bool:
+    """Whether a scale's bars may make a trend: at least :data:`CERTIFIED_CURVES` of its
+    ``finite`` bars have certified deaths (the others are upper bounds: a trend of upper
+    bounds measures the path optimiser)."""
+    return certified >= CERTIFIED_CURVES * finite
 DIP_BROKEN = 100  # a path this many resolutions (path_atol) below uncertified minima: broken
 
 

@@ -167,31 +167,62 @@ def run(settings: Sequence[Setting], store: ResultStore, executor: str = "local"
 # --------------------------------------------------------------------------- measuring
 
 
+def _deaths_certified(runs: list) -> tuple[int, int]:
+    """``(certified, finite)`` bars over ``runs``."""
+    return (sum(r.certified[0] for r in runs), sum(r.certified[1] for r in runs))
+
+
 def _axis_claim(axis: str, setting: Setting, ready: list, variant: str) -> dict[str, Any]:
-    """The width or depth claim of one setting from its curve-ready results."""
+    """The width or depth claim of one setting from its curve-ready results.
+
+    A scale enters the trend only when its deaths are resolved
+    (:func:`~lossbarcode.health.deaths_resolved`): an uncertified death is an upper bound (a
+    capped or stalled path, a top that is not a saddle). The scales left out are named in the
+    reason."""
+    from lossbarcode.health import deaths_resolved
+
     fixed, other = ("depth", setting.base.depth) if axis == "width" else ("width",
                                                                           setting.base.width)
     on_curve = [r for r in ready if getattr(r.config, fixed) == other]
-    scales: dict[int, list] = {}
+    by_value: dict[int, list] = {}
     for r in on_curve:
-        scales.setdefault(getattr(r.config, axis), []).append(r.barcode)
-    trend = confidence.trend(axis, scales, variant, resolution=setting.base.path_atol)
-    points = []
-    for value in sorted(scales):
-        runs = [r for r in on_curve if getattr(r.config, axis) == value]
-        interval = confidence.scale_interval(scales[value], variant)
+        by_value.setdefault(getattr(r.config, axis), []).append(r)
+    points, scales, upper_bounds = [], {}, []
+    for value in sorted(by_value):
+        runs = by_value[value]
+        done, finite = _deaths_certified(runs)
+        resolved = deaths_resolved(done, finite)
+        if resolved:
+            scales[value] = [r.barcode for r in runs]
+        else:
+            upper_bounds.append(f"{value} ({done}/{finite})")
+        interval = confidence.scale_interval([r.barcode for r in runs], variant)
         points.append({axis: value, "runs": len(runs), "seeds": [r.config.seed for r in runs],
-                       "to_score": interval.to_dict(),
+                       "to_score": interval.to_dict(), "bars_certified": done,
+                       "bars_finite": finite, "in_trend": resolved,
                        "seed_interval": confidence.seed_interval(
                            [r.scores[variant] for r in runs]).to_dict()})
+    trend = confidence.trend(axis, scales, variant, resolution=setting.base.path_atol)
+    left = (f"; left out of the trend, their deaths not certified (upper bounds): {axis} "
+            + ", ".join(upper_bounds) + " certified bars") if upper_bounds else ""
     return {"claim": axis, "paper": CLAIMS[axis], "verdict": _TREND_VERDICT[trend.verdict],
             "reason": f"{trend.reason} ({fixed} {other}; bars within path_atol "
-                      f"{setting.base.path_atol:g} of 0 count as 0)", "trend": trend.to_dict(),
-            "points": points}
+                      f"{setting.base.path_atol:g} of 0 count as 0{left})",
+            "trend": trend.to_dict(), "points": points}
+
+
+def _certified_lengths(result) -> np.ndarray:
+    """``(K,)`` segment length of each minimum whose bar is certified (birth and death), NaN
+    for the others: an uncertified length is not a property of that minimum."""
+    lengths = np.full(result.k, np.nan)
+    ok = result.bar_certified() & np.isfinite(result.barcode.deaths)
+    lengths[result.barcode.minima[ok]] = result.barcode.lengths()[ok]
+    return lengths
 
 
 def _generalization_claim(ready: list) -> dict[str, Any]:
-    groups = {r.run_id: (r.segment_lengths(), r.test_error) for r in ready}
+    """The within-run rank test of certified segment lengths against test error."""
+    groups = {r.run_id: (_certified_lengths(r), r.test_error) for r in ready}
     test = stats.stratified_spearman(groups).combined
     base = {"claim": "generalization", "paper": CLAIMS["generalization"],
             "test": test.to_dict(), "method": test.describe()}

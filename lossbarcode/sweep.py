@@ -380,12 +380,16 @@ def fullest_value(records: Sequence[dict[str, Any]], along: str, fixed_axis: str
     return max(values, key=spread.get)
 
 def sweep_trends(records: Sequence[dict[str, Any]], barcodes: Mapping[str, Barcode],
-                 include_broken: bool = False) -> dict[tuple[str, str], Any]:
-    """``(arch, axis) -> Trend`` (:func:`lossbarcode.confidence.trend`) of the TO-score along
-    width (at the depth with the most widths) and along depth (at the width with the most
-    depths), over the :func:`curve_ready` records (all with ``include_broken``) whose barcode
-    is in ``barcodes``; bars within the records' ``path_atol`` count as 0."""
+                 include_broken: bool = False
+                 ) -> dict[tuple[str, str], tuple[Any, list[str]]]:
+    """``(arch, axis) -> (Trend, left out)`` of the TO-score along width (at the depth with
+    the most widths) and along depth (at the width with the most depths), over the
+    :func:`curve_ready` records (all with ``include_broken``) whose barcode is in ``barcodes``
+    (:func:`lossbarcode.confidence.trend`; bars within the records' ``path_atol`` count as 0).
+    A scale whose deaths are not resolved (:func:`~lossbarcode.health.deaths_resolved`) is
+    left out of the trend; ``left out`` names those scales, ``"8 (0/21)"``."""
     from lossbarcode.confidence import trend
+    from lossbarcode.health import deaths_resolved
 
     usable = [r for r in records if (include_broken or curve_ready(r))
               and r["run_id"] in barcodes]
@@ -394,13 +398,23 @@ def sweep_trends(records: Sequence[dict[str, Any]], barcodes: Mapping[str, Barco
         mine = [r for r in usable if r["arch"] == arch]
         for axis, other in (("width", "depth"), ("depth", "width")):
             at = fullest_value(mine, axis, other, sorted({r[other] for r in mine}))
-            scales: dict[int, list[Barcode]] = {}
+            runs: dict[int, list[dict[str, Any]]] = {}
             for r in mine:
                 if r[other] == at:
-                    scales.setdefault(r[axis], []).append(barcodes[r["run_id"]])
-            if len(scales) > 1:
-                out[(arch, axis)] = trend(axis, scales, mine[0]["score_variant"],
-                                          resolution=max(r.get("path_atol", 0.0) for r in mine))
+                    runs.setdefault(r[axis], []).append(r)
+            if len(runs) < 2:
+                continue
+            scales, left = {}, []
+            for value, recs in sorted(runs.items()):
+                done = sum(r.get("bars_certified", 0) for r in recs)
+                finite = sum(r.get("bars_finite", 0) for r in recs)
+                if deaths_resolved(done, finite):
+                    scales[value] = [barcodes[r["run_id"]] for r in recs]
+                else:
+                    left.append(f"{value} ({done}/{finite})")
+            out[(arch, axis)] = (trend(axis, scales, mine[0]["score_variant"],
+                                       resolution=max(r.get("path_atol", 0.0) for r in mine)),
+                                 left)
     return out
 
 

@@ -156,11 +156,14 @@ def measured_trends(records: list[dict], barcodes: dict[str, Barcode]) -> None:
     trends = sweep_trends(records, barcodes)
     if not trends:
         return
-    lines = [f"**{arch}, along {axis}** ({' '.join(map(str, t.values))}): **{t.verdict}** — "
-             f"{t.reason}" for (arch, axis), t in trends.items()]
-    st.markdown("Measured here (runs in the curves only; 95% hierarchical bootstrap over seeds "
-                "and minima; bars within the path tolerance count as 0):  \n"
-                + "  \n".join(lines))
+    lines = [f"**{arch}, along {axis}** ({' '.join(map(str, t.values)) or 'no scale'}): "
+             f"**{t.verdict}** — {t.reason}"
+             + (f"; left out, their deaths not certified (upper bounds): {axis} "
+                + ", ".join(left) + " bars certified" if left else "")
+             for (arch, axis), (t, left) in trends.items()]
+    st.markdown("Measured here (runs in the curves only; scales whose deaths are certified; "
+                "95% hierarchical bootstrap over seeds and minima; bars within the path "
+                "tolerance count as 0):  \n" + "  \n".join(lines))
 
 
 def show_sweep(data: dict, log_x: bool, y_axis: str) -> None:

@@ -756,3 +756,13 @@ def test_explore_shows_before_and_after_rebasin_when_both_runs_exist(tmp_path, m
     assert len(titles) == shown + 2
     assert any(t.startswith("Unaligned") for t in titles)
     assert any(t.startswith("Aligned (re-basin)") for t in titles)
+
+
+def test_reproduction_page_opens_the_shipped_report_with_its_curves(tmp_path, monkeypatch):
+    monkeypatch.setenv("LOSSBARCODE_REPORTS", str(tmp_path / "none"))
+    at = app("reproduction")
+    assert not at.exception
+    assert at.selectbox[0].value.startswith("shipped: ")
+    table = at.dataframe[0].value
+    assert set(table["claim"]) == {"width", "depth", "generalization"}
+    assert len(charts(at)) == 2  # TO-score vs width and vs depth, with their bands

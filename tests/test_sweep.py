@@ -109,11 +109,18 @@ def test_sweep_trends_read_the_claim_from_the_data_and_its_intervals():
             barcodes[run_id] = barcode(lengths)
             records.append({"run_id": run_id, "arch": "fcn", "width": w, "depth": d,
                             "seed": seed, "k": 3, "minima_certified": 3, "broken": False,
-                            "score_variant": "l2", "path_atol": 1e-4})
-    trends = sweep_trends(records, barcodes)
+                            "score_variant": "l2", "path_atol": 1e-4, "bars_certified": 2,
+                            "bars_finite": 2})
+    trends = {key: t for key, (t, _) in sweep_trends(records, barcodes).items()}
     assert trends[("fcn", "width")].verdict == "decreasing"
     assert trends[("fcn", "width")].values == (4, 8, 16, 32)
     assert trends[("fcn", "depth")].verdict == "not resolved"
+    # Upper bounds make no trend: the narrowest scale's deaths uncertified, it is left out.
+    for r in records:
+        if r["width"] == 4:
+            r["bars_certified"] = 0
+    trend, left = sweep_trends(records, barcodes)[("fcn", "width")]
+    assert trend.values == (8, 16, 32) and left == ["4 (0/6)"]
     # Runs that cannot enter a curve do not make a trend either.
     for r in records:
         r["broken"] = True
