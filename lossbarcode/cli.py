@@ -291,15 +291,13 @@ def _writable_folder(folder: Path) -> None:
 
 def _cmd_reproduce(args: argparse.Namespace) -> int:
     from lossbarcode import reproduce
-    from lossbarcode.experiment import load_result
 
     extra = {k: v for k, v in (("data_root", args.data_root), ("device", args.device)) if v}
     settings = reproduce.plan(args.scale, _names_list(args.archs), _names_list(args.datasets),
                               **extra)
     store = _store(args)
     cost = reproduce.plan_cost(settings)
-    done = sum(load_result(store, c.run_id, warn=False) is not None
-               for s in settings for c in s.configs())
+    done = sum(store.exists(c.run_id) for s in settings for c in s.configs())  # a glance
     _say(f"reproduce --scale {args.scale}: {len(settings)} settings, {cost['runs']} runs "
          f"({done} already in {store.root}); the cost model estimates "
          f"{cost['seconds'] / 60:.0f} min for all of them on this machine, peak memory "

@@ -37,6 +37,7 @@ import numpy as np
 from scipy.stats import rankdata
 
 from lossbarcode import topology
+from lossbarcode.config import parse_score_variant
 
 LEVEL = 0.95
 N_BOOTSTRAP = 2_000
@@ -99,10 +100,6 @@ class Trend:
         return {**asdict(self), "rho": self.rho.to_dict()}
 
 
-def _run_norm(lengths: np.ndarray, norm: str) -> float:
-    return topology.length_norm(lengths, norm) if lengths.size else 0.0
-
-
 def run_lengths(barcode: topology.Barcode, resolution: float = 0.0) -> np.ndarray:
     """``(n,)`` the finite segment lengths a TO-score is a norm of; those at most
     ``resolution`` as 0."""
@@ -110,35 +107,28 @@ def run_lengths(barcode: topology.Barcode, resolution: float = 0.0) -> np.ndarra
     return np.where(lengths > resolution, lengths, 0.0)
 
 
-def _variant(variant: str) -> tuple[str, bool]:
-    norm, _, normalize = variant.partition("_")
-    if norm not in topology.NORMS or normalize not in ("", "range"):
-        raise ValueError(f"unknown TO-score variant {variant!r}")
-    return norm, normalize == "range"
-
-
 def run_score(barcode: topology.Barcode, variant: str = "l2", resolution: float = 0.0
               ) -> float:
     """The TO-score of ``barcode`` in ``variant`` (e.g. ``"l2"``, ``"sum_range"``), bars at
     most ``resolution`` long counting as 0."""
-    norm, ranged = _variant(variant)
+    norm, normalize = parse_score_variant(variant)
     lengths = run_lengths(barcode, resolution)
-    span = topology.loss_range(barcode) if ranged else 1.0
-    return _run_norm(lengths, norm) / span if span > 0 else 0.0
+    span = topology.loss_range(barcode) if normalize else 1.0
+    if lengths.size == 0 or span <= 0:
+        return 0.0
+    return topology.length_norm(lengths, norm) / span
 
 
 def _run_replicates(barcode: topology.Barcode, variant: str, draws: int,
                     rng: np.random.Generator, resolution: float) -> np.ndarray:
     """``(draws,)`` TO-scores of ``barcode`` with its finite bars drawn with replacement."""
-    norm, ranged = _variant(variant)
+    norm, normalize = parse_score_variant(variant)
     lengths = run_lengths(barcode, resolution)
-    span = topology.loss_range(barcode) if ranged else 1.0
+    span = topology.loss_range(barcode) if normalize else 1.0
     if lengths.size == 0 or span <= 0:
         return np.zeros(draws)
     drawn = lengths[rng.integers(0, lengths.size, size=(draws, lengths.size))]
-    scores = {"l2": lambda: np.sqrt(np.sum(drawn**2, axis=1)), "sum": lambda: drawn.sum(1),
-              "max": lambda: drawn.max(1), "mean": lambda: drawn.mean(1)}[norm]()
-    return scores / span
+    return topology.length_norm(drawn, norm) / span
 
 
 def scale_replicates(barcodes: Sequence[topology.Barcode], variant: str = "l2",

@@ -412,3 +412,12 @@ def setting_differences(configs: Sequence[ExperimentConfig]) -> dict[str, list[A
 def score_variant(norm: str, normalize: str | None) -> str:
     """Name of a TO-score variant: ``"l2"``, ``"max_range"``, ..."""
     return f"{norm}_range" if normalize else norm
+
+
+def parse_score_variant(variant: str) -> tuple[str, str | None]:
+    """``(norm, normalize)`` of a variant's name (the inverse of :func:`score_variant`);
+    ``ValueError`` for a name that is not one."""
+    norm, _, normalize = variant.partition("_")
+    if norm not in topology.NORMS or normalize not in ("", "range"):
+        raise ValueError(f"unknown TO-score variant {variant!r}")
+    return norm, normalize or None

@@ -128,8 +128,8 @@ def plan_cost(settings: Sequence[Setting]) -> dict[str, Any]:
 
     rows, memory = [], 0
     for s in settings:
-        seconds = 0.0
-        for config in s.configs():
+        seconds, configs = 0.0, s.configs()
+        for config in configs:
             estimate = estimate_cost(config)
             try:
                 check_fits(config)
@@ -138,7 +138,7 @@ def plan_cost(settings: Sequence[Setting]) -> dict[str, Any]:
                                  f"fit this machine ({err}); choose a smaller --scale") from None
             seconds += estimate["seconds"]
             memory = max(memory, int(estimate["memory"]))
-        rows.append({"setting": s.name, "runs": len(s.configs()), "seconds": seconds})
+        rows.append({"setting": s.name, "runs": len(configs), "seconds": seconds})
     return {"runs": sum(r["runs"] for r in rows), "seconds": sum(r["seconds"] for r in rows),
             "memory": memory, "settings": rows}
 
@@ -167,42 +167,29 @@ def run(settings: Sequence[Setting], store: ResultStore, executor: str = "local"
 # --------------------------------------------------------------------------- measuring
 
 
-def _deaths_certified(runs: list) -> tuple[int, int]:
-    """``(certified, finite)`` bars over ``runs``."""
-    return (sum(r.certified[0] for r in runs), sum(r.certified[1] for r in runs))
-
-
-def _axis_claim(axis: str, setting: Setting, ready: list, variant: str) -> dict[str, Any]:
-    """The width or depth claim of one setting from its curve-ready results.
-
-    A scale enters the trend only when its deaths are resolved
-    (:func:`~lossbarcode.health.deaths_resolved`): an uncertified death is an upper bound (a
-    capped or stalled path, a top that is not a saddle). The scales left out are named in the
-    reason."""
-    from lossbarcode.health import deaths_resolved
+def _axis_claim(axis: str, setting: Setting, ready: list, records: list[dict[str, Any]],
+                variant: str) -> dict[str, Any]:
+    """The width or depth claim of one setting from its curve-ready results (``records``:
+    their sweep records). The trend and the scales it leaves out, their deaths not certified,
+    are :func:`~lossbarcode.sweep.sweep_trends`'s, as on the Scaling page."""
+    from lossbarcode.sweep import sweep_trends
 
     fixed, other = ("depth", setting.base.depth) if axis == "width" else ("width",
                                                                           setting.base.width)
     on_curve = [r for r in ready if getattr(r.config, fixed) == other]
-    by_value: dict[int, list] = {}
-    for r in on_curve:
-        by_value.setdefault(getattr(r.config, axis), []).append(r)
-    points, scales, upper_bounds = [], {}, []
-    for value in sorted(by_value):
-        runs = by_value[value]
-        done, finite = _deaths_certified(runs)
-        resolved = deaths_resolved(done, finite)
-        if resolved:
-            scales[value] = [r.barcode for r in runs]
-        else:
-            upper_bounds.append(f"{value} ({done}/{finite})")
+    trend, upper_bounds = sweep_trends(records, {r.run_id: r.barcode for r in on_curve})[
+        (setting.arch, axis)]
+    points = []
+    for value in sorted({getattr(r.config, axis) for r in on_curve}):
+        runs = [r for r in on_curve if getattr(r.config, axis) == value]
         interval = confidence.scale_interval([r.barcode for r in runs], variant)
         points.append({axis: value, "runs": len(runs), "seeds": [r.config.seed for r in runs],
-                       "to_score": interval.to_dict(), "bars_certified": done,
-                       "bars_finite": finite, "in_trend": resolved,
+                       "to_score": interval.to_dict(),
+                       "bars_certified": sum(r.certified[0] for r in runs),
+                       "bars_finite": sum(r.certified[1] for r in runs),
+                       "in_trend": value in trend.values,
                        "seed_interval": confidence.seed_interval(
                            [r.scores[variant] for r in runs]).to_dict()})
-    trend = confidence.trend(axis, scales, variant, resolution=setting.base.path_atol)
     left = (f"; left out of the trend, their deaths not certified (upper bounds): {axis} "
             + ", ".join(upper_bounds) + " certified bars") if upper_bounds else ""
     return {"claim": axis, "paper": CLAIMS[axis], "verdict": _TREND_VERDICT[trend.verdict],
@@ -278,8 +265,9 @@ def measure_setting(setting: Setting, store: ResultStore, skipped: str | None = 
     if missing or skipped:
         section["claims"] = _missing_claims(missing, skipped)
         return section
-    section["claims"] = [_axis_claim("width", setting, ready, variant),
-                         _axis_claim("depth", setting, ready, variant),
+    ready_records = [rec for rec in records if curve_ready(rec)]
+    section["claims"] = [_axis_claim("width", setting, ready, ready_records, variant),
+                         _axis_claim("depth", setting, ready, ready_records, variant),
                          _generalization_claim(ready)]
     return section
 
@@ -313,15 +301,20 @@ def certification_text(section: dict[str, Any]) -> str:
             f"{b['certified']}/{b['finite']} finite bars certified")
 
 
+def _preamble(report: dict[str, Any]) -> list[str]:
+    """The paragraphs under the report's title: how it was made and what enters it."""
+    return [f"Made {report['made']} by lossbarcode {report['lossbarcode']} with "
+            f"`{report['command']}`; {report['seconds'] / 60:.1f} min of computing in its runs.",
+            f"Intervals: {report['level']:.0%}, hierarchical bootstrap over seeds and minima. "
+            "Only runs that are not broken and have at least 90% of their minima certified "
+            "enter a statistic."]
+
+
 def _markdown(report: dict[str, Any]) -> str:
-    lines = [f"# Reproduction of arXiv:2012.15834 at scale `{report['scale']}`", "",
-             f"Made {report['made']} by lossbarcode {report['lossbarcode']} with "
-             f"`{report['command']}`; {report['seconds'] / 60:.1f} min of computing in its "
-             "runs.", "",
-             f"Intervals: {report['level']:.0%}, hierarchical bootstrap over seeds and minima. "
-             "Only runs that are not broken and have at least 90% of their minima certified "
-             "enter a statistic.", "",
-             "| setting | claim | verdict | why |", "|---|---|---|---|"]
+    lines = [f"# Reproduction of arXiv:2012.15834 at scale `{report['scale']}`", ""]
+    for paragraph in _preamble(report):
+        lines += [paragraph, ""]
+    lines += ["| setting | claim | verdict | why |", "|---|---|---|---|"]
     lines += [f"| {r['setting']} | {r['claim']} | **{r['verdict']}** | {r['reason']} |"
               for r in verdict_table(report)]
     for section in report["settings"]:
@@ -379,7 +372,7 @@ def find_reports(*folders: Path) -> list[Path]:
     return sorted(set(found), key=lambda p: p.stat().st_mtime, reverse=True)
 
 
-def _html(report: dict[str, Any], markdown: str) -> str:
+def _html(report: dict[str, Any]) -> str:
     parts, first = [], True
     for section in report["settings"]:
         parts.append(f"<h2>{html.escape(section['setting'])}</h2>"
@@ -395,11 +388,10 @@ def _html(report: dict[str, Any], markdown: str) -> str:
         f"<tr><td>{html.escape(r['setting'])}</td><td>{html.escape(r['claim'])}</td>"
         f"<td><b>{html.escape(r['verdict'])}</b></td><td>{html.escape(r['reason'])}</td></tr>"
         for r in verdict_table(report))
-    head = markdown.split("| setting |")[0].split("\n", 2)[2]
     return ("<!DOCTYPE html><html><head><meta charset='utf-8'><title>lossbarcode reproduction"
             f"</title></head><body style='font-family:sans-serif;max-width:1000px;margin:auto'>"
             f"<h1>Reproduction of arXiv:2012.15834 at scale {html.escape(report['scale'])}</h1>"
-            f"<p>{html.escape(head).replace(chr(10) * 2, '</p><p>')}</p>"
+            + "".join(f"<p>{html.escape(p)}</p>" for p in _preamble(report)) +
             "<table border='1' cellpadding='4' style='border-collapse:collapse'>"
             "<tr><th>setting</th><th>claim</th><th>verdict</th><th>why</th></tr>"
             f"{table}</table>{''.join(parts)}</body></html>")
@@ -410,9 +402,8 @@ def write_report(report: dict[str, Any], folder: Path) -> list[Path]:
     (each file atomically); returns their paths."""
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
-    markdown = _markdown(report)
-    texts = [json.dumps(_jsonable(report), indent=1, allow_nan=False),
-             markdown, _html(report, markdown)]
+    texts = [json.dumps(_jsonable(report), indent=1, allow_nan=False), _markdown(report),
+             _html(report)]
     paths = [folder / name for name in REPORT_FILES]
     for path, text in zip(paths, texts, strict=True):
         atomic_write_bytes(path, text.encode("utf-8"))

@@ -402,7 +402,7 @@ def sweep_trends(records: Sequence[dict[str, Any]], barcodes: Mapping[str, Barco
             for r in mine:
                 if r[other] == at:
                     runs.setdefault(r[axis], []).append(r)
-            if len(runs) < 2:
+            if not runs:
                 continue
             scales, left = {}, []
             for value, recs in sorted(runs.items()):

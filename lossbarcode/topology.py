@@ -815,15 +815,17 @@ def sublevel_sweep(values: Any, levels: Any, connectivity: str = "full",
 # --------------------------------------------------------------------------- scores
 
 
-def length_norm(lengths: np.ndarray, norm: str) -> float:
-    """The TO-score norm (:data:`NORMS`) of segment lengths ``(n,)`` with ``n >= 1``."""
+def length_norm(lengths: np.ndarray, norm: str) -> Any:
+    """The TO-score norm (:data:`NORMS`) of segment lengths ``(n,)`` with ``n >= 1`` (a
+    float), or of each row of ``(..., n)`` (an array of shape ``(...)``, e.g. bootstrap draws)."""
     x = np.asarray(lengths, dtype=np.float64)
-    return {
-        "l2": lambda: float(np.sqrt(np.sum(x**2))),
-        "sum": lambda: float(np.sum(x)),
-        "max": lambda: float(np.max(x)),
-        "mean": lambda: float(np.mean(x)),
+    value = {
+        "l2": lambda: np.sqrt(np.sum(x**2, axis=-1)),
+        "sum": lambda: np.sum(x, axis=-1),
+        "max": lambda: np.max(x, axis=-1),
+        "mean": lambda: np.mean(x, axis=-1),
     }[norm]()
+    return float(value) if x.ndim == 1 else value
 
 
 def to_score_floor(resolution: float, n_bars: int, norm: str = "l2") -> float:

@@ -51,7 +51,16 @@ st.caption(f"Scale `{report['scale']}` · made {report['made']} by lossbarcode "
            f"{report['level']:.0%} (hierarchical bootstrap over seeds and minima) · only runs "
            "not broken and with ≥ 90% of their minima certified count.")
 st.dataframe(reproduce.verdict_table(report), hide_index=True, width="stretch")
-downloads([(f"Download {name.split('.')[-1].upper()}", (path.parent / name).read_bytes(),
+
+
+@st.cache_data(show_spinner=False, max_entries=16)
+def file_bytes(where: str, mtime: float) -> bytes:
+    """A report file, read once per version (the HTML is several MB)."""
+    return Path(where).read_bytes()
+
+
+downloads([(f"Download {name.split('.')[-1].upper()}",
+            file_bytes(str(path.parent / name), (path.parent / name).stat().st_mtime),
             name, mime) for name, mime in zip(
                 reproduce.REPORT_FILES, ("application/json", "text/markdown", "text/html"),
                 strict=True)])

@@ -154,13 +154,14 @@ def measured_trends(records: list[dict], barcodes: dict[str, Barcode]) -> None:
     """What the sweep says about the paper's claim, read from its data (not written in
     advance): each axis's trend and its interval, or "not resolved"."""
     trends = sweep_trends(records, barcodes)
-    if not trends:
-        return
     lines = [f"**{arch}, along {axis}** ({' '.join(map(str, t.values)) or 'no scale'}): "
              f"**{t.verdict}** — {t.reason}"
              + (f"; left out, their deaths not certified (upper bounds): {axis} "
                 + ", ".join(left) + " bars certified" if left else "")
-             for (arch, axis), (t, left) in trends.items()]
+             for (arch, axis), (t, left) in trends.items()
+             if len(t.values) + len(left) > 1]  # a single scale: said next to its chart
+    if not lines:
+        return
     st.markdown("Measured here (runs in the curves only; scales whose deaths are certified; "
                 "95% hierarchical bootstrap over seeds and minima; bars within the path "
                 "tolerance count as 0):  \n" + "  \n".join(lines))
@@ -169,7 +170,8 @@ def measured_trends(records: list[dict], barcodes: dict[str, Barcode]) -> None:
 def show_sweep(data: dict, log_x: bool, y_axis: str) -> None:
     """A sweep's curves, table, downloads and barcodes."""
     records = data["records"]
-    summary = runs_shown(records, sweep_barcodes(data))
+    barcodes = sweep_barcodes(data)  # parsed once: the bands and the trends read them
+    summary = runs_shown(records, barcodes)
     variant = data.get("score_variant") or (records[0].get("score_variant") if records else None)
     archs = sorted({row["arch"] for row in summary})
     if len(archs) > 1:
@@ -181,7 +183,7 @@ def show_sweep(data: dict, log_x: bool, y_axis: str) -> None:
         about += f"  \nReproduce: `{command}`"
     st.caption(f"{about}  \nTO-score variant: **{variant}** · {len(records)} runs")
     scaling_charts(summary, variant, log_x, y_axis)
-    measured_trends(records, sweep_barcodes(data))
+    measured_trends(records, barcodes)
     table = [{k: v for k, v in row.items() if k not in ("to_score_seeds",)} for row in summary]
     with st.expander("Summary table", expanded=False):
         st.dataframe(table, hide_index=True, width="stretch")
