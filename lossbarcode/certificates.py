@@ -7,7 +7,9 @@ A bar ``[b, d)`` is **certified** when both its ends are checked and its run is 
 * **death** -- the lowest path of the pair that killed it (:func:`death_certificates`):
   converged (neither capped nor stalled), its top a critical point (full-batch gradient norm at
   most the tolerance) or the path monotone (barrier within ``path_atol`` of its higher end),
-  and the pair's restarts agreeing within ``path_tol * segment + path_atol``;
+  and the pair's converged restarts agreeing within ``path_tol * segment + path_atol`` (a
+  capped or stalled restart is an unfinished upper bound: it widens the spread shown, not the
+  test);
 * the run's health is not *broken* (:func:`lossbarcode.health.run_health`).
 
 An uncertified bar says which check failed. Torch-free: results are judged without the engine.
@@ -52,10 +54,16 @@ def death_certificates(pairs: np.ndarray, barriers: np.ndarray, converged: np.nd
     out = {}
     for key, idx in rows.items():
         bars = np.asarray(barriers, dtype=float)[idx]
-        best = idx[int(np.argmin(bars))]
+        finished = np.array([bool(converged[m]) and not bool(stalled[m]) for m in idx])
+        # The lowest path decides; of equally low ones, one that finished.
+        best = idx[int(np.lexsort((~finished, bars))[0])]
         floor = float(max(minima_loss[key[0]], minima_loss[key[1]]))
         barrier = float(barriers[best])
         spread = float(bars.max() - bars.min()) if np.all(np.isfinite(bars)) else np.inf
+        # Only starts that finished can disagree: a capped or stalled path is an upper bound
+        # still on its way down, no evidence of another saddle (its value stays in `spread`).
+        ended = bars[finished]
+        disagree = float(ended.max() - ended.min()) if len(ended) else 0.0
         monotone = barrier <= floor + atol
         if not np.isfinite(barrier):
             reason = "not connected (the loss is NaN or infinite on the path)"
@@ -66,8 +74,8 @@ def death_certificates(pairs: np.ndarray, barriers: np.ndarray, converged: np.nd
         elif not monotone and not top_grad_norm[best] <= grad_tol:
             reason = (f"top not a saddle (gradient {top_grad_norm[best]:.2g} > "
                       f"{grad_tol:g})")
-        elif spread > tol * (barrier - floor) + atol:
-            reason = f"restarts disagree by {spread:.3g}"
+        elif disagree > tol * (barrier - floor) + atol:
+            reason = f"restarts disagree by {disagree:.3g}"
         else:
             reason = ""
         out[key] = Death(barrier, spread, len(idx), not reason, reason)

@@ -85,8 +85,9 @@ DTYPE = "float32"  # the torch dtype's name
 # The path stopping rule (lossbarcode.paths.connect), read by the config, the CLI help, the
 # dashboard and the cost model. PATHS_VERSION names the path algorithm and is part of every
 # run id: 1 = a fixed step budget (before Dec 2026), 2 = paths optimised until converged,
-# 3 = step-scaled springs, stalls, maximised tops, critical tops, restarts, planned pairs.
-PATHS_VERSION = 3
+# 3 = step-scaled springs, stalls, maximised tops, critical tops, restarts, planned pairs,
+# 4 = the string method re-solves every deciding pair NEB could not converge.
+PATHS_VERSION = 4
 PATH_TOL = 0.05  # a cycle may lower the barrier by at most this share of the segment ...
 PATH_ATOL = 1e-4  # ... plus this many loss units (the resolution floor of a barrier)
 PATH_MAX_STEPS = 4000  # minibatch steps per path at most

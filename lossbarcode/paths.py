@@ -45,6 +45,12 @@ other minima, then straight lines bent by a random perpendicular offset, in oppo
 both sides of the line are tried); each restart is one more path of the pair (``role``
 "restart", ``start`` "route" or "bent"), the lowest counts, and the spread says how sure the
 barrier is. The forest is recomputed and new deciding pairs restarted until it stops changing.
+A deciding pair whose lowest NEB path did not converge (capped or stalled) is also solved by the
+independent string method (:mod:`lossbarcode.string_method`, from the straight line, with NEB's
+whole step budget; ``start`` "string"), in place of one bent start: on narrow networks NEB
+stops far above the saddle that method reaches (``lossbarcode bench convergence``: fcn 8x2,
+excess 1.52 against 0.00066 on one pair), and the lowest path of the pair counts whichever
+method found it.
 
 Certificates: a path is *stalled* when its step size fell below ``PATH_STALL`` times its
 initial value (never converged), and *capped* when it used its step budget. Each path stores
@@ -157,8 +163,10 @@ class Paths:
         top_grad_norm: ``(M,)`` full-batch gradient norm of the loss at the path's top (the
             point of its barrier): at most ``grad_tol`` where the top is a critical point.
         start: ``(M,)`` where the optimisation started: "line" (the straight segment),
-            "route" (the chain along the pair's best route through other minima) or "bent"
-            (a straight segment bent by a random perpendicular offset).
+            "route" (the chain along the pair's best route through other minima), "bent"
+            (a straight segment bent by a random perpendicular offset) or "string" (the
+            straight segment, solved by the string method: NEB's cross-check on a deciding
+            pair it could not converge).
     """
 
     pairs: np.ndarray
@@ -493,9 +501,20 @@ def connect(
 
     def restart(prs: np.ndarray) -> np.ndarray:
         done = Paths.concat(parts)
-        starts, kinds, rows = run.restart_starts(prs, done)
-        parts.append(run.optimise(prs[rows], "restart", starts=starts, start_kind=kinds))
-        best = planning.lowest_per_pair(parts[-1].pairs, parts[-1].barriers)
+        # A pair NEB could not converge gets the independent string method as one of its
+        # starts (in place of a bent NEB start): on narrow nets NEB caps far above the
+        # saddle the string method reaches (bench convergence), and the lowest counts.
+        cross = (~_pair_converged(done, prs) if method == "neb"
+                 else np.zeros(len(prs), dtype=bool))
+        before = len(parts)
+        starts, kinds, rows = run.restart_starts(prs, done, settings.restarts - 1 - cross)
+        if len(rows):
+            parts.append(run.optimise(prs[rows], "restart", starts=starts, start_kind=kinds))
+        if cross.any():
+            parts.append(run.optimise(prs[cross], "restart", method="string",
+                                      start_kind=np.full(int(cross.sum()), "string")))
+        new = Paths.concat(parts[before:])
+        best = planning.lowest_per_pair(new.pairs, new.barriers)
         return np.array([best[(int(i), int(j))] for i, j in prs])
 
     may_restart = (settings.restarts > 1 and method != "linear"
@@ -679,27 +698,28 @@ class _Engine:
         self._report(1, 1, {"stage": "screen", "pairs": len(pairs)})
         return vals.max(axis=1)
 
-    def restart_starts(self, pairs: np.ndarray, done: Paths
-                       ) -> tuple[Tensor, np.ndarray, np.ndarray]:
-        """``restarts - 1`` other starts for each of ``pairs`` ``(D, 2)``: the chain along the
+    def restart_starts(self, pairs: np.ndarray, done: Paths, counts: np.ndarray
+                       ) -> tuple[Tensor | None, np.ndarray, np.ndarray]:
+        """``counts[r]`` other starts for each of ``pairs`` ``(D, 2)``: the chain along the
         pair's best route through other minima (when one exists among the paths ``done``),
         then straight lines bent by a seeded random perpendicular offset. Returns the starts
-        ``(N, n, P)``, their kinds ``(N,)`` and the row of ``pairs`` each belongs to ``(N,)``."""
-        s, k = self.s, self.thetas.shape[0]
-        n = s.images + 2
+        ``(N, n, P)`` (None when N = 0), their kinds ``(N,)`` and the row of ``pairs`` each
+        belongs to ``(N,)``."""
+        k = self.thetas.shape[0]
+        n = self.s.images + 2
         f = torch.linspace(0, 1, n, device=self.thetas.device, dtype=self.thetas.dtype)
         starts, kinds, rows = [], [], []
         for r, (i, j) in enumerate(pairs.tolist()):
             a, c = self.thetas[i], self.thetas[j]
             route = planning.best_route(k, done.pairs, done.barriers, i, j)
-            if route is not None and s.restarts > 1:
+            if route is not None and counts[r] > 0:
                 starts.append(_resample(self._route_chain(route, done), n))
                 kinds.append("route")
                 rows.append(r)
             bent = 0
-            while sum(1 for q in rows if q == r) < s.restarts - 1:
+            while sum(1 for q in rows if q == r) < counts[r]:
                 # Bends come in opposite pairs: both sides of the straight line get a start.
-                gen = torch.Generator().manual_seed(_stage_seed(s.seed, "restart", _BENT_KEY,
+                gen = torch.Generator().manual_seed(_stage_seed(self.s.seed, "restart", _BENT_KEY,
                                                                 i, j, bent // 2))
                 d = torch.randn(a.shape[0], generator=gen, dtype=torch.float64).to(a)
                 along = (c - a) / (c - a).norm().clamp_min(1e-30)
@@ -711,7 +731,8 @@ class _Engine:
                 kinds.append("bent")
                 rows.append(r)
                 bent += 1
-        return torch.stack(starts), np.array(kinds), np.array(rows, dtype=np.int64)
+        return (torch.stack(starts) if starts else None, np.array(kinds, dtype=str),
+                np.array(rows, dtype=np.int64))
 
     def _route_chain(self, route: list[int], done: Paths) -> Tensor:
         """The chain ``(L, P)`` along ``route`` (minima indices): each leg the lowest path
@@ -729,9 +750,10 @@ class _Engine:
         return joined.to(self.thetas.device, self.thetas.dtype)
 
     def optimise(self, pairs: np.ndarray, role: str, starts: Tensor | None = None,
-                 start_kind: np.ndarray | None = None) -> Paths:
+                 start_kind: np.ndarray | None = None, method: str | None = None) -> Paths:
         """Optimised paths for ``pairs`` (from the straight line, or from ``starts`` ``(M,
-        n, P)`` of kinds ``start_kind``), barriers clamped to the endpoints, no settings."""
+        n, P)`` of kinds ``start_kind``) by ``method`` (default: the run's), barriers clamped
+        to the endpoints, no settings."""
         s = self.s
         a, c = self.thetas[pairs[:, 0]], self.thetas[pairs[:, 1]]
         floor = np.maximum(self.minima_loss[pairs[:, 0]], self.minima_loss[pairs[:, 1]])
@@ -742,7 +764,7 @@ class _Engine:
         lin_t, lin_loss = self._chain_profile(lin_chain)
         lin_bar = lin_loss.max(axis=1)
         m = len(pairs)
-        if s.method == "string":
+        if (method or s.method) == "string":
             return self._string(pairs, role, starts, start_kind, floor,
                                 (lin_chain, lin_t, lin_loss, lin_bar))
         start = lin_chain if starts is None else starts
@@ -802,8 +824,10 @@ class _Engine:
         lin_chain, lin_t, lin_loss, lin_bar = line
         a, c = self.thetas[pairs[:, 0]], self.thetas[pairs[:, 1]]
         self._report(0, 1, {"stage": role, "method": "string", "active": len(pairs)})
+        # As NEB's cross-check it gets NEB's whole budget (minibatch and full-batch steps).
+        max_steps = s.max_steps + (s.final_steps if s.method != "string" else 0)
         found = string_paths(self.land, a, c, images=s.images, start=starts, tol=s.tol,
-                             atol=s.atol, grad_tol=s.grad_tol, max_steps=s.max_steps,
+                             atol=s.atol, grad_tol=s.grad_tol, max_steps=max_steps,
                              climb=s.climb)
         self._report(1, 1, {"stage": role, "method": "string", "active": 0})
         fallback = found.barriers > lin_bar
@@ -1333,6 +1357,19 @@ class _Engine:
 
 
 # ------------------------------------------------------------------------------ helpers
+
+
+def _pair_converged(paths: Paths, pairs: np.ndarray) -> np.ndarray:
+    """``(D,)`` bool: whether the lowest path of each of ``pairs`` ``(D, 2)`` among ``paths``
+    converged (neither capped nor stalled; False for a pair with no path)."""
+    best: dict[tuple[int, int], int] = {}
+    for row, (i, j) in enumerate(paths.pairs.tolist()):
+        key = (min(i, j), max(i, j))
+        if key not in best or paths.barriers[row] < paths.barriers[best[key]]:
+            best[key] = row
+    return np.array([(key := (min(i, j), max(i, j))) in best
+                     and bool(paths.converged[best[key]] and not paths.stalled[best[key]])
+                     for i, j in np.asarray(pairs).tolist()], dtype=bool)
 
 
 def _stage_seed(seed: int, role: str, *keys: int) -> int:

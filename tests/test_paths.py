@@ -274,8 +274,9 @@ def test_default_paths_converge_with_diagnostics(land, mins):
     near[3] = near[0] + 1e-4 * torch.randn(near.shape[1], generator=gen)
     mins = dataclasses.replace(mins, thetas=near, train_loss=land.loss(near).double().numpy())
     paths = connect(land, mins, "all", "neb", progress=lambda s, t, info: calls.append(info))
-    assert paths.converged.all() and not paths.stalled.any() and paths.version == 3
-    assert paths.settings["version"] == 3 and paths.settings["steps"] is None
+    assert paths.converged.all() and not paths.stalled.any()
+    assert paths.version == choices.PATHS_VERSION
+    assert paths.settings["version"] == choices.PATHS_VERSION and paths.settings["steps"] is None
     floors = np.maximum(mins.train_loss[paths.pairs[:, 0]], mins.train_loss[paths.pairs[:, 1]])
     for hist, steps, used, floor in zip(paths.barrier_history, paths.history_steps,
                                         paths.steps_used, floors, strict=True):
@@ -451,6 +452,27 @@ def test_a_bent_start_on_the_camel_reaches_the_saddle():
                             start_kind=np.array(["bent"]))
     assert CAMEL_SADDLE - 1e-9 <= paths.barriers[0] <= CAMEL_SADDLE + 1e-6
     assert paths.converged[0] and paths.top_grad_norm[0] <= 1e-3 and paths.start[0] == "bent"
+
+
+def test_a_deciding_pair_neb_cannot_converge_is_solved_by_the_string_method_too():
+    land, mins = _analytic(_camel, [[1.747552, -0.873776], [0.0, 0.0]])
+    # Without its full-batch phase NEB is capped: the string method (NEB's whole budget, full
+    # batch) takes the place of one bent start and resolves the saddle.
+    paths = connect(land, mins, [(0, 1)], "neb", max_steps=60, final_steps=0)
+    assert list(paths.start) == ["line", "bent", "string"]
+    neb = paths.start != "string"
+    assert not paths.converged[neb].any() and paths.converged[~neb].all()
+    assert paths.steps_used[~neb][0] <= 60
+    np.testing.assert_allclose(paths.barriers[~neb], CAMEL_SADDLE, atol=1e-6)
+    # The converged string path decides the death; the capped NEB starts widen its spread
+    # only.
+    deaths = death_certificates(paths.pairs, paths.barriers, paths.converged, paths.stalled,
+                                paths.top_grad_norm, mins.train_loss, tol=0.05, atol=1e-4,
+                                grad_tol=1e-3)
+    assert deaths[(0, 1)].certified and deaths[(0, 1)].starts == 3
+    # A pair NEB converges keeps its NEB restarts: no cross-check is spent on it.
+    converged = connect(land, mins, [(0, 1)], "neb")
+    assert "string" not in set(converged.start) and converged.converged.all()
 
 
 def test_the_barrier_is_the_top_of_the_path_not_of_its_samples():
