@@ -136,9 +136,9 @@ def test_memory_refusal_says_what_to_lower(tmp_path):
     cost.check_memory(TINY, 2**30, "cpu")  # fits: no error
     with JobManager(ResultStore(tmp_path)) as manager:
         with pytest.raises(ValueError, match="cannot fit in memory"):
-            manager.submit_run(ExperimentConfig(width=1_000_000, depth=50, device="cpu"))
+            manager.submit_run(ExperimentConfig(width=60_000, depth=50, device="cpu"))
         with pytest.raises(ValueError, match="cannot fit in memory"):
-            manager.submit_sweep(TINY, widths=[8, 1_000_000], depths=[50])
+            manager.submit_sweep(TINY, widths=[8, 60_000], depths=[50])
         assert manager.jobs() == []
 
 
