@@ -25,15 +25,26 @@ EXECUTORS = ("local", "ray", "submitit")  # where a sweep's runs are computed (l
 
 # Defaults shared by ExperimentConfig and the public functions that take the same setting.
 DATASET = "digits"
+# Every numeric knob has an upper bound next to its default (*_MAX; FIELD_MAX collects them
+# per config field for the config's validation): far above any sensible run, low enough that
+# a typo (1e9 for 1e3) is refused at once instead of running for ever.
 ARCH, WIDTH, DEPTH = "fcn", 32, 2
+WIDTH_MAX, DEPTH_MAX = 2**16, 256  # the paper's widest network: 2048 units
 HEADS = 4  # transformer attention heads
+HEADS_MAX = 256
 K = 8  # minima per run
+K_MAX = 1024  # the paper: 32; pairs 'all' joins K(K-1)/2 pairs
+N_EXAMPLES_MAX = 10**7  # n_train, n_test, eval_subset (the largest built-in set: 73,257)
 SEED_MAX = 2**32 - 1  # the largest run seed (numpy and torch take seeds up to 2**32 - 1 alike)
 OPTIMIZER = "sgd"
 SCHEDULE = "constant"
 MINIMA_STEPS = 2000  # training steps per network
+MINIMA_STEPS_MAX = 10**7
 BATCH_SIZE = 64  # training examples per minibatch step of the minima
+BATCH_SIZE_MAX = N_EXAMPLES_MAX
 POLISH_STEPS = 500  # full-batch L-BFGS iterations per network at most (the phase's cap)
+POLISH_STEPS_MAX = 10**5
+LR_MAX = 100.0  # lr and path_lr: a larger step diverges on any loss we compute
 # Per built-in family: (optimizer, learning rate, steps) of the minibatch phase and the cap
 # on full-batch iterations (read through training() below; measured by
 # ``lossbarcode bench minima``).
@@ -91,6 +102,7 @@ PATHS_VERSION = 4
 PATH_TOL = 0.05  # a cycle may lower the barrier by at most this share of the segment ...
 PATH_ATOL = 1e-4  # ... plus this many loss units (the resolution floor of a barrier)
 PATH_MAX_STEPS = 4000  # minibatch steps per path at most
+PATH_STEPS_MAX = 10**6  # path_max_steps and a fixed budget path_steps at most
 PATH_FINAL_STEPS = 2000  # full-batch (climbing-image) steps per path at most
 PATH_CYCLE_STEPS = 50  # minibatch steps between two convergence checks
 PATH_STALL = 2.0**-8  # a path whose step size falls below this share of its first is stalled
@@ -102,7 +114,21 @@ PATH_GOLDEN_STEPS, PATH_GOLDEN_PEAKS = 30, 2
 # Tolerances above these would certify anything: the config refuses them.
 PATH_TOL_MAX, PATH_ATOL_MAX = 1.0, 0.1
 PATH_IMAGES = 6
+PATH_IMAGES_MAX = 256
 PATH_EVAL_POINTS = 3
+PATH_EVAL_POINTS_MAX = 256
+# The largest value of each bounded integer config field (restarts and seed included), read by
+# the config's validation ("--polish-steps must be at most ...").
+FIELD_MAX: dict[str, int] = {
+    "n_train": N_EXAMPLES_MAX, "n_test": N_EXAMPLES_MAX, "eval_subset": N_EXAMPLES_MAX,
+    "width": WIDTH_MAX, "depth": DEPTH_MAX, "heads": HEADS_MAX, "k": K_MAX,
+    "steps": MINIMA_STEPS_MAX, "batch_size": BATCH_SIZE_MAX, "polish_steps": POLISH_STEPS_MAX,
+    "images": PATH_IMAGES_MAX, "path_steps": PATH_STEPS_MAX, "path_max_steps": PATH_STEPS_MAX,
+    "restarts": PATH_RESTARTS_MAX, "eval_points": PATH_EVAL_POINTS_MAX, "seed": SEED_MAX,
+}
+# A run (or sweep, or reproduction) the cost model expects to take longer than this is
+# refused on the command line unless --yes is given.
+CONFIRM_BEYOND_S = 24 * 3600.0
 # connect()'s remaining defaults, also read by the cost model (not config fields).
 PATH_BATCH_SIZE = 128  # training examples per NEB / Bezier minibatch step
 NEB_CYCLES, NEB_INSERT = 3, 2  # fixed budget: AutoNEB cycles; images inserted per cycle
@@ -156,6 +182,19 @@ DATASET_SHAPES: dict[str, tuple[tuple[int, ...], int, int, int]] = {
     "cifar100": ((3, 32, 32), 100, 50000, 10000),
     "svhn": ((3, 32, 32), 10, 73257, 26032),
 }
+
+
+def train_examples_at_most(dataset: str, n_train: int | None) -> int | None:
+    """The most training examples a config of ``dataset`` can have, without loading it:
+    ``n_train`` when given (a larger request than the data holds is refused on load), else
+    the dataset's full training split (:data:`DATASET_SHAPES`; for ``text`` the cap on its
+    windows); None for a dataset not listed. The run id's rule "an ``eval_subset`` that
+    covers every training example is no subset" reads it."""
+    if n_train is not None:
+        return n_train
+    shape = DATASET_SHAPES.get(dataset)
+    return None if shape is None else shape[2]
+
 
 # ``lossbarcode reproduce``: per scale, the minima per run, the seeds, the training examples at
 # most (None: the dataset's own split; a smaller dataset keeps its own), and per family the

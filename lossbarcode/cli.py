@@ -153,6 +153,30 @@ def _store(args: argparse.Namespace):
     return ResultStore(args.results)
 
 
+def _refuse_beyond_a_day(configs: Sequence[ExperimentConfig], store, yes: bool,
+                         what: str) -> None:
+    """Refuse (``ValueError``) the runs of ``configs`` not yet finished in ``store`` when the
+    cost model, calibrated on the store's verified runs, expects them to take longer than
+    :data:`~lossbarcode.choices.CONFIRM_BEYOND_S` together, unless ``yes`` (``--yes``); one
+    that cannot fit in memory first (``cost.check_fits``)."""
+    if yes:
+        return
+    from lossbarcode.cost import check_fits, device_kind, estimate_cost, store_calibration
+
+    seconds = 0.0
+    for config in configs:
+        if store.exists(config.run_id):  # finished: loading it costs nothing
+            continue
+        check_fits(config)  # a run that cannot fit says so, whatever its duration
+        calibration = store_calibration(store, device_kind(config), like=config)
+        seconds += estimate_cost(config, calibration)["seconds"]
+    if seconds > choices.CONFIRM_BEYOND_S:
+        raise ValueError(f"{what} is estimated to take about {seconds / 3600:,.0f} h on this "
+                         f"machine (the cost model; off by a few times either way), more than "
+                         f"{choices.CONFIRM_BEYOND_S / 3600:g} h: pass --yes to start it "
+                         "anyway, or make it smaller")
+
+
 def _progress_bars(quiet: bool):
     """A progress callback drawing one tqdm bar (with ETA) per stage on stderr."""
     if quiet:
@@ -182,8 +206,10 @@ def _cmd_run(args: argparse.Namespace) -> int:
     from lossbarcode.experiment import run_experiment
 
     config = _config_from(args)
+    store = _store(args)
+    _refuse_beyond_a_day([config], store, args.yes, f"run {config.run_id}")
     _data_notice(config, args.quiet)
-    result = run_experiment(config, _store(args), progress=_progress_bars(args.quiet),
+    result = run_experiment(config, store, progress=_progress_bars(args.quiet),
                             lock_timeout=args.lock_timeout,
                             on_wait=(lambda message: None) if args.quiet else _say)
     if not args.quiet:
@@ -230,6 +256,14 @@ def _cmd_sweep(args: argparse.Namespace) -> int:
     _data_notice(config, args.quiet)
     widths, depths, seeds = (_ints(args.widths, "--widths"), _ints(args.depths, "--depths"),
                               _ints(args.seeds, "--seeds"))
+    from lossbarcode.sweep import AXES, sweep_configs
+
+    try:  # before anything is computed, with the axis named as its flag (--seeds: ...)
+        configs = sweep_configs(config, widths, depths, seeds, args.design)
+    except ValueError as err:
+        message = str(err)
+        raise ValueError("--" + message if message.startswith(AXES) else message) from None
+    _refuse_beyond_a_day(configs, _store(args), args.yes, f"this sweep of {len(configs)} runs")
     if args.output:
         from lossbarcode.store import check_output_path
 
@@ -309,6 +343,9 @@ def _cmd_reproduce(args: argparse.Namespace) -> int:
     output = Path(args.output) if args.output else (reproduce.reports_folder()
                                                      / f"reproduce-{args.scale}")
     _writable_folder(output)
+    if not args.report_only:
+        _refuse_beyond_a_day([c for s in settings for c in s.configs()], store, args.yes,
+                             f"reproduce --scale {args.scale}")
     skipped: dict[str, str] = {}
     if not args.report_only:
         def progress(setting, n: int, total: int, config: ExperimentConfig) -> None:
@@ -670,6 +707,12 @@ def _count(text: str) -> int:
 _count.__name__ = "count (an integer >= 1)"
 
 
+def _add_yes(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("-y", "--yes", action="store_true",
+                        help="start even when the cost model expects more than "
+                             f"{choices.CONFIRM_BEYOND_S / 3600:g} h (refused without it)")
+
+
 def _add_lock_timeout(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--lock-timeout", type=_seconds, default=None, metavar="SECONDS",
                         help="when another process is computing the same run, wait at most "
@@ -695,6 +738,7 @@ def build_parser() -> argparse.ArgumentParser:
                     "and TO-score. A finished run is loaded, an interrupted one resumed."))
     run.add_argument("--config", metavar="FILE", help="JSON or TOML config; flags override it")
     run.add_argument("-q", "--quiet", action="store_true", help="print only the run id")
+    _add_yes(run)
     _add_lock_timeout(run)
     _add_config_flags(run)
     run.set_defaults(handler=_cmd_run)
@@ -716,6 +760,7 @@ def build_parser() -> argparse.ArgumentParser:
                     help="merge into an existing --output file instead of replacing it")
     sw.add_argument("--config", metavar="FILE", help="base config (JSON or TOML)")
     sw.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
+    _add_yes(sw)
     _add_executor_flags(sw)
     _add_lock_timeout(sw)
     _add_config_flags(sw)
@@ -749,6 +794,7 @@ def build_parser() -> argparse.ArgumentParser:
                      help="compute nothing: report from the runs already stored (settings with "
                           "runs missing get no verdict)")
     rep.add_argument("-q", "--quiet", action="store_true", help="no progress lines")
+    _add_yes(rep)
     _add_executor_flags(rep)
     _add_lock_timeout(rep)
     rep.set_defaults(handler=_cmd_reproduce)

@@ -147,10 +147,13 @@ FIELD_HELP: dict[str, str] = {
 
 def field_help(name: str) -> str:
     """:data:`FIELD_HELP` of config field ``name`` plus its default (where it is not None,
-    whose meaning the description says)."""
+    whose meaning the description says) and its upper bound (:data:`choices.FIELD_MAX`)."""
     default = next(f.default for f in dataclasses.fields(ExperimentConfig) if f.name == name)
-    text = FIELD_HELP[name]
-    return text if default is None else f"{text} (default {default!r})"
+    text = FIELD_HELP[name] if default is None else f"{FIELD_HELP[name]} (default {default!r})"
+    most = choices.FIELD_MAX.get(name, choices.LR_MAX if name in ("lr", "path_lr") else None)
+    if most is None:
+        return text
+    return f"{text}; at most {most if isinstance(most, int) else format(most, 'g')}"
 
 
 @dataclass(frozen=True)
@@ -238,21 +241,23 @@ class ExperimentConfig:
         positive_int("path_steps", optional=True)
         positive_int("polish_steps", minimum=1, optional=True)
         positive_int("restarts", minimum=1)
-        if isinstance(self.restarts, int) and self.restarts > choices.PATH_RESTARTS_MAX:
-            problems.append(f"restarts must be at most {choices.PATH_RESTARTS_MAX}, got "
-                            f"{self.restarts}")
         positive_int("k", minimum=2)
         positive_int("images", minimum=1)
         positive_int("eval_points", minimum=0)
         positive_int("seed", minimum=0)
-        if isinstance(self.seed, int) and self.seed > choices.SEED_MAX:
-            problems.append(f"seed must be at most {choices.SEED_MAX}, got {self.seed}")
         for name in ("n_train", "n_test", "eval_subset"):
             positive_int(name, optional=True)
+        # Upper bounds (choices.FIELD_MAX): a typo such as 1e9 steps is refused, not run.
+        for name, most in choices.FIELD_MAX.items():
+            value = getattr(self, name)
+            need(not isinstance(value, int) or value <= most,
+                 f"{name} must be at most {most}, got {value}" if isinstance(value, int)
+                 else "")
         for name in ("lr", "path_lr"):
             value = getattr(self, name)
-            need(value is None or is_positive_number(value),
-                 f"{name} must be a positive number (or None for the default), got {value!r}")
+            need(value is None or (is_positive_number(value) and value <= choices.LR_MAX),
+                 f"{name} must be a positive number of at most {choices.LR_MAX:g} (or None for "
+                 f"the default), got {value!r}")
         for name, hint, most in (
                 ("path_tol", choices.PATH_TOL, choices.PATH_TOL_MAX),
                 ("path_atol", choices.PATH_ATOL, choices.PATH_ATOL_MAX),
@@ -336,7 +341,8 @@ class ExperimentConfig:
         ``paths_version`` (:data:`~lossbarcode.choices.PATHS_VERSION`), with
         ``data_root`` replaced by ``data``, the content fingerprint of the data files
         (computed from ``data_root`` when not given), ``heads`` at its default outside
-        transformers, and ``eval_subset`` None when it covers all ``n_train`` examples.
+        transformers, and ``eval_subset`` None when it covers all ``n_train`` examples (n_train
+        unset: the dataset's, :func:`~lossbarcode.choices.train_examples_at_most`).
         """
         values = self.to_dict()
         del values["device"]
@@ -345,8 +351,10 @@ class ExperimentConfig:
                           strict=True))
         if self.arch != "transformer":
             values["heads"] = ExperimentConfig.heads
-        if (self.eval_subset is not None and self.n_train is not None
-                and self.eval_subset >= self.n_train):
+        # A subset as large as the training set is the training set (with n_train unset
+        # too: the dataset's own size), so it names the same run.
+        most = choices.train_examples_at_most(self.dataset, self.n_train)
+        if self.eval_subset is not None and most is not None and self.eval_subset >= most:
             values["eval_subset"] = None
         values["data_root"] = None
         values["data"] = fingerprint(self.dataset, self.data_root) if data is None else data

@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import functools
 import math
+import numbers
 import statistics
 import threading
 import time
@@ -142,19 +143,33 @@ def fit_calibration(observations: Iterable[tuple[Mapping[str, float], Mapping[st
                     ) -> Calibration:
     """Per stage, the median of measured / predicted seconds over ``observations``, pairs
     ``(predicted, measured)`` of per-stage seconds (e.g. :func:`stage_seconds` and
-    ``Result.timings``). A stage without a usable pair (both > 0 and finite) keeps factor 1."""
+    ``Result.timings``). A stage without a usable pair (both > 0 and finite numbers) keeps
+    factor 1; each run's factor is clipped to ``_FACTOR_RANGE`` before the median, and the
+    median is too; nothing raises on a huge or non-numeric timing."""
     ratios: dict[str, list[float]] = {stage: [] for stage in COST_STAGES}
     runs = 0
+    lo, hi = _FACTOR_RANGE
     for predicted, measured in observations:
         runs += 1
         for stage in COST_STAGES:
-            p, m = predicted.get(stage, 0.0), measured.get(stage, 0.0)
+            p, m = _seconds(predicted.get(stage)), _seconds(measured.get(stage))
             if p > 0 and m > 0 and math.isfinite(p) and math.isfinite(m):
-                ratios[stage].append(m / p)
-    lo, hi = _FACTOR_RANGE
+                # Each run's factor clipped, then the median: one freak timing moves nothing.
+                ratios[stage].append(min(max(m / p, lo), hi))
     factors = tuple((stage, min(max(statistics.median(r), lo), hi))
                     for stage, r in ratios.items() if r)
     return Calibration(factors, runs if factors else 0)
+
+
+def _seconds(value: Any) -> float:
+    """``value`` as float seconds; 0 (unusable) for what is not a real number, and for an
+    integer too large for a float (``float(10**400)`` raises ``OverflowError``)."""
+    if isinstance(value, bool) or not isinstance(value, numbers.Real):
+        return 0.0
+    try:
+        return float(value)
+    except OverflowError:
+        return 0.0
 
 
 def store_calibration(store: ResultStore, kind: str, like: ExperimentConfig | None = None

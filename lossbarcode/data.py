@@ -53,7 +53,7 @@ import numpy as np
 import torch
 
 from lossbarcode._checks import check_fraction, check_int, check_nonnegative
-from lossbarcode.choices import DATASET, DATASETS, SYNTHETIC_N, TASKS
+from lossbarcode.choices import DATASET, DATASET_SHAPES, DATASETS, SYNTHETIC_N, TASKS
 from lossbarcode.datafiles import CIFAR as _CIFAR
 from lossbarcode.datafiles import (
     DEFAULT_ROOT,
@@ -433,8 +433,8 @@ def _load_modadd(
 
 # ---------------------------------------------------------------------------------- local text
 
-_TEXT_DEFAULT_TRAIN = 4096
-_TEXT_DEFAULT_TEST = 1024
+# At most this many windows by default (choices.DATASET_SHAPES: the run id relies on the cap).
+_TEXT_DEFAULT_TRAIN, _TEXT_DEFAULT_TEST = DATASET_SHAPES["text"][2:]
 
 
 def _load_text(

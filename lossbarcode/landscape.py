@@ -88,6 +88,7 @@ _GRAD_FACTOR = 3.0  # activations kept for backward + their gradients + temporar
 _FORWARD_FACTOR = 1.0  # forward only: at most the activations themselves live at once
 _PARAM_COPIES_GRAD = 6  # theta chunk, per-parameter grads, flat grad, optimizer-side copies
 _PARAM_COPIES_FORWARD = 2
+_LOSS_PROBE_EXAMPLES = 4  # examples of the batch that loss_fn is checked on
 # A Hessian-vector product keeps the gradient's graph for a second backward pass: about this
 # many times a gradient's activations and parameter copies (measured 2-3x; the larger bound).
 HVP_FACTOR = 3.0
@@ -300,6 +301,7 @@ class Landscape:
                 f"{mib(param_cost)} to evaluate with gradients, over memory_limit "
                 f"{mib(land.memory_limit)}; use a smaller model or raise memory_limit"
             )
+        land._check_loss_fn()  # a bad loss_fn fails here, clearly, not later inside vmap
         # Built in stages, each a new frozen landscape: the probe measures a landscape without
         # act_bytes, and the wide-net check evaluates one that has them.
         land = replace(land, act_bytes=land._probe_activation_bytes())
@@ -671,6 +673,32 @@ class Landscape:
                 f"memory_limit {mib(self.memory_limit)}; raise memory_limit or shrink the model"
             )
         return 1, min(n, n_chunk)
+
+    def _check_loss_fn(self) -> None:
+        """``ValueError`` unless ``loss_fn`` returns a real, finite, floating-point scalar (a
+        0-d tensor) for the template network on a probe batch (the first examples, at most
+        4): a vector, None, a string or a complex value would otherwise fail much later, in
+        autograd or vmap, with an error that does not name ``loss_fn``."""
+        n = min(_LOSS_PROBE_EXAMPLES, self.n_train)
+        params = dict(zip(self.names, self._template_params(), strict=True))
+        with torch.no_grad():
+            out = self._forward(params, self.x_train[:n])
+            try:
+                loss = self.loss_fn(out, self.y_train[:n])
+            except Exception as err:  # the user's function: say which call failed
+                raise ValueError(f"loss_fn(outputs, targets) failed on a probe batch of {n} "
+                                 f"training examples: {type(err).__name__}: {err}") from err
+        what = ("loss_fn(outputs, targets) must return a real, finite scalar tensor (the mean "
+                f"loss) on a probe batch of {n} training examples, got")
+        if not isinstance(loss, Tensor):
+            raise ValueError(f"{what} {type(loss).__name__} {str(loss)[:40]!r}")
+        if loss.ndim != 0:
+            raise ValueError(f"{what} a tensor of shape {tuple(loss.shape)}: reduce it (e.g. "
+                             ".mean())")
+        if loss.is_complex() or not loss.is_floating_point():
+            raise ValueError(f"{what} a tensor of dtype {loss.dtype}")
+        if not bool(torch.isfinite(loss)):
+            raise ValueError(f"{what} {loss.item()} at the model's initial parameters")
 
     def _probe_activation_bytes(self) -> float:
         """Bytes autograd saves per example for one network, from forwards on 1 and m examples

@@ -67,6 +67,9 @@ def axis_values(text: str, name: str) -> list[int]:
     return values
 
 
+AXES = ("widths", "depths", "seeds")  # a sweep's axes, named as the keyword arguments
+
+
 def sweep_configs(
     base: ExperimentConfig,
     widths: Sequence[int] | None = None,
@@ -85,6 +88,14 @@ def sweep_configs(
     axes = [list(widths or [base.width]), list(depths or [base.depth]), list(seeds or [base.seed])]
     if any(len(set(a)) != len(a) for a in axes):
         raise ValueError("widths, depths and seeds must not repeat values")
+    # Each axis value on its own first, so the error names the axis (e.g. a seed too large).
+    for axis, field, values in zip(AXES, ("width", "depth", "seed"), axes, strict=True):
+        for value in values:
+            try:
+                base.replace(**{field: value})
+            except ValueError as err:
+                reason = str(err).removeprefix("invalid experiment config: ")
+                raise ValueError(f"{axis}: {value!r} is not a valid {field}: {reason}") from None
     if design == "grid":
         scales = list(itertools.product(axes[0], axes[1]))
     else:

@@ -266,8 +266,31 @@ def _json_list(value: Any, key: str) -> list:
 # --------------------------------------------------------------------------- validation
 
 
+def _real_array(values: Any, name: str) -> np.ndarray:
+    """``values`` as float64, or ``ValueError`` naming ``name`` for None entries, complex
+    numbers, strings or other non-numbers (which ``np.asarray(..., float64)`` would turn into
+    NaN, a TypeError or a silently dropped imaginary part)."""
+    if values is None:
+        raise ValueError(f"{name} is None: pass real numbers")
+    arr = np.asarray(values)
+    if arr.dtype == object:
+        if any(v is None for v in arr.reshape(-1)):
+            raise ValueError(f"{name} contains None: pass real numbers")
+        if any(isinstance(v, complex | np.complexfloating) for v in arr.reshape(-1)):
+            raise ValueError(f"{name} contains complex numbers: pass real numbers")
+        try:
+            arr = arr.astype(np.float64)
+        except (TypeError, ValueError):
+            raise ValueError(f"{name} must hold real numbers") from None
+    if np.iscomplexobj(arr):
+        raise ValueError(f"{name} are complex (dtype {arr.dtype}): pass real numbers")
+    if arr.dtype.kind not in "biuf":
+        raise ValueError(f"{name} must hold real numbers, got dtype {arr.dtype}")
+    return arr.astype(np.float64, copy=False)
+
+
 def _check_values(values: Any, name: str = "values") -> np.ndarray:
-    arr = np.asarray(values, dtype=np.float64)
+    arr = _real_array(values, name)
     if arr.size == 0:
         raise ValueError(f"{name} is empty: a barcode needs at least one vertex")
     if not np.all(np.isfinite(arr)):
@@ -639,7 +662,7 @@ def minima_barcode(
     if vals.ndim != 1:
         raise ValueError(f"losses must have shape (K,), got {vals.shape}")
     k = vals.shape[0]
-    c = np.asarray(barriers, dtype=np.float64)
+    c = _real_array(barriers, "barriers")
     if c.shape != (k, k):
         raise ValueError(f"barriers must be a square (K, K) = ({k}, {k}) matrix, got {c.shape}")
     off = ~np.eye(k, dtype=bool)
@@ -820,12 +843,28 @@ def length_norm(lengths: np.ndarray, norm: str) -> Any:
     float), or of each row of ``(..., n)`` (an array of shape ``(...)``, e.g. bootstrap draws)."""
     x = np.asarray(lengths, dtype=np.float64)
     value = {
-        "l2": lambda: np.sqrt(np.sum(x**2, axis=-1)),
+        "l2": lambda: _l2(x),
         "sum": lambda: np.sum(x, axis=-1),
         "max": lambda: np.max(x, axis=-1),
         "mean": lambda: np.mean(x, axis=-1),
     }[norm]()
     return float(value) if x.ndim == 1 else value
+
+
+def _l2(x: np.ndarray) -> np.ndarray:
+    """The L2 norm of the last axis of ``x`` ``(..., n)``, ``n >= 1``: plainly where the
+    squares stay finite and normal, else scaled by the largest entry before squaring, so
+    that bars beyond about 1e154 (or below 1e-154) give their norm, not inf (or 0)."""
+    with np.errstate(over="ignore", under="ignore"):
+        plain = np.sqrt(np.sum(x**2, axis=-1))
+    top = np.max(np.abs(x), axis=-1)
+    bad = (~np.isfinite(plain) & np.isfinite(top)) | ((plain == 0) & (top > 0))
+    if not np.any(bad):
+        return plain  # the usual case, bit for bit the plain formula
+    scale = np.where(np.isfinite(top) & (top > 0), top, 1.0)
+    with np.errstate(over="ignore", under="ignore"):
+        scaled = np.sqrt(np.sum((x / scale[..., None]) ** 2, axis=-1)) * scale
+    return np.where(bad, scaled, plain)
 
 
 def to_score_floor(resolution: float, n_bars: int, norm: str = "l2") -> float:

@@ -354,6 +354,23 @@ CASES = [
     Case("seed-overflow", lambda t, r, i: ["run", "-q", "--seed", "9" * 25], "--seed must be"),
     Case("bench-repeat-0", lambda t, r, i: ["bench", "topology", "--repeat", "0"],
          "--repeat"),
+    Case("sweep-seeds-overflow", lambda t, r, i: ["sweep", "-q", "--seeds", "0," + "9" * 25,
+                                                  *TINY_FLAGS], "--seeds: 9999"),
+    Case("sweep-widths-zero", lambda t, r, i: ["sweep", "-q", "--widths", "4,0", *TINY_FLAGS],
+         "--widths: 0 is not a valid width"),
+    # every numeric knob has an upper bound (issue 19, section 3)
+    Case("polish-steps-huge", lambda t, r, i: ["run", "-q", "--polish-steps", "1000000000"],
+         "--polish-steps must be at most 100000"),
+    Case("path-steps-huge", lambda t, r, i: ["run", "-q", "--path-steps", "1000000000000"],
+         "--path-steps must be at most 1000000"),
+    Case("lr-huge", lambda t, r, i: ["run", "-q", "--lr", "1e300"], "--lr must be a positive "
+         "number of at most 100"),
+    Case("config-images-huge", _config_file("c.json", '{"images": 100000}'),
+         "images must be at most 256"),
+    Case("beyond-a-day", lambda t, r, i: ["run", "-q", "--minima", "1024", "--steps",
+                                          "10000000"], "pass --yes"),
+    Case("sweep-beyond-a-day", lambda t, r, i: ["sweep", "-q", "--seeds", "0,1", "--minima",
+                                                "1024", "--steps", "10000000"], "pass --yes"),
     # data that passes its checksum but is wrong (issue 19, section 2)
     Case("forged-to-score", _forged(lambda m: m["to_score"].update(l2=99.0)),
          "not the TO-score"),
@@ -392,9 +409,10 @@ CASES = [
     Case("device-cuda-99", lambda t, r, i: ["run", "-q", *TINY_FLAGS, "--seed", "7", "--device",
                                             "cuda:99"], "cuda:99"),
     Case("device-gpu", lambda t, r, i: ["run", "--device", "gpu"], "device must be"),
-    Case("huge-model", lambda t, r, i: ["run", "-q", "--width", "1000000", "--depth", "50"],
+    Case("huge-model", lambda t, r, i: ["run", "-q", "--width", "60000", "--depth", "50"],
          "cannot fit in memory"),
-    Case("huge-k", lambda t, r, i: ["run", "-q", "--minima", "100000"], "cannot fit in memory"),
+    Case("huge-k", lambda t, r, i: ["run", "-q", "--minima", "1024", "--width", "4096"],
+         "cannot fit in memory"),
     # the filesystem (items 4, 10, 11)
     Case("results-is-a-file", lambda t, r, i: ["list", "--results", "/etc/hostname"],
          "is a file"),
@@ -982,3 +1000,71 @@ def test_none_means_none_in_a_config_file_as_on_the_command_line() -> None:
     assert config.score_normalize is None and config.steps is None
     with pytest.raises(ValueError, match="score_norm must be"):
         ExperimentConfig.from_dict({"score_norm": "none"})  # not optional: still refused
+
+
+def test_every_bounded_knob_is_refused_above_its_bound_and_named() -> None:
+    """Each field of choices.FIELD_MAX takes its bound and refuses one more, naming the field
+    and the bound; lr and path_lr refuse more than LR_MAX; the help states each bound."""
+    from lossbarcode import choices
+    from lossbarcode.config import field_help
+
+    assert {"polish_steps", "path_steps", "steps", "k", "images", "eval_points", "width",
+            "depth", "batch_size", "path_max_steps", "n_train", "eval_subset"} <= set(
+        choices.FIELD_MAX)
+    for name, most in choices.FIELD_MAX.items():
+        assert getattr(ExperimentConfig(**{name: most}), name) == most
+        with pytest.raises(ValueError, match=f"{name} must be at most {most}, got {most + 1}"):
+            ExperimentConfig(**{name: most + 1})
+        assert f"at most {most}" in field_help(name)
+    for name in ("lr", "path_lr"):
+        ExperimentConfig(**{name: choices.LR_MAX})
+        with pytest.raises(ValueError, match=f"{name} must be a positive number of at most"):
+            ExperimentConfig(**{name: choices.LR_MAX * 2})
+
+
+def test_a_run_beyond_a_day_needs_yes(tmp_path: Path) -> None:
+    """The CLI refuses work the cost model puts beyond choices.CONFIRM_BEYOND_S unless --yes,
+    and never counts finished runs."""
+    from lossbarcode.cli import _refuse_beyond_a_day
+
+    store = ResultStore(tmp_path)
+    slow = ExperimentConfig(k=1024, steps=10**7, device="cpu")
+    with pytest.raises(ValueError, match="pass --yes"):
+        _refuse_beyond_a_day([slow], store, False, "run")
+    _refuse_beyond_a_day([slow], store, True, "run")  # --yes: no estimate, no refusal
+    _refuse_beyond_a_day([TINY], store, False, "run")  # seconds, not days
+    store.save_stage(slow.run_id, "result", {"done": True})  # finished: costs nothing
+    _refuse_beyond_a_day([slow], store, False, "run")
+
+
+def test_an_eval_subset_covering_the_whole_dataset_is_no_subset() -> None:
+    """With --n-train unset, an eval_subset at least the dataset's training size names the
+    same run as no eval_subset (the landscape then evaluates every example alike)."""
+    from lossbarcode import choices
+
+    default = ExperimentConfig()
+    full = choices.DATASET_SHAPES["digits"][2]
+    assert ExperimentConfig(eval_subset=10**6).run_id == default.run_id
+    assert ExperimentConfig(eval_subset=full).run_id == default.run_id
+    assert ExperimentConfig(eval_subset=full - 1).run_id != default.run_id
+    spirals = ExperimentConfig(dataset="spirals")
+    assert spirals.replace(eval_subset=choices.SYNTHETIC_N).run_id == spirals.run_id
+    assert spirals.replace(n_train=2000, eval_subset=1000).run_id != spirals.replace(
+        n_train=2000).run_id
+    assert choices.train_examples_at_most("text", None) == 4096
+    assert choices.train_examples_at_most("nope", None) is None
+
+
+def test_a_config_file_saying_none_is_read_as_on_the_command_line(tmp_path: Path) -> None:
+    """score_normalize "none" in a JSON or TOML config file is accepted through the CLI's
+    reader, as --score-normalize none is."""
+    from lossbarcode.cli import _config_from, build_parser
+
+    for name, text in (("c.json", '{"score_normalize": "none", "score_norm": "max"}'),
+                       ("c.toml", 'score_normalize = "none"\nscore_norm = "max"\n')):
+        (tmp_path / name).write_text(text)
+        args = build_parser().parse_args(["run", "--config", str(tmp_path / name)])
+        config = _config_from(args)
+        assert config.score_normalize is None and config.score_norm == "max"
+    flags = build_parser().parse_args(["run", "--score-normalize", "none"])
+    assert _config_from(flags).score_normalize is None

@@ -80,6 +80,25 @@ def test_fit_calibration_recovers_a_known_factor():
     assert wild.factor("minima") == cost._FACTOR_RANGE[1] and wild.factor("paths") == 1.0
 
 
+
+def test_fit_calibration_is_robust_and_never_raises():
+    """A minority of freak runs (1e9 times the model, or a thousandth) leaves the median of the
+    honest ones; a huge integer, inf, NaN, a string or None is no timing; nothing raises."""
+    honest = [({"minima": 2.0}, {"minima": 4.0})] * 5  # factor 2
+    freaks = ([({"minima": 1.0}, {"minima": 1e9})] * 2 + [({"minima": 1.0}, {"minima": 1e-3})]
+              * 2)
+    assert fit_calibration(honest + freaks).factor("minima") == pytest.approx(2.0)
+    junk = [({"minima": 1.0}, {"minima": bad}) for bad in (10**400, float("inf"),
+                                                           float("nan"), "9", None, True)]
+    junk.append(({"minima": 10**400}, {"minima": 1.0}))
+    assert fit_calibration(honest + junk).factor("minima") == pytest.approx(2.0)
+    assert fit_calibration(junk) == cost.RAW  # no usable timing at all: the raw model
+    lo, hi = cost._FACTOR_RANGE
+    tiny_p = fit_calibration([({"minima": 1e-300}, {"minima": 1e300})] * 3)  # ratio inf
+    assert tiny_p.factor("minima") == hi
+    assert fit_calibration([({"minima": 1e300}, {"minima": 1e-300})]).factor("minima") == lo
+
+
 @pytest.mark.slow
 def test_store_calibration_reads_the_finished_runs(tmp_path, monkeypatch):
     rate = 5e9  # fixed, so that the fit and the check below use the same throughput
@@ -117,9 +136,9 @@ def test_memory_refusal_says_what_to_lower(tmp_path):
     cost.check_memory(TINY, 2**30, "cpu")  # fits: no error
     with JobManager(ResultStore(tmp_path)) as manager:
         with pytest.raises(ValueError, match="cannot fit in memory"):
-            manager.submit_run(ExperimentConfig(width=1_000_000, depth=50, device="cpu"))
+            manager.submit_run(ExperimentConfig(width=60_000, depth=50, device="cpu"))
         with pytest.raises(ValueError, match="cannot fit in memory"):
-            manager.submit_sweep(TINY, widths=[8, 1_000_000], depths=[50])
+            manager.submit_sweep(TINY, widths=[8, 60_000], depths=[50])
         assert manager.jobs() == []
 
 

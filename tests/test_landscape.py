@@ -227,3 +227,26 @@ def test_landscape_is_frozen_and_complete_after_construction(digits):
     assert land.act_bytes > 0 and land.wide is not None
     with pytest.raises(dataclasses.FrozenInstanceError):
         land.act_bytes = 1.0  # type: ignore[misc]
+
+
+@pytest.mark.parametrize("loss_fn, says", [
+    (lambda out, y: (out - y) ** 2, r"shape \(4, 1\): reduce it"),
+    (lambda out, y: None, "got NoneType"),
+    (lambda out, y: "low", "got str"),
+    (lambda out, y: ((out - y) ** 2).mean().to(torch.complex64), "dtype torch.complex64"),
+    (lambda out, y: ((out - y) ** 2).mean() * float("nan"), "got nan"),
+    (lambda out, y: ((out - y) ** 2).mean() + float("inf"), "got inf"),
+    (lambda out, y: (out > y).sum(), "dtype torch.int64"),
+    (lambda out, y: 1 / 0, "failed on a probe batch of 4 .*ZeroDivisionError"),
+])
+def test_from_tensors_checks_what_loss_fn_returns(loss_fn, says):
+    """A loss_fn that does not give a real, finite scalar tensor on a probe batch is refused
+    with a ValueError naming loss_fn, before any network is trained."""
+    x = torch.randn(10, 3, generator=torch.Generator().manual_seed(0))
+    y = x.sum(dim=1, keepdim=True)
+    net = nn.Sequential(nn.Linear(3, 4), nn.Tanh(), nn.Linear(4, 1))
+    with pytest.raises(ValueError, match=f"loss_fn.*{says}"):
+        Landscape.from_tensors(net, x, y, loss_fn=loss_fn, device="cpu")
+    land = Landscape.from_tensors(net, x, y, loss_fn=lambda out, t: ((out - t) ** 2).mean(),
+                                  device="cpu")  # a good one passes the same check
+    assert land.n_train == 10

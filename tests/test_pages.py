@@ -766,3 +766,45 @@ def test_reproduction_page_opens_the_shipped_report_with_its_curves(tmp_path, mo
     table = at.dataframe[0].value
     assert set(table["claim"]) == {"width", "depth", "generalization"}
     assert len(charts(at)) == 2  # TO-score vs width and vs depth, with their bands
+
+
+def test_demo_runs_are_copied_safely_and_cleaned_up_at_exit(tmp_path):
+    """A dashboard process copies the demo runs' regular files only (a FIFO, a link to
+    /dev/zero and a linked run folder are left behind, without hanging), serves the good run
+    from the copy, removes its copy when it exits, and removes the copies of processes that
+    are gone (not those of live ones)."""
+    import os
+    import shutil
+    import subprocess
+    import sys
+
+    demo, temp = tmp_path / "demo", tmp_path / "tmp"
+    temp.mkdir()
+    good = next(p for p in (ROOT / "assets" / "demo_runs").iterdir() if p.is_dir())
+    shutil.copytree(good, demo / good.name)
+    for name, make in (("a" * 16, os.mkfifo), ("b" * 16, lambda p: p.symlink_to("/dev/zero"))):
+        (demo / name).mkdir()
+        make(demo / name / "result.json")
+    (demo / ("c" * 16)).symlink_to(demo / good.name, target_is_directory=True)
+    dead = temp / "lossbarcode-demo-999999999-old"  # no such process: a leftover
+    live = temp / f"lossbarcode-demo-{os.getpid()}-mine"  # this process: kept
+    dead.mkdir()
+    live.mkdir()
+    script = ("from pages import _runs\n"
+              "s = _runs.demo_store()\n"
+              "print(s.root)\n"
+              "print(','.join(sorted(p.name for p in s.root.iterdir())))\n"
+              "print(','.join(_runs._finished(s)))\n")
+    env = {**os.environ, "PYTHONPATH": str(ROOT), "TMPDIR": str(temp),
+           "LOSSBARCODE_DEMO_RUNS": str(demo), "LOSSBARCODE_RESULTS": str(tmp_path / "r")}
+    done = subprocess.run([sys.executable, "-c", script], cwd=ROOT, env=env,
+                          capture_output=True, text=True, timeout=60, check=False)
+    assert done.returncode == 0, done.stderr[-2000:]
+    root, names, finished = done.stdout.strip().splitlines()[-3:]
+    assert Path(root).is_relative_to(temp)
+    assert good.name in names.split(",") and "c" * 16 not in names.split(",")
+    assert finished == good.name  # the good run is served; the FIFO and link are not copied
+    assert not Path(root).exists() and not Path(root).parent.exists()  # removed at exit
+    assert not dead.exists() and live.exists()
+    assert [p.name for p in temp.iterdir()] == [live.name]
+    assert (demo / ("a" * 16) / "result.json").is_fifo()  # the source is left as it was

@@ -465,3 +465,33 @@ def test_sublevel_sweep_equals_sublevel_components_at_every_level(values, connec
 def test_bad_input_raises_a_clear_value_error(call, message):
     with pytest.raises(ValueError, match=message):
         call()
+
+
+@pytest.mark.parametrize("losses, barriers, says", [
+    ([0.0, 1.0 + 2.0j], [[0, 3], [3, 0]], "losses are complex"),
+    ([0.0, None], [[0, 3], [3, 0]], "losses contains None"),
+    (None, [[0, 3], [3, 0]], "losses is None"),
+    (["a", "b"], [[0, 3], [3, 0]], "losses must hold real numbers"),
+    ([0.0, 1.0], [[0, 3 + 1j], [3 + 1j, 0]], "barriers are complex"),
+    ([0.0, 1.0], [[0, None], [None, 0]], "barriers contains None"),
+])
+def test_minima_barcode_refuses_complex_and_none(losses, barriers, says):
+    with pytest.raises(ValueError, match=says):
+        lb.minima_barcode(losses, barriers)
+
+
+def test_to_score_of_huge_and_tiny_bars_does_not_overflow():
+    """The L2 TO-score scales before squaring: bars of 1e200 (squares beyond float64) give
+    their norm, not inf; bars of 1e-200 not 0; ordinary bars are the plain formula exactly."""
+    from lossbarcode.topology import length_norm
+
+    for scale in (1e200, 1e-200, 1.0):
+        bars = lb.minima_barcode([0.0, 1.0 * scale, 2.0 * scale],
+                                 [[0, 4 * scale, 9 * scale], [4 * scale, 0, 9 * scale],
+                                  [9 * scale, 9 * scale, 0]])
+        score = lb.to_score(bars)  # finite bars 3 and 7 (times scale): sqrt(58) x scale
+        assert np.isfinite(score) and score == pytest.approx(np.sqrt(58.0) * scale, rel=1e-12)
+    rows = length_norm(np.array([[3e200, 4e200], [3.0, 4.0], [0.0, 0.0]]), "l2")
+    np.testing.assert_allclose(rows, [5e200, 5.0, 0.0], rtol=1e-12)
+    x = np.array([0.3, 0.7, 1.1])
+    assert length_norm(x, "l2") == float(np.sqrt(np.sum(x**2)))  # bit for bit
