@@ -129,9 +129,14 @@ def metrics(r: Result) -> None:
     cols = columns(5)
     certified, finite_bars = r.certified
     minima_done, k = r.minima_count
+    health = run_health_of(r)
+    # Badges short enough for a fifth of the page (a longer one is cut: "3/3 bars certif…"),
+    # with no arrow (they are counts, not changes); the help and the boxes say the rest.
     cols[0].metric(f"TO-score ({variant})", f"{r.score:.4g}",
-                   delta=f"{certified}/{finite_bars} bars certified", delta_color="off",
-                   help="Norm of the finite segment lengths (arXiv:2012.15834) of the bars "
+                   delta=f"{certified}/{finite_bars} certified", delta_color="off",
+                   delta_arrow="off",
+                   help=f"Bars certified: {certified} of the {finite_bars} finite bars. "
+                        "Norm of the finite segment lengths (arXiv:2012.15834) of the bars "
                         "born at certified minima. A bar is certified when its minimum is "
                         "(gradient, curvature, learned) and its death is (converged path, top "
                         "a saddle or the path monotone, restarts agree), in a run that is not "
@@ -140,8 +145,9 @@ def metrics(r: Result) -> None:
                         + "; with a bar at every minimum: "
                         + ", ".join(f"{k} {v:.3g}" for k, v in r.scores_all.items()))
     cols[1].metric("Certified minima", f"{minima_done} / {k}",
-                   delta=run_health_of(r).summary(), delta_color="off",
-                   help="Minima with a full-batch gradient norm of at most "
+                   delta=health.state, delta_color="off", delta_arrow="off",
+                   help=f"Run health: {health.summary()}. "
+                        "Minima with a full-batch gradient norm of at most "
                         f"{c.minima_tol:g}, no negative curvature, and a loss clearly below "
                         "the start; only they have bars in the TO-score"
                         + (f" ({r.curvature_skipped}: gradient-certified only)"
