@@ -53,9 +53,11 @@ TOOLBAR_HEIGHT, TITLE_HEIGHT, LEGEND_ROW = 32, 26, 26
 EXPONENT_FORMAT = "power"
 EXPONENT_ABOVE = 3
 # Presentation mode (a projector, read from the back of a room): font sizes in px.
-PRESENT_TICK_FONT = 20  # tick labels, colour-bar ticks
+# tick labels, colour-bar ticks; a log axis writes its 2s and 5s at 3/4 of it: 18 px
+PRESENT_TICK_FONT = 24
 PRESENT_TEXT_FONT = 20  # axis titles, legends, notes drawn on the chart
 PRESENT_TITLE_FONT = 26  # the chart's title
+PRESENT_TALLER = 1.4  # the plot grows with its type, so ticks and labels do not crowd
 LINE_HEIGHT = 1.3  # a text line's height per px of font
 
 
@@ -166,6 +168,8 @@ def presentation_fonts(fig: go.Figure) -> go.Figure:
                       # the top margin grows with the title (see clear_of_toolbar)
                       margin_t=round((fig.layout.margin.t or 0) * PRESENT_TITLE_FONT
                                      / TITLE_HEIGHT))
+    if fig.layout.height:
+        fig.update_layout(height=round(fig.layout.height * PRESENT_TALLER))
     for axis in _number_axes(fig):
         axis.tickfont.size = PRESENT_TICK_FONT
         axis.title.font.size = PRESENT_TEXT_FONT

@@ -555,8 +555,10 @@ def test_presentation_fonts_read_from_the_back_of_the_room(name):
     fig = every_figure()[name]
     big = plots.presentation_fonts(fig)
     assert fig.layout.title.font.size is None  # a copy: the figure passed in is unchanged
-    assert plots.PRESENT_TICK_FONT >= 18 and plots.PRESENT_TITLE_FONT >= 22
+    # plotly writes a log axis's in-between labels (2, 5) at 3/4 of the tick font
+    assert 0.75 * plots.PRESENT_TICK_FONT >= 18 and plots.PRESENT_TITLE_FONT >= 22
     assert big.layout.title.font.size >= 22
+    assert fig.layout.height is None or big.layout.height > fig.layout.height  # room for it
     for where, axis in drawn_axes(big).items():
         assert axis.tickfont.size >= 18, (name, where)
         assert axis.title.font.size >= 18, (name, where)
