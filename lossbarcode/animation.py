@@ -19,7 +19,14 @@ import numpy as np
 import plotly.graph_objects as go
 from plotly.subplots import make_subplots
 
-from lossbarcode.plots import BELOW_FILTER, LEVEL_COLOR, MARGIN, _bar_of_vertex, bar_colors
+from lossbarcode.plots import (
+    BELOW_FILTER,
+    LEVEL_COLOR,
+    MARGIN,
+    _bar_of_vertex,
+    bar_colors,
+    plain_numbers,
+)
 from lossbarcode.topology import Barcode, grid_barcode, sublevel_sweep
 
 ANIMATION_FRAMES = 60  # levels between the minimum and a bit above the top finite death
@@ -210,4 +217,4 @@ def sublevel_animation(
                        "args": jump(str(i), 0)} for i, level in enumerate(levels)],
         }],
     )
-    return fig
+    return plain_numbers(fig)

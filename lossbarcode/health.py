@@ -79,12 +79,17 @@ class RunHealth:
     def healthy(self) -> bool:
         return not self.problems
 
+    @property
+    def state(self) -> str:
+        """One word: ``"healthy"``, :data:`CAUTION` or :data:`BROKEN` (a badge's text)."""
+        return "healthy" if self.healthy else BROKEN if self.broken else CAUTION
+
     def summary(self) -> str:
         """One line: ``"healthy"``, or ``"broken: 3 diverged minima; 2 unconverged paths"``."""
         if self.healthy:
-            return "healthy"
-        state = BROKEN if self.broken else CAUTION
-        return f"{state}: " + "; ".join(f"{p.count} {_NOUNS[p.kind]}" for p in self.problems)
+            return self.state
+        return f"{self.state}: " + "; ".join(f"{p.count} {_NOUNS[p.kind]}"
+                                             for p in self.problems)
 
     def to_dict(self) -> dict:
         return {"broken": self.broken, "summary": self.summary(),

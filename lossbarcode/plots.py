@@ -47,6 +47,18 @@ INFINITY_GAP = 0.12  # the diagram's ∞ row sits this share of the finite range
 # The chart toolbar (plotly's modebar) covers the top right ~32 px of a chart; on a phone it
 # spans most of the width, so titles go below it (see clear_of_toolbar).
 TOOLBAR_HEIGHT, TITLE_HEIGHT, LEGEND_ROW = 32, 26, 26
+# Numbers on every axis: plotly's default exponent format writes SI prefixes ("400μ" for
+# 0.0004), which read as a unit on a loss axis; every figure writes 4×10⁻⁴ instead, beyond
+# 10^±EXPONENT_ABOVE (plotly's own threshold), and plain decimals within it.
+EXPONENT_FORMAT = "power"
+EXPONENT_ABOVE = 3
+# Presentation mode (a projector, read from the back of a room): font sizes in px.
+# tick labels, colour-bar ticks; a log axis writes its 2s and 5s at 3/4 of it: 18 px
+PRESENT_TICK_FONT = 24
+PRESENT_TEXT_FONT = 20  # axis titles, legends, notes drawn on the chart
+PRESENT_TITLE_FONT = 26  # the chart's title
+PRESENT_TALLER = 1.4  # the plot grows with its type, so ticks and labels do not crowd
+LINE_HEIGHT = 1.3  # a text line's height per px of font
 
 
 def bar_colors(n: int) -> list[str]:
@@ -77,17 +89,95 @@ def scale_colors(n: int) -> list[str]:
 
 def clear_of_toolbar(fig: go.Figure) -> go.Figure:
     """A copy of ``fig`` whose title sits left-aligned below the chart toolbar, with a top
-    margin that fits the toolbar, the title and a legend row drawn above the plot."""
+    margin that fits the toolbar, the title (every line of it, at its font size) and a legend
+    row drawn above the plot."""
     fig = go.Figure(fig)
     title = fig.layout.title.text
     legend = fig.layout.legend
     legend_on_top = legend.y is not None and legend.y >= 1 and legend.yanchor == "bottom"
-    top = TOOLBAR_HEIGHT + TITLE_HEIGHT * bool(title) + LEGEND_ROW * legend_on_top
+    title_row = max(TITLE_HEIGHT, LINE_HEIGHT * (fig.layout.title.font.size or 0))
+    legend_row = max(LEGEND_ROW, LINE_HEIGHT * (legend.font.size or 0))
+    lines = 1 + title.count("<br>") if title else 0
+    top = round(TOOLBAR_HEIGHT + title_row * lines + legend_row * legend_on_top)
     fig.update_layout(margin_t=max(fig.layout.margin.t or 0, top))
     if title:
         fig.update_layout(title={"x": 0, "xref": "container", "xanchor": "left", "y": 1,
                                  "yref": "container", "yanchor": "top",
                                  "pad": {"t": TOOLBAR_HEIGHT, "l": 12}})
+    return fig
+
+
+def _number_axes(fig: go.Figure) -> list:
+    """Every axis of ``fig`` that writes numbers: its 2-D axes, the axes of the 3-D scenes
+    its traces use, and the colour bars of the traces that draw one."""
+    axes = [*fig.select_xaxes(), *fig.select_yaxes()]
+    scenes = {t.scene or "scene" for t in fig.data if "scene" in t}
+    for name in sorted(scenes):
+        scene = fig.layout[name]
+        axes += [scene.xaxis, scene.yaxis, scene.zaxis]
+    for trace in fig.data:
+        if "colorbar" in trace and trace.showscale is not False:
+            axes.append(trace.colorbar)
+        if "marker" in trace and "colorbar" in trace.marker and trace.marker.showscale:
+            axes.append(trace.marker.colorbar)
+    return axes
+
+
+def plain_numbers(fig: go.Figure) -> go.Figure:
+    """``fig`` with every number axis in :data:`EXPONENT_FORMAT` (no SI prefixes), so that a
+    figure has one notation; every figure builder ends with it. Returns ``fig``."""
+    for axis in _number_axes(fig):
+        axis.exponentformat = EXPONENT_FORMAT
+    return fig
+
+
+def tick_text(values: Sequence[float] | np.ndarray) -> list[str]:
+    """Labels of the ticks ``values`` (explicit ticks) in the notation plotly writes with
+    :data:`EXPONENT_FORMAT`: plain decimals, or one power of ten for all of them when the
+    largest is beyond 10^±:data:`EXPONENT_ABOVE`; as few decimals as tell them apart."""
+    v = np.asarray(values, dtype=np.float64).reshape(-1)
+    top = float(np.max(np.abs(v))) if v.size else 0.0
+    exponent = int(np.floor(np.log10(top) + 0.01)) if top > 0 else 0
+    exponent = exponent if abs(exponent) > EXPONENT_ABOVE else 0
+    mantissa = v / 10.0**exponent
+    tol = 1e-9 * max(1.0, float(np.max(np.abs(mantissa)))) if v.size else 0.0
+    decimals = next((d for d in range(13)
+                     if np.all(np.abs(np.round(mantissa, d) - mantissa) <= tol)), 12)
+    power = f"×10<sup>{'−' if exponent < 0 else ''}{abs(exponent)}</sup>" if exponent else ""
+    out = []
+    for m in mantissa:
+        text = f"{m:.{decimals}f}"
+        text = text.rstrip("0").rstrip(".") if "." in text else text
+        if float(text) == 0:
+            out.append("0")  # no "−0", and no power on a zero
+            continue
+        out.append(text.replace("-", "−") + power)  # plotly's minus sign
+    return out
+
+
+def presentation_fonts(fig: go.Figure) -> go.Figure:
+    """A copy of ``fig`` in type that reads on a projector: tick labels at
+    :data:`PRESENT_TICK_FONT`, axis titles, legends and notes at :data:`PRESENT_TEXT_FONT`,
+    the title at :data:`PRESENT_TITLE_FONT`. Set on each axis: the dashboard's chart theme
+    sets the axes' fonts itself (12 px ticks), which a figure-wide font size does not
+    override."""
+    fig = go.Figure(fig)
+    fig.update_layout(font_size=PRESENT_TEXT_FONT, title_font_size=PRESENT_TITLE_FONT,
+                      legend_font_size=PRESENT_TEXT_FONT,
+                      legend_title_font_size=PRESENT_TEXT_FONT,
+                      # the top margin grows with the title (see clear_of_toolbar)
+                      margin_t=round((fig.layout.margin.t or 0) * PRESENT_TITLE_FONT
+                                     / TITLE_HEIGHT))
+    if fig.layout.height:
+        fig.update_layout(height=round(fig.layout.height * PRESENT_TALLER))
+    for axis in _number_axes(fig):
+        axis.tickfont.size = PRESENT_TICK_FONT
+        axis.title.font.size = PRESENT_TEXT_FONT
+    for note in fig.layout.annotations:
+        note.font.size = max(note.font.size or 0, PRESENT_TEXT_FONT)
+    for trace in fig.data:  # labels drawn next to points
+        if "textfont" in trace and trace.textfont.size is not None:
+            trace.textfont.size = max(trace.textfont.size, PRESENT_TEXT_FONT)
     return fig
 
 
@@ -267,7 +357,7 @@ def barcode_figure(
         bargap=0.1, margin=MARGIN,
         height=max(260, min(700, 40 + 14 * n)),
     )
-    return fig
+    return plain_numbers(fig)
 
 
 def diagram_figure(
@@ -316,15 +406,18 @@ def diagram_figure(
                       "<br>length %{customdata[1]:.6g}<extra></extra>",
         showlegend=False, name="bars",
     ))
+    # The ∞ row needs explicit ticks on y; x gets the same ticks and text (one notation).
     ticks = nice_ticks(lo, hi)
+    text = tick_text(ticks)
     fig.update_layout(
-        title=title, xaxis={"title": "birth", "range": [lo, hi]},
+        title=title, xaxis={"title": "birth", "range": [lo, hi], "tickmode": "array",
+                            "tickvals": ticks, "ticktext": text},
         yaxis={"title": "death", "range": [lo, infinity + 0.04 * (hi - lo)], "scaleanchor": "x",
                "tickmode": "array", "tickvals": [*ticks, infinity],
-               "ticktext": [f"{t:.4g}" for t in ticks] + [INFINITY_MARK]},
+               "ticktext": [*text, INFINITY_MARK]},
         margin=MARGIN, height=420,
     )
-    return fig
+    return plain_numbers(fig)
 
 
 def _bar_of_vertex(barcode: Barcode, size: int) -> np.ndarray:
@@ -411,7 +504,7 @@ def landscape_figure(
         fig.update_layout(scene={"xaxis_title": "x", "yaxis_title": "y", "zaxis_title": "f"})
     fig.update_layout(title=title, margin={"l": 10, "r": 10, "t": 80, "b": 10}, height=480,
                       legend={"orientation": "h", "y": 1.0, "yanchor": "bottom", "x": 0})
-    return fig
+    return plain_numbers(fig)
 
 
 # --------------------------------------------------------------------------- trained results
@@ -497,7 +590,7 @@ def profiles_figure(
     fig.update_layout(title=title, xaxis_title="position along the path t",
                       yaxis_title="training loss", margin=MARGIN, height=420,
                       legend={"title": "pair"}, hovermode="closest")
-    return fig
+    return plain_numbers(fig)
 
 
 _SCALE_AXES = {"width": "depth", "depth": "width"}
@@ -609,7 +702,7 @@ def scaling_figure(
         yaxis={"title": y_title, "type": "log" if log_y else "linear"},
         margin=MARGIN, height=420, legend={"orientation": "h", "y": -0.18},
     )
-    return fig
+    return plain_numbers(fig)
 
 
 def spans_decades(values: Sequence[float] | np.ndarray, floor: float | None = None,
@@ -677,7 +770,7 @@ def path_history_figure(
         yaxis={"title": "barrier - higher endpoint loss" if floors is not None else "barrier",
                "type": "log" if log_y else "linear"},
         margin=MARGIN, height=380, legend={"title": "pair"}, hovermode="closest")
-    return fig
+    return plain_numbers(fig)
 
 
 def barcodes_overlay_figure(
@@ -745,7 +838,7 @@ def barcodes_overlay_figure(
         margin=MARGIN, height=max(280, min(900, 60 + 9 * row)),
         legend={"orientation": "h", "y": -0.15},
     )
-    return fig
+    return plain_numbers(fig)
 
 
 def projection_figure(
@@ -841,7 +934,7 @@ def projection_figure(
     else:
         fig.update_layout(xaxis_title=names[0], yaxis={"title": names[1], "scaleanchor": "x"})
     fig.update_layout(title=title, margin=MARGIN, height=560)
-    return fig
+    return plain_numbers(fig)
 
 
 def generalization_figure(
@@ -897,7 +990,7 @@ def generalization_figure(
                       yaxis_title=y_label, xaxis_title="segment length (death − birth)",
                       margin={**MARGIN, "t": MARGIN["t"] + 18 * (len(lines) - 1)}, height=460,
                       legend={"orientation": "h", "y": -0.18})
-    return fig
+    return plain_numbers(fig)
 
 
 def _p_relation(test: SpearmanTest) -> str:
@@ -990,4 +1083,4 @@ def slice_figure(
         fig.update_layout(xaxis_title="plane coordinate u", yaxis_title="plane coordinate v")
     fig.update_layout(legend={"orientation": "h", "y": 1.0, "x": 0, "yanchor": "bottom"},
                       margin={"l": 10, "r": 10, "t": 80, "b": 10}, height=500)
-    return fig
+    return plain_numbers(fig)

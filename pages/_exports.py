@@ -7,7 +7,7 @@ import json
 from collections.abc import Sequence
 from typing import Any
 
-import streamlit as st
+from pages._present import columns
 
 
 def csv_text(rows: Sequence[dict[str, Any]]) -> str:
@@ -44,8 +44,7 @@ def _json_default(value: Any) -> Any:
 
 def downloads(items: Sequence[tuple[str, str, str, str]], container: Any = None) -> None:
     """A row of download buttons: ``(label, data, file name, mime)`` each."""
-    where = container or st
-    cols = where.columns(len(items))
+    cols = columns(len(items), stack=False, container=container)
     for col, (label, data, name, mime) in zip(cols, items, strict=True):
         col.download_button(label, data, file_name=name, mime=mime, icon=":material/download:",
                             key=f"dl_{name}", width="stretch")

@@ -13,6 +13,7 @@ import streamlit as st
 
 from lossbarcode.config import ExperimentConfig
 from lossbarcode.store import ResultStore
+from pages._present import columns
 from pages._runs import store
 
 
@@ -57,7 +58,7 @@ def job_progress(job_id: str, label: str, cancel_key: str) -> None:
             if status.message:
                 text += f" — {status.message}"
             st.progress(min(max(float(status.fraction), 0.0), 1.0), text=text)
-            cols = st.columns([3, 1])
+            cols = columns([3, 1], stack=False)
             cols[0].caption(f"elapsed {format_seconds(status.elapsed_s)} · "
                             f"ETA {format_seconds(status.eta_s)}")
             if cols[1].button("Cancel", key=cancel_key, icon=":material/cancel:",
@@ -113,7 +114,7 @@ def start_button(label: str, key: str, seconds: float | Callable[[], float], ide
         seconds = st.session_state[f"{asked}_s"]
         st.warning(f"This is estimated to take **{format_seconds(seconds)}** on this machine. "
                    "Start it?", icon=":material/schedule:")
-        yes, back = st.columns(2)
+        yes, back = columns(2, stack=False)
         if yes.button(f"Confirm: start (est. {format_seconds(seconds)})", key=f"{key}_yes",
                       type="primary", width="stretch"):
             del st.session_state[asked]

@@ -13,8 +13,7 @@ from lossbarcode import plots
 PLOTLY_CONFIG = {"displaylogo": False,
                  "toImageButtonOptions": {"format": "png", "scale": 2}}
 
-PRESENT_PARAM = "present"
-PRESENT_FONT = 20  # chart font size on a projector
+PRESENT_PARAM = "present"  # chart font sizes on a projector: plots.PRESENT_*_FONT
 PRESENT_CSS = """<style>
 html, body, [data-testid="stAppViewContainer"] { font-size: 22px; }
 [data-testid="stSidebarUserContent"] { display: none; }
@@ -54,21 +53,29 @@ def presentation_controls() -> None:
         st.rerun()
 
 
-def columns(spec: int | Sequence[float], **kwargs: Any) -> list[Any]:
-    """``st.columns(spec)``, or the same number of stacked full-width containers when
-    presenting."""
+def columns(spec: int | Sequence[float], *, stack: bool = True, container: Any = None,
+            **kwargs: Any) -> list[Any]:
+    """``st.columns(spec)`` (in ``container`` if given): the one way pages make columns.
+
+    When presenting, the columns become the same number of full-width containers stacked one
+    per row, so that charts and metrics are wide and legible on a projector. ``stack=False``
+    keeps a row of controls that belong together (inputs, buttons such as Confirm/Back) side
+    by side even then: they are legible at any width, and stacked they would read as
+    separate."""
+    where = container or st
     n = spec if isinstance(spec, int) else len(spec)
-    if presenting():
-        return [st.container() for _ in range(n)]
-    return st.columns(spec, **kwargs)
+    if stack and presenting():
+        return [where.container() for _ in range(n)]
+    return where.columns(spec, **kwargs)
 
 
 def chart(fig: Any, key: str, name: str, container: Any = None, **kwargs: Any) -> Any:
     """``st.plotly_chart`` with a PNG download (toolbar camera) named after the view, and
-    the title clear of the toolbar (:func:`lossbarcode.plots.clear_of_toolbar`)."""
+    the title clear of the toolbar (:func:`lossbarcode.plots.clear_of_toolbar`); when
+    presenting, in large type (:func:`lossbarcode.plots.presentation_fonts`)."""
     where = container or st
     if presenting():
-        fig.update_layout(font_size=PRESENT_FONT, title_font_size=PRESENT_FONT + 4)
+        fig = plots.presentation_fonts(fig)
     config = {**PLOTLY_CONFIG,
               "toImageButtonOptions": {**PLOTLY_CONFIG["toImageButtonOptions"],
                                        "filename": name}}

@@ -27,7 +27,7 @@ st.caption("Two barcodes on the same loss axis, their persistence diagrams, and 
            "they are: bottleneck (the largest move needed to match the bars) and Wasserstein "
            "(the total move).")
 
-left, right = st.columns(2)
+left, right = columns(2, stack=False)  # the two pickers
 with left:
     run_a = run_picker("Run A", param="run")
 with right:
@@ -46,7 +46,7 @@ if run_a == run_b:
 
 x_range = plots.barcode_limits(a.barcode, b.barcode)
 d = distances(str(run_store(run_a).root), run_a, run_b)
-cols = st.columns(4)
+cols = columns(4)
 cols[0].metric(f"TO-score A ({a.config.score_variant})", f"{a.score:.4g}")
 cols[1].metric(f"TO-score B ({b.config.score_variant})", f"{b.score:.4g}",
                delta=f"{b.score - a.score:+.3g} vs A", delta_color="off")

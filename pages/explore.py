@@ -71,27 +71,27 @@ def sidebar() -> tuple[Any, Any]:
                 setting(st.text_input, "Data folder / text file", "data_root",
                         placeholder="./data" if dataset != "text" else "path/to/text")
             arch = setting(st.selectbox, "Architecture", "arch", ARCHS)
-            c1, c2 = st.columns(2)
+            c1, c2 = columns(2, stack=False)
             setting(c1.number_input, "Width", "width", step=1)
             setting(c2.number_input, "Depth", "depth", step=1)
             if arch == "transformer":
                 setting(st.number_input, "Heads", "heads", step=1)
-            c1, c2 = st.columns(2)
+            c1, c2 = columns(2, stack=False)
             setting(c1.number_input, "Train examples", "n_train", step=100, value=None,
                     placeholder="all")
             setting(c2.number_input, "Test examples", "n_test", step=100, value=None,
                     placeholder="all")
         with st.expander("Minima", icon=":material/south:"):
             setting(st.number_input, "Minima K", "k", step=1)
-            c1, c2 = st.columns(2)
+            c1, c2 = columns(2, stack=False)
             setting(c1.radio, "Optimizer", "optimizer", [FAMILY_DEFAULT, *OPTIMIZERS])
             setting(c2.radio, "Schedule", "schedule", SCHEDULES)
-            c1, c2 = st.columns(2)
+            c1, c2 = columns(2, stack=False)
             setting(c1.number_input, "Learning rate", "lr", value=None, format="%.4g",
                     placeholder="default")
             setting(c2.number_input, "Steps", "steps", step=50, value=None,
                     placeholder="the family's")
-            c1, c2 = st.columns(2)
+            c1, c2 = columns(2, stack=False)
             setting(c1.number_input, "Batch size", "batch_size", step=16)
             setting(c2.number_input, "Full-batch steps at most", "polish_steps", step=50,
                     value=None, placeholder="the family's")
@@ -99,23 +99,23 @@ def sidebar() -> tuple[Any, Any]:
         with st.expander("Paths and score", icon=":material/route:"):
             setting(st.selectbox, "Path method", "path_method", PATH_METHODS)
             setting(st.radio, "Pairs", "pairs", PAIRINGS, horizontal=True)
-            c1, c2 = st.columns(2)
+            c1, c2 = columns(2, stack=False)
             setting(c1.number_input, "Images per path", "images", step=1)
             setting(c2.number_input, "Fixed path steps", "path_steps", step=25, value=None,
                     placeholder="until converged")
-            c1, c2 = st.columns(2)
+            c1, c2 = columns(2, stack=False)
             setting(c1.number_input, "Path tolerance", "path_tol", format="%.3g")
             setting(c2.number_input, "Resolution (loss)", "path_atol", format="%.2g")
-            c1, c2 = st.columns(2)
+            c1, c2 = columns(2, stack=False)
             setting(c1.number_input, "Path step cap", "path_max_steps", step=500)
             setting(c2.number_input, "Starts per deciding pair", "restarts", step=1)
             setting(st.checkbox, "Align minima first (re-basin)", "align")
             setting(st.radio, "Barcode rule", "rule", RULES, horizontal=True)
-            c1, c2 = st.columns(2)
+            c1, c2 = columns(2, stack=False)
             setting(c1.selectbox, "TO-score norm", "score_norm", NORMS)
             setting(c2.selectbox, "Normalize", "score_normalize", ["none", "range"])
         with st.expander("Run", icon=":material/settings:"):
-            c1, c2 = st.columns(2)
+            c1, c2 = columns(2, stack=False)
             setting(c1.number_input, "Seed", "seed", step=1)
             setting(c2.selectbox, "Device", "device", ["auto", "cpu", "cuda"])
         return st.container(), st.container()
@@ -126,12 +126,17 @@ def metrics(r: Result) -> None:
     c, variant = r.config, r.config.score_variant
     lengths = r.segment_lengths()
     finite = np.isfinite(lengths)
-    cols = st.columns(5)
+    cols = columns(5)
     certified, finite_bars = r.certified
     minima_done, k = r.minima_count
+    health = run_health_of(r)
+    # Badges short enough for a fifth of the page (a longer one is cut: "3/3 bars certif…"),
+    # with no arrow (they are counts, not changes); the help and the boxes say the rest.
     cols[0].metric(f"TO-score ({variant})", f"{r.score:.4g}",
-                   delta=f"{certified}/{finite_bars} bars certified", delta_color="off",
-                   help="Norm of the finite segment lengths (arXiv:2012.15834) of the bars "
+                   delta=f"{certified}/{finite_bars} certified", delta_color="off",
+                   delta_arrow="off",
+                   help=f"Bars certified: {certified} of the {finite_bars} finite bars. "
+                        "Norm of the finite segment lengths (arXiv:2012.15834) of the bars "
                         "born at certified minima. A bar is certified when its minimum is "
                         "(gradient, curvature, learned) and its death is (converged path, top "
                         "a saddle or the path monotone, restarts agree), in a run that is not "
@@ -140,8 +145,9 @@ def metrics(r: Result) -> None:
                         + "; with a bar at every minimum: "
                         + ", ".join(f"{k} {v:.3g}" for k, v in r.scores_all.items()))
     cols[1].metric("Certified minima", f"{minima_done} / {k}",
-                   delta=run_health_of(r).summary(), delta_color="off",
-                   help="Minima with a full-batch gradient norm of at most "
+                   delta=health.state, delta_color="off", delta_arrow="off",
+                   help=f"Run health: {health.summary()}. "
+                        "Minima with a full-batch gradient norm of at most "
                         f"{c.minima_tol:g}, no negative curvature, and a loss clearly below "
                         "the start; only they have bars in the TO-score"
                         + (f" ({r.curvature_skipped}: gradient-certified only)"
@@ -324,7 +330,7 @@ def run_downloads(r: Result) -> None:
 def run_links(r: Result) -> None:
     """The other pages of this run, and how to read this one."""
     variant = r.config.score_variant
-    links = st.columns(4)
+    links = columns(4)
     for col, (page, label) in zip(links, [
             ("pages/minima_map.py", "Minima map"), ("pages/landscape_slice.py", "Landscape slice"),
             ("pages/generalization.py", "Generalization"), ("pages/compare.py", "Compare")],

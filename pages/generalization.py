@@ -7,7 +7,7 @@ from lossbarcode import plots, stats
 from lossbarcode.config import setting_differences
 from pages._exports import csv_text, downloads, json_text
 from pages._pickers import run_label
-from pages._present import chart
+from pages._present import chart, columns
 from pages._runs import finished_runs, result, run_health_of
 from pages._streamlit_shim import use_navigation
 
@@ -106,7 +106,7 @@ if differences:
                "runs (a setting such as width can drive both segment length and error) with "
                "the relation within a run. Read the within-run test.",
                icon=":material/warning:")
-cols = st.columns(5)
+cols = columns(5)
 cols[0].metric("Spearman ρ (pooled)", "—" if pooled.rho is None else f"{pooled.rho:.3f}",
                help="Rank correlation over all pooled minima.")
 cols[1].metric("p (pooled)", pooled.p_text(), help=pooled.describe())

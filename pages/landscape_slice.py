@@ -9,7 +9,7 @@ from lossbarcode.store import ResultStore
 from pages._exports import csv_text, downloads, json_text
 from pages._notices import demo_notice, health_banner
 from pages._pickers import picked_result
-from pages._present import chart
+from pages._present import chart, columns
 from pages._runs import run_store
 from pages._streamlit_shim import use_navigation
 from pages._views import await_view, background
@@ -86,12 +86,12 @@ bars = grid.barcode.filter(min_length)
 colors = plots.slice_bar_colors(grid.x, grid.y, bars, grid.points, grid.minima)
 st.caption(f"`{r.run_id}` · {describe_config(r.config)}  \nGrid minima near a trained "
            "minimum take its colour; grey ones exist only in this plane.")
-cols = st.columns(3)
+cols = columns(3)
 cols[0].metric("Grid minima (bars)", len(bars))
 cols[1].metric("Grid TO-score (l2)", f"{to_score(bars):.4g}",
                help="L2 norm of the grid's finite bar lengths, for this plane only.")
 cols[2].metric("Loss range on the plane", f"{loss_range:.4g}")
-left, right = st.columns([3, 2])
+left, right = columns([3, 2])
 with left:
     chart(plots.slice_figure(grid.x, grid.y, grid.loss, bars, grid.points, grid.minima,
                              kind=view, point_loss=grid.point_loss, colors=colors,

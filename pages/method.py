@@ -5,7 +5,7 @@ import streamlit as st
 
 from lossbarcode import minima_barcode, plots, to_score
 from lossbarcode.topology import NORMALIZATIONS, NORMS, RULES
-from pages._present import chart
+from pages._present import chart, columns
 from pages._streamlit_shim import use_navigation
 
 use_navigation()
@@ -85,7 +85,7 @@ rows = [{"minimum": NAMES[m], "birth": f"{b:g}", "death": "∞" if np.isinf(d) e
          "killed on path": "—" if np.isinf(d) else "–".join(NAMES[v]
                                                             for v in bars.saddle_edges[i])}
         for i, (m, b, d) in enumerate(zip(bars.minima, bars.births, bars.deaths, strict=True))]
-left, right = st.columns([3, 2])
+left, right = columns([3, 2])
 with left:
     chart(plots.barcode_figure(bars, labels=labels, colors=colors,
                                title=f"Barcode ({rule.replace('_', '-')} rule)"),

@@ -20,7 +20,7 @@ from lossbarcode.sweep import (
 from lossbarcode.topology import Barcode
 from pages._exports import csv_text, downloads, json_text
 from pages._jobs import config_key, format_seconds, job_progress, start_button
-from pages._present import chart
+from pages._present import chart, columns
 from pages._runs import finished_runs, store
 from pages._streamlit_shim import use_navigation
 from pages._sweep_jobs import (
@@ -105,7 +105,7 @@ def scaling_charts(summary: list[dict], variant: str | None, log_x: bool, y_axis
                       " Bars: ±1 std over seeds."))
     widths = sorted({row["width"] for row in summary})
     depths = sorted({row["depth"] for row in summary})
-    for column, axis, values in zip(st.columns(2), ("width", "depth"), (widths, depths),
+    for column, axis, values in zip(columns(2), ("width", "depth"), (widths, depths),
                                     strict=True):
         with column:
             if len(values) > 1:
@@ -121,7 +121,7 @@ def barcodes_across_scales(data: dict, records: list[dict], widths: list[int],
     """One seed's barcodes overlaid along width or depth, at a fixed other axis."""
     st.subheader("Barcodes across scales")
     barcodes = data.get("barcodes") or {}
-    cols = st.columns(3)
+    cols = columns(3, stack=False)
     along = cols[0].radio("Vary", ["width", "depth"], horizontal=True,
                           index=0 if len(widths) > 1 or len(depths) == 1 else 1)
     fixed_axis = "depth" if along == "width" else "width"
@@ -209,7 +209,7 @@ def sweep_form() -> tuple[ExperimentConfig | None, dict[str, Any], dict[str, Any
         base = ExperimentConfig.from_dict(base_values) if base_values else ExperimentConfig()
     except ValueError:
         base = ExperimentConfig()
-    c1, c2, c3, c4 = st.columns(4)
+    c1, c2, c3, c4 = columns(4, stack=False)
     dataset = c1.selectbox("Dataset", DATASETS, index=DATASETS.index(base.dataset),
                            key="sw_dataset")
     arch = c2.selectbox("Architecture", ARCHS, index=ARCHS.index(base.arch),
@@ -217,7 +217,7 @@ def sweep_form() -> tuple[ExperimentConfig | None, dict[str, Any], dict[str, Any
     k = c3.number_input("Minima K", min_value=2, max_value=64, value=base.k, key="sw_k")
     steps = c4.number_input("Training steps", min_value=1, value=base.training()[2],
                             key="sw_steps")
-    c1, c2, c3 = st.columns(3)
+    c1, c2, c3 = columns(3, stack=False)
     widths_text = c1.text_input("Widths", "4,8,16,32", key="sw_widths")
     depths_text = c2.text_input("Depths", "1,2", key="sw_depths")
     seeds_text = c3.text_input("Seeds", "0,1,2", key="sw_seeds")
@@ -290,7 +290,7 @@ def launcher(sources: dict[str, dict[str, Any]], demo: dict[str, Any] | None) ->
                    "reused). You can keep using the dashboard while it runs.")
         base, axes, plan = sweep_form()
         running = st.session_state.get("sweep_job") is not None
-        b1, b2 = st.columns(2)
+        b1, b2 = columns(2, stack=False)
         launch_button(b1, base, axes, plan, running)
         recompute_demo_button(b2, demo, running)
 

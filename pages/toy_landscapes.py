@@ -67,7 +67,7 @@ barcode = full_barcode.filter(min_length)
 vmin, top = level_range(values, barcode)  # the animation's levels too
 
 score, n_finite = to_score(barcode), int(np.isfinite(barcode.deaths).sum())
-cols = st.columns(3)
+cols = columns(3)
 cols[0].metric("Minima (bars)", len(barcode))
 cols[1].metric("Longest finite bar", f"{barcode.lengths()[np.isfinite(barcode.deaths)].max():.4g}"
                if n_finite else "—")
@@ -78,7 +78,7 @@ chart(animation(name, resolution, connectivity, min_length), key="animation",
       name=f"{name}_sublevel_sets")
 
 st.subheader("The landscape at one level")
-slider, count = st.columns([3, 1])
+slider, count = columns([3, 1], stack=False)
 level = slider.slider("Level c", min_value=vmin, max_value=top, value=vmin + 0.5 * (top - vmin),
                       step=(top - vmin) / 400, format="%.4f",
                       help="For these static views; the animation above has its own slider.")

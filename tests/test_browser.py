@@ -254,6 +254,16 @@ def test_presentation_mode_stacks_charts_in_large_type(playwright_api, app_env):
         wait_ready(page, "Scaling", charts=2, timeout=60)
         # the mode survives a page switch
         page.wait_for_function("location.search.includes('present=1')", timeout=10_000)
+        # Scaling's charts in type for the back of a room, as drawn (the chart theme's own
+        # 12 px axis fonts must not win): ticks >= 18 px, titles >= 22 px.
+        drawn = page.evaluate(
+            "(() => { const size = s => [...document.querySelectorAll(s)].map("
+            "t => parseFloat(getComputedStyle(t).fontSize));"
+            " return {ticks: size('.js-plotly-plot .xtick text, .js-plotly-plot .ytick text'),"
+            " titles: size('.js-plotly-plot .gtitle')}; })()")
+        assert drawn["ticks"] and min(drawn["ticks"]) >= 18, drawn
+        assert drawn["titles"] and min(drawn["titles"]) >= 22, drawn
+        screenshot(page, "presentation_scaling")
         page.get_by_role("button", name="Exit presentation mode").click()
         page.get_by_role("button", name="Presentation mode").wait_for(timeout=30_000)
         page.wait_for_function("!location.search.includes('present=1')", timeout=10_000)

@@ -36,7 +36,7 @@ def kinds(found: health.RunHealth) -> list[str]:
 
 def test_a_clean_run_is_healthy(clean):
     found = health.run_health(clean)
-    assert found.healthy and not found.broken and found.summary() == "healthy"
+    assert found.healthy and not found.broken and found.summary() == found.state == "healthy"
     assert np.all(health.path_dips(clean) == 0)
 
 

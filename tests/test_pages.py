@@ -121,7 +121,15 @@ def test_explore_shows_the_latest_run_and_highlights_a_minimum(store):
     if len(figures) == 4:
         assert len(figures[3]["data"]) == len(run.pairs)  # one history per path
     done, bars = run.certified
-    assert f"{done}/{bars} bars certified" in at.metric[0].delta
+    assert at.metric[0].delta == f"{done}/{bars} certified"
+    assert f"Bars certified: {done} of the {bars}" in at.metric[0].help
+    assert at.metric[1].delta in ("healthy", "caution", "broken")
+    # Metric badges were cut off at ~16 characters in a fifth of a 1440 px page
+    # ("↑ 3/3 bars certif…"): every badge on the page fits, and none has an arrow.
+    for metric in at.metric:
+        assert len(metric.delta or "") <= 16, metric.delta
+    no_arrow = type(at.metric[0].proto).MetricDirection.Value("NONE")
+    assert all(m.proto.direction == no_arrow for m in at.metric[:2])
     assert "converged" in texts(at.caption)
     # The minima table and the paths' convergence table.
     tables = {"paths" if "pair" in d.value.columns else "bars" if "spread" in d.value.columns

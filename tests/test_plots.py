@@ -1,5 +1,8 @@
 """Figure invariants: trace counts, colours keyed by minimum, highlights, NaN handling."""
 
+import functools
+import re
+
 import numpy as np
 import pytest
 
@@ -432,3 +435,137 @@ def test_barcodes_overlay_normalised_per_run(barcode):
     assert "normalised" in fig.layout.xaxis.title.text
     with pytest.raises(ValueError, match="normalize"):
         plots.barcodes_overlay_figure({"a": barcode}, normalize="max")
+
+
+# --------------------------------------------------------------------------- numbers and type
+
+TINY = 1e-4  # losses this small are where plotly's default writes SI prefixes ("400μ")
+# a number written with an SI prefix, as plotly's default does ("400μ", "1.5k", "2B")
+SI_NUMBER = re.compile(r"^[−-]?\d+(\.\d+)?[yzafpnμmkMGTPEZYB]$")
+
+
+@functools.cache
+def every_figure() -> dict:
+    """Every figure builder, on small synthetic inputs with loss values near 1e-4 (and a 3-D
+    and a colour-bar variant where a builder draws one); built once (the tests read them)."""
+    from lossbarcode import grid_barcode, toys
+    from lossbarcode.animation import sublevel_animation
+    from lossbarcode.stats import spearman_test
+
+    bars = minima_barcode(LOSSES * TINY, BARRIERS * TINY)
+    axes, values = toys.get("quartic").grid(21)
+    tiny_values = values * TINY
+    x = y = np.linspace(-1, 1, 11)
+    loss = ((x[:, None] ** 2 - 0.5) ** 2 + y[None, :] ** 2) * TINY
+    grid = grid_barcode(loss)
+    points = np.array([[-0.7, 0.0], [0.7, 0.0], [0.0, 0.5]])
+    small = [dict(row, to_score_mean=row["to_score_mean"] * TINY,
+                  to_score_seeds=[s * TINY for s in row["to_score_seeds"]]) for row in SUMMARY]
+    minima = np.random.default_rng(0).normal(size=(3, 3))
+    lengths = np.array([1.0, 2.0, 3.0]) * TINY
+    return {
+        "barcode": plots.barcode_figure(bars, level=1.5 * TINY),
+        "diagram": plots.diagram_figure(bars, level=1.5 * TINY),
+        "landscape 1-D": plots.landscape_figure(
+            [np.linspace(-1, 1, 41)], np.linspace(-1, 1, 41) ** 2 * TINY,
+            grid_barcode(np.linspace(-1, 1, 41) ** 2 * TINY)),
+        "landscape heatmap": plots.landscape_figure(axes, tiny_values, grid_barcode(tiny_values),
+                                                    level=float(np.median(tiny_values))),
+        "landscape surface": plots.landscape_figure(axes, tiny_values, grid_barcode(tiny_values),
+                                                    kind="surface"),
+        "profiles": plots.profiles_figure([(t, loss * TINY) for t, loss in profiles()], PAIRS),
+        "scaling": plots.scaling_figure(small, floor=TINY / 10),
+        "scaling log": plots.scaling_figure(small, log_y=True, floor=TINY / 10),
+        "path history": plots.path_history_figure(
+            [np.array([3.0, 2.0]) * TINY, np.array([4.0, 3.5]) * TINY],
+            [np.array([0, 50]), np.array([0, 50])], PAIRS[:2], [True, False]),
+        "overlay": plots.barcodes_overlay_figure({"width 4": bars}),
+        "projection 2-D": plots.projection_figure(minima[:, :2], lengths),
+        "projection 3-D": plots.projection_figure(minima, lengths),
+        "generalization": plots.generalization_figure(
+            {"run": (lengths, np.array([0.1, 0.2, 0.3]))},
+            {"pooled": spearman_test(lengths, [0.1, 0.2, 0.3])}),
+        "slice": plots.slice_figure(x, y, loss, grid, points, [0, 1, 2]),
+        "slice surface": plots.slice_figure(x, y, loss, grid, points, [0, 1, 2], kind="surface"),
+        "animation": sublevel_animation(axes, tiny_values, grid_barcode(tiny_values), 4,
+                                        max_points=21),
+    }
+
+
+def drawn_axes(fig) -> dict:
+    """Found independently of the code under test: ``name -> axis`` for every axis a trace
+    draws its numbers on (2-D axes, 3-D scene axes, shown colour bars)."""
+    found = {}
+    for trace in fig.data:
+        if "scene" in trace:
+            scene = trace.scene or "scene"
+            for a in ("xaxis", "yaxis", "zaxis"):
+                found[f"{scene}.{a}"] = fig.layout[scene][a]
+        elif "xaxis" in trace:
+            for a, ref in (("xaxis", trace.xaxis or "x"), ("yaxis", trace.yaxis or "y")):
+                found[a + ref[1:]] = fig.layout[a + ref[1:]]
+        if "colorbar" in trace and trace.showscale is not False:
+            found[f"{trace.type} colorbar"] = trace.colorbar
+        if "marker" in trace and "colorbar" in trace.marker and trace.marker.showscale:
+            found[f"{trace.type} marker colorbar"] = trace.marker.colorbar
+    return found
+
+
+@pytest.mark.parametrize("name", list(every_figure()))
+def test_no_figure_writes_si_prefixes_on_its_axes(name):
+    """§2 units: a loss of 0.0004 reads "4×10⁻⁴", never "400μ" (plotly's default, "B")."""
+    fig = every_figure()[name]
+    axes = drawn_axes(fig)
+    assert axes, name
+    for where, axis in axes.items():
+        if axis.tickmode == "array" and axis.ticktext is not None:  # text written by us
+            assert not any(SI_NUMBER.match(str(text)) for text in axis.ticktext), (name, where)
+            continue
+        assert axis.exponentformat not in (None, "B", "SI"), (name, where)
+        assert axis.exponentformat == plots.EXPONENT_FORMAT, (name, where)
+        assert axis.tickformat in (None, ""), (name, where)  # a tickformat would override it
+
+
+def test_the_diagram_writes_both_axes_in_one_notation():
+    bars = minima_barcode(LOSSES * TINY, BARRIERS * TINY)  # births 0..2e-4, deaths to 5e-4
+    fig = plots.diagram_figure(bars)
+    x_text, y_text = list(fig.layout.xaxis.ticktext), list(fig.layout.yaxis.ticktext)
+    assert y_text[-1] == plots.INFINITY_MARK and y_text[:-1] == x_text
+    assert list(fig.layout.xaxis.tickvals) == list(fig.layout.yaxis.tickvals)[:-1]
+    assert all(t == "0" or t.endswith("×10<sup>−4</sup>") for t in x_text), x_text
+    plain = plots.diagram_figure(minima_barcode(LOSSES, BARRIERS))  # losses 0..5: no power
+    assert not any("×10" in t for t in plain.layout.xaxis.ticktext)
+
+
+@pytest.mark.parametrize(("values", "expected"), [
+    ([0.0004, 0.00045, 0.0005], ["4×10<sup>−4</sup>", "4.5×10<sup>−4</sup>",
+                                  "5×10<sup>−4</sup>"]),
+    ([0.0, 0.25, 0.5, 1.0], ["0", "0.25", "0.5", "1"]),
+    ([-0.5, 0.0, 0.5], ["−0.5", "0", "0.5"]),
+    ([0.001, 0.0015, 0.002], ["0.001", "0.0015", "0.002"]),  # within 10^±3: plain
+    ([2.30315, 2.3032, 2.30325], ["2.30315", "2.3032", "2.30325"]),  # close ticks stay apart
+    ([0.0, 20000.0, 40000.0], ["0", "2×10<sup>4</sup>", "4×10<sup>4</sup>"]),
+])
+def test_tick_text_is_one_notation_without_si_prefixes(values, expected):
+    assert plots.tick_text(values) == expected
+
+
+@pytest.mark.parametrize("name", list(every_figure()))
+def test_presentation_fonts_read_from_the_back_of_the_room(name):
+    fig = every_figure()[name]
+    big = plots.presentation_fonts(fig)
+    assert fig.layout.title.font.size is None  # a copy: the figure passed in is unchanged
+    # plotly writes a log axis's in-between labels (2, 5) at 3/4 of the tick font
+    assert 0.75 * plots.PRESENT_TICK_FONT >= 18 and plots.PRESENT_TITLE_FONT >= 22
+    assert big.layout.title.font.size >= 22
+    assert fig.layout.height is None or big.layout.height > fig.layout.height  # room for it
+    for where, axis in drawn_axes(big).items():
+        assert axis.tickfont.size >= 18, (name, where)
+        assert axis.title.font.size >= 18, (name, where)
+    assert big.layout.legend.font.size >= 18
+    assert all(note.font.size >= 18 for note in big.layout.annotations), name
+    # the title, at its size, still sits clear of the toolbar and above the plot
+    cleared = plots.clear_of_toolbar(big)
+    lines = 1 + (big.layout.title.text or "").count("<br>")
+    assert cleared.layout.margin.t >= (plots.TOOLBAR_HEIGHT
+                                       + lines * plots.LINE_HEIGHT * plots.PRESENT_TITLE_FONT)
