@@ -29,15 +29,16 @@ NOT_COMPUTED = "not computed"  # Minima.curvature_skipped of minima built withou
 
 @dataclass(frozen=True)
 class Death:
-    """The certificate of one pair's barrier: ``barrier`` (the lowest of its paths),
-    ``spread`` (highest minus lowest over its ``starts`` paths; 0 for one), ``certified`` and
-    ``reason`` (empty when certified)."""
+    """The certificate of one pair's barrier: ``barrier`` (the lowest of its paths, the one at
+    index ``path``), ``spread`` (highest minus lowest over its ``starts`` paths; 0 for one),
+    ``certified`` and ``reason`` (empty when certified)."""
 
     barrier: float
     spread: float
     starts: int
     certified: bool
     reason: str
+    path: int
 
 
 def death_certificates(pairs: np.ndarray, barriers: np.ndarray, converged: np.ndarray,
@@ -78,7 +79,7 @@ def death_certificates(pairs: np.ndarray, barriers: np.ndarray, converged: np.nd
             reason = f"restarts disagree by {disagree:.3g}"
         else:
             reason = ""
-        out[key] = Death(barrier, spread, len(idx), not reason, reason)
+        out[key] = Death(barrier, spread, len(idx), not reason, reason, int(best))
     return out
 
 

@@ -15,8 +15,9 @@ clean and still measure the tool. It reads the certificates of :mod:`lossbarcode
   resolution (``path_atol``): between certified minima that is a lower basin the path passes
   through (a caution); below uncertified ones by more than :data:`DIP_BROKEN` resolutions it
   means training was far from finished (broken);
-* ``unconverged`` / ``stalled``: paths that hit their step cap or whose step size collapsed
-  (their barriers are upper bounds);
+* ``unconverged`` / ``stalled``: paths that end a bar (the lowest path of a bar's pair) and
+  hit their step cap or whose step size collapsed (those bars' lengths are upper bounds; a
+  capped start that a lower path of its pair beat ends nothing and is not counted);
 * ``uncertified_deaths``: finite bars whose death is not certified (see the bar table);
 * ``fixed_budget`` / ``old_paths``: paths of a fixed step budget (``path_steps``) or made by
   an older path algorithm: upper bounds, no death certified.
@@ -156,20 +157,26 @@ def run_health(result: Result) -> RunHealth:
             f"The paths were made by an older path algorithm ({result.paths_version}): "
             "no death in this run is certified. Run the config again."))
     else:
+        deaths = result.deaths()
+        finite = np.isfinite(result.barcode.deaths)
+        keys = [tuple(sorted(int(v) for v in edge))
+                for edge in result.barcode.saddle_edges[finite]]
+        # Only a path that ends a bar (the lowest of its pair, on a bar's saddle edge) can make
+        # a length an upper bound; a capped start beaten by a lower path of its pair cannot.
+        ends_bar = np.zeros(len(result.pairs), dtype=bool)
+        ends_bar[[deaths[key].path for key in keys if key in deaths]] = True
         for kind, mask, what in (
                 ("unconverged", ~result.path_converged & ~result.path_stalled,
                  "hit their step cap before converging. Raise the path step cap."),
                 ("stalled", result.path_stalled,
                  "stalled: their step size collapsed before they converged.")):
-            count = int(np.sum(mask))
+            count = int(np.sum(mask & ends_bar))
             if count:
                 problems.append(Problem(
                     kind, CAUTION, count,
-                    f"{count} of {len(mask)} paths {what} The bars they end are upper bounds."))
-        deaths = result.deaths()
-        finite = np.isfinite(result.barcode.deaths)
-        keys = [tuple(sorted(int(v) for v in edge))
-                for edge in result.barcode.saddle_edges[finite]]
+                    f"{count} of the {int(ends_bar.sum())} paths that end a bar {what} Those "
+                    f"bars' lengths are upper bounds ({int(np.sum(mask))} of all "
+                    f"{len(mask)} paths)."))
         weak = sum(1 for key in keys if not (key in deaths and deaths[key].certified))
         if weak:
             problems.append(Problem(

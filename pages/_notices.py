@@ -7,7 +7,7 @@ import streamlit as st
 from lossbarcode.experiment import Result
 from lossbarcode.health import RunHealth
 from pages._present import columns
-from pages._runs import DEMO_RUN_COMMAND, is_demo, result, run_health_of
+from pages._runs import DEMO_WIDTHS, demo_command, is_demo, result, run_health_of
 
 
 def health_banner(r: Result) -> RunHealth:
@@ -29,10 +29,12 @@ def demo_notice(run_id: str) -> None:
     if not is_demo(run_id):
         return
     c = result(run_id).config
-    st.info("You are looking at the **demo run** shipped with the app (the default config: "
-            f"{c.dataset}, {c.arch} {c.width}×{c.depth}, K = {c.k}; made by "
-            f"`{DEMO_RUN_COMMAND}`). Your own runs replace it as soon as you have one.",
-            icon=":material/school:")
+    narrow, wide = DEMO_WIDTHS
+    st.info(f"You are looking at a **demo run** shipped with the app ({c.dataset}, {c.arch} "
+            f"{c.width}×{c.depth}, K = {c.k}; made by `{demo_command(c.width)}`). Two ship: "
+            f"width {narrow}, whose bars stand well above the resolution floor, and width "
+            f"{wide} (the default), whose bars sit at it; Compare puts them side by side. Your "
+            "own runs replace them as soon as you have one.", icon=":material/school:")
 
 
 def start_here() -> None:

@@ -207,12 +207,12 @@ def run_charts(r: Result, highlight: int | None, pair: int | None) -> None:
 
 
 def path_history(r: Result, pair: int | None) -> None:
-    """The paths' convergence, drawn only when open (a chart and a table fewer to send when
-    every path converged)."""
+    """The paths' convergence, drawn only when open: open at first when a path that ends a bar
+    did not converge (the run's health says so), closed when only beaten starts did."""
     c, barcode = r.config, r.barcode
-    unconverged = int((~r.path_converged).sum())
+    weak = any(p.kind in ("unconverged", "stalled") for p in run_health_of(r).problems)
     history = st.expander("Convergence of the paths: barrier against optimisation step",
-                          icon=":material/monitoring:", expanded=bool(unconverged),
+                          icon=":material/monitoring:", expanded=weak,
                           key="explore_history", on_change="rerun")
     if history.open:
         with history:

@@ -104,8 +104,12 @@ def test_a_broken_run_certifies_no_bar(clean):
 def test_unconverged_stalled_and_stuck_are_cautions(clean):
     m = len(clean.pairs)
     converged, stalled = np.ones(m, dtype=bool), np.zeros(m, dtype=bool)
-    converged[:2] = False
-    stalled[1] = True
+    finite = np.isfinite(clean.barcode.deaths)
+    ends = [clean.deaths()[tuple(sorted(int(v) for v in e))].path
+            for e in clean.barcode.saddle_edges[finite]]
+    assert len(ends) >= 2  # the premise: two paths that end bars
+    converged[ends[:2]] = False
+    stalled[ends[1]] = True
     stuck = np.zeros(clean.k, dtype=bool)
     stuck[0] = True
     found = health.run_health(dataclasses.replace(clean, path_converged=converged,
@@ -113,6 +117,27 @@ def test_unconverged_stalled_and_stuck_are_cautions(clean):
     assert not found.broken
     assert {p.kind: p.count for p in found.problems}.items() >= {
         "stuck": 1, "unconverged": 1, "stalled": 1}.items()
+
+
+def test_a_capped_start_beaten_by_a_lower_path_of_its_pair_is_no_caution(clean):
+    # One more start of a bar's pair that ended higher and capped: it ends no bar.
+    finite = np.flatnonzero(np.isfinite(clean.barcode.deaths))
+    i, j = sorted(int(v) for v in clean.barcode.saddle_edges[finite[0]])
+    row = clean.deaths()[(i, j)].path
+    beaten = dataclasses.replace(
+        clean, pairs=np.vstack([clean.pairs, [[i, j]]]),
+        path_barriers=np.append(clean.path_barriers, clean.path_barriers[row] + 1.0),
+        linear_barriers=np.append(clean.linear_barriers, clean.linear_barriers[row]),
+        path_converged=np.append(clean.path_converged, False),
+        path_stalled=np.append(clean.path_stalled, False),
+        path_top_grad_norm=np.append(clean.path_top_grad_norm, 0.5),
+        profiles=(*clean.profiles, clean.profiles[row]))
+    assert "unconverged" not in kinds(health.run_health(beaten))
+    assert beaten.deaths()[(i, j)].spread == pytest.approx(1.0)  # still shown as spread
+    # Capping the path that does end the bar is a caution again.
+    capped = dataclasses.replace(beaten, path_converged=np.append(
+        np.where(np.arange(len(clean.pairs)) == row, False, clean.path_converged), False))
+    assert {p.kind: p.count for p in health.run_health(capped).problems}["unconverged"] == 1
 
 
 def test_old_paths_are_a_caution(clean):

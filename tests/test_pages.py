@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 from streamlit.testing.v1 import AppTest
 
-from lossbarcode import plots
+from lossbarcode import choices, plots
 from lossbarcode.choices import PRESETS
 from lossbarcode.experiment import ExperimentConfig, run_experiment
 from lossbarcode.store import ResultStore
@@ -496,11 +496,11 @@ def test_every_page_opens_on_the_demo_run_until_there_are_runs(tmp_path, monkeyp
 
     monkeypatch.setenv("LOSSBARCODE_RESULTS", str(tmp_path / "empty"))
     monkeypatch.delenv("LOSSBARCODE_DEMO_RUNS", raising=False)
-    demo_id = ui._finished(ResultStore(ui.DEMO_RUNS))[0]
+    demo_id = ExperimentConfig(width=ui.DEMO_WIDTHS[0]).run_id  # the narrow one opens
     at = app()
     assert not at.exception
     assert picker(at).value == demo_id
-    assert "demo run" in texts(at.info) and ui.DEMO_RUN_COMMAND in texts(at.info)
+    assert "demo run" in texts(at.info) and ui.demo_command(ui.DEMO_WIDTHS[0]) in texts(at.info)
     assert "Start here" in texts(at.markdown)
     # barcode, diagram, profiles; the convergence chart is drawn once its expander is opened
     # (closed here: every path of the demo converged)
@@ -518,13 +518,20 @@ def test_the_shipped_demo_run_is_the_current_default():
     from pages import _runs as ui
 
     demo = ResultStore(ui.DEMO_RUNS)
-    (run_id,) = demo.list()
-    default = ExperimentConfig()
-    assert run_id == default.run_id, (
-        f"the default config changed: regenerate the demo run with `{ui.DEMO_RUN_COMMAND}` "
-        "(and delete the old folder)")
-    r = load_result(demo, run_id)
-    assert r.config.identity() == default.identity() and r.paths_version >= 2
+    wanted = {ExperimentConfig(width=w).run_id: w for w in ui.DEMO_WIDTHS}
+    assert ExperimentConfig(width=ui.DEMO_WIDTHS[-1]) == ExperimentConfig()
+    assert set(demo.list()) == set(wanted), (
+        "the default config or the path algorithm changed: regenerate the demo runs with "
+        + " and ".join(f"`{ui.demo_command(w)}`" for w in ui.DEMO_WIDTHS)
+        + " (and delete the old folders)")
+    for run_id, width in wanted.items():
+        r = load_result(demo, run_id)
+        assert r.config.identity() == ExperimentConfig(width=width).identity()
+        # The narrow one is there for its visible, certified bars: say so or fail.
+        if width != choices.WIDTH:
+            certified, _ = r.bar_certificates()
+            lengths = (r.barcode.deaths - r.barcode.births)[np.isfinite(r.barcode.deaths)]
+            assert certified.all() and lengths.min() > 2 * r.config.path_atol
 
 
 def diverge(run, i: int):
