@@ -202,7 +202,10 @@ def run_charts(r: Result, highlight: int | None, pair: int | None) -> None:
     chart(plots.profiles_figure(r.profiles, r.pairs, r.path_barriers,
                                 colors=plots.path_colors(barcode, r.pairs), highlight=pair,
                                 title=f"Training loss along each {c.path_method} path "
-                                      f"({len(r.pairs)} pairs, {c.pairs})"),
+                                      f"({len(r.pairs)} paths, {c.pairs} pairs"
+                                      + (f"; {crossed} by the string method"
+                                         if (crossed := int(np.sum(r.path_start == "string")))
+                                         else "") + ")"),
           key="profiles", name=f"profiles_{r.run_id}")
 
 
