@@ -484,7 +484,7 @@ def test_converged_run_stores_and_shows_path_diagnostics(store, capsys):
                                            strict=True) if sorted(p) == sorted((i, j)))
             assert death.barrier == lowest == result.barcode.deaths[n]
     data = json.loads(json.dumps(result.to_dict()))
-    assert data["paths_version"] == 3 and len(data["paths"]) == m
+    assert data["paths_version"] == choices.PATHS_VERSION and len(data["paths"]) == m
     assert {"converged", "stalled", "steps", "barrier_history", "history_steps",
             "perp_grad_norm", "top_grad_norm", "role", "start"} <= set(data["paths"][0])
     back = load_result(store, result.run_id)
