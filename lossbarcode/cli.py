@@ -162,10 +162,12 @@ def _refuse_beyond_a_day(configs: Sequence[ExperimentConfig], store, yes: bool,
     if yes:
         return
     from lossbarcode.cost import check_fits, device_kind, estimate_cost, store_calibration
+    from lossbarcode.datafiles import missing_files
 
     seconds = 0.0
     for config in configs:
-        if store.exists(config.run_id):  # finished: loading it costs nothing
+        # Finished: loading it costs nothing. No data: it fails on that, the more useful error.
+        if store.exists(config.run_id) or missing_files(config.dataset, config.data_root):
             continue
         check_fits(config)  # a run that cannot fit says so, whatever its duration
         calibration = store_calibration(store, device_kind(config), like=config)
