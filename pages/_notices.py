@@ -50,4 +50,5 @@ def start_here() -> None:
         cols[1].caption("Eight trained minima, the paths between them, their barcode.")
         cols[2].page_link("pages/scaling.py", label="3 · The scaling curve",
                           icon=":material/trending_down:", query_params={"sweep": "demo"})
-        cols[2].caption("Wider networks have shallower traps: TO-score vs width and depth.")
+        cols[2].caption("TO-score vs width and depth: what the shipped sweep measured, and how "
+                        "sure it is.")
