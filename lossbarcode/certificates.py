@@ -22,6 +22,7 @@ from typing import Any
 
 import numpy as np
 
+from lossbarcode.planning import lowest_paths
 from lossbarcode.topology import Barcode
 
 NOT_COMPUTED = "not computed"  # Minima.curvature_skipped of minima built without a certificate
@@ -49,15 +50,14 @@ def death_certificates(pairs: np.ndarray, barriers: np.ndarray, converged: np.nd
     with ``barriers``, ``converged``, ``stalled`` and ``top_grad_norm`` ``(M,)``;
     ``minima_loss`` ``(K,)``; ``tol``, ``atol``: the path stopping rule; ``grad_tol``: the
     gradient norm of a critical point."""
-    rows: dict[tuple[int, int], list[int]] = {}
-    for m, (i, j) in enumerate(np.asarray(pairs).reshape(-1, 2).tolist()):
-        rows.setdefault((min(i, j), max(i, j)), []).append(m)
+    pairs = np.sort(np.asarray(pairs).reshape(-1, 2), axis=1)
+    done = np.asarray(converged, dtype=bool) & ~np.asarray(stalled, dtype=bool)
     out = {}
-    for key, idx in rows.items():
+    # The lowest path decides; of equally low ones, one that finished.
+    for key, best in lowest_paths(pairs, np.asarray(barriers, dtype=float), done).items():
+        idx = np.flatnonzero((pairs == key).all(axis=1))
         bars = np.asarray(barriers, dtype=float)[idx]
-        finished = np.array([bool(converged[m]) and not bool(stalled[m]) for m in idx])
-        # The lowest path decides; of equally low ones, one that finished.
-        best = idx[int(np.lexsort((~finished, bars))[0])]
+        finished = done[idx]
         floor = float(max(minima_loss[key[0]], minima_loss[key[1]]))
         barrier = float(barriers[best])
         spread = float(bars.max() - bars.min()) if np.all(np.isfinite(bars)) else np.inf

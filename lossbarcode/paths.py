@@ -737,11 +737,7 @@ class _Engine:
     def _route_chain(self, route: list[int], done: Paths) -> Tensor:
         """The chain ``(L, P)`` along ``route`` (minima indices): each leg the lowest path
         of its pair among ``done``, oriented along the route."""
-        best = {}
-        for row, ((i, j), b) in enumerate(zip(done.pairs.tolist(), done.barriers,
-                                              strict=True)):
-            if (i, j) not in best or b < done.barriers[best[(i, j)]]:
-                best[(i, j)] = row
+        best = planning.lowest_paths(done.pairs, done.barriers)
         legs = []
         for u, v in zip(route[:-1], route[1:], strict=True):
             chain = done.images[best[(min(u, v), max(u, v))]]
@@ -1361,15 +1357,12 @@ class _Engine:
 
 def _pair_converged(paths: Paths, pairs: np.ndarray) -> np.ndarray:
     """``(D,)`` bool: whether the lowest path of each of ``pairs`` ``(D, 2)`` among ``paths``
-    converged (neither capped nor stalled; False for a pair with no path)."""
-    best: dict[tuple[int, int], int] = {}
-    for row, (i, j) in enumerate(paths.pairs.tolist()):
-        key = (min(i, j), max(i, j))
-        if key not in best or paths.barriers[row] < paths.barriers[best[key]]:
-            best[key] = row
-    return np.array([(key := (min(i, j), max(i, j))) in best
-                     and bool(paths.converged[best[key]] and not paths.stalled[best[key]])
-                     for i, j in np.asarray(pairs).tolist()], dtype=bool)
+    (the one its death is read from) converged: neither capped nor stalled; False for a pair
+    with no path."""
+    finished = paths.converged & ~paths.stalled
+    best = planning.lowest_paths(paths.pairs, paths.barriers, finished)
+    return np.array([bool(finished[best[key]]) if (key := (min(i, j), max(i, j))) in best
+                     else False for i, j in np.asarray(pairs).tolist()], dtype=bool)
 
 
 def _stage_seed(seed: int, role: str, *keys: int) -> int:

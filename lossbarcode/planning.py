@@ -87,14 +87,25 @@ def deciding_pairs(k: int, pairs: np.ndarray, barriers: np.ndarray) -> np.ndarra
     return uniq[np.sort(spanning_forest(k, uniq, vals))]
 
 
+def lowest_paths(pairs: np.ndarray, barriers: np.ndarray, finished: np.ndarray | None = None
+                 ) -> dict[tuple[int, int], int]:
+    """``{(i, j): row}``: the row of ``pairs`` ``(M, 2)`` with the lowest of ``barriers``
+    ``(M,)`` for each pair, in first-seen order; of equally low rows, one whose ``finished``
+    ``(M,)`` is True (a path that converged), else the first. The row a pair's death is read
+    from."""
+    done = np.ones(len(barriers), dtype=bool) if finished is None else np.asarray(finished)
+    best: dict[tuple[int, int], int] = {}
+    for row, (i, j) in enumerate(np.asarray(pairs).reshape(-1, 2).tolist()):
+        key = _key(i, j)
+        old = best.get(key)
+        if old is None or (barriers[row], not done[row]) < (barriers[old], not done[old]):
+            best[key] = row
+    return best
+
+
 def lowest_per_pair(pairs: np.ndarray, barriers: np.ndarray) -> dict[tuple[int, int], float]:
     """``{(i, j): lowest barrier}`` over the rows of ``pairs`` ``(M, 2)``, in first-seen order."""
-    best: dict[tuple[int, int], float] = {}
-    for (i, j), b in zip(np.asarray(pairs).reshape(-1, 2).tolist(), barriers, strict=True):
-        key = _key(i, j)
-        if key not in best or b < best[key]:
-            best[key] = float(b)
-    return best
+    return {key: float(barriers[row]) for key, row in lowest_paths(pairs, barriers).items()}
 
 
 def undercutting(values: np.ndarray, candidates: np.ndarray, pairs: np.ndarray,

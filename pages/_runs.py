@@ -114,10 +114,15 @@ def finished_runs() -> list[str]:
     demo = demo_store()
     if demo is None:
         return []
-    runs = _finished(demo)
-    # Narrow first (DEMO_WIDTHS): the page opens on the barcode with visible bars.
+    # Narrow first (DEMO_WIDTHS): the page opens on the barcode with visible bars. The
+    # picker loads each listed result anyway; an unusable one goes last.
     order = {w: n for n, w in enumerate(DEMO_WIDTHS)}
-    return sorted(runs, key=lambda r: order.get(result(r).config.width, len(order)))
+
+    def rank(run_id: str) -> int:
+        found = result(run_id)
+        return len(order) if found is None else order.get(found.config.width, len(order))
+
+    return sorted(_finished(demo), key=rank)
 
 
 def run_store(run_id: str) -> ResultStore:
