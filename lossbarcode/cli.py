@@ -483,12 +483,17 @@ def _cmd_show(args: argparse.Namespace) -> int:
     print("  " + "  ".join(f"{k}={v:.4g}" for k, v in result.scores.items()))
     print("  all minima: " + "  ".join(f"{k}={v:.4g}" for k, v in result.scores_all.items()))
     print(result.certification_note())
+    if result.resolution_note():
+        print(result.resolution_note())
     print(f"health: {_health_line(result)}")
     g = result.generalization
     if g.get("spearman") is not None:
         print(f"segment length vs test error: Spearman {g['spearman']:.3f} "
               f"(p={g['p_value']:.3g}, {g['method']} permutation test over "
               f"{g['n_permutations']:,} permutations, n={g['n']})")
+    elif g.get("n") is not None:
+        print(f"segment length vs test error: undefined (n={g['n']}: a rank test needs 3 "
+              "minima with varied finite segments; lengths within the resolution tie at 0)")
     print(f"paths: {result.paths_note()}")
     if result.data_source:
         print(f"data: {result.data_source}")
@@ -605,7 +610,8 @@ def _bench_engine(args: argparse.Namespace) -> int:
 
     widths = tuple(_ints(args.widths, "--widths") or (32,))
     rows = engine_benchmark(device=args.device, widths=widths,
-                            repeats=args.repeats, parts=tuple(args.parts.split(",")))
+                            repeats=args.repeats, parts=tuple(args.parts.split(",")),
+                            progress=lambda msg: print(msg, file=sys.stderr, flush=True))
     print_engine_benchmark(rows)
     return 0
 

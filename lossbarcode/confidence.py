@@ -103,8 +103,8 @@ class Trend:
 def run_lengths(barcode: topology.Barcode, resolution: float = 0.0) -> np.ndarray:
     """``(n,)`` the finite segment lengths a TO-score is a norm of; those at most
     ``resolution`` as 0."""
-    lengths = barcode.lengths()[np.isfinite(barcode.deaths)]
-    return np.where(lengths > resolution, lengths, 0.0)
+    return topology.resolved_lengths(barcode.lengths()[np.isfinite(barcode.deaths)],
+                                     resolution)
 
 
 def run_score(barcode: topology.Barcode, variant: str = "l2", resolution: float = 0.0

@@ -139,8 +139,10 @@ FIELD_HELP: dict[str, str] = {
                        "losses, to compare different tasks",
     "seed": "seeds the data split and the K initialisations; another seed gives another "
             "sample of minima",
-    "device": "auto (CUDA when present, else CPU), cpu, cuda or cuda:N; results do not depend "
-              "on it (up to round-off), so it is not part of the run id",
+    "device": "auto (CUDA when present, else CPU), cpu, cuda or cuda:N; not part of the run "
+              "id: devices differ in round-off, which can send a network's training to "
+              "another nearby minimum (another sample of the same run; the result records "
+              "its device)",
     "dtype": "float32 or float64",
 }
 
@@ -335,7 +337,8 @@ class ExperimentConfig:
     def identity(self, data: str | None = None) -> dict[str, Any]:
         """The dict the run id hashes: what determines the computation, canonicalised.
 
-        Every field but ``device`` (same results on any device up to round-off) and
+        Every field but ``device`` (devices differ only in round-off, though that can send
+        a network to another nearby minimum; the result records its device) and
         ``align`` when it is False (so unaligned runs keep their old ids), with the
         training defaults of the family written out (:meth:`training`), plus
         ``paths_version`` (:data:`~lossbarcode.choices.PATHS_VERSION`), with

@@ -193,6 +193,33 @@ class Result:
         return int(self.bar_certified()[finite].sum()), int(finite.sum())
 
     @property
+    def resolved(self) -> tuple[int, int]:
+        """``(resolved, finite)``: how many of the finite bars the TO-score sums are longer
+        than the barrier resolution ``path_atol``
+        (:func:`~lossbarcode.topology.resolved_bars`)."""
+        longer = topology.resolved_bars(self.barcode, self.config.path_atol)
+        return int(longer.sum()), int(longer.size)
+
+    def resolved_lengths(self) -> np.ndarray:
+        """``(K,)`` :meth:`segment_lengths` with those within the barrier resolution
+        ``path_atol`` as 0: what a rank test of the lengths may read."""
+        return segment_lengths(self.barcode, self.k, self.config.path_atol)
+
+    def resolution_note(self) -> str:
+        """One line: how many bars are resolved from 0, and, when none is, that the TO-score
+        is not a property of the network ("" without finite bars)."""
+        resolved, finite = self.resolved
+        atol = self.config.path_atol
+        if finite == 0:
+            return ""
+        if resolved == 0:
+            return (f"TO-score not resolved from 0: all {finite} finite bars are at most the "
+                    f"barrier resolution {atol:g} (path_atol) long, so its value is the "
+                    "optimiser's round-off, not a property of the network")
+        return (f"{resolved}/{finite} finite bars longer than the barrier resolution {atol:g} "
+                "(path_atol); shorter ones are 0 within it")
+
+    @property
     def minima_count(self) -> tuple[int, int]:
         """``(certified, K)``: how many of the K minima are certified."""
         return int(np.sum(self.minima_certified)), self.k
@@ -499,10 +526,8 @@ def _result_from_dict(cls: type[Result], data: dict[str, Any]) -> Result:
         profiles=tuple(parsed_profiles),
         barcode=barcode,
         scores=scores,
-        # Results stored before permutation p-values (no "method") had spearmanr's
-        # asymptotic p, wrong for few minima: recomputed from their own data.
-        generalization=dict(generalization) if "method" in generalization
-        else generalization_summary(segment_lengths(barcode, k), column("test_error")),
+        generalization=_stored_generalization(generalization, barcode, k, config,
+                                              column("test_error")),
         timings={str(key): float(_floats([v], f"timings {key}")[0]) for key, v in timings.items()},
         n_params=n_params,
         device=device,
@@ -656,10 +681,12 @@ def all_scores(barcode: topology.Barcode) -> dict[str, float]:
     }
 
 
-def segment_lengths(barcode: topology.Barcode, k: int) -> np.ndarray:
-    """``(k,)`` bar length of each of ``k`` minima (NaN where a minimum has no bar)."""
+def segment_lengths(barcode: topology.Barcode, k: int, resolution: float = 0.0
+                    ) -> np.ndarray:
+    """``(k,)`` bar length of each of ``k`` minima (NaN where a minimum has no bar); those at
+    most ``resolution`` long as 0 (:func:`~lossbarcode.topology.resolved_lengths`)."""
     lengths = np.full(k, np.nan)
-    lengths[barcode.minima] = barcode.lengths()
+    lengths[barcode.minima] = topology.resolved_lengths(barcode.lengths(), resolution)
     return lengths
 
 
@@ -679,16 +706,31 @@ def bar_certified(barcode: topology.Barcode, pairs: np.ndarray, path_barriers: n
     return out
 
 
-def generalization_summary(lengths: np.ndarray, test_error: np.ndarray) -> dict[str, Any]:
+def _stored_generalization(stored: dict, barcode: topology.Barcode, k: int,
+                           config: ExperimentConfig, test_error: np.ndarray) -> dict[str, Any]:
+    """A stored result's generalization summary, recomputed from its own data where it was
+    made another way: before permutation p-values (no "method": spearmanr's asymptotic p,
+    wrong for few minima), or before lengths within the resolution tied at 0 (no
+    "resolution") when the run has such bars."""
+    raw = segment_lengths(barcode, k)
+    if "method" in stored and ("resolution" in stored or np.array_equal(
+            raw, segment_lengths(barcode, k, config.path_atol), equal_nan=True)):
+        return dict(stored)
+    return generalization_summary(raw, test_error, config.path_atol)
+
+
+def generalization_summary(lengths: np.ndarray, test_error: np.ndarray,
+                           resolution: float = 0.0) -> dict[str, Any]:
     """Spearman rank correlation of segment length vs test error (both ``(K,)``) over the
-    minima where both are finite (essential and diverged minima left out), with its exact or
-    Monte Carlo permutation p-value (:func:`lossbarcode.stats.spearman_test`):
-    ``{"spearman", "p_value", "n", "method", "n_permutations"}``, None where undefined."""
+    minima where both are finite (essential and diverged minima left out), lengths at most
+    ``resolution`` tied at 0 (their order is the optimiser's), with its exact or Monte Carlo
+    permutation p-value (:func:`lossbarcode.stats.spearman_test`): ``{"spearman", "p_value",
+    "n", "method", "n_permutations", "resolution"}``, None where undefined."""
     from lossbarcode.stats import spearman_test  # scipy.stats: 0.4 s, only when needed
 
-    test = spearman_test(lengths, test_error)
+    test = spearman_test(topology.resolved_lengths(lengths, resolution), test_error)
     return {"spearman": test.rho, "p_value": test.p_value, "n": test.n, "method": test.method,
-            "n_permutations": test.n_permutations}
+            "n_permutations": test.n_permutations, "resolution": float(resolution)}
 
 
 # --------------------------------------------------------------------------- building blocks
@@ -1188,7 +1230,7 @@ def assemble_result(config: ExperimentConfig, found, connected, timings: dict[st
         scores_all=all_scores(barcode_all),
         # Bars at certified minima only: an uncertified point has no segment to correlate.
         generalization=generalization_summary(segment_lengths(barcode, found.k),
-                                              found.test_error),
+                                              found.test_error, config.path_atol),
         timings=timings,
         n_params=found.n_params,
         device=device,

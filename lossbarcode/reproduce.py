@@ -200,10 +200,12 @@ def _axis_claim(axis: str, setting: Setting, ready: list, records: list[dict[str
 
 def _certified_lengths(result) -> np.ndarray:
     """``(K,)`` segment length of each minimum whose bar is certified (birth and death), NaN
-    for the others: an uncertified length is not a property of that minimum."""
+    for the others: an uncertified length is not a property of that minimum. Lengths within
+    the barrier resolution are 0 (:meth:`Result.resolved_lengths`)."""
     lengths = np.full(result.k, np.nan)
     ok = result.bar_certified() & np.isfinite(result.barcode.deaths)
-    lengths[result.barcode.minima[ok]] = result.barcode.lengths()[ok]
+    minima = result.barcode.minima[ok]
+    lengths[minima] = result.resolved_lengths()[minima]
     return lengths
 
 

@@ -867,6 +867,20 @@ def _l2(x: np.ndarray) -> np.ndarray:
     return np.where(bad, scaled, plain)
 
 
+def resolved_lengths(lengths: np.ndarray, resolution: float) -> np.ndarray:
+    """``lengths`` (any shape) with those at most ``resolution`` set to 0, NaN and inf kept. A
+    barrier is resolved to about ``path_atol``: a bar no longer than that is not resolved from
+    0, its length is the optimiser's round-off, and ranking such lengths ranks the tool."""
+    lengths = np.asarray(lengths, dtype=np.float64)
+    return np.where(lengths <= resolution, 0.0, lengths)
+
+
+def resolved_bars(barcode: Barcode, resolution: float) -> np.ndarray:
+    """``(n_finite,)`` bool, for each finite bar in order: resolved from 0
+    (:func:`resolved_lengths`)."""
+    return resolved_lengths(barcode.lengths()[np.isfinite(barcode.deaths)], resolution) > 0
+
+
 def to_score_floor(resolution: float, n_bars: int, norm: str = "l2") -> float:
     """The TO-score of ``n_bars`` finite segments each as long as ``resolution`` (a path's
     barrier is resolved to about that much, e.g. ``path_atol``): a score below it is not

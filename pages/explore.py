@@ -160,7 +160,8 @@ def metrics(r: Result) -> None:
                    + f" on {r.device}")
     st.caption(f"`{r.run_id}` · {describe_config(c)}  \n"
                f"Reproduce: `{reproduce_command(c)}`")
-    st.caption(f"Paths: {r.paths_note()}  \n{r.certification_note()}")
+    st.caption(f"Paths: {r.paths_note()}  \n{r.certification_note()}"
+               + (f"  \n{r.resolution_note()}" if r.resolution_note() else ""))
     health_banner(r)
 
 

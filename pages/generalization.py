@@ -84,11 +84,12 @@ groups, ids, points = {}, {}, []
 for run_id, r in results.items():
     label = f"{run_id[:8]} · {r.config.arch} {r.config.width}×{r.config.depth} · " \
             f"{r.config.schedule} lr"
-    lengths, errors = r.segment_lengths(), getattr(r, MEASURES[measure])
+    lengths, errors = r.resolved_lengths(), getattr(r, MEASURES[measure])
     groups[label], ids[label] = (lengths, errors), np.arange(r.k)
     points += [{"run": run_id, "minimum": i, "segment_length": float(lengths[i]),
+                "measured_length": float(raw), "resolution": r.config.path_atol,
                 MEASURES[measure]: float(errors[i]), "schedule": r.config.schedule}
-               for i in range(r.k)]
+               for i, raw in enumerate(r.segment_lengths())]
 
 pooled = stats.spearman_test(np.concatenate([g[0] for g in groups.values()]),
                              np.concatenate([g[1] for g in groups.values()]))
@@ -120,7 +121,9 @@ cols[3].metric("p (within runs)", within.combined.p_text(),
 cols[4].metric("n minima", pooled.n, help="Essential (global) and diverged minima have no "
                "finite segment and are left out.")
 st.caption(f"Pooled p: {pooled.describe()}. Within-run p: {within.combined.describe()}, over "
-           f"the {len(within.used)} of {len(groups)} runs with ρ defined.")
+           f"the {len(within.used)} of {len(groups)} runs with ρ defined. Segments no longer "
+           "than their run's barrier resolution (path_atol) count as 0 and tie: their order is "
+           "the optimiser's round-off, not the network's (the CSV keeps the measured length).")
 
 chart(plots.generalization_figure(groups, {"pooled": pooled, "within runs": within.combined},
                                   y_label=measure, minima_ids=ids),

@@ -166,8 +166,41 @@ def test_old_asymptotic_p_values_are_recomputed_on_load(tiny_result):
     data["generalization"] = {"spearman": -1.0, "p_value": 0.0, "n": 3}  # spearmanr's, stored
     loaded = Result.from_dict(data).generalization
     assert loaded == experiment.generalization_summary(result.segment_lengths(),
-                                                       result.test_error)
+                                                       result.test_error,
+                                                       result.config.path_atol)
     assert loaded["p_value"] != 0.0 and "method" in loaded
+
+
+def with_bar_lengths(result: Result, length: float) -> Result:
+    """``result`` with every finite bar ``length`` long."""
+    bc = result.barcode
+    deaths = np.where(np.isfinite(bc.deaths), bc.births + length, bc.deaths)
+    return dataclasses.replace(result, barcode=dataclasses.replace(bc, deaths=deaths))
+
+
+def test_bars_within_the_resolution_are_not_read_as_a_property_of_the_network(tiny_result):
+    _, result = tiny_result
+    atol = result.config.path_atol
+    short, long = with_bar_lengths(result, atol / 2), with_bar_lengths(result, 10 * atol)
+    finite = int(np.isfinite(result.barcode.deaths).sum())
+    assert finite >= 2  # the premise: bars to resolve
+    assert short.resolved == (0, finite) and long.resolved == (finite, finite)
+    assert "not resolved from 0" in short.resolution_note()
+    assert "not resolved" not in long.resolution_note()
+    assert short.score > 0  # the value is still shown, with the note beside it
+    # A rank test sees them tied at 0: no correlation can be read from their order.
+    lengths = short.resolved_lengths()
+    assert np.all(lengths[np.isfinite(lengths)] == 0)
+    summary = experiment.generalization_summary(short.segment_lengths(), short.test_error, atol)
+    assert summary["spearman"] is None and summary["resolution"] == atol
+    # A stored summary made before the rule is recomputed where the rule changes it only.
+    old = {"spearman": 0.5, "p_value": 0.04, "n": finite, "method": "exact",
+           "n_permutations": 24}
+    for r, recomputed in ((short, True), (long, False)):
+        loaded = experiment._stored_generalization(old, r.barcode, r.k, r.config, r.test_error)
+        assert (loaded != old) == recomputed
+    assert experiment._stored_generalization({**old, "resolution": atol}, short.barcode,
+                                             short.k, short.config, short.test_error)["n"] == finite
 
 
 def test_finished_run_is_loaded_not_recomputed(tiny_result, monkeypatch):

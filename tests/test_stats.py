@@ -157,4 +157,7 @@ def test_generalization_summary_uses_the_permutation_test():
     summary = generalization_summary(lengths, errors)
     test = stats.spearman_test(lengths, errors)
     assert summary == {"spearman": test.rho, "p_value": test.p_value, "n": 3,
-                       "method": "exact", "n_permutations": 6}
+                       "method": "exact", "n_permutations": 6, "resolution": 0.0}
+    # Lengths within the resolution tie at 0: 0.1 and 0.2 tie, which changes rho.
+    tied = generalization_summary(lengths, errors, resolution=0.25)
+    assert tied["resolution"] == 0.25 and tied["spearman"] != summary["spearman"]

@@ -495,3 +495,11 @@ def test_to_score_of_huge_and_tiny_bars_does_not_overflow():
     np.testing.assert_allclose(rows, [5e200, 5.0, 0.0], rtol=1e-12)
     x = np.array([0.3, 0.7, 1.1])
     assert length_norm(x, "l2") == float(np.sqrt(np.sum(x**2)))  # bit for bit
+
+
+def test_lengths_within_the_resolution_are_zero_and_nan_and_inf_kept():
+    from lossbarcode.topology import resolved_lengths
+
+    out = resolved_lengths(np.array([0.0, 5e-5, 1e-4, 2e-4, np.inf, np.nan]), 1e-4)
+    np.testing.assert_array_equal(out[:5], [0.0, 0.0, 0.0, 2e-4, np.inf])
+    assert np.isnan(out[5])

@@ -49,7 +49,11 @@ def convergence_benchmark(
     for family in families:
         config = ExperimentConfig(**{**CASES[family], "k": k, **(overrides or {})})
         land = build_landscape(config)
+        start = time.perf_counter()
         mins = find_minima(land, k, **config.minima_settings())
+        if progress:
+            progress(f"{family}: {k} minima ({int(mins.certified.sum())} certified) in "
+                     f"{time.perf_counter() - start:.1f} s on {land.device}")
         settings = {**config.path_settings(), "pairs": "all"}
         timed: dict[str, tuple] = {}
         for name, kwargs in (

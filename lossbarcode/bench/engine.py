@@ -102,9 +102,12 @@ def engine_benchmark(
                 rows.append({**base, "part": part, **_bench_neb(
                     land, loop_land, neb_k, neb_steps, neb_images, neb_batch_size, lr, seed,
                     repeats)})
-    for r in rows:
-        flops = r["gflops_batched"] * r["batched_s"]  # GFLOP of the batched run
-        r["speedup_ceiling"] = r["loop_s"] * r["matmul_gflops"] / flops
+        for r in rows:
+            if r["width"] == int(width):
+                flops = r["gflops_batched"] * r["batched_s"]  # GFLOP of the batched run
+                r["speedup_ceiling"] = r["loop_s"] * r["matmul_gflops"] / flops
+                say(f"width {width}: {r['part']}: batched {r['batched_s']:.3g} s, loop "
+                    f"{r['loop_s']:.3g} s, {r['speedup']:.1f}x")
     return rows
 
 
