@@ -2,6 +2,7 @@
 
 import base64
 import json
+import shutil
 import subprocess
 import sys
 import time
@@ -13,7 +14,7 @@ from streamlit.testing.v1 import AppTest
 
 from lossbarcode import choices, plots
 from lossbarcode.choices import PRESETS
-from lossbarcode.experiment import ExperimentConfig, run_experiment
+from lossbarcode.experiment import ExperimentConfig, load_result, run_experiment
 from lossbarcode.store import ResultStore
 from lossbarcode.sweep import summarize
 
@@ -404,8 +405,22 @@ def test_landscape_slice(store):
     assert "exactly three" in texts(at.info)
 
 
-def test_generalization_pools_the_selected_runs(store):
-    ids = [r.run_id for r in store["runs"]]
+@pytest.fixture
+def demo_results(tmp_path, monkeypatch):
+    """A results folder holding a copy of the shipped demo runs: fcn 8×2, whose 7 bars are
+    resolved, and the default width 32, whose bars are all within the resolution (a rank
+    test of the tiny runs' bars would rank round-off: they tie at 0)."""
+    root = tmp_path / "results"
+    shutil.copytree(ROOT / "assets" / "demo_runs", root)
+    monkeypatch.setenv("LOSSBARCODE_RESULTS", str(root))
+    return [r for r in (load_result(ResultStore(root), p.name) for p in sorted(root.iterdir()))]
+
+
+def test_generalization_pools_the_selected_runs(demo_results):
+    narrow = next(r for r in demo_results if r.config.width == 8)
+    wide = next(r for r in demo_results if r.config.width == 32)
+    assert narrow.resolved[0] >= 3 and wide.resolved[0] == 0  # the premise
+    ids = [narrow.run_id, wide.run_id]
     at = app("generalization", runs=ids[0])
     assert not at.exception
     assert at.sidebar.multiselect[0].value == [ids[0]]
@@ -419,12 +434,15 @@ def test_generalization_pools_the_selected_runs(store):
     n = sum(len(array(t.get("x", []))) for t in figure["data"])
     metrics = {m.label: m for m in at.metric}
     assert metrics["n minima"].value == str(n)
+    # The wide run's lengths are within the resolution: plotted and counted at 0.
+    assert set(array(figure["data"][1]["x"]).tolist()) == {0.0}
     # Permutation p-values, said how they were made; never the asymptotic "0".
     for label in ("p (pooled)", "p (within runs)"):
         assert metrics[label].value != "0"
     assert "permutation" in metrics["p (pooled)"].help
-    # The runs differ in schedule: pooling them is flagged, the within-run test offered.
-    assert "differ in schedule (constant, anneal)" in texts(at.warning)
+    assert "resolution" in texts(at.caption)
+    # The runs differ in width: pooling them is flagged, the within-run test offered.
+    assert "differ in width (8, 32)" in texts(at.warning)
     assert "within runs" in figure["layout"]["title"]["text"]
     assert len(at.dataframe[0].value) == 2  # a row (rho, p, n) per run
     at.sidebar.radio[0].set_value("test loss").run()
