@@ -140,6 +140,22 @@ PATH_LR = {"sgd": 0.05, "adam": 0.01}  # default (initial) path step size per op
 # Per path method (the string method chooses its own steps: lossbarcode.string_method).
 PATH_OPTIMIZER = {"linear": "sgd", "neb": "sgd", "bezier": "adam", "string": "sgd"}
 
+# The views a stored run opens on (lossbarcode.maps, lossbarcode.slices): the Minima map and
+# Landscape slice pages' default widgets, the library functions' defaults, and what
+# ``lossbarcode views`` makes ahead of time (the shipped demo runs carry them, so a first open
+# computes nothing). Minima map: the projection methods (the first is the default), the
+# dimension and the projection seed; the page shows the MAP_INTERIM method's map (the same
+# dim and seed) while the default one is computed (UMAP compiles for 15-35 s on first use).
+MAP_METHODS = ("auto", "umap", "pca")
+MAP_METHOD, MAP_DIM, MAP_SEED = MAP_METHODS[0], 2, 0
+MAP_INTERIM = "pca"
+# Landscape slice: grid points per axis offered (and the default), the margin around the
+# three minima (a fraction of their bounding box's larger side); the plane goes through the
+# first three non-diverged minima (lossbarcode.slices.default_minima).
+SLICE_RESOLUTIONS = (21, 31, 41, 61, 81)
+SLICE_RESOLUTION = 41
+SLICE_MARGIN = 0.25
+
 # What lossbarcode reads back (lossbarcode.store): regular files only, opened without
 # blocking and without following links, at most this many bytes each; JSON nested at most
 # MAX_JSON_DEPTH deep (a result nests 6 deep). Anything else is refused, per file.

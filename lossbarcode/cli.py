@@ -1,8 +1,8 @@
 """Command-line interface: ``lossbarcode`` / ``python -m lossbarcode``.
 
-Subcommands: ``run``, ``sweep``, ``list``, ``show``, ``export``, ``bench``, ``app``. Bad input
-(flags, config files, results folders, files to write) exits with status 2 and a one-line reason
-on stderr, never a traceback; warnings are one line each too.
+Subcommands: ``run``, ``sweep``, ``list``, ``show``, ``export``, ``views``, ``bench``, ``app``.
+Bad input (flags, config files, results folders, files to write) exits with status 2 and a
+one-line reason on stderr, never a traceback; warnings are one line each too.
 """
 
 from __future__ import annotations
@@ -554,6 +554,21 @@ def _cmd_export(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_views(args: argparse.Namespace) -> int:
+    from lossbarcode.views import make_default_views
+
+    store = _store(args)
+
+    def note(what: str) -> None:
+        if not args.quiet:
+            print(f"{what} ...", file=sys.stderr, flush=True)
+
+    for request, seconds in make_default_views(store, args.run, progress=note):
+        print(f"{request.describe()}: {seconds:.2f} s")
+    print(f"the default views of run {args.run} are stored in {store.root / args.run}")
+    return 0
+
+
 def _cmd_app(args: argparse.Namespace) -> int:
     import subprocess
 
@@ -629,6 +644,14 @@ def _bench_app(args: argparse.Namespace) -> int:
     from lossbarcode.bench.app import app_benchmark, print_app_benchmark
 
     print_app_benchmark(app_benchmark(runs=args.runs))
+    return 0
+
+
+def _bench_first_open(args: argparse.Namespace) -> int:
+    from lossbarcode.bench.first_open import first_open_benchmark, print_first_open_benchmark
+
+    print_first_open_benchmark(first_open_benchmark(
+        app_root=Path(args.app) if args.app else None))
     return 0
 
 
@@ -822,6 +845,16 @@ def build_parser() -> argparse.ArgumentParser:
     export.add_argument("--output", metavar="FILE", help="write here instead of stdout")
     export.set_defaults(handler=_cmd_export)
 
+    views = with_results(sub.add_parser(
+        "views", help="make a finished run's default views (minima maps, plane slice)",
+        description="Make the views the Minima map and Landscape slice pages open on (their "
+                    "default settings) for a finished run and store them with it, so that a "
+                    "first open of those pages reads them instead of computing them. Views "
+                    "already stored are read, not recomputed."))
+    views.add_argument("run", help="run id (see 'lossbarcode list')")
+    views.add_argument("-q", "--quiet", action="store_true", help="no progress lines")
+    views.set_defaults(handler=_cmd_views)
+
     app = sub.add_parser("app", help="start the dashboard (streamlit run app.py)")
     app.add_argument("--port", type=int, default=8501)
     app.add_argument("--headless", action="store_true", help="do not open a browser")
@@ -872,6 +905,14 @@ def build_parser() -> argparse.ArgumentParser:
     app_bench.add_argument("--runs", type=_count, default=5,
                            help="repetitions, median reported (default 5)")
     app_bench.set_defaults(handler=_bench_app)
+
+    first = which.add_parser(
+        "first-open", help="seconds to the first chart of the Minima map and Landscape slice "
+                           "pages on the demo run, with and without its shipped views")
+    first.add_argument("--app", metavar="DIR",
+                       help="the checkout to time (its app.py and assets/demo_runs; default "
+                            "this one)")
+    first.set_defaults(handler=_bench_first_open)
 
     toy_bench = which.add_parser(
         "toy", help="Toy landscapes animation: ms per frame in headless Chromium, messages sent")

@@ -19,6 +19,7 @@ from typing import Any
 
 import numpy as np
 
+from lossbarcode import choices
 from lossbarcode._checks import check_int
 from lossbarcode.experiment import load_minima, load_paths
 from lossbarcode.store import ResultStore
@@ -26,7 +27,7 @@ from lossbarcode.views import cached_view
 
 __all__ = ["METHODS", "UMAP_MIN_POINTS", "MinimaMap", "Projection", "minima_map", "project"]
 
-METHODS = ("auto", "umap", "pca")
+METHODS = choices.MAP_METHODS  # the first is the default
 INPUTS = ("minima", "paths")  # the stages a map is computed from
 UMAP_MIN_POINTS = 20  # "auto" uses UMAP from this many points on (fewer: it degenerates)
 _UMAP_INPUT_DIMS = 50  # UMAP runs on this many PCA components (exact when n <= 51)
@@ -98,7 +99,8 @@ def umap_available() -> bool:
     return importlib.util.find_spec("umap") is not None
 
 
-def project(points: Any, dim: int = 2, method: str = "auto", seed: int = 0) -> Projection:
+def project(points: Any, dim: int = choices.MAP_DIM, method: str = choices.MAP_METHOD,
+            seed: int = choices.MAP_SEED) -> Projection:
     """Embed ``points`` ``(n, P)`` (finite; P may be far larger than n) in ``dim`` (2 or 3)
     dimensions.
 
@@ -191,7 +193,8 @@ def _pca_fallback(x: np.ndarray, dim: int, reason: str) -> Projection:
 
 
 def minima_map(
-    store: ResultStore, run_id: str, dim: int = 2, method: str = "auto", seed: int = 0
+    store: ResultStore, run_id: str, dim: int = choices.MAP_DIM,
+    method: str = choices.MAP_METHOD, seed: int = choices.MAP_SEED,
 ) -> MinimaMap:
     """The map of a stored run's minima and paths, computed once and cached in the store.
 

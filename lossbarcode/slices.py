@@ -18,16 +18,18 @@ from typing import Any
 
 import numpy as np
 
-from lossbarcode import topology
+from lossbarcode import choices, topology
 from lossbarcode._checks import check_int
 from lossbarcode.experiment import ExperimentConfig, build_landscape, load_minima, load_result
 from lossbarcode.store import ResultStore
 from lossbarcode.views import cached_view
 
-__all__ = ["DEFAULT_MARGIN", "MIN_RESOLUTION", "ResultSlice", "result_slice"]
+__all__ = ["DEFAULT_MARGIN", "DEFAULT_RESOLUTION", "MIN_RESOLUTION", "ResultSlice",
+           "default_minima", "result_slice"]
 
 MIN_RESOLUTION = 5
-DEFAULT_MARGIN = 0.25
+DEFAULT_RESOLUTION = choices.SLICE_RESOLUTION
+DEFAULT_MARGIN = choices.SLICE_MARGIN
 INPUTS = ("minima",)  # the stages a slice is computed from
 
 
@@ -68,7 +70,7 @@ def result_slice(
     store: ResultStore,
     run_id: str,
     minima: Sequence[int] = (0, 1, 2),
-    resolution: int = 41,
+    resolution: int = DEFAULT_RESOLUTION,
     margin: float = DEFAULT_MARGIN,
 ) -> ResultSlice:
     """The loss slice through minima ``(a, b, c)`` of a stored run, computed once and cached.
@@ -83,8 +85,6 @@ def result_slice(
     Raises ``ValueError`` for repeated, out-of-range or diverged minima, a resolution below 5,
     a run without stored minima or config, or three (nearly) collinear minima.
     """
-    from lossbarcode.planes import plane_slice  # imports torch: only when computing
-
     resolution = check_int(resolution, "resolution", MIN_RESOLUTION)
     if isinstance(margin, bool) or not isinstance(margin, int | float) or not (
             math.isfinite(margin) and margin >= 0):
@@ -104,6 +104,8 @@ def result_slice(
         return finished.config
 
     def compute() -> ResultSlice:
+        from lossbarcode.planes import plane_slice  # imports torch: only when computing
+
         run_config = config()
         found = load_minima(store, run_id)
         if found is None:
@@ -132,6 +134,14 @@ def result_slice(
         return result
 
     return cached_view(store, run_id, lambda: _load_slice(store, run_id, stage), compute, config)
+
+
+def default_minima(diverged: Sequence[bool]) -> tuple[int, int, int] | None:
+    """The three minima a slice of a run goes through unless told otherwise: its first three
+    non-diverged minima, in index order. ``diverged``: ``(K,)`` bool, one per minimum. None
+    when fewer than three converged (no plane)."""
+    valid = [i for i, bad in enumerate(diverged) if not bad]
+    return (valid[0], valid[1], valid[2]) if len(valid) >= 3 else None
 
 
 def _finite(loss: np.ndarray) -> np.ndarray:

@@ -7,7 +7,14 @@ import streamlit as st
 from lossbarcode.experiment import Result
 from lossbarcode.health import RunHealth
 from pages._present import columns
-from pages._runs import DEMO_WIDTHS, demo_command, is_demo, result, run_health_of
+from pages._runs import (
+    DEMO_WIDTHS,
+    demo_command,
+    demo_views_command,
+    is_demo,
+    result,
+    run_health_of,
+)
 
 
 def health_banner(r: Result) -> RunHealth:
@@ -24,14 +31,18 @@ def health_banner(r: Result) -> RunHealth:
     return found
 
 
-def demo_notice(run_id: str) -> None:
-    """Say that ``run_id`` is the shipped demo run, how it was made, and where to start."""
+def demo_notice(run_id: str, views: bool = False) -> None:
+    """Say that ``run_id`` is the shipped demo run, how it was made (with ``views``: its shipped
+    default views too, on the pages that show them), and where to start."""
     if not is_demo(run_id):
         return
     c = result(run_id).config
     narrow, wide = DEMO_WIDTHS
+    made = f"made by `{demo_command(c.width)}`"
+    if views:
+        made += f", its default views by `{demo_views_command(run_id)}`"
     st.info(f"You are looking at a **demo run** shipped with the app ({c.dataset}, {c.arch} "
-            f"{c.width}×{c.depth}, K = {c.k}; made by `{demo_command(c.width)}`). Two ship: "
+            f"{c.width}×{c.depth}, K = {c.k}; {made}). Two ship: "
             f"width {narrow}, whose bars stand well above the resolution floor, and width "
             f"{wide} (the default), whose bars sit at it; Compare puts them side by side. Your "
             "own runs replace them as soon as you have one.", icon=":material/school:")

@@ -31,6 +31,17 @@ def demo_command(width: int) -> str:
     return DEMO_RUN_COMMAND + ("" if width == choices.WIDTH else f" --width {width}")
 
 
+# The demo runs also ship their default views (the maps and the slice the Minima map and
+# Landscape slice pages open on: lossbarcode.views.default_views), made after the run by this
+# command, so that a first open of those pages reads them and computes nothing.
+DEMO_VIEWS_COMMAND = "lossbarcode views {run_id} --results assets/demo_runs"
+
+
+def demo_views_command(run_id: str) -> str:
+    """The command that made the default views shipped with the demo run ``run_id``."""
+    return DEMO_VIEWS_COMMAND.format(run_id=run_id)
+
+
 def store() -> ResultStore:
     """The results folder: ``$LOSSBARCODE_RESULTS`` or ``./results``."""
     return ResultStore()
@@ -47,8 +58,9 @@ def demo_runs_path() -> Path | None:
 
 @st.cache_resource(show_spinner=False)
 def _demo_store(source: str) -> ResultStore | None:
-    """A private copy of the demo runs: views derived from them (maps, slices) are cached
-    next to a run, and the shipped folder stays as it was committed. Regular files only, bounded
+    """A private copy of the demo runs, with the default views they ship (so a first open
+    reads them): views derived from them later (other maps, slices) are cached next to a run,
+    and the shipped folder stays as it was committed. Regular files only, bounded
     (:func:`lossbarcode.store.copy_results`); removed when the process exits, and copies left
     by processes that are gone are removed first."""
     import atexit

@@ -3,8 +3,9 @@
 import numpy as np
 import streamlit as st
 
-from lossbarcode import plots, to_score
+from lossbarcode import choices, plots, to_score
 from lossbarcode.provenance import describe_config
+from lossbarcode.slices import default_minima
 from lossbarcode.store import ResultStore
 from pages._exports import csv_text, downloads, json_text
 from pages._notices import demo_notice, health_banner
@@ -15,8 +16,6 @@ from pages._streamlit_shim import use_navigation
 from pages._views import await_view, background
 
 use_navigation()
-
-RESOLUTIONS = [21, 31, 41, 61, 81]
 
 
 def compute_slice(root: str, run_id: str, minima: tuple[int, int, int], resolution: int,
@@ -36,7 +35,7 @@ st.caption(
 )
 
 r = picked_result("Run")
-demo_notice(r.run_id)
+demo_notice(r.run_id, views=True)
 health_banner(r)
 valid = [i for i in range(r.k) if not r.diverged[i]]
 if len(valid) < 3:
@@ -50,12 +49,13 @@ for part in st.query_params.get("minima", "").split(","):
         wanted.append(int(part))
 key = f"slice_minima_{r.run_id}"
 if key not in st.session_state:
-    st.session_state[key] = wanted[:3] if len(wanted) == 3 else valid[:3]
+    st.session_state[key] = wanted[:3] if len(wanted) == 3 else list(default_minima(r.diverged))
 with st.sidebar:
     chosen = st.multiselect("Three minima", valid, key=key, max_selections=3,
                             format_func=lambda m: f"minimum {m}")
-    resolution = st.select_slider("Grid points per axis", RESOLUTIONS, value=41)
-    margin = st.slider("Margin around the minima", 0.0, 1.0, 0.25, 0.05,
+    resolution = st.select_slider("Grid points per axis", choices.SLICE_RESOLUTIONS,
+                                  value=choices.SLICE_RESOLUTION)
+    margin = st.slider("Margin around the minima", 0.0, 1.0, choices.SLICE_MARGIN, 0.05,
                        help="How far the grid extends beyond the triangle of the minima, as a "
                             "fraction of its size.")
     view = st.radio("View", ["heatmap", "surface"], horizontal=True)

@@ -3,7 +3,7 @@
 import numpy as np
 import streamlit as st
 
-from lossbarcode import plots
+from lossbarcode import choices, plots
 from lossbarcode.provenance import describe_config
 from lossbarcode.store import ResultStore
 from pages._exports import csv_text, downloads
@@ -17,7 +17,8 @@ from pages._views import await_view, await_with_interim, background, view_future
 use_navigation()
 
 COLOR_BY = ("minimum", "train loss", "test error", "segment length")
-METHODS = {"auto": "auto", "umap": "UMAP", "pca": "PCA"}
+LABELS = {"auto": "auto", "umap": "UMAP", "pca": "PCA"}
+METHODS = {m: LABELS.get(m, m) for m in choices.MAP_METHODS}  # the first is the default
 
 
 def compute_map(root: str, run_id: str, dim: int, method: str, seed: int):
@@ -37,12 +38,12 @@ st.caption(
 )
 
 r = picked_result("Run")
-demo_notice(r.run_id)
+demo_notice(r.run_id, views=True)
 health_banner(r)
 
 with st.sidebar:
     dims = {"2": 2, "3": 3}
-    dim_default = st.query_params.get("dim", "2")
+    dim_default = st.query_params.get("dim", str(choices.MAP_DIM))
     dim = dims[st.radio("Dimensions", list(dims), horizontal=True,
                         index=list(dims).index(dim_default) if dim_default in dims else 0,
                         format_func=lambda d: f"{d}-D")]
@@ -54,25 +55,26 @@ with st.sidebar:
                                "this run.")
     color_by = st.selectbox("Colour minima by", COLOR_BY,
                             help="'minimum' uses each minimum's own colour, as on every page.")
-    seed = st.number_input("Projection seed", min_value=0, value=0)
+    seed = st.number_input("Projection seed", min_value=0, value=choices.MAP_SEED)
 
 root = str(run_store(r.run_id).root)
 retry = st.sidebar.button("Recompute", icon=":material/refresh:",
                           help="Try again after an error (e.g. after installing umap-learn).")
 key = ("map", root, r.run_id, dim, method, int(seed))
+# The interim map (PCA: ready in a moment) is shown while another method is computed.
+quick = ("map", root, r.run_id, dim, choices.MAP_INTERIM, choices.MAP_SEED)
 interim = None
-if method != "pca" and view_future(key) is None:  # PCA first: it is ready in a moment
-    interim = background(("map", root, r.run_id, dim, "pca", 0), compute_map, root,
-                         r.run_id, dim, "pca", 0)
+if method != choices.MAP_INTERIM and view_future(key) is None:
+    interim = background(quick, compute_map, *quick[1:])
 future = background(key, compute_map, root, r.run_id, dim, method, int(seed), retry=retry)
-if interim is None and method != "pca" and not future.done():
-    interim = view_future(("map", root, r.run_id, dim, "pca", 0))
+if interim is None and method != choices.MAP_INTERIM and not future.done():
+    interim = view_future(quick)
 message = (f"Projecting {r.k} minima and their path images ({METHODS[method]})… the page "
            "updates by itself.")
 if interim is not None:
     projection, provisional = await_with_interim(
         future, interim, message + " UMAP is imported and compiled on first use (15–35 s on "
-        "a cold machine): PCA is shown until it is ready.")
+        f"a cold machine): {METHODS[choices.MAP_INTERIM]} is shown until it is ready.")
 else:
     projection, provisional = await_view(future, message), False
 if projection is None:

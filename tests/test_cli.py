@@ -99,3 +99,53 @@ def test_a_missing_dataset_exits_2_with_one_line_saying_how_to_get_it(
     err = capsys.readouterr().err
     assert code == 2 and len(err.strip().splitlines()) == 1 and "Traceback" not in err
     assert err.startswith("lossbarcode: error:") and says in err
+
+
+# ----------------------------------------------------------------------- views
+
+
+def test_views_stores_a_runs_default_views_once_and_refuses_what_is_not_a_run(
+        tmp_path, monkeypatch, capsys):
+    from lossbarcode import maps, slices
+    from lossbarcode.experiment import load_result
+    from lossbarcode.slices import default_minima
+    from lossbarcode.store import ResultStore
+    from lossbarcode.views import default_views
+
+    results = ResultStore(tmp_path / "results")
+    assert main(["run", "-q", *TINY_RUN, "--minima", "3", "--results", str(results.root)]) == 0
+    run_id = capsys.readouterr().out.strip().splitlines()[-1]
+    r = load_result(results, run_id)
+    triple = default_minima(r.diverged)
+    assert triple == (0, 1, 2)  # three minima, none diverged: a plane through all three
+    before = set(results.stages(run_id))
+    assert main(["views", run_id, "--results", str(results.root)]) == 0
+    out = capsys.readouterr().out.splitlines()
+    assert [line.split(":")[0] for line in out[:-1]] == [v.describe() for v in default_views(
+        r.diverged)]
+    assert out[-1] == f"the default views of run {run_id} are stored in {results.root / run_id}"
+    made = set(results.stages(run_id)) - before
+    # Few points: "auto" is PCA, so one map serves both; and the slice at the defaults.
+    assert made == {"map-pca-2", "slice-0-1-2-41"}
+    assert results.stage_inputs(run_id, "map-pca-2") == maps.INPUTS
+    meta, arrays = results.load_stage(run_id, "slice-0-1-2-41")
+    assert meta["resolution"] == 41 and meta["margin"] == 0.25 and arrays["loss"].shape == (
+        41, 41)
+
+    def computed(*args, **kwargs):
+        raise AssertionError("recomputed")
+
+    monkeypatch.setattr(maps, "project", computed)
+    monkeypatch.setattr(slices, "build_landscape", computed)
+    assert main(["views", "-q", run_id, "--results", str(results.root)]) == 0  # read, not made
+    assert capsys.readouterr().err == ""
+    for bad, says in (("0123456789abcdef", "no finished run"), ("../../etc", "run id"),
+                      ("", "run id")):
+        assert main(["views", bad, "--results", str(results.root)]) == 2
+        err = capsys.readouterr().err
+        assert err.startswith("lossbarcode: error:") and says in err, err
+        assert len(err.strip().splitlines()) == 1 and "Traceback" not in err
+    done = subprocess.run([sys.executable, "-m", "lossbarcode", "views", "f" * 16, "--results",
+                           str(results.root)], capture_output=True, text=True, check=False)
+    assert done.returncode == 2 and len(done.stderr.strip().splitlines()) == 1
+    assert "no finished run" in done.stderr and "Traceback" not in done.stderr

@@ -523,12 +523,138 @@ def test_every_page_opens_on_the_demo_run_until_there_are_runs(tmp_path, monkeyp
     # barcode, diagram, profiles; the convergence chart is drawn once its expander is opened
     # (closed here: every path of the demo converged)
     assert len(charts(at)) == 3
+    shipped = files_of(ui.DEMO_RUNS)
     for page in ("minima_map", "landscape_slice", "compare"):
         at = settle(app(page))
         assert not at.exception, page
         assert charts(at), page
+    # A view other than the shipped defaults (3-D) is made in the private copy.
+    settle(at.switch_page("pages/minima_map.py").run())
+    settle(at.sidebar.radio[0].set_value("3").run())
+    assert not at.exception and charts(at)[0]["data"][-1]["type"] == "scatter3d"
     assert not (tmp_path / "empty").exists()  # reading the demo writes nothing there
-    assert not list(ui.DEMO_RUNS.glob("*/map-*")), "derived views went into assets/"
+    assert files_of(ui.DEMO_RUNS) == shipped, "derived views went into assets/"
+
+
+def files_of(folder: Path) -> dict[str, tuple[int, int]]:
+    """``{relative path: (size, mtime_ns)}`` of every file under ``folder``."""
+    return {str(p.relative_to(folder)): (p.stat().st_size, p.stat().st_mtime_ns)
+            for p in sorted(folder.rglob("*")) if p.is_file()}
+
+
+VIEW_STAGES = ("map-", "slice-")  # the stage names of views (lossbarcode.maps, .slices)
+
+
+def forbid_computing_views(monkeypatch) -> None:
+    """Computing a minima map or a plane slice fails from now on: only stored views show."""
+    from lossbarcode import maps, slices
+
+    def computed(*args, **kwargs):
+        raise AssertionError("a view was computed instead of read from the store")
+
+    monkeypatch.setattr(maps, "project", computed)
+    monkeypatch.setattr(slices, "build_landscape", computed)
+
+
+def test_first_open_of_the_view_pages_on_the_demo_runs_computes_nothing(tmp_path, monkeypatch):
+    """The Minima map and the Landscape slice open on both shipped demo runs with their
+    default settings from the views the demo ships: computing one would show an error."""
+    from lossbarcode.slices import default_minima
+    from pages import _runs as ui
+
+    demo = tmp_path / "demo_runs"
+    shutil.copytree(ui.DEMO_RUNS, demo)
+    monkeypatch.setenv("LOSSBARCODE_RESULTS", str(tmp_path / "empty"))
+    monkeypatch.setenv("LOSSBARCODE_DEMO_RUNS", str(demo))
+    forbid_computing_views(monkeypatch)
+    runs = ui._finished(ResultStore(demo))
+    assert len(runs) == len(ui.DEMO_WIDTHS)
+    for run_id in runs:
+        r = load_result(ResultStore(demo), run_id)
+        at = settle(app("minima_map", run=run_id))
+        assert not at.exception and not at.error, texts(at.error)
+        assert picker(at, "Run").value == run_id
+        figure = charts(at)[0]
+        assert "minima" in [t.get("name") for t in figure["data"]]
+        about = texts(at.caption)
+        assert "method: **UMAP**" in about and "shown while" not in about  # the final map
+        assert ui.demo_views_command(run_id) in texts(at.info)
+        at = settle(app("landscape_slice", run=run_id))
+        assert not at.exception and not at.error, texts(at.error)
+        assert at.sidebar.multiselect[0].value == list(default_minima(r.diverged))
+        assert len(charts(at)) == 2
+        # The computing guard works: another resolution than the shipped one is refused.
+        settle(at.sidebar.select_slider[0].set_value(21).run())
+        assert "a view was computed" in texts(at.error)
+
+
+def test_the_shipped_demo_views_are_what_the_recorded_command_makes(tmp_path, monkeypatch,
+                                                                     capsys):
+    """Each demo run ships exactly its default views (lossbarcode.views.default_views),
+    computed from its stored minima and paths; the recorded command, run on a copy without
+    the deterministic ones (PCA map, slice), makes them again, and with them all present
+    computes nothing."""
+    from lossbarcode import maps, slices
+    from lossbarcode.cli import main
+    from lossbarcode.experiment import load_minima, load_paths
+    from lossbarcode.views import default_views
+    from pages import _runs as ui
+
+    readme = " ".join((ROOT / "README.md").read_text().split())
+    shipped = ResultStore(ui.DEMO_RUNS)
+    copy = ResultStore(tmp_path / "demo_runs")
+    shutil.copytree(shipped.root, copy.root)
+    for run_id in shipped.list():
+        assert f"`{ui.demo_views_command(run_id)}`" in readme  # recorded where anyone looks
+        command = ui.demo_views_command(run_id).split()
+        assert command[:3] == ["lossbarcode", "views", run_id]
+        assert command[3:] == ["--results", "assets/demo_runs"]
+        r = load_result(shipped, run_id)
+        found, connected = load_minima(shipped, run_id), load_paths(shipped, run_id)
+        wanted = default_views(r.diverged)
+        assert [w.kind for w in wanted] == ["map", "map", "slice"]
+        views = [s for s in shipped.stages(run_id) if s.startswith(VIEW_STAGES)]
+        assert len(views) == len(wanted), views  # one per default view, nothing stale
+        for stage in views:
+            meta, arrays = shipped.load_stage(run_id, stage)
+            if stage.startswith("map-"):
+                assert shipped.stage_inputs(run_id, stage) == maps.INPUTS
+                assert meta["dim"] == choices.MAP_DIM
+                assert meta["requested"] in (choices.MAP_INTERIM, choices.MAP_METHOD)
+                # made from the stored minima and paths
+                np.testing.assert_array_equal(arrays["minima_loss"], found.train_loss)
+                np.testing.assert_array_equal(arrays["pairs"].reshape(-1, 2), connected.pairs)
+                assert meta["n_points"] == len(found.valid) + sum(
+                    len(img) - 2 for img in connected.images)
+            else:
+                assert shipped.stage_inputs(run_id, stage) == slices.INPUTS
+                want = wanted[-1].kwargs
+                assert (tuple(meta["minima"]), meta["resolution"], meta["margin"]) == (
+                    want["minima"], want["resolution"], want["margin"])
+                np.testing.assert_allclose(arrays["point_loss"],
+                                           found.train_loss[list(want["minima"])], rtol=1e-5)
+        methods = {shipped.load_stage(run_id, s)[0].get("method") for s in views}
+        assert "umap" in methods  # "auto" is UMAP for this many points (umap-learn installed)
+        # Remake the deterministic views with the recorded command and compare.
+        redo = [s for s in views if shipped.load_stage(run_id, s)[0].get("method") != "umap"]
+        for stage in redo:
+            copy.drop_stage(run_id, stage)
+        argv = [*command[1:4], str(copy.root)]
+        assert main(argv) == 0
+        assert len(capsys.readouterr().out.strip().splitlines()) == len(wanted) + 1
+        assert sorted(s for s in copy.stages(run_id) if s.startswith(VIEW_STAGES)) == sorted(
+            views)
+        for stage in redo:
+            (meta, arrays), (meta2, arrays2) = (shipped.load_stage(run_id, stage),
+                                                copy.load_stage(run_id, stage))
+            assert meta.keys() == meta2.keys() and arrays.keys() == arrays2.keys()
+            for name in arrays:
+                np.testing.assert_allclose(arrays2[name], arrays[name], rtol=1e-4, atol=1e-7,
+                                           err_msg=f"{run_id}/{stage}/{name}")
+    with monkeypatch.context() as m:  # every default view is stored: nothing is computed
+        forbid_computing_views(m)
+        for run_id in shipped.list():
+            assert main(["views", run_id, "--results", str(copy.root)]) == 0
 
 
 def test_the_shipped_demo_run_is_the_current_default():
@@ -541,7 +667,9 @@ def test_the_shipped_demo_run_is_the_current_default():
     assert set(demo.list()) == set(wanted), (
         "the default config or the path algorithm changed: regenerate the demo runs with "
         + " and ".join(f"`{ui.demo_command(w)}`" for w in ui.DEMO_WIDTHS)
-        + " (and delete the old folders)")
+        + " (and delete the old folders), then their views with "
+        + " and ".join(f"`{ui.demo_views_command(ExperimentConfig(width=w).run_id)}`"
+                       for w in ui.DEMO_WIDTHS))
     for run_id, width in wanted.items():
         r = load_result(demo, run_id)
         assert r.config.identity() == ExperimentConfig(width=width).identity()
