@@ -326,6 +326,29 @@ def test_scaling_reads_the_demo_sweep_and_overlays_barcodes(store):
     assert "comma list of integers" in texts(at.error)
 
 
+def test_scaling_on_a_sweep_whose_runs_are_all_broken(store, tmp_path, monkeypatch):
+    """Regression (issue 20): an IndexError traceback, under a banner calling the sweep old."""
+    data = json.loads(store["demo"].read_text())
+    for r in data["records"]:
+        r.update(minima_certified=1, health="broken: 3 uncertified minima", broken=True)
+    demo = tmp_path / "broken_sweep.json"
+    demo.write_text(json.dumps(data))
+    monkeypatch.setenv("LOSSBARCODE_DEMO_SWEEP", str(demo))
+    monkeypatch.setenv("LOSSBARCODE_RESULTS", str(tmp_path / "empty"))
+    at = app("scaling")
+    assert not at.exception
+    n = len(data["records"])
+    assert f"{n} of {n} runs are broken" in texts(at.warning)
+    assert "made before paths were optimised" not in texts(at.warning)
+    assert "No run of this sweep can enter a curve" in texts(at.info)
+    before = len(charts(at))
+    include = next(t for t in at.sidebar.toggle if t.label.startswith(f"Include {n} runs"))
+    include.set_value(True).run()
+    assert not at.exception
+    assert "included in the curves" in texts(at.warning)
+    assert len(charts(at)) == before + 2  # TO-score vs width and vs depth
+
+
 def test_scaling_launches_a_sweep_from_the_page(store):
     at = AppTest.from_file(str(ROOT / "app.py"), default_timeout=90)
     at.session_state["explore_config"] = TINY.to_dict()
