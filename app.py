@@ -8,6 +8,7 @@ imported here (no torch, no umap), so the app starts fast.
 import streamlit as st
 
 from pages._present import presentation_controls
+from pages._warmup import first_run_alone
 
 st.set_page_config(page_title="Loss Barcode Explorer", page_icon=":material/stacked_bar_chart:",
                    layout="wide")
@@ -36,5 +37,6 @@ PAGES = {
     ],
 }
 page = st.navigation(PAGES)
-presentation_controls()
-page.run()
+with first_run_alone(page.url_path):
+    presentation_controls()
+    page.run()

@@ -647,6 +647,14 @@ def _bench_app(args: argparse.Namespace) -> int:
     return 0
 
 
+def _bench_load(args: argparse.Namespace) -> int:
+    from lossbarcode.bench.load import load_benchmark, print_load_benchmark
+
+    rows = load_benchmark(sessions=args.sessions, rounds=args.rounds, page=args.page)
+    print_load_benchmark(rows)
+    return 0
+
+
 def _bench_first_open(args: argparse.Namespace) -> int:
     from lossbarcode.bench.first_open import first_open_benchmark, print_first_open_benchmark
 
@@ -905,6 +913,19 @@ def build_parser() -> argparse.ArgumentParser:
     app_bench.add_argument("--runs", type=_count, default=5,
                            help="repetitions, median reported (default 5)")
     app_bench.set_defaults(handler=_bench_app)
+
+    from lossbarcode.bench.load import LOAD_PAGES  # light: playwright loads when it runs
+
+    load = which.add_parser(
+        "load", help="N sessions opening one page at once on a fresh server: seconds, "
+                     "exception boxes, server memory (headless Chromium)")
+    load.add_argument("--sessions", type=_count, default=5,
+                      help="browser sessions opening the page together (default 5)")
+    load.add_argument("--rounds", type=_count, default=3,
+                      help="fresh servers, one row each (default 3)")
+    load.add_argument("--page", default="scaling", choices=sorted(LOAD_PAGES),
+                      help="URL path of the page ('' is Explore; default scaling)")
+    load.set_defaults(handler=_bench_load)
 
     first = which.add_parser(
         "first-open", help="seconds to the first chart of the Minima map and Landscape slice "

@@ -4,6 +4,7 @@ tests/test_pages.py, the real-browser tests in tests/test_browser.py)."""
 import json
 from pathlib import Path
 
+import pytest
 from streamlit.testing.v1 import AppTest
 
 from lossbarcode import grid_barcode, toys
@@ -64,3 +65,44 @@ def test_app_entry_point_opens_explore_and_navigates_to_the_toy_page(tmp_path, m
     at.switch_page("pages/toy_landscapes.py").run()
     assert not at.exception
     assert at.title[0].value == "Toy landscapes"
+
+
+def test_a_pages_first_run_waits_for_another_first_run_and_later_runs_do_not():
+    import threading
+
+    from pages import _warmup
+
+    order: list[str] = []
+    inside = threading.Event()
+    release = threading.Event()
+
+    def first(page: str) -> None:
+        with _warmup.first_run_alone(page):
+            inside.set()
+            release.wait(5)
+            order.append(f"{page} done")
+
+    def second(page: str) -> None:
+        with _warmup.first_run_alone(page):
+            order.append(f"{page} ran")
+
+    a = threading.Thread(target=first, args=("warm-a",))
+    a.start()
+    inside.wait(5)
+    b = threading.Thread(target=second, args=("warm-b",))
+    b.start()
+    b.join(0.3)
+    assert b.is_alive() and order == []  # a first run waits for the other first run
+    release.set()
+    a.join(5)
+    b.join(5)
+    assert order == ["warm-a done", "warm-b ran"]
+    # A page that has run once (however it ended) no longer waits, even while the lock is held.
+    with pytest.raises(RuntimeError):
+        with _warmup.first_run_alone("warm-c"):
+            raise RuntimeError("the page failed")
+    with _warmup._LOCK:  # held: a first run would deadlock here
+        for page in ("warm-a", "warm-c"):
+            with _warmup.first_run_alone(page):
+                order.append(f"{page} again")
+    assert order[-2:] == ["warm-a again", "warm-c again"]

@@ -289,3 +289,14 @@ def test_toy_animation_moves_in_the_browser_without_the_server(playwright_api, a
         assert first.startswith("level c = ") and last != first
         assert run["messages_sent"] == 0
         no_exception(page, "toy animation")
+
+
+def test_sessions_opening_a_page_together_on_a_fresh_server_all_get_it(playwright_api):
+    """Issue 19: five sessions opening Scaling at once on a fresh server saw an import race
+    ("partially initialized module 'pandas'"); first runs of a page now run one at a time."""
+    from lossbarcode.bench.load import load_benchmark, print_load_benchmark
+
+    (row,) = load_benchmark(sessions=3, rounds=1, page="scaling")
+    print_load_benchmark([row])
+    assert row["errors"] == 0, row["error"]
+    assert row["not_ready"] == 0 and row["max_s"] is not None
