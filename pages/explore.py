@@ -143,7 +143,8 @@ def metrics(r: Result) -> None:
                         "broken. Other variants: "
                         + ", ".join(f"{k} {v:.3g}" for k, v in r.scores.items())
                         + "; with a bar at every minimum: "
-                        + ", ".join(f"{k} {v:.3g}" for k, v in r.scores_all.items()))
+                        + ", ".join(f"{k} {v:.3g}" for k, v in r.scores_all.items())
+                        + (f". {r.resolution_note()}." if r.resolution_note() else ""))
     cols[1].metric("Certified minima", f"{minima_done} / {k}",
                    delta=health.state, delta_color="off", delta_arrow="off",
                    help=f"Run health: {health.summary()}. "
@@ -191,7 +192,10 @@ def run_charts(r: Result, highlight: int | None, pair: int | None) -> None:
     with left:
         chart(plots.barcode_figure(barcode, colors=colors, labels=labels, highlight=highlight,
                                    title=f"Loss barcode · TO-score ({variant}) "
-                                         f"{r.score:.4g}", xaxis_title="training loss",
+                                         f"{r.score:.4g}"
+                                         + (" (not resolved from 0)"
+                                            if r.resolved[0] == 0 < r.resolved[1] else ""),
+                                   xaxis_title="training loss",
                                    certified=certified, reasons=reasons,
                                    spread=r.bar_spread()),
               key="pick_barcode", name=f"barcode_{r.run_id}",

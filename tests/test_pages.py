@@ -132,6 +132,11 @@ def test_explore_shows_the_latest_run_and_highlights_a_minimum(store):
     no_arrow = type(at.metric[0].proto).MetricDirection.Value("NONE")
     assert all(m.proto.direction == no_arrow for m in at.metric[:2])
     assert "converged" in texts(at.caption)
+    # Its bars are all within the barrier resolution: the score says it is not resolved.
+    assert run.resolved[0] == 0 < run.resolved[1]  # the premise (tiny runs: ~1e-5 bars)
+    assert "TO-score not resolved from 0" in texts(at.caption)
+    assert "not resolved from 0" in at.metric[0].help
+    assert "(not resolved from 0)" in figures[0]["layout"]["title"]["text"]
     # The minima table and the paths' convergence table.
     tables = {"paths" if "pair" in d.value.columns else "bars" if "spread" in d.value.columns
               else "minima": d.value for d in at.dataframe}
