@@ -17,6 +17,7 @@ Every function is pure: data in, :class:`plotly.graph_objects.Figure` out.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Mapping, Sequence
 from typing import TYPE_CHECKING
 
@@ -689,10 +690,13 @@ def scaling_figure(
                           "<extra></extra>",
         ))
     if floor is not None and floor > 0:
-        fig.add_hline(y=floor, line={"color": NEUTRAL, "dash": "dash", "width": 1.2},
-                      annotation_text="resolution floor: below it, not resolved from 0",
-                      annotation_position="bottom right",
-                      annotation_font={"color": NEUTRAL, "size": 11})
+        fig.add_hline(y=floor, line={"color": NEUTRAL, "dash": "dash", "width": 1.2})
+        # Not add_hline's annotation: on a log axis plotly places an annotation at 10**y
+        # (plotly.py#2580), so its note sat decades away from its line.
+        fig.add_annotation(text="resolution floor: below it, not resolved from 0",
+                           xref="x domain", x=1, xanchor="right", yref="y",
+                           y=math.log10(floor) if log_y else floor, yanchor="top",
+                           showarrow=False, font={"color": NEUTRAL, "size": 11})
     y_title = "TO-score" + (f" ({score_variant})" if score_variant else "")
     ticks = sorted({row[x] for row in summary})
     fig.update_layout(

@@ -254,6 +254,12 @@ def test_scaling_figure_puts_unresolved_scores_on_the_floor():
     assert [s.y0 for s in fig.layout.shapes] == [pytest.approx(1e-4)]
     linear = plots.scaling_figure(rows, floor=1e-4)
     assert linear.data[0].y[0] == 0.0  # on a linear axis the value itself
+    # The floor's note sits on its line: plotly reads an annotation's y on a log axis as
+    # log10 (add_hline's own annotation landed at 10**1e-4, decades above the line).
+    (note,) = [a for a in fig.layout.annotations if "resolution floor" in a.text]
+    assert note.yref == "y" and note.y == pytest.approx(-4)
+    (note,) = [a for a in linear.layout.annotations if "resolution floor" in a.text]
+    assert note.y == pytest.approx(1e-4)
 
 
 def test_spans_decades():
