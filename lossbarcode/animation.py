@@ -179,9 +179,10 @@ def sublevel_animation(
         animated.append(3)
         fig.update_xaxes(title_text="x", row=1, col=1)
         fig.update_yaxes(title_text="f(x)", row=1, col=1)
-    fig.update_xaxes(title_text="level c", range=[lo, hi], row=1, col=2)
-    fig.update_yaxes(title_text="bar (by birth)", autorange="reversed", showticklabels=n <= 40,
-                     row=1, col=2)
+    # The bars' order is named under them: a title beside them, in the gap between the plots,
+    # ran into the map on a phone and in presentation mode.
+    fig.update_xaxes(title_text="level c (bars by birth)", range=[lo, hi], row=1, col=2)
+    fig.update_yaxes(autorange="reversed", showticklabels=n <= 40, dtick=1, row=1, col=2)
 
     frames = []
     for i, level in enumerate(levels):
@@ -198,8 +199,10 @@ def sublevel_animation(
                          "transition": {"duration": 0}, "fromcurrent": True}]
 
     fig.update_layout(
-        title=title(start), meta=float(levels[start]), height=560, plot_bgcolor="rgba(0,0,0,0)",
-        margin={**MARGIN, "b": 40},
+        title=title(start), meta=float(levels[start]), height=620, plot_bgcolor="rgba(0,0,0,0)",
+        margin={**MARGIN, "b": 120},
+        # The buttons on a row of their own, the slider (and its "level c =" label) under
+        # them across the width: beside each other the Pause button covered the label.
         updatemenus=[{
             "type": "buttons", "direction": "left", "showactive": False,
             "x": 0, "xanchor": "left", "y": -0.1, "yanchor": "top", "pad": {"t": 10, "r": 10},
@@ -210,7 +213,7 @@ def sublevel_animation(
             ],
         }],
         sliders=[{
-            "active": start, "x": 0.2, "len": 0.8, "y": -0.1, "yanchor": "top",
+            "active": start, "x": 0, "len": 1, "y": -0.2, "yanchor": "top",
             "pad": {"t": 10}, "ticklen": 0, "font": {"color": ABOVE},  # unlabelled ticks
             "currentvalue": {"prefix": "level c = ", "font": {"color": LEVEL_COLOR}},
             "steps": [{"label": f"{level:.4g}", "method": "animate",

@@ -334,6 +334,12 @@ def test_sublevel_animation_frames_are_the_sublevel_components(toy, min_length):
     assert len(fig.frames) == len(steps) == levels.size > 1
     assert [list(s.args[0]) for s in steps] == [[f.name] for f in fig.frames]
     assert fig.layout.updatemenus[0].buttons[0].method == "animate"
+    # Issue 20's overlaps: the slider and its "level c =" label lie on a row below the
+    # buttons (beside them, Pause covered the label), and nothing is written in the gap
+    # between the two plots (the bars' axis title ran into the map on a phone).
+    menu, slider = fig.layout.updatemenus[0], fig.layout.sliders[0]
+    assert slider.y < menu.y and slider.x == 0 and slider.len == 1
+    assert not fig.layout.yaxis2.title.text and "by birth" in fig.layout.xaxis2.title.text
     shown = np.array([f.layout.meta for f in fig.frames])
     assert np.all(np.diff(shown) > 0)
     n = len(barcode)
