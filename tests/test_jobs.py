@@ -6,6 +6,7 @@ import signal
 import subprocess
 import sys
 import time
+from pathlib import Path
 
 import pytest
 
@@ -206,8 +207,9 @@ def test_a_background_worker_lowers_its_priority_and_sets_its_threads():
             "n = devices.become_background_worker()\n"
             "print(n, torch.get_num_threads(), devices.usable_cores(),\n"
             "      os.getpriority(os.PRIO_PROCESS, 0) - before)\n")
+    package_root = str(Path(devices.__file__).parents[1])  # the package under test
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
-                         check=True, env={**os.environ, "PYTHONPATH": os.getcwd()})
+                         check=True, env={**os.environ, "PYTHONPATH": package_root})
     n, torch_threads, cores, niced = map(int, out.stdout.split())
     assert n == torch_threads == devices.worker_threads(cores)
     assert cores == len(os.sched_getaffinity(0))
