@@ -595,8 +595,16 @@ def _bench_topology(args: argparse.Namespace) -> int:
 
 
 def _bench_experiment(args: argparse.Namespace) -> int:
-    from lossbarcode.bench.experiment import experiment_benchmark
+    from lossbarcode.bench.experiment import BUSY_TARGET, busy_benchmark, experiment_benchmark
 
+    if args.busy:
+        rows = busy_benchmark(_config_from(args),
+                              progress=lambda msg: print(msg, file=sys.stderr, flush=True))
+        _print_rows(rows, "Experiment stages on the machine as it is (idle) and with one "
+                    "competing process spinning a pure-Python loop on one core at the nice "
+                    "shown (busy); target: a job's slowdown against a competitor of its own "
+                    f"priority <= {BUSY_TARGET:g}x (a job yields to normal priority by design)")
+        return 0
     rows = experiment_benchmark(_config_from(args), repeat=args.repeat)
     _print_rows(rows, "Default experiment: cold (empty results folder) vs cached (finished "
                "run re-opened)")
@@ -952,9 +960,13 @@ def build_parser() -> argparse.ArgumentParser:
                               help="which table to make (default all)")
     minima_bench.set_defaults(handler=_bench_minima)
 
-    exp = which.add_parser("experiment", help="the default experiment, cold and cached")
+    exp = which.add_parser("experiment", help="the default experiment, cold and cached, or "
+                                              "its slowdown under a competing process")
     exp.add_argument("--repeat", type=_count, default=5,
                      help="cached loads to time, median reported (default 5)")
+    exp.add_argument("--busy", action="store_true",
+                     help="instead: its stages idle and with one competing CPU-bound process, "
+                          "as a dashboard job and in this process, and the slowdown")
     exp.add_argument("--config", metavar="FILE", help="config instead of the default")
     _add_config_flags(exp)
     exp.set_defaults(handler=_bench_experiment)

@@ -1,4 +1,4 @@
-"""Background computation for the dashboard: runs and sweeps worked off by worker threads.
+"""Background computation for the dashboard: runs and sweeps worked off by worker processes.
 
 A page never trains while it renders. It submits work to a :class:`JobManager` (one per
 Streamlit process, e.g. held by ``st.cache_resource``), polls :meth:`JobManager.status` and
@@ -9,12 +9,18 @@ reads finished results from the store (``experiment.load_result``)::
     manager.status(job_id).fraction              # 0.0 ... 1.0, with an ETA in seconds
     manager.wait(job_id)                         # blocks; pages poll instead
 
-Workers are daemon threads fed by a queue. Each run goes through
-:func:`~lossbarcode.experiment.run_experiment`, so every finished stage is saved as it
-completes and a cancelled or failed run resumes from there next time. The same run submitted
-twice while it is queued or running is one job; across processes the store's run lock makes the
-second process wait and then load. Any exception in a job becomes state ``"failed"`` with a
-one-line reason; nothing escapes a worker thread.
+Jobs are computed in worker processes (``spawn``), not in the server's threads: a training
+job then cannot starve the pages of the interpreter, and each worker runs at a lower CPU
+priority with torch's threads set to the cores it really has
+(:func:`~lossbarcode.devices.become_background_worker`; more threads than free cores
+oversubscribe them). Each worker is started at its first job and fed by a daemon thread of the
+manager, which sends it one job at a time and relays its progress reports over a pipe. Each run
+goes through :func:`~lossbarcode.experiment.run_experiment` in the worker, so every finished
+stage is saved (atomically) as it completes and a cancelled, failed or killed run resumes from
+there next time; the server only reads the store. The same run submitted twice while it is
+queued or running is one job; across processes the store's run lock makes the second process
+wait and then load. Any exception in a job becomes state ``"failed"`` with a one-line reason,
+and so does a worker that dies (killed, crashed); nothing escapes a thread.
 
 :meth:`JobManager.estimate` predicts the time of a run before it starts: the cost model of
 :mod:`lossbarcode.cost`, calibrated on the runs finished in the store. A run that cannot fit
@@ -26,13 +32,19 @@ from __future__ import annotations
 import hashlib
 import itertools
 import logging
+import multiprocessing
+import os
 import queue
+import signal
 import threading
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
+from multiprocessing.connection import Connection
+from multiprocessing.synchronize import Event
 from typing import Any
 
+import lossbarcode
 from lossbarcode._checks import check_int
 from lossbarcode.cost import (
     COST_STAGES,
@@ -55,6 +67,11 @@ _MIN_TIMED_S = 0.2  # a stage shorter than this says nothing about the pace
 _TRUST_AT = 0.05  # stage fraction at which the ETA trusts the observed pace and the model alike
 _LOCK_POLL_S = 0.5  # how often a run waiting for another process's lock checks for cancel
 _KEEP_FINISHED = 200  # finished jobs remembered per manager (older ones are forgotten)
+_POLL_S = 0.1  # how often a manager thread checks its worker's pipe, liveness and cancel
+_CANCEL_GRACE_S = 5.0  # a cancelled worker not stopped by then (no progress report) is stopped
+_STOP_S = 5.0  # seconds a worker process is given to exit before it is terminated, then killed
+# A worker must compute with the server's own package, not another copy on its path.
+_PACKAGE = os.path.realpath(lossbarcode.__file__)
 
 
 @dataclass(frozen=True)
@@ -75,6 +92,8 @@ class JobStatus:
         eta_s: estimated seconds left; None until progress allows an estimate.
         error: one-line reason when failed, else None.
         run_ids: the runs this job produces, in grid order (one for a run).
+        pid: the worker process computing (or that computed) the job; None while queued or
+            when nothing had to be computed.
     """
 
     job_id: str
@@ -89,6 +108,7 @@ class JobStatus:
     eta_s: float | None
     error: str | None
     run_ids: tuple[str, ...]
+    pid: int | None = None
 
     @property
     def finished(self) -> bool:
@@ -185,10 +205,12 @@ class _Job:
         self.ended: float | None = None
         self.cancel = threading.Event()
         self.finished = threading.Event()
+        self.pid: int | None = None
         # Sweep bookkeeping: estimated seconds per run (0 if already stored), current run.
         self.weights = [1.0] * len(configs)
         self.index = 0
         self.clock: _RunClock | None = None
+        self.run_start = 0.0  # when the current run started
         self.spent = 0.0  # seconds spent on the sweep's finished runs that had weight
         self.spent_weight = 0.0
 
@@ -209,7 +231,7 @@ class _Job:
             done=self.done, total=self.total, message=self.message,
             fraction=float(min(max(fraction, 0.0), 1.0)),
             elapsed_s=0.0 if self.started is None else max(0.0, ended - self.started),
-            eta_s=eta, error=self.error, run_ids=self.run_ids,
+            eta_s=eta, error=self.error, run_ids=self.run_ids, pid=self.pid,
         )
 
     def _progress(self, now: float) -> tuple[float, float | None]:
@@ -251,11 +273,151 @@ def _one_line(err: BaseException) -> str:
     return f"{type(err).__name__}: {text}" if text else type(err).__name__
 
 
+# --------------------------------------------------------------------------- worker process
+
+
+class _Worker:
+    """One worker process (``spawn``: a fresh interpreter, no state shared with the server's
+    threads) and the pipe to it; owned by one of the manager's threads."""
+
+    def __init__(self, store: ResultStore) -> None:
+        context = multiprocessing.get_context("spawn")
+        self.conn, child = context.Pipe()
+        self.cancel = context.Event()
+        self.process = context.Process(target=_serve, args=(child, self.cancel, store),
+                                       name="lossbarcode-worker", daemon=True)
+        self.process.start()
+        child.close()  # the worker's end lives in the worker: EOF here once it exits
+        self.pid: int = self.process.pid
+
+    def stop(self) -> None:
+        """Terminate the process now (a computation that does not listen, or a shutdown):
+        stages are saved atomically, so finished ones stay saved."""
+        for signal_it in (self.process.terminate, self.process.kill):
+            if not self.process.is_alive():
+                break
+            signal_it()
+            self.process.join(_STOP_S)
+        self.conn.close()
+
+    def close(self) -> None:
+        """Ask the process to exit after its current task, then stop it if it does not."""
+        try:
+            self.conn.send(None)
+        except OSError:  # already gone
+            pass
+        self.process.join(_STOP_S)
+        self.stop()
+
+    def ended(self) -> str:
+        """How the process ended, e.g. ``"killed by signal SIGKILL"``."""
+        self.process.join(_STOP_S)
+        code = self.process.exitcode
+        if code is None:
+            return "stopped answering"
+        if code < 0:
+            try:
+                return f"killed by signal {signal.Signals(-code).name}"
+            except ValueError:
+                return f"killed by signal {-code}"
+        return f"exited with code {code}"
+
+
+def _serve(conn: Connection, cancel: Event, store: ResultStore) -> None:
+    """The worker process: compute the jobs sent over ``conn`` one at a time, reporting every
+    step back over it, until it sends None or closes."""
+    from lossbarcode.devices import become_background_worker
+
+    become_background_worker()
+    try:
+        conn.send(("ready", os.getpid(), _PACKAGE))  # the worker's own import of the package
+        while True:
+            try:
+                task = conn.recv()
+            except EOFError:  # the server went away
+                return
+            if task is None:
+                return
+            conn.send(("end", *_compute(conn, cancel, store, *task)))
+    except OSError:  # the pipe broke: the server is gone, nobody to report to
+        return
+
+
+def _compute(conn: Connection, cancel: Event, store: ResultStore, job_id: str, kind: str,
+             configs: list[ExperimentConfig]) -> tuple[str, str | None]:
+    """Run a job's configs in the worker; returns its final state and one-line error."""
+    try:
+        if kind == "sweep":
+            conn.send(("weights", _sweep_weights(store, configs)))
+        for index, config in enumerate(configs):
+            _run_config(conn, cancel, store, index, config)
+    except Cancelled:
+        return "cancelled", None
+    except Exception as err:  # reported in the status, never raised
+        expected = isinstance(err, ValueError | FileNotFoundError | TimeoutError)
+        log.log(logging.WARNING if expected else logging.ERROR, "job %s failed: %s", job_id,
+                err, exc_info=not expected)
+        return "failed", _one_line(err)
+    return "done", None
+
+
+def _estimate(store: ResultStore, config: ExperimentConfig) -> dict[str, Any]:
+    return estimate_cost(config, store_calibration(store, device_kind(config), config))
+
+
+def _sweep_weights(store: ResultStore, configs: list[ExperimentConfig]) -> list[float]:
+    """Weights of a sweep's runs: estimated seconds, 0 for runs already stored."""
+    weights = []
+    for config in configs:
+        if store.exists(config.run_id):
+            weights.append(0.0)
+            continue
+        try:
+            weights.append(max(_estimate(store, config)["seconds"], 1e-3))
+        except Exception:  # the estimate only steers the progress bar
+            weights.append(1.0)
+    return weights if sum(weights) > 0 else [1.0] * len(weights)
+
+
+def _run_config(conn: Connection, cancel: Event, store: ResultStore, index: int,
+                config: ExperimentConfig) -> None:
+    """One run of a job, in the worker; stops with :class:`Cancelled` at the first progress
+    report after ``cancel`` is set."""
+    if cancel.is_set():
+        raise Cancelled("cancelled")
+    try:
+        weights = _estimate(store, config)["stages"]
+    except Exception:  # fall back to equal weights
+        weights = dict.fromkeys(COST_STAGES, 1.0)
+    conn.send(("run", index, weights))
+    reported = False
+
+    def progress(stage: str, done: int, total: int, message: str) -> None:
+        nonlocal reported
+        reported = True
+        if cancel.is_set():
+            raise Cancelled("cancelled")
+        conn.send(("progress", stage, int(done), int(total), message))
+
+    while True:
+        try:
+            run_experiment(config, store, progress, lock_timeout=_LOCK_POLL_S)
+            break
+        except TimeoutError:
+            if reported:
+                raise  # not the run lock: a real failure inside the computation
+            if cancel.is_set():
+                raise Cancelled("cancelled") from None
+            conn.send(("waiting",))
+    conn.send(("ran", index, reported))
+
+
 # --------------------------------------------------------------------------- manager
 
 
 class JobManager:
-    """Runs and sweeps computed in ``workers`` background threads, saved in ``store``.
+    """Runs and sweeps computed in ``workers`` background worker processes, saved in
+    ``store``; one server thread per worker relays its progress.
 
     Thread-safe; all methods return quickly except :meth:`wait` and :meth:`shutdown`.
     """
@@ -316,7 +478,7 @@ class JobManager:
 
     def estimate(self, config: ExperimentConfig) -> dict[str, Any]:
         """:func:`~lossbarcode.cost.estimate_cost` calibrated on this manager's store."""
-        return estimate_cost(config, store_calibration(self.store, device_kind(config), config))
+        return _estimate(self.store, config)
 
     def _check_memory(self, configs: Sequence[ExperimentConfig]) -> None:
         """``ValueError`` (what to lower) if a run not stored yet cannot fit in memory."""
@@ -362,8 +524,9 @@ class JobManager:
             return [j.snapshot(now) for j in sorted(self._jobs.values(), key=lambda j: -j.seq)]
 
     def cancel(self, job_id: str) -> None:
-        """Stop a job: a queued one at once, a running one at its next progress report
-        (finished stages stay saved). Unknown or finished jobs are left alone."""
+        """Stop a job: a queued one at once, a running one at its next progress report, or
+        after ``_CANCEL_GRACE_S`` by stopping its worker process (finished stages stay saved).
+        Unknown or finished jobs are left alone."""
         with self._lock:
             job = self._jobs.get(job_id)
             if job is None or job.finished.is_set():
@@ -386,7 +549,8 @@ class JobManager:
 
     def shutdown(self, cancel: bool = True, timeout: float | None = None) -> None:
         """Stop accepting work; cancel unfinished jobs (unless ``cancel=False``, which lets
-        the queue drain) and join the workers (up to ``timeout`` seconds)."""
+        the queue drain) and join the threads, which end their worker processes (up to
+        ``timeout`` seconds)."""
         with self._lock:
             if not self._closed:
                 self._closed = True
@@ -400,106 +564,135 @@ class JobManager:
             if thread is not threading.current_thread():
                 thread.join(timeout)
 
-    # -- workers ---------------------------------------------------------------------------
+    # -- server threads: each feeds one worker process and relays its reports ---------------
 
     def _work(self) -> None:
-        while True:
-            job = self._queue.get()
-            if job is None:
-                return
-            try:
-                self._execute(job)
-            except Exception:  # a worker must outlive any bug in bookkeeping
-                log.exception("job %s: unexpected error in the job manager", job.job_id)
+        worker: _Worker | None = None
+        try:
+            while True:
+                job = self._queue.get()
+                if job is None:
+                    return
+                try:
+                    worker = self._execute(job, worker)
+                except Exception:  # a thread must outlive any bug in bookkeeping
+                    log.exception("job %s: unexpected error in the job manager", job.job_id)
+        finally:
+            if worker is not None:
+                worker.close()
 
-    def _execute(self, job: _Job) -> None:
+    def _execute(self, job: _Job, worker: _Worker | None) -> _Worker | None:
+        """Run ``job`` in ``worker`` (a new one if None); returns the worker, or None when it
+        is gone (killed, crashed, or stopped by a cancel)."""
         with self._lock:
             if job.state != "queued":
-                return  # cancelled while queued
+                return worker  # cancelled while queued
             job.state, job.started = "running", time.perf_counter()
         try:
-            if job.kind == "sweep":
-                self._prepare_sweep(job)
-            for i, config in enumerate(job.configs):
-                self._run_one(job, i, config)
-        except Cancelled:
-            state, error = "cancelled", None
-        except Exception as err:  # reported in the status, never raised
-            expected = isinstance(err, ValueError | FileNotFoundError | TimeoutError)
-            log.log(logging.WARNING if expected else logging.ERROR, "job %s failed: %s",
-                    job.job_id, err, exc_info=not expected)
+            if worker is None:
+                worker = _Worker(self.store)
+            worker.cancel.clear()
+            with self._lock:
+                job.pid = worker.pid
+            state, error = self._follow(job, worker)
+        except Exception as err:  # e.g. no process could be started
+            log.exception("job %s: the worker process failed", job.job_id)
             state, error = "failed", _one_line(err)
-            if job.kind == "sweep":  # say which run of the grid failed
-                error = f"{_sweep_stage(job)} ({_label(job.configs[job.index])}): {error}"
-        else:
-            state, error = "done", None
+            if worker is not None:  # it may still be computing: never send it another job
+                worker.stop()
+        if worker is not None and not worker.process.is_alive():
+            worker.stop()  # closes the pipe
+            worker = None
+        if error is not None and job.kind == "sweep":  # say which run of the grid failed
+            error = f"{_sweep_stage(job)} ({_label(job.configs[job.index])}): {error}"
         with self._lock:
             job.finish(state, time.perf_counter(), error)
+        return worker
 
-    def _prepare_sweep(self, job: _Job) -> None:
-        """Weights of the sweep's runs: estimated seconds, 0 for runs already stored."""
-        weights = []
-        for config in job.configs:
-            if self.store.exists(config.run_id):
-                weights.append(0.0)
-                continue
-            try:
-                weights.append(max(self.estimate(config)["seconds"], 1e-3))
-            except Exception:  # the estimate only steers the progress bar
-                weights.append(1.0)
-        if sum(weights) <= 0:
-            weights = [1.0] * len(weights)
-        with self._lock:
-            job.weights = weights
-
-    def _run_one(self, job: _Job, index: int, config: ExperimentConfig) -> None:
-        if job.cancel.is_set():
-            raise Cancelled(f"job {job.job_id} was cancelled")
+    def _follow(self, job: _Job, worker: _Worker) -> tuple[str, str | None]:
+        """Send ``job`` to ``worker`` and relay its reports until it ends; returns the job's
+        final state and one-line error. A cancel is passed on at once; a worker that has not
+        stopped ``_CANCEL_GRACE_S`` later is stopped. A worker that dies fails the job."""
+        asked: float | None = None  # when the cancel was passed on
         try:
-            weights = self.estimate(config)["stages"]
-        except Exception:  # fall back to equal weights
-            weights = dict.fromkeys(COST_STAGES, 1.0)
-        start = time.perf_counter()
-        clock = _RunClock(weights, config.pairs == "mst", start)
-        prefix = f"{_label(config)} · " if job.kind == "sweep" else ""
-        with self._lock:
-            job.index, job.clock = index, clock
-            job.done = job.total = 0
-            job.stage = _sweep_stage(job) if job.kind == "sweep" else ""
-            job.message = f"{prefix}starting: loading the data and the model"
-        reported = False
+            worker.conn.send((job.job_id, job.kind, job.configs))
+            while True:
+                if job.cancel.is_set() and asked is None:
+                    worker.cancel.set()
+                    asked = time.perf_counter()
+                if asked is not None and time.perf_counter() - asked > _CANCEL_GRACE_S:
+                    worker.stop()
+                    return "cancelled", None
+                if not worker.conn.poll(_POLL_S):
+                    # A report sent just before a clean exit is still read first.
+                    if worker.process.is_alive() or worker.conn.poll(0):
+                        continue
+                    break
+                message = worker.conn.recv()
+                if message[0] == "end":
+                    return message[1], message[2]
+                problem = self._relay(job, message)
+                if problem is not None:
+                    worker.stop()
+                    return "failed", problem
+        except (EOFError, OSError):  # the pipe closed: the worker is gone
+            pass
+        how = worker.ended()
+        worker.stop()
+        if asked is not None:
+            return "cancelled", None
+        return "failed", (f"the worker process (pid {worker.pid}) {how} while computing this "
+                          "job; finished stages are kept: run it again to resume")
 
-        def progress(stage: str, done: int, total: int, message: str) -> None:
-            nonlocal reported
-            reported = True
-            if job.cancel.is_set():
-                raise Cancelled(f"job {job.job_id} was cancelled")
-            now = time.perf_counter()
-            with self._lock:
-                clock.update(stage, done, total, message, now)
-                job.done, job.total = int(done), int(total)
+    def _relay(self, job: _Job, message: tuple) -> str | None:
+        """Apply one report of the worker to ``job``; returns why the job cannot go on, or
+        None."""
+        kind, *body = message
+        now = time.perf_counter()
+        with self._lock:
+            if kind == "ready":
+                pid, package = body
+                if package != _PACKAGE:
+                    return (f"the worker process (pid {pid}) imported lossbarcode from "
+                            f"{os.path.dirname(package)}, not {os.path.dirname(_PACKAGE)} "
+                            "like this server: start the server from the folder of the "
+                            "package it should use")
+            elif kind == "weights":
+                job.weights = list(body[0])
+            elif kind == "run":
+                index, weights = body
+                config = job.configs[index]
+                job.index = index
+                job.clock = _RunClock(weights, config.pairs == "mst", now)
+                job.run_start = now
+                job.done = job.total = 0
+                job.stage = _sweep_stage(job) if job.kind == "sweep" else ""
+                job.message = f"{_prefix(job)}starting: loading the data and the model"
+            elif kind == "progress":
+                stage, done, total, text = body
+                if job.clock is not None:
+                    job.clock.update(stage, done, total, text, now)
+                job.done, job.total = done, total
                 if job.kind == "run":
-                    job.stage, job.message = stage, message
+                    job.stage, job.message = stage, text
                 else:
-                    job.message = f"{prefix}{stage}: {message}"
+                    job.message = f"{_prefix(job)}{stage}: {text}"
+            elif kind == "waiting":
+                job.message = (f"{_prefix(job)}waiting: another job or process is computing "
+                               "this run")
+            elif kind == "ran":
+                index, reported = body
+                if not reported:  # finished meanwhile, e.g. by another process
+                    job.message = f"{_prefix(job)}loaded from the store"
+                if job.kind == "sweep" and job.weights[index] > 0:
+                    job.spent += now - job.run_start
+                    job.spent_weight += job.weights[index]
+        return None
 
-        while True:
-            try:
-                run_experiment(config, self.store, progress, lock_timeout=_LOCK_POLL_S)
-                break
-            except TimeoutError:
-                if reported:
-                    raise  # not the run lock: a real failure inside the computation
-                if job.cancel.is_set():
-                    raise Cancelled(f"job {job.job_id} was cancelled") from None
-                with self._lock:
-                    job.message = f"{prefix}waiting: another job or process is computing this run"
-        with self._lock:
-            if not reported:  # finished meanwhile, e.g. by another process
-                job.message = f"{prefix}loaded from the store"
-            if job.kind == "sweep" and job.weights[index] > 0:
-                job.spent += time.perf_counter() - start
-                job.spent_weight += job.weights[index]
+
+def _prefix(job: _Job) -> str:
+    """A sweep's messages name the run they are about."""
+    return f"{_label(job.configs[job.index])} · " if job.kind == "sweep" else ""
 
 
 def _cancel_locked(job: _Job) -> bool:

@@ -1,11 +1,16 @@
-"""Background jobs: runs and sweeps in worker threads, dedupe, cancel, failures, cost model."""
+"""Background jobs: runs and sweeps in worker processes, dedupe, cancel, failures, a killed
+worker, the worker's priority and threads, cost model."""
 
-import threading
+import os
+import signal
+import subprocess
+import sys
 import time
+from pathlib import Path
 
 import pytest
 
-from lossbarcode import jobs, minima
+from lossbarcode import devices, jobs
 from lossbarcode.experiment import ExperimentConfig, load_result, run_experiment
 from lossbarcode.jobs import JobManager, JobStatus
 from lossbarcode.store import ResultStore
@@ -35,16 +40,12 @@ def wait_until(predicate, timeout=30.0):
     raise AssertionError("condition not reached in time")
 
 
-def counting_find_minima(monkeypatch):
-    calls = []
-    real = minima.find_minima
-
-    def wrapper(*args, **kwargs):
-        calls.append(threading.current_thread().name)
-        return real(*args, **kwargs)
-
-    monkeypatch.setattr(minima, "find_minima", wrapper)
-    return calls
+def alive(pid):
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    return True
 
 
 def test_run_reaches_done_and_the_result_loads(manager, store):
@@ -60,26 +61,30 @@ def test_run_reaches_done_and_the_result_loads(manager, store):
     result = load_result(store, job_id)
     assert result is not None and result.run_id == job_id
     assert [s.job_id for s in manager.jobs()] == [job_id]
+    # Computed in another process, which stays for the next job at a lower priority.
+    assert status.pid is not None and status.pid != os.getpid() and alive(status.pid)
+    ours = os.getpriority(os.PRIO_PROCESS, 0)
+    assert os.getpriority(os.PRIO_PROCESS, status.pid) == min(19, ours + devices.WORKER_NICE)
+    again = manager.wait(manager.submit_run(TINY.replace(seed=1)), timeout=60)
+    assert again.state == "done" and again.pid == status.pid
 
 
-def test_same_run_twice_is_one_job_computed_once(store, monkeypatch):
-    calls = counting_find_minima(monkeypatch)
+def test_same_run_twice_is_one_job_computed_once(store):
     with JobManager(store, workers=2) as manager:
         first = manager.submit_run(TINY)
         second = manager.submit_run(TINY.replace())  # an equal config, another object
         assert first == second
         assert len(manager.jobs()) == 1
-        assert manager.wait(first, timeout=60).state == "done"
-    assert len(calls) == 1
+        status = manager.wait(first, timeout=60)
+        assert status.state == "done" and status.message.startswith("TO-score")  # computed
 
 
-def test_finished_run_is_done_at_once(manager, store, monkeypatch):
+def test_finished_run_is_done_at_once(manager, store):
     run_experiment(TINY, store)
-    calls = counting_find_minima(monkeypatch)
     status = manager.status(manager.submit_run(TINY))
     assert status.state == "done" and status.fraction == 1.0
     assert status.message == "loaded from the store"
-    assert calls == []
+    assert status.pid is None  # no worker process was needed
 
 
 def test_progress_then_cancel_keeps_finished_stages(manager, store):
@@ -142,13 +147,73 @@ def test_failing_run_reports_the_reason(manager, tmp_path):
     assert manager.wait(manager.submit_run(TINY), timeout=60).state == "done"
 
 
-def test_unexpected_exception_becomes_one_line(manager, monkeypatch):
-    def boom(*args, **kwargs):
-        raise RuntimeError("first line\nsecond line")
+def test_unexpected_exception_becomes_one_line():
+    # (The worker reports _one_line of what its run raised; test_failing_run_reports_the_reason
+    # goes through a worker.)
+    assert jobs._one_line(RuntimeError("first line\nsecond line")) == (
+        "RuntimeError: first line second line")
+    assert jobs._one_line(ValueError("bad\n width")) == "bad width"
 
-    monkeypatch.setattr(minima, "find_minima", boom)
-    status = manager.wait(manager.submit_run(TINY), timeout=30)
-    assert status.state == "failed" and status.error == "RuntimeError: first line second line"
+
+def test_cancel_stops_a_silent_worker_and_the_run_resumes(manager, store, monkeypatch):
+    # No grace: the worker process is stopped at once, as one that does not report progress
+    # would be after the grace.
+    monkeypatch.setattr(jobs, "_CANCEL_GRACE_S", 0.0)
+    config = TINY.replace(path_steps=3000)  # paths take a few seconds
+    job_id = manager.submit_run(config)
+    running = wait_until(lambda: (s := manager.status(job_id)).stage == "paths" and s, 60)
+    manager.cancel(job_id)
+    status = manager.wait(job_id, timeout=10)
+    assert status.state == "cancelled" and status.error is None
+    assert not alive(running.pid)
+    assert store.has_stage(job_id, "minima") and not store.has_stage(job_id, "paths")
+    trained = store.load_stage(job_id, "minima")[0]["seconds"]
+    # Submitted again: a new worker resumes from the stored minima.
+    status = manager.wait(manager.submit_run(config), timeout=60)
+    assert status.state == "done" and status.pid != running.pid
+    assert load_result(store, job_id).timings["minima"] == trained
+
+
+def test_a_killed_worker_fails_its_job_and_the_next_job_runs(manager, store):
+    job_id = manager.submit_run(TINY.replace(path_steps=100_000))
+    running = wait_until(lambda: (s := manager.status(job_id)).stage == "paths" and s, 60)
+    os.kill(running.pid, signal.SIGKILL)
+    status = manager.wait(job_id, timeout=30)
+    assert status.state == "failed" and "\n" not in status.error
+    assert status.error.startswith(f"the worker process (pid {running.pid}) killed by signal "
+                                   "SIGKILL while computing this job")
+    assert "finished stages are kept" in status.error and store.has_stage(job_id, "minima")
+    after = manager.wait(manager.submit_run(TINY), timeout=60)
+    assert after.state == "done" and after.pid not in (None, running.pid)
+
+
+def test_a_worker_with_another_package_is_refused(manager):
+    job = jobs._Job("x", "run", [TINY], 0)
+    problem = manager._relay(job, ("ready", 123, "/elsewhere/lossbarcode/__init__.py"))
+    assert "imported lossbarcode from /elsewhere/lossbarcode" in problem
+    assert manager._relay(job, ("ready", 123, jobs._PACKAGE)) is None
+
+
+@pytest.mark.parametrize(("cores", "threads"), [(1, 1), (2, 1), (3, 2), (16, 15), (0, 1)])
+def test_worker_threads_leave_one_core_to_the_server(cores, threads):
+    assert devices.worker_threads(cores) == threads
+
+
+def test_a_background_worker_lowers_its_priority_and_sets_its_threads():
+    # In a child process: renicing is irreversible.
+    code = ("import os, torch\n"
+            "from lossbarcode import devices\n"
+            "before = os.getpriority(os.PRIO_PROCESS, 0)\n"
+            "n = devices.become_background_worker()\n"
+            "print(n, torch.get_num_threads(), devices.usable_cores(),\n"
+            "      os.getpriority(os.PRIO_PROCESS, 0) - before)\n")
+    package_root = str(Path(devices.__file__).parents[1])  # the package under test
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                         check=True, env={**os.environ, "PYTHONPATH": package_root})
+    n, torch_threads, cores, niced = map(int, out.stdout.split())
+    assert n == torch_threads == devices.worker_threads(cores)
+    assert cores == len(os.sched_getaffinity(0))
+    assert niced == min(devices.WORKER_NICE, 19 - os.getpriority(os.PRIO_PROCESS, 0))
 
 
 def test_sweep_of_two_widths(manager, store):
