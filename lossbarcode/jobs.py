@@ -53,7 +53,7 @@ from lossbarcode.cost import (
     estimate_cost,
     store_calibration,
 )
-from lossbarcode.experiment import Cancelled, ExperimentConfig, run_experiment
+from lossbarcode.experiment import Cancelled, ExperimentConfig, load_result, run_experiment
 from lossbarcode.store import ResultStore
 from lossbarcode.sweep import sweep_configs
 
@@ -487,7 +487,7 @@ class JobManager:
                 check_fits(config)
 
     def _submit(self, job_id: str, kind: str, configs: list[ExperimentConfig]) -> str:
-        stored = all(self.store.exists(c.run_id) for c in configs)
+        stored = all(_verified(self.store, c.run_id) for c in configs)
         with self._lock:
             if self._closed:
                 raise RuntimeError("this JobManager was shut down; create a new one")
@@ -688,6 +688,17 @@ class JobManager:
                     job.spent += now - job.run_start
                     job.spent_weight += job.weights[index]
         return None
+
+
+def _verified(store: ResultStore, run_id: str) -> bool:
+    """Whether ``run_id`` has a finished result that verifies. Its files alone do not say so:
+    an edited or damaged result is computed again by its job, as ``lossbarcode run`` does."""
+    if not store.exists(run_id):
+        return False
+    try:
+        return load_result(store, run_id, warn=False) is not None
+    except Exception:  # e.g. a newer format: the job reports it
+        return False
 
 
 def _prefix(job: _Job) -> str:

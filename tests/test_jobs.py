@@ -87,6 +87,18 @@ def test_finished_run_is_done_at_once(manager, store):
     assert status.pid is None  # no worker process was needed
 
 
+def test_a_stored_result_that_does_not_verify_is_computed_again(manager, store):
+    run_experiment(TINY, store)
+    path = store.root / TINY.run_id / "result.json"
+    good = load_result(store, TINY.run_id, strict=True)
+    path.write_text(path.read_text().replace('"l2"', '"L2"', 1))  # edited: files present
+    assert store.exists(TINY.run_id) and load_result(store, TINY.run_id, warn=False) is None
+    job = manager.submit_run(TINY)
+    assert manager.status(job).state != "done"  # not "loaded from the store"
+    assert manager.wait(job, timeout=120).state == "done"
+    assert load_result(store, TINY.run_id, strict=True).scores == good.scores
+
+
 def test_progress_then_cancel_keeps_finished_stages(manager, store):
     job_id = manager.submit_run(TINY.replace(steps=300, path_steps=100_000))
     seen = []
