@@ -483,8 +483,8 @@ def _cmd_show(args: argparse.Namespace) -> int:
     print("  " + "  ".join(f"{k}={v:.4g}" for k, v in result.scores.items()))
     print("  all minima: " + "  ".join(f"{k}={v:.4g}" for k, v in result.scores_all.items()))
     print(result.certification_note())
-    if result.resolution_note():
-        print(result.resolution_note())
+    if note := result.resolution_note():
+        print(note)
     print(f"health: {_health_line(result)}")
     g = result.generalization
     if g.get("spearman") is not None:

@@ -205,6 +205,13 @@ class Result:
         ``path_atol`` as 0: what a rank test of the lengths may read."""
         return segment_lengths(self.barcode, self.k, self.config.path_atol)
 
+    @property
+    def unresolved(self) -> bool:
+        """Whether the run has finite bars and none is resolved from 0: its TO-score is then
+        not a property of the network."""
+        resolved, finite = self.resolved
+        return resolved == 0 < finite
+
     def resolution_note(self) -> str:
         """One line: how many bars are resolved from 0, and, when none is, that the TO-score
         is not a property of the network ("" without finite bars)."""
@@ -212,7 +219,7 @@ class Result:
         atol = self.config.path_atol
         if finite == 0:
             return ""
-        if resolved == 0:
+        if self.unresolved:
             return (f"TO-score not resolved from 0: all {finite} finite bars are at most the "
                     f"barrier resolution {atol:g} (path_atol) long, so its value is the "
                     "optimiser's round-off, not a property of the network")

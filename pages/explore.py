@@ -130,6 +130,7 @@ def metrics(r: Result) -> None:
     certified, finite_bars = r.certified
     minima_done, k = r.minima_count
     health = run_health_of(r)
+    note = r.resolution_note()
     # Badges short enough for a fifth of the page (a longer one is cut: "3/3 bars certif…"),
     # with no arrow (they are counts, not changes); the help and the boxes say the rest.
     cols[0].metric(f"TO-score ({variant})", f"{r.score:.4g}",
@@ -144,7 +145,7 @@ def metrics(r: Result) -> None:
                         + ", ".join(f"{k} {v:.3g}" for k, v in r.scores.items())
                         + "; with a bar at every minimum: "
                         + ", ".join(f"{k} {v:.3g}" for k, v in r.scores_all.items())
-                        + (f". {r.resolution_note()}." if r.resolution_note() else ""))
+                        + (f". {note}." if note else ""))
     cols[1].metric("Certified minima", f"{minima_done} / {k}",
                    delta=health.state, delta_color="off", delta_arrow="off",
                    help=f"Run health: {health.summary()}. "
@@ -162,7 +163,7 @@ def metrics(r: Result) -> None:
     st.caption(f"`{r.run_id}` · {describe_config(c)}  \n"
                f"Reproduce: `{reproduce_command(c)}`")
     st.caption(f"Paths: {r.paths_note()}  \n{r.certification_note()}"
-               + (f"  \n{r.resolution_note()}" if r.resolution_note() else ""))
+               + (f"  \n{note}" if note else ""))
     health_banner(r)
 
 
@@ -194,7 +195,7 @@ def run_charts(r: Result, highlight: int | None, pair: int | None) -> None:
                                    title=f"Loss barcode · TO-score ({variant}) "
                                          f"{r.score:.4g}"
                                          + (" (not resolved from 0)"
-                                            if r.resolved[0] == 0 < r.resolved[1] else ""),
+                                            if r.unresolved else ""),
                                    xaxis_title="training loss",
                                    certified=certified, reasons=reasons,
                                    spread=r.bar_spread()),

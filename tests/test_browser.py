@@ -90,6 +90,18 @@ def shown_run(page) -> str | None:
     return found.group(1) if found else None
 
 
+def start_long_run(page) -> None:
+    """On Explore: start a run of 2,000,000 steps (long enough to cancel), confirming it (a
+    long run asks first)."""
+    page.get_by_text("Minima", exact=True).first.click()  # open the Minima expander
+    steps = page.get_by_label("Steps", exact=True)
+    steps.fill("2000000")
+    steps.press("Enter")
+    page.wait_for_timeout(800)
+    page.get_by_role("button", name="Run experiment").click()
+    page.get_by_role("button", name=re.compile("^Confirm: start")).click(timeout=60_000)
+
+
 def wait_new_run_shown(page, old: list[str], timeout_s: float = 180) -> None:
     """Wait until a run finished: the URL names a run not in ``old``, its caption is on screen
     and no job is running. (The URL names a job from its start, while the previous run is still
@@ -209,14 +221,7 @@ for (const name of ['pushState', 'replaceState']) {
             wait_ready(page, "Explore a run", charts=3, timeout=60)
             assert shown_run(page) == shown[-1]
 
-        page.get_by_text("Minima", exact=True).first.click()  # open the Minima expander
-        steps = page.get_by_label("Steps", exact=True)
-        steps.fill("2000000")  # long enough to cancel, and to be confirmed first
-        steps.press("Enter")
-        page.wait_for_timeout(800)
-        page.get_by_role("button", name="Run experiment").click()
-        # A long run asks first (estimate above a few minutes): confirm it.
-        page.get_by_role("button", name=re.compile("^Confirm: start")).click(timeout=60_000)
+        start_long_run(page)
         page.get_by_role("button", name="Cancel").click(timeout=60_000)
         page.wait_for_function("document.body.innerText.includes('was cancelled')",
                                timeout=60_000)
@@ -311,13 +316,7 @@ def test_pages_render_within_two_seconds_while_a_job_trains(playwright_api, tmp_
         page = browser.new_page(viewport={"width": 1440, "height": 900})
         page.goto(f"{url}/?preset=tiny", wait_until="domcontentloaded")
         wait_ready(page, "Explore a run", charts=3, timeout=120)
-        page.get_by_text("Minima", exact=True).first.click()  # open the Minima expander
-        steps = page.get_by_label("Steps", exact=True)
-        steps.fill("2000000")  # trains for the whole test
-        steps.press("Enter")
-        page.wait_for_timeout(800)
-        page.get_by_role("button", name="Run experiment").click()
-        page.get_by_role("button", name=re.compile("^Confirm: start")).click(timeout=60_000)
+        start_long_run(page)
         page.get_by_role("button", name="Cancel").wait_for(timeout=60_000)
         page.wait_for_timeout(3000)  # the worker has started and trains
         visits = (("Method", "Method", 0), ("Scaling", "Scaling", 2))

@@ -25,7 +25,6 @@ from pathlib import Path
 
 PAGES = ("minima_map", "landscape_slice")
 POLL_S = 0.5
-VIEW_PREFIXES = ("map-", "slice-")  # the stage names of views (lossbarcode.maps, .slices)
 
 _CHILD = """
 import json, sys, time
@@ -58,14 +57,17 @@ print(json.dumps({"seconds": first, "final_s": final, "charts": len(at.get("plot
 
 
 def strip_views(folder: Path) -> list[str]:
-    """Remove every view stage (``map-*``, ``slice-*``) from the runs in ``folder``; returns
-    the removed file names."""
-    removed = []
-    for run in sorted(p for p in folder.iterdir() if p.is_dir()):
-        for f in sorted(run.iterdir()):
-            if f.name.startswith(VIEW_PREFIXES):
-                f.unlink()
-                removed.append(f"{run.name}/{f.name}")
+    """Drop every view stage (any stage outside the pipeline: maps, slices) from the runs in
+    ``folder`` through the store; returns the ``run/stage`` names dropped."""
+    from lossbarcode.experiment import PIPELINE
+    from lossbarcode.store import ResultStore
+
+    store, removed = ResultStore(folder), []
+    for run_id in store.list():
+        for stage in store.stages(run_id):
+            if stage not in PIPELINE:
+                store.drop_stage(run_id, stage)
+                removed.append(f"{run_id}/{stage}")
     return removed
 
 
